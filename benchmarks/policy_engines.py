@@ -1,0 +1,467 @@
+"""Choose the in-process Rego engine by measurement (policies/ENGINE.md).
+
+Correctness against OPA semantics comes first, so every candidate runs the same battery of
+small Rego checks (expected values are what OPA v1 returns) plus the node's own decision
+policy; speed comes last, in µs per decision, each figure beside its ratio to a plain-Python
+rendering of the same policy timed in the same run.
+
+Both regorus builds on PyPI install the module name ``regorus``, so each candidate runs in
+its own subprocess with its own ``sys.path``: give a second build with
+``--regorus-dir NAME=DIR`` (e.g. after ``pip install --target DIR celine-regorus``).
+
+    python benchmarks/policy_engines.py [--regorus-dir celine-regorus=/tmp/celine]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY_DIR = ROOT / "policies" / "liaison" / "exchange"
+ENTRY = "data.liaison.exchange.decision"
+MARK = "@@report "
+
+AGREEMENT: dict[str, Any] = {
+    "categories": ["travel_document", "vehicle"],
+    "purposes": ["criminal_investigation", "border_control"],
+    "methods": ["Match"],
+    "legal_bases": ["none", "bilateral_agreement"],
+    "valid_from": "2025-01-01",
+    "valid_until": "2027-12-31",
+    "max_results": 5,
+}
+DATA: dict[str, Any] = {
+    "agreements": {"FR-DGPN": AGREEMENT},
+    "settings": {"max_match_results": 10},
+}
+ALLOW_INPUT: dict[str, Any] = {
+    "version": 1,
+    "now": "2026-11-29T13:45:12Z",
+    "node": {"node_id": "DE-BKA", "country": "DE", "profile": "bilateral"},
+    "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "active"},
+    "envelope": {
+        "purpose": "criminal_investigation",
+        "legal_basis": "none",
+        "has_legal_reference": False,
+        "has_case_reference": True,
+    },
+    "request": {"method": "Match", "category": "travel_document", "identifier_kinds": ["x"]},
+}
+DENY_INPUT: dict[str, Any] = {
+    **ALLOW_INPUT,
+    "now": "2028-01-01T00:00:00Z",
+    "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "suspended"},
+    "request": {"method": "Fetch", "category": "firearm", "identifier_kinds": ["x"]},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One semantics check: ``res := [v | v := <expr>]`` turns "undefined" into ``[]``."""
+
+    name: str
+    rules: str
+    expr: str
+    expected: Any
+    input: Any = None
+
+
+EVERY = "ok if {\n  every x in input.xs { x > 0 }\n}"
+
+CASES: list[Case] = [
+    Case(
+        "default_rule_false",
+        "default allow := false\nallow if input.x == 1",
+        "allow",
+        [False],
+        {"x": 2},
+    ),
+    Case(
+        "default_rule_true",
+        "default allow := false\nallow if input.x == 1",
+        "allow",
+        [True],
+        {"x": 1},
+    ),
+    Case("every_all_true", EVERY, "ok", [True], {"xs": [1, 2]}),
+    Case("every_one_false", EVERY, "ok", [], {"xs": [1, -1]}),
+    Case("every_empty", EVERY, "ok", [True], {"xs": []}),
+    Case(
+        "some_in", "s contains x if { some x in input.xs; x > 1 }", "s", [[2, 3]], {"xs": [3, 1, 2]}
+    ),
+    Case(
+        "some_k_v_in_object",
+        "s contains k if { some k, v in input.o; v }",
+        "s",
+        [["a"]],
+        {"o": {"a": True, "b": False}},
+    ),
+    Case("set_comprehension", "s := {x | some x in input.xs}", "s", [[1, 2]], {"xs": [2, 1, 2]}),
+    Case(
+        "array_comprehension",
+        "a := [y | some x in input.xs; y := x * 2]",
+        "a",
+        [[4, 2]],
+        {"xs": [2, 1]},
+    ),
+    Case(
+        "count_empty_partial_set",
+        "s contains x if { some x in input.xs }",
+        "count(s)",
+        [0],
+        {"xs": []},
+    ),
+    Case("min_set", "", "min({5, 10})", [5]),
+    Case("min_set_of_data", "s contains 10 if true\ns contains 5 if true", "min(s)", [5]),
+    Case("min_array", "", "min([3, 1, 2])", [1]),
+    Case("max_set", "", "max({5, 10, 7})", [10]),
+    Case("string_less_equal", "", '"2025-01-01" <= "2025-01-10"', [True]),
+    Case("string_year_boundary", "", '"2027-12-31" < "2028-01-01"', [True]),
+    Case("substring", "", 'substring("2026-11-29T13:45:12Z", 0, 10)', ["2026-11-29"]),
+    Case("object_get_path", "", 'object.get(input, ["a", "b"], "d")', [7], {"a": {"b": 7}}),
+    Case("object_get_default", "", 'object.get(input, "missing", 7)', [7], {}),
+    Case("in_partial_set", 's contains "a" if true', '"a" in s', [True]),
+    Case("not_undefined_is_true", "t if not input.missing == 1", "t", [True], {}),
+    Case("neq_undefined_is_undefined", "t if input.missing != 1", "t", [], {}),
+    Case("int_stays_int", "", "input.n", [5], {"n": 5}),
+    Case("sort_set", 's := {"b", "a", "c"}', "sort(s)", [["a", "b", "c"]]),
+    Case("else_chain", 'f := "a" if input.x == 1\nelse := "b"', "f", ["b"], {"x": 2}),
+    Case("with_input", 't if input.x == 1\nu if t with input as {"x": 1}', "u", [True], {}),
+    Case("regex_match", "", 'regex.match(`^\\d{4}-\\d{2}-\\d{2}$`, "2026-11-29")', [True]),
+    Case(
+        "parse_rfc3339_z",
+        "",
+        'time.parse_rfc3339_ns("2026-11-29T13:45:12Z")',
+        [1795959912000000000],
+    ),
+    Case("is_object_undefined", "t if is_object(input.missing)", "t", [], {}),
+]
+
+
+def expected_decision(policy_input: Any) -> dict[str, Any]:
+    """The policy written out in Python: the speed baseline and the oracle for its cases."""
+    inp = policy_input if isinstance(policy_input, dict) else {}
+
+    def get(*path: str) -> Any:
+        cur: Any = inp
+        for key in path:
+            if not isinstance(cur, dict) or key not in cur:
+                return None
+            cur = cur[key]
+        return cur
+
+    reasons: set[str] = set()
+    if get("version") != 1 or isinstance(get("version"), bool):
+        reasons.add("unsupported_input_version")
+    if get("requester", "status") != "active":
+        reasons.add("requester_not_active")
+    purpose = get("envelope", "purpose")
+    if not isinstance(purpose, str) or purpose == "":
+        reasons.add("purpose_missing")
+        purpose = None
+    agreement = DATA["agreements"].get(get("requester", "node_id"))
+    if not isinstance(agreement, dict):
+        reasons.add("no_agreement")
+    else:
+        now = get("now")
+        today = now[:10] if isinstance(now, str) else None
+        if today is None or not agreement["valid_from"] <= today <= agreement["valid_until"]:
+            reasons.add("agreement_not_in_force")
+        if purpose is not None and purpose not in agreement["purposes"]:
+            reasons.add("purpose_not_agreed")
+        if get("request", "category") not in agreement["categories"]:
+            reasons.add("category_not_agreed")
+        if get("request", "method") not in agreement["methods"]:
+            reasons.add("method_not_permitted")
+        if get("envelope", "legal_basis") not in agreement["legal_bases"]:
+            reasons.add("legal_basis_not_agreed")
+    allow = not reasons
+    caps = [agreement["max_results"]] if isinstance(agreement, dict) else []
+    caps.append(DATA["settings"]["max_match_results"])
+    return {
+        "allow": allow,
+        "reasons": sorted(reasons),
+        "obligations": {"max_results": min(caps)} if allow else {},
+    }
+
+
+DECISION_INPUTS: dict[str, Any] = {
+    "decision_allow": ALLOW_INPUT,
+    "decision_deny_many": DENY_INPUT,
+    "decision_empty_input": {},
+    "decision_no_agreement": {
+        **ALLOW_INPUT,
+        "requester": {"node_id": "XX-NONE", "status": "active"},
+    },
+    "decision_first_day": {**ALLOW_INPUT, "now": "2025-01-01T00:00:00Z"},
+    "decision_day_after": {**ALLOW_INPUT, "now": "2028-01-01T00:00:00Z"},
+}
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _adapter(kind: str) -> tuple[str, Callable[[str, Any, Any], Any], Callable[[], Any]]:
+    """Returns (distribution, evaluate(modules_text, data, input) -> value, decide_factory)."""
+    if kind == "regopy":
+        import regopy
+
+        def run_regopy(module: str, data: Any, policy_input: Any) -> Any:
+            interp = regopy.Interpreter()
+            interp.add_module("m.rego", module)
+            interp.add_data(data)
+            interp.set_input(policy_input)
+            out = interp.query("x = data.t.res")
+            if not out.ok():
+                raise RuntimeError(str(out))
+            return json.loads(str(out.binding("x")))
+
+        def regopy_decider() -> Callable[[Any], Any]:
+            interp = regopy.Interpreter()
+            for path in sorted(POLICY_DIR.glob("*.rego")):
+                if not path.name.endswith("_test.rego"):
+                    interp.add_module(path.name, path.read_text())
+            interp.add_data(DATA)
+            bundle = interp.build(ENTRY)  # compiled once, as a node would (plain query()
+            # recompiles per call: ~10x slower)
+
+            def decide(policy_input: Any) -> Any:
+                interp.set_input(policy_input)
+                # Read the Output while it is alive: regopy 1.5.2 segfaulted on
+                # str(query(...).binding(...)) once the Output had been collected.
+                out = interp.query_bundle(bundle)
+                return json.loads(str(out))["expressions"][0]
+
+            return decide
+
+        return "regopy", run_regopy, regopy_decider
+
+    import regorus
+
+    dist = next(
+        (
+            d.metadata["Name"]
+            for d in importlib.metadata.distributions()
+            if d.files
+            and any(str(f).startswith("regorus/") for f in d.files)
+            and Path(str(d.locate_file("regorus"))).resolve()
+            == Path(regorus.__file__).resolve().parent
+        ),
+        "regorus?",
+    )
+
+    def policy_files() -> list[tuple[str, str]]:
+        return [
+            (p.name, p.read_text())
+            for p in sorted(POLICY_DIR.glob("*.rego"))
+            if not p.name.endswith("_test.rego")
+        ]
+
+    if kind == "regorus-rvm":
+        rvm: Any = regorus  # only some builds ship the RVM
+        if not hasattr(rvm, "Program"):
+            raise SystemExit(f"{dist} has no RVM")
+
+        def run_rvm(module: str, data: Any, policy_input: Any) -> Any:
+            program = rvm.Program.compile_from_modules(
+                json.dumps(data), [("m.rego", module)], ["data.t.res"]
+            )
+            vm = rvm.Rvm()
+            vm.load_program(program)
+            vm.set_data_json(json.dumps(data))
+            vm.set_input_json(json.dumps(policy_input))
+            return json.loads(vm.execute())
+
+        def rvm_decider() -> Callable[[Any], Any]:
+            program = rvm.Program.compile_from_modules(json.dumps(DATA), policy_files(), [ENTRY])
+            vm = rvm.Rvm()
+            vm.load_program(program)
+            vm.set_data_json(json.dumps(DATA))
+
+            def decide(policy_input: Any) -> Any:
+                vm.set_input_json(json.dumps(policy_input))
+                return json.loads(vm.execute())
+
+            return decide
+
+        return dist + " (RVM)", run_rvm, rvm_decider
+
+    def run_regorus(module: str, data: Any, policy_input: Any) -> Any:
+        engine = regorus.Engine()
+        engine.add_policy("m.rego", module)
+        engine.add_data(data)
+        engine.set_input_json(json.dumps(policy_input))
+        return json.loads(engine.eval_rule_as_json("data.t.res"))
+
+    def regorus_decider() -> Callable[[Any], Any]:
+        engine = regorus.Engine()
+        for name, text in policy_files():
+            engine.add_policy(name, text)
+        engine.add_data(DATA)
+
+        def decide(policy_input: Any) -> Any:
+            engine.set_input_json(json.dumps(policy_input))
+            return json.loads(engine.eval_rule_as_json(ENTRY))
+
+        return decide
+
+    return dist, run_regorus, regorus_decider
+
+
+def _time_us(fn: Callable[[], Any], rounds: int = 5, number: int = 2000) -> float:
+    """Best of several rounds: the least-disturbed figure is the engine's own cost."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best * 1e6
+
+
+def worker(kind: str) -> dict[str, Any]:
+    dist, evaluate, make_decider = _adapter(kind)
+    version = "?"
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        version = importlib.metadata.version(dist.split(" ")[0])
+    results: dict[str, dict[str, Any]] = {}
+    for case in CASES:
+        module = f"package t\n\n{case.rules}\n\nres := [v | v := {case.expr}]\n"
+        try:
+            got = evaluate(module, {}, case.input if case.input is not None else {})
+        except BaseException as exc:  # pyo3 panics are BaseException
+            got = f"error: {type(exc).__name__}: {str(exc)[:120]}"
+        results[case.name] = {"ok": json.dumps(got) == json.dumps(case.expected), "got": got}
+    if kind == "regorus":
+        # The dict API (add_data/eval_rule) is not what the node uses, but a build that
+        # turns 5 into 5.0 there is worth knowing about: the node sticks to the JSON API.
+        import regorus
+
+        engine = regorus.Engine()
+        engine.add_policy("m.rego", "package t\n\nn := data.n\n")
+        engine.add_data({"n": 5})
+        got = engine.eval_rule("data.t.n")
+        results["python_dict_api_int_stays_int"] = {"ok": type(got) is int, "got": got}
+    timings: dict[str, float] = {}
+    try:
+        decide = make_decider()
+        for name, policy_input in DECISION_INPUTS.items():
+            got = decide(policy_input)
+            want = expected_decision(policy_input)
+            same = json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+            results[name] = {"ok": same, "got": got}
+        timings["allow"] = _time_us(lambda: decide(ALLOW_INPUT))
+        timings["deny"] = _time_us(lambda: decide(DENY_INPUT))
+    except BaseException as exc:
+        results["decision_policy"] = {"ok": False, "got": f"error: {exc!s:.160}"}
+    return {"engine": dist, "version": version, "results": results, "us": timings}
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _run_worker(kind: str, path: str | None) -> dict[str, Any] | None:
+    env = dict(os.environ)
+    if path:
+        env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", kind],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(f"  {kind} ({path or 'system'}): unavailable: {proc.stderr.strip()[-200:]}")
+        return None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+    report: dict[str, Any] = json.loads(lines[-1][len(MARK) :])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--regorus-dir",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another regorus build installed with pip --target DIR",
+    )
+    args = parser.parse_args(argv)
+    if args.worker:
+        # Some engines print diagnostics on stdout: the report goes on a marked last line.
+        print(MARK + json.dumps(worker(args.worker)))
+        return 0
+
+    baseline_allow = _time_us(lambda: expected_decision(ALLOW_INPUT))
+    baseline_deny = _time_us(lambda: expected_decision(DENY_INPUT))
+    print(
+        f"baseline: the policy in plain Python: allow {baseline_allow:.1f} µs, "
+        f"deny {baseline_deny:.1f} µs (ratio 1.0)"
+    )
+    runs: list[tuple[str, str | None]] = [
+        ("regopy", None),
+        ("regorus", None),
+        ("regorus-rvm", None),
+    ]
+    for spec in args.regorus_dir:
+        path = spec.split("=", 1)[-1]
+        runs += [("regorus", path), ("regorus-rvm", path)]
+    reports = [r for kind, path in runs if (r := _run_worker(kind, path)) is not None]
+    names = list(
+        dict.fromkeys(
+            [c.name for c in CASES]
+            + list(DECISION_INPUTS)
+            + [n for r in reports for n in r["results"]]
+        )
+    )
+    width = max(len(n) for n in names)
+    print()
+    print(
+        "semantics (OPA v1 expected)".ljust(width), *(r["engine"][:24].ljust(24) for r in reports)
+    )
+    for name in names:
+        cells = []
+        for report in reports:
+            res: Mapping[str, Any] | None = report["results"].get(name)
+            if res is None:
+                cells.append("n/a".ljust(24))
+            else:
+                cells.append(
+                    ("ok" if res["ok"] else f"WRONG {json.dumps(res['got'])}")[:24].ljust(24)
+                )
+        print(name.ljust(width), *cells)
+    print()
+    for report in reports:
+        wrong = sorted(n for n, r in report["results"].items() if not r["ok"])
+        us = report["us"]
+        speed = (
+            f"allow {us['allow']:.1f} µs ({us['allow'] / baseline_allow:.1f}x), "
+            f"deny {us['deny']:.1f} µs ({us['deny'] / baseline_deny:.1f}x)"
+            if us
+            else "no timing"
+        )
+        print(
+            f"{report['engine']} {report['version']}: {len(wrong)} wrong "
+            f"{wrong if wrong else ''}; {speed}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

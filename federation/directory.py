@@ -1,0 +1,212 @@
+"""The federation directory: who the members are, signed by the federation authority.
+
+The file holds the payload as the exact bytes that were signed (a JSON string inside the
+outer JSON), so verification never depends on re-serialising anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from federation.identity import InvalidIdentity, check_federation, check_node_id, country_of
+
+FORMAT = "liaison-directory/v1"
+
+
+class DirectoryError(ValueError):
+    """The directory cannot be trusted; the message says why and what to do."""
+
+
+class MemberStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    node_id: str
+    endpoint: str
+    certificate_sha256: str
+    signing_public_key: str
+    status: MemberStatus = MemberStatus.ACTIVE
+
+    @property
+    def country(self) -> str:
+        return country_of(self.node_id)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> Member:
+        if not isinstance(obj, dict):
+            raise DirectoryError(f"{where}: a member must be an object")
+        required = {"node_id", "endpoint", "certificate_sha256", "signing_public_key"}
+        allowed = required | {"status", "country"}
+        if missing := required - obj.keys():
+            raise DirectoryError(f"{where}: member lacks {sorted(missing)}")
+        if unknown := obj.keys() - allowed:
+            raise DirectoryError(f"{where}: unknown member field(s) {sorted(unknown)}")
+        try:
+            node_id = check_node_id(str(obj["node_id"]))
+            status = MemberStatus(obj.get("status", "active"))
+        except (InvalidIdentity, ValueError) as exc:
+            raise DirectoryError(f"{where}: {exc}") from None
+        fp = str(obj["certificate_sha256"]).lower()
+        if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+            raise DirectoryError(f"{where}: certificate_sha256 must be 64 hex characters")
+        return cls(
+            node_id=node_id,
+            endpoint=str(obj["endpoint"]),
+            certificate_sha256=fp,
+            signing_public_key=str(obj["signing_public_key"]),
+            status=status,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = self.status.value
+        out["country"] = self.country
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    federation: str
+    serial: int
+    issued_at: datetime
+    expires_at: datetime
+    members: tuple[Member, ...]
+
+    def member(self, node_id: str) -> Member | None:
+        for m in self.members:
+            if m.node_id == node_id:
+                return m
+        return None
+
+    def payload(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "federation": self.federation,
+            "serial": self.serial,
+            "issued_at": self.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expires_at": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "members": [m.to_json() for m in sorted(self.members, key=lambda m: m.node_id)],
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _parse_time(text: Any, field: str) -> datetime:
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise DirectoryError(f"directory {field} {text!r} is not YYYY-MM-DDTHH:MM:SSZ") from None
+
+
+def _parse_payload(payload: bytes) -> Directory:
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:
+        raise DirectoryError(f"directory payload is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DirectoryError(f"directory payload is not {FORMAT}")
+    members_raw = doc.get("members")
+    if not isinstance(members_raw, list):
+        raise DirectoryError("directory payload has no members list")
+    members = tuple(Member.from_json(m, f"member #{i}") for i, m in enumerate(members_raw))
+    ids = [m.node_id for m in members]
+    if len(set(ids)) != len(ids):
+        raise DirectoryError("directory lists a node id twice")
+    serial = doc.get("serial")
+    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 1:
+        raise DirectoryError("directory serial must be a positive integer")
+    try:
+        federation = check_federation(str(doc.get("federation")))
+    except InvalidIdentity as exc:
+        raise DirectoryError(str(exc)) from None
+    return Directory(
+        federation=federation,
+        serial=serial,
+        issued_at=_parse_time(doc.get("issued_at"), "issued_at"),
+        expires_at=_parse_time(doc.get("expires_at"), "expires_at"),
+        members=members,
+    )
+
+
+def sign_directory(directory: Directory, key: ed25519.Ed25519PrivateKey) -> bytes:
+    """The signed directory file's bytes."""
+    payload = directory.payload()
+    doc = {
+        "payload": payload.decode(),
+        "signature": base64.b64encode(key.sign(payload)).decode(),
+    }
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def verify_directory(
+    data: bytes,
+    authority: ed25519.Ed25519PublicKey,
+    *,
+    now: datetime | None = None,
+    source: str = "directory",
+) -> Directory:
+    """Parse and verify a signed directory: raises DirectoryError, never returns it unverified."""
+    now = now or datetime.now(UTC)
+    try:
+        outer = json.loads(data)
+        payload = outer["payload"].encode()
+        signature = base64.b64decode(outer["signature"], validate=True)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DirectoryError(
+            f"{source} is not a signed directory (expected JSON with 'payload' and "
+            "'signature'); make it with `liaison directory sign`"
+        ) from None
+    try:
+        authority.verify(signature, payload)
+    except InvalidSignature:
+        raise DirectoryError(
+            f"{source}: signature does not verify with the pinned federation authority key; "
+            "it was altered or signed by another key: fetch a genuine directory"
+        ) from None
+    directory = _parse_payload(payload)
+    if directory.expires_at <= now:
+        raise DirectoryError(
+            f"{source} expired at {directory.expires_at:%Y-%m-%dT%H:%M:%SZ} "
+            f"(serial {directory.serial}); ask the federation authority for a fresh one"
+        )
+    return directory
+
+
+def load_directory(
+    path: Path, authority: ed25519.Ed25519PublicKey, *, now: datetime | None = None
+) -> Directory:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DirectoryError(f"directory file {path} not found") from None
+    return verify_directory(data, authority, now=now, source=str(path))
+
+
+def new_directory(
+    federation: str,
+    serial: int,
+    members: list[Member],
+    *,
+    now: datetime | None = None,
+    valid_days: int = 30,
+) -> Directory:
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    return Directory(
+        federation=check_federation(federation),
+        serial=serial,
+        issued_at=now,
+        expires_at=now + timedelta(days=valid_days),
+        members=tuple(members),
+    )

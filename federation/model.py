@@ -1,0 +1,43 @@
+"""Plain typed objects for what a request carries; the core works on these, never on protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from federation.vocabulary import LegalBasis
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What every request carries beside its body (DESIGN.md §2)."""
+
+    requester: str
+    purpose: str
+    legal_basis: LegalBasis = LegalBasis.NONE
+    legal_reference: str = ""
+    case_reference: str = ""
+    nonce: bytes = b""
+    issued_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MatchQuery:
+    envelope: Envelope
+    category: str
+    identifiers: tuple[Identifier, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MatchAnswer:
+    responder: str
+    hit: bool
+    record_refs: tuple[str, ...] = field(default_factory=tuple)
+    policy_revision: str = ""
+    audit_entry: str = ""

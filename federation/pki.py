@@ -1,0 +1,240 @@
+"""The federation's X.509 and key handling, all in one module.
+
+TLS keys are ECDSA P-256 (what every gRPC TLS stack accepts); signing keys for directories
+and, later, requests are Ed25519. Functions take the clock as a parameter so expiry can be
+tested without waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from federation.identity import node_from_spiffe, spiffe_uri, tls_name
+
+
+class PkiError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """What the node needs to know of a peer's client certificate."""
+
+    node_id: str
+    sha256: str
+    not_after: datetime
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode above applies only to a new file, not one being replaced
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"certificate file {path} not found") from None
+    except ValueError as exc:
+        raise PkiError(f"{path} is not a PEM X.509 certificate: {exc}") from None
+
+
+def load_ed25519_private(path: Path) -> ed25519.Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise PkiError(f"signing key file {path} not found") from None
+    except ValueError as exc:
+        raise PkiError(f"{path} is not a PEM private key: {exc}") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise PkiError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def public_key_text(key: ed25519.Ed25519PublicKey) -> str:
+    """Ed25519 public key as 64 hex characters: short enough for a directory entry."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def public_key_from_text(text: str) -> ed25519.Ed25519PublicKey:
+    try:
+        raw = bytes.fromhex(text.strip())
+        return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise PkiError(f"not an Ed25519 public key in hex: {exc}") from None
+
+
+def create_authority(
+    out: Path, federation: str, *, now: datetime | None = None, years: int = 10
+) -> None:
+    """The federation authority: a CA for TLS and an Ed25519 key for the directory."""
+    now = now or datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"Liaison federation {federation}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{federation} federation CA"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365 * years))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    _write_private(out / "ca.key", _pem_private(ca_key))
+    (out / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    signing = ed25519.Ed25519PrivateKey.generate()
+    _write_private(out / "authority.key", _pem_private(signing))
+    (out / "authority.pub").write_text(public_key_text(signing.public_key()) + "\n")
+    (out / "federation").write_text(federation + "\n")
+
+
+def _load_ca(authority: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = load_certificate(authority / "ca.crt")
+    try:
+        key = serialization.load_pem_private_key((authority / "ca.key").read_bytes(), None)
+    except FileNotFoundError:
+        raise PkiError(
+            f"{authority / 'ca.key'} not found: is {authority} an authority "
+            "folder made by `liaison federation init`?"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{authority / 'ca.key'} is not an EC private key")
+    return cert, key
+
+
+def issue_node_certificate(
+    authority: Path,
+    federation: str,
+    node_id: str,
+    out: Path,
+    *,
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+    now: datetime | None = None,
+    days: int = 365,
+) -> x509.Certificate:
+    """A node's TLS key and certificate, usable both as gRPC server and as client."""
+    import ipaddress
+
+    now = now or datetime.now(UTC)
+    ca_cert, ca_key = _load_ca(authority)
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(spiffe_uri(federation, node_id)),
+        x509.DNSName(tls_name(federation, node_id)),
+    ]
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, node_id),
+                    x509.NameAttribute(NameOID.COMMON_NAME, tls_name(federation, node_id)),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    _write_private(out / "tls.key", _pem_private(key))
+    (out / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+def create_signing_key(path: Path) -> ed25519.Ed25519PublicKey:
+    key = ed25519.Ed25519PrivateKey.generate()
+    _write_private(path, _pem_private(key))
+    return key.public_key()
+
+
+def peer_certificate(pem: bytes, federation: str) -> PeerCertificate:
+    """Identify a TLS peer from its (already chain-verified) certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise PkiError(f"unreadable peer certificate: {exc}") from None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise PkiError("peer certificate has no subjectAltName") from None
+    uris = [
+        u
+        for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.startswith("spiffe://")
+    ]
+    if len(uris) != 1:
+        raise PkiError(f"peer certificate must carry exactly one spiffe:// URI SAN, has {uris}")
+    node_id = node_from_spiffe(uris[0], federation)
+    return PeerCertificate(
+        node_id=node_id, sha256=fingerprint(cert), not_after=cert.not_valid_after_utc
+    )

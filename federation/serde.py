@@ -1,0 +1,157 @@
+"""The one module that converts between wire types (generated protobuf) and domain objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+from federation.errors import ERROR_DOMAIN
+from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
+from federation.vocabulary import LegalBasis
+from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+
+_BASIS_TO_PB = {
+    LegalBasis.NONE: pb.LEGAL_BASIS_KIND_NONE,
+    LegalBasis.BILATERAL_AGREEMENT: pb.LEGAL_BASIS_KIND_BILATERAL_AGREEMENT,
+    LegalBasis.MLAT: pb.LEGAL_BASIS_KIND_MLAT,
+    LegalBasis.JIT: pb.LEGAL_BASIS_KIND_JIT,
+    LegalBasis.TREATY: pb.LEGAL_BASIS_KIND_TREATY,
+}
+_BASIS_FROM_PB = {v: k for k, v in _BASIS_TO_PB.items()}
+
+
+class WireError(ValueError):
+    """A message that cannot become a domain object; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def envelope_to_proto(env: Envelope) -> pb.Envelope:
+    msg = pb.Envelope(
+        requester=env.requester,
+        purpose=env.purpose,
+        legal_basis=pb.LegalBasis(
+            kind=_BASIS_TO_PB[env.legal_basis], reference=env.legal_reference
+        ),
+        case_reference=env.case_reference,
+        nonce=env.nonce,
+    )
+    if env.issued_at is not None:  # left unset, not 1970, so `HasField` tells the truth
+        issued = timestamp_pb2.Timestamp()
+        issued.FromDatetime(env.issued_at)
+        msg.issued_at.CopyFrom(issued)
+    return msg
+
+
+def envelope_from_proto(msg: pb.Envelope) -> Envelope:
+    kind = msg.legal_basis.kind
+    if kind == pb.LEGAL_BASIS_KIND_UNSPECIFIED:
+        basis = LegalBasis.NONE
+    elif kind in _BASIS_FROM_PB:
+        basis = _BASIS_FROM_PB[kind]
+    else:
+        raise WireError("envelope.legal_basis.kind", f"unknown legal basis kind {kind}")
+    issued = msg.issued_at.ToDatetime(tzinfo=UTC) if msg.HasField("issued_at") else None
+    return Envelope(
+        requester=msg.requester,
+        purpose=msg.purpose,
+        legal_basis=basis,
+        legal_reference=msg.legal_basis.reference,
+        case_reference=msg.case_reference,
+        nonce=msg.nonce,
+        issued_at=issued,
+    )
+
+
+def match_query_to_proto(q: MatchQuery) -> pb.MatchRequest:
+    return pb.MatchRequest(
+        envelope=envelope_to_proto(q.envelope),
+        category=q.category,
+        identifiers=[pb.Identifier(kind=i.kind, value=i.value) for i in q.identifiers],
+    )
+
+
+def match_query_from_proto(msg: pb.MatchRequest) -> MatchQuery:
+    if not msg.HasField("envelope"):
+        raise WireError("envelope", "missing: every request carries an envelope")
+    return MatchQuery(
+        envelope=envelope_from_proto(msg.envelope),
+        category=msg.category,
+        identifiers=tuple(Identifier(kind=i.kind, value=i.value) for i in msg.identifiers),
+    )
+
+
+def match_answer_to_proto(a: MatchAnswer) -> pb.MatchResponse:
+    return pb.MatchResponse(
+        responder=a.responder,
+        hit=a.hit,
+        record_refs=list(a.record_refs),
+        policy_revision=a.policy_revision,
+        audit_entry_id=a.audit_entry,
+    )
+
+
+def match_answer_from_proto(msg: pb.MatchResponse) -> MatchAnswer:
+    return MatchAnswer(
+        responder=msg.responder,
+        hit=msg.hit,
+        record_refs=tuple(msg.record_refs),
+        policy_revision=msg.policy_revision,
+        audit_entry=msg.audit_entry_id,
+    )
+
+
+def rich_status(
+    code: grpc.StatusCode,
+    message: str,
+    reasons: Iterable[str],
+    metadata: dict[str, str] | None = None,
+) -> status_pb2.Status:
+    """A google.rpc.Status with one ErrorInfo per machine-readable reason."""
+    details = []
+    for reason in reasons:
+        info = error_details_pb2.ErrorInfo(
+            reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {}
+        )
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        details.append(packed)
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def reasons_from_status(status: status_pb2.Status | None) -> tuple[str, ...]:
+    if status is None:
+        return ()
+    reasons: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == ERROR_DOMAIN:
+                reasons.append(info.reason)
+    return tuple(reasons)
+
+
+STATUS_TRAILER = "grpc-status-details-bin"
+
+
+def status_from_trailers(trailers: Iterable[tuple[str, str | bytes]]) -> status_pb2.Status | None:
+    """The rich status a peer attached to its error, if any (and if it parses)."""
+    for key, value in trailers:
+        if key == STATUS_TRAILER and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:
+                return None
+    return None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,277 @@
+"""The `liaison` command: every operator task, each subcommand with its own --help.
+
+Errors reach the operator as one line that says what was wrong and what to do, and exit 2;
+a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from federation.directory import DirectoryError
+from federation.errors import LiaisonError
+from federation.identity import InvalidIdentity
+from federation.pki import PkiError
+from node.agreements import PolicyDataError
+from node.audit import AuditError
+from node.config import ConfigError
+from node.importer import ImportFailed
+from node.policy.embedded import PolicyLoadError
+from node.server import StartupError
+
+# Errors that are the operator's to fix: printed as one line, never as a traceback.
+OPERATOR_ERRORS = (
+    ConfigError,
+    DirectoryError,
+    PkiError,
+    InvalidIdentity,
+    ImportFailed,
+    PolicyDataError,
+    PolicyLoadError,
+    StartupError,
+    AuditError,
+    LiaisonError,
+    FileNotFoundError,
+    PermissionError,
+)
+
+
+def _federation_init(args: argparse.Namespace) -> int:
+    from federation.identity import check_federation
+    from federation.pki import create_authority
+
+    out: Path = args.dir
+    if (out / "ca.key").exists():
+        raise PkiError(f"{out} already holds a federation authority; refusing to overwrite it")
+    create_authority(out, check_federation(args.federation))
+    print(
+        f"federation {args.federation!r}: authority written to {out}\n"
+        f"  ca.crt         give to every node (trust anchor for mTLS)\n"
+        f"  authority.pub  give to every node (pins the directory signer)\n"
+        f"  ca.key, authority.key  keep offline"
+    )
+    return 0
+
+
+def _node_enroll(args: argparse.Namespace) -> int:
+    from node.enrol import enrol_node
+
+    member = enrol_node(
+        args.authority,
+        args.node_id,
+        args.out,
+        endpoint=args.endpoint,
+        hosts=tuple(args.host or ("localhost", "127.0.0.1")),
+        metrics=args.metrics,
+        policy_dir=args.policy_dir,
+    )
+    print(
+        f"{args.node_id}: keys, certificate and node.toml written to {args.out}\n"
+        f"  member entry for the directory: {args.out / 'member.json'}\n"
+        f"  certificate sha256: {member.certificate_sha256}"
+    )
+    return 0
+
+
+def _directory_sign(args: argparse.Namespace) -> int:
+    from node.enrol import sign_members
+
+    directory = sign_members(
+        args.authority, args.members, args.out, serial=args.serial, valid_days=args.valid_days
+    )
+    print(
+        f"directory serial {directory.serial} with {len(directory.members)} member(s), "
+        f"valid until {directory.expires_at:%Y-%m-%d %H:%M}Z, written to {args.out}"
+    )
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from node.config import load_config
+    from node.importer import import_file
+    from node.store import RecordStore
+
+    config = load_config(args.config)
+    store = RecordStore(config.store.url)
+    try:
+        store.create_schema()
+        report = import_file(args.file, store)
+    finally:
+        store.close()
+    print(f"imported {report}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from node.config import load_config
+    from node.server import serve
+
+    config = load_config(args.config)
+    asyncio.run(serve(config))
+    return 0
+
+
+def _query_match(args: argparse.Namespace) -> int:
+    from node.querying import run_match_command
+
+    return asyncio.run(run_match_command(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from node.demo import run_demo
+
+    return run_demo(args.dir, keep=args.keep, records=args.records)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liaison", description=("Liaison: a federated, policy-governed data-exchange node.")
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def group(name: str, help_: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        p = sub.add_parser(name, help=help_, description=help_)
+        return p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_: str,
+        run: Callable[[argparse.Namespace], int],
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(run=run)
+        return p
+
+    fed = group("federation", "federation authority tasks")
+    p = command(
+        fed,
+        "init",
+        "create the federation authority: its CA and directory-signing key",
+        _federation_init,
+    )
+    p.add_argument("--dir", type=Path, required=True, help="folder to write the authority to")
+    p.add_argument("--federation", required=True, help="federation name, e.g. liaison.example")
+
+    nodes = group("node", "node tasks")
+    p = command(
+        nodes,
+        "enroll",
+        "issue a node's TLS certificate and signing key, "
+        "write its member entry and a starter node.toml",
+        _node_enroll,
+    )
+    p.add_argument("node_id", help="<ISO-3166 alpha-2>-<agency>, e.g. DE-BKA")
+    p.add_argument("--authority", type=Path, required=True, help="the authority folder")
+    p.add_argument("--out", type=Path, required=True, help="the node's folder")
+    p.add_argument("--endpoint", required=True, help="host:port peers will reach it at")
+    p.add_argument(
+        "--host",
+        action="append",
+        help="extra DNS name or IP for the TLS "
+        "certificate (repeatable; default localhost and 127.0.0.1)",
+    )
+    p.add_argument("--metrics", default="127.0.0.1:9464", help="host:port for /metrics")
+    p.add_argument(
+        "--policy-dir",
+        type=Path,
+        default=None,
+        help="Rego policy folder (default: the policies/ shipped with Liaison)",
+    )
+
+    dirs = group("directory", "federation directory tasks")
+    p = command(dirs, "sign", "sign a members file into a federation directory", _directory_sign)
+    p.add_argument("--authority", type=Path, required=True, help="the authority folder")
+    p.add_argument(
+        "--members",
+        type=Path,
+        required=True,
+        help="JSON list of member entries (as written by `node enroll`)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="where to write directory.json")
+    p.add_argument("--serial", type=int, required=True, help="serial; must grow every issue")
+    p.add_argument("--valid-days", type=int, default=30, help="days until it expires")
+
+    data = group("data", "record data tasks")
+    p = command(
+        data,
+        "import",
+        "validate a JSONL or CSV file and import it (nothing is written unless every row is valid)",
+        _data_import,
+    )
+    p.add_argument("file", type=Path, help="records file (.jsonl or .csv)")
+    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+
+    p = sub.add_parser("serve", help="serve the node", description="serve the node over mTLS")
+    p.set_defaults(run=_serve)
+    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+
+    query = group("query", "ask peer nodes")
+    p = command(query, "match", "hit/no-hit query to one peer or all peers", _query_match)
+    p.add_argument("--config", type=Path, required=True, help="your node's node.toml")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--peer", action="append", help="peer node id (repeatable)")
+    target.add_argument("--all", action="store_true", help="every active peer in the directory")
+    p.add_argument("--category", required=True)
+    p.add_argument("--purpose", required=True)
+    p.add_argument(
+        "--legal-basis",
+        default="none",
+        choices=["none", "bilateral_agreement", "mlat", "jit", "treaty"],
+    )
+    p.add_argument("--legal-reference", default="")
+    p.add_argument("--case", default="", help="your case file reference")
+    for flag in (
+        "document-number",
+        "vin",
+        "registration-number",
+        "serial-number",
+        "family-name",
+        "given-names",
+        "date-of-birth",
+    ):
+        p.add_argument(f"--{flag}")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds for all peers")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser(
+        "demo",
+        help="build and run a three-country federation on loopback",
+        description="build and run a three-country federation on loopback",
+    )
+    p.set_defaults(run=_demo)
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("demo-federation"),
+        help="folder to build it in (default ./demo-federation)",
+    )
+    p.add_argument("--records", type=int, default=3000, help="synthetic records per node")
+    p.add_argument("--keep", action="store_true", help="keep the nodes up until Ctrl-C")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except OPERATOR_ERRORS as exc:
+        print(f"liaison: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

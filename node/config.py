@@ -1,0 +1,176 @@
+"""Node configuration: one TOML file, read once at the edge into typed value objects.
+
+Unknown keys are errors that name the key and the file, because a typo'd key silently
+ignored (say `engnie = "opa"`) would leave a node running on a setting its operator never
+chose. Relative paths are resolved against the configuration file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from federation.identity import InvalidIdentity, check_federation, check_node_id
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    id: str
+    federation: str
+    profile: str = "bilateral"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSection:
+    listen: str = "127.0.0.1:7001"
+    # Where /metrics is served; "" turns the endpoint off.
+    metrics: str = "127.0.0.1:9464"
+    max_message_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSection:
+    certificate: Path = Path("tls.crt")
+    key: Path = Path("tls.key")
+    ca: Path = Path("ca.crt")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSection:
+    directory: Path = Path("directory.json")
+    authority_public_key: Path = Path("authority.pub")
+    signing_key: Path = Path("signing.key")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSection:
+    url: str = "sqlite:///records.db"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySection:
+    engine: str = "embedded"
+    policy_dir: Path = Path("policies")
+    data: Path = Path("agreements.json")
+    deadline_ms: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSection:
+    path: Path = Path("audit.log")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    source: Path
+    node: NodeSection
+    server: ServerSection
+    tls: TlsSection
+    trust: TrustSection
+    store: StoreSection
+    policy: PolicySection
+    audit: AuditSection
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeSection,
+    "server": ServerSection,
+    "tls": TlsSection,
+    "trust": TrustSection,
+    "store": StoreSection,
+    "policy": PolicySection,
+    "audit": AuditSection,
+}
+ENGINES = ("embedded",)
+
+
+def _unknown(where: str, key: str, known: list[str], source: Path) -> ConfigError:
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else f"; known: {', '.join(sorted(known))}"
+    return ConfigError(f"{source}: unknown key {where}{key!r}{hint}")
+
+
+def _section(name: str, cls: type, raw: Any, source: Path) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise _unknown(f"[{name}] ", key, list(known), source)
+        default = known[key].default
+        if isinstance(default, Path) or known[key].type == "Path":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{source}: [{name}] {key} must be a non-empty path string")
+            path = Path(value).expanduser()
+            values[key] = path if path.is_absolute() else (source.parent / path).resolve()
+        elif isinstance(default, int):  # bool is an int too
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{source}: [{name}] {key} must be a positive integer")
+            values[key] = value
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: [{name}] {key} must be a string")
+            values[key] = value
+    for key, f in known.items():
+        if key not in values and isinstance(f.default, Path):
+            values[key] = (source.parent / f.default).resolve()
+    try:
+        return cls(**values)
+    except TypeError:
+        missing = [k for k, f in known.items() if k not in values and f.default is MISSING]
+        raise ConfigError(f"{source}: [{name}] lacks required key(s) {missing}") from None
+
+
+def _sqlite_beside(url: str, config: Path) -> str:
+    """A relative SQLite path means "beside the config file", not "wherever we started"."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"{config}: [store] url {url!r} is not a database URL: {exc}") from None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(config.parent / database)).render_as_string(hide_password=False)
+
+
+def load_config(path: Path) -> NodeConfig:
+    path = path.resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in raw:
+        if key not in _SECTIONS:
+            raise _unknown("section ", key, list(_SECTIONS), path)
+    if "node" not in raw:
+        raise ConfigError(f"{path}: the [node] section (id, federation) is required")
+    parts = {name: _section(name, cls, raw.get(name, {}), path) for name, cls in _SECTIONS.items()}
+    parts["store"] = StoreSection(url=_sqlite_beside(parts["store"].url, path))
+    config = NodeConfig(source=path, **parts)
+    try:
+        check_node_id(config.node.id)
+        check_federation(config.node.federation)
+    except InvalidIdentity as exc:
+        raise ConfigError(f"{path}: [node] {exc}") from None
+    if config.policy.engine not in ENGINES:
+        raise ConfigError(
+            f"{path}: [policy] engine {config.policy.engine!r} is not one of {', '.join(ENGINES)}"
+        )
+    return config

@@ -1,0 +1,46 @@
+"""Why a request was refused, and the one catalog that maps each kind to a gRPC status.
+
+A peer learns *why* in machine-readable reasons and a safe public message; never a stack
+trace, never a record value.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import grpc
+
+
+class Kind(Enum):
+    INVALID = grpc.StatusCode.INVALID_ARGUMENT
+    UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+    DENIED = grpc.StatusCode.PERMISSION_DENIED
+    UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+    TOO_LARGE = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Refusal(Exception):
+    """A request the node will not answer; `reasons` are stable snake_case codes."""
+
+    def __init__(self, kind: Kind, reasons: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reasons = reasons
+        self.message = message
+
+    @property
+    def decision(self) -> str:
+        """How the audit log and metrics name this outcome."""
+        if self.kind is Kind.DENIED:
+            return "deny"
+        if self.kind is Kind.UNAVAILABLE:
+            return "error"
+        return "invalid" if self.kind in (Kind.INVALID, Kind.TOO_LARGE) else "unauthenticated"
+
+
+def invalid(reason: str, message: str) -> Refusal:
+    return Refusal(Kind.INVALID, (reason,), message)
+
+
+def denied(reasons: tuple[str, ...], message: str) -> Refusal:
+    return Refusal(Kind.DENIED, reasons, message)

@@ -1,0 +1,184 @@
+"""Build and run a whole federation on this machine: for the demo, tests and benchmarks.
+
+It uses only the same steps an operator would (authority, enrolment, directory, import,
+agreements, `liaison serve` as a real process), so what it proves holds for a real node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from federation.client import ClientIdentity
+from federation.identity import tls_name
+from federation.pki import create_authority
+from node.config import NodeConfig, load_config
+from node.enrol import enrol_node, sign_members
+from node.importer import import_file
+from node.store import RecordStore
+from node.synthetic import generate_rows, write_jsonl
+
+MARKER = ".liaison-federation-kit"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class NodeHandle:
+    node_id: str
+    folder: Path
+    endpoint: str
+    metrics: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "node.toml"
+
+    def config(self) -> NodeConfig:
+        return load_config(self.config_path)
+
+    def identity(self) -> ClientIdentity:
+        c = self.config()
+        return ClientIdentity.from_files(
+            c.node.id, c.node.federation, c.tls.certificate, c.tls.key, c.tls.ca
+        )
+
+    def start(self, log_path: Path | None = None) -> None:
+        log = (log_path or self.folder / "node.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.folder,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the node answers a health check over mTLS, or raise with its log."""
+        ident = self.identity()
+        creds = grpc.ssl_channel_credentials(ident.ca, ident.private_key, ident.certificate)
+        deadline = time.monotonic() + timeout
+        opts = [("grpc.ssl_target_name_override", tls_name(ident.federation, self.node_id))]
+        with grpc.secure_channel(self.endpoint, creds, options=opts) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    break
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        tail = (self.folder / "node.log").read_text()[-3000:]
+        raise RuntimeError(f"{self.node_id} did not become ready; its log ends:\n{tail}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+
+@dataclass
+class Federation:
+    root: Path
+    nodes: dict[str, NodeHandle]
+
+    def start(self) -> None:
+        for n in self.nodes.values():
+            n.start()
+        try:
+            for n in self.nodes.values():
+                n.wait_ready()
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for n in self.nodes.values():
+            n.stop()
+
+
+def build_federation(
+    root: Path,
+    node_ids: Sequence[str],
+    agreements: Mapping[str, Mapping[str, Any]],
+    *,
+    records: int = 1000,
+    federation: str = "liaison.example",
+    seed: int = 7,
+) -> Federation:
+    """Lay out a federation under `root` (wiped first if the kit made it before)."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / MARKER).exists():
+            raise FileExistsError(
+                f"{root} exists and was not made by Liaison; choose another "
+                "folder or remove it yourself"
+            )
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by liaison; safe to delete\n")
+    authority = root / "authority"
+    create_authority(authority, federation)
+    nodes: dict[str, NodeHandle] = {}
+    members = []
+    for i, node_id in enumerate(node_ids):
+        endpoint = f"127.0.0.1:{free_port()}"
+        metrics = f"127.0.0.1:{free_port()}"
+        folder = root / node_id
+        member = enrol_node(
+            authority,
+            node_id,
+            folder,
+            endpoint=endpoint,
+            hosts=("localhost", "127.0.0.1"),
+            metrics=metrics,
+            policy_dir=None,
+        )
+        members.append(member.to_json())
+        (folder / "agreements.json").write_text(
+            json.dumps({"agreements": agreements.get(node_id, {})}, indent=2) + "\n"
+        )
+        rows = list(generate_rows(node_id[:2], records, seed=seed + i))
+        write_jsonl(folder / "records.jsonl", rows)
+        store = RecordStore(load_config(folder / "node.toml").store.url)
+        try:
+            store.create_schema()
+            import_file(folder / "records.jsonl", store)
+        finally:
+            store.close()
+        nodes[node_id] = NodeHandle(node_id, folder, endpoint, metrics, rows)
+    (root / "members.json").write_text(json.dumps(members, indent=2) + "\n")
+    sign_members(authority, root / "members.json", root / "directory.json", serial=1, valid_days=30)
+    for n in nodes.values():
+        shutil.copy(root / "directory.json", n.folder / "directory.json")
+    return Federation(root, nodes)

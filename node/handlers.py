@@ -1,0 +1,145 @@
+"""The RPC edge: raw request bytes in, raw response bytes out, every outcome audited.
+
+Handlers receive the exact bytes the peer sent (no deserialiser in the method handler), so
+the request digest in the audit log is over what was on the wire, and later signatures can
+be checked over those same bytes. The order is fixed: identify, parse, decide and look up,
+serialise, make the audit entry durable, count, and only then answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
+
+from federation.model import MatchAnswer, MatchQuery
+from federation.serde import (
+    WireError,
+    match_answer_to_proto,
+    match_query_from_proto,
+    rich_status,
+)
+from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from node.audit import AuditError, AuditLog, AuditRecord
+from node.auth import PeerAuthenticator
+from node.errors import Kind, Refusal, invalid
+from node.metrics import NodeMetrics
+from node.service import MatchService
+
+log = logging.getLogger("liaison.node")
+# The metric and audit label for a caller refused before it was identified.
+UNIDENTIFIED = "unidentified"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExchangeService"].full_name
+
+
+class ExchangeHandlers:
+    def __init__(
+        self,
+        node_id: str,
+        auth: PeerAuthenticator,
+        service: MatchService,
+        audit: AuditLog,
+        metrics: NodeMetrics,
+    ) -> None:
+        self._node_id = node_id
+        self._auth = auth
+        self._service = service
+        self._audit = audit
+        self._metrics = metrics
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Match": grpc.unary_unary_rpc_method_handler(self.match),
+            },
+        )
+
+    async def match(self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        started = time.perf_counter()
+        peer, query, answer, refusal = UNIDENTIFIED, None, None, None
+        entry_id = str(self._audit.next_seq)
+        try:
+            member = self._auth.identify(context.auth_context())
+            peer = member.node_id
+            query = parse_match(raw)
+            answer = self._service.match(member, query)
+            answer = dataclasses.replace(answer, audit_entry=entry_id)
+            response = match_answer_to_proto(answer).SerializeToString()
+        except Refusal as exc:
+            refusal = exc
+            response = rich_status(
+                exc.kind.value, exc.message, exc.reasons, {"audit_entry": entry_id}
+            ).SerializeToString()
+        env = query.envelope if query else None
+        record = AuditRecord(
+            time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            peer=peer,
+            method="Match",
+            purpose=env.purpose[:64] if env else "",
+            legal_basis=env.legal_basis.value if env else "",
+            decision=refusal.decision if refusal else "allow",
+            reasons=refusal.reasons if refusal else (),
+            policy_revision=self._service.policy_revision,
+            request_sha256=hashlib.sha256(raw).hexdigest(),
+            response_sha256=hashlib.sha256(response).hexdigest(),
+            category=query.category[:64] if query else "",
+            case_reference=env.case_reference[:128] if env else "",
+            nonce=env.nonce.hex()[:128] if env else "",
+        )
+        try:
+            written = await self._audit.append(record)
+            if written != entry_id:
+                raise AuditError(f"audit entry {written} was written where {entry_id} was due")
+            self._metrics.audit_entries.inc()
+        except AuditError as exc:
+            log.error("refusing a Match from %s: %s", peer, exc)
+            self._metrics.audit_failures.inc()
+            refusal = Refusal(
+                Kind.UNAVAILABLE,
+                ("audit_unavailable",),
+                "the node could not audit this request, so it refuses to answer; retry later",
+            )
+        self._count(peer, query, answer, refusal, started)
+        if refusal is not None:
+            status = rich_status(
+                refusal.kind.value, refusal.message, refusal.reasons, {"audit_entry": entry_id}
+            )
+            # grpc.aio's context lacks abort_with_status: abort with its parts instead.
+            wire = rpc_status.to_status(status)
+            await context.abort(wire.code, wire.details, wire.trailing_metadata)
+        return response
+
+    def _count(
+        self,
+        peer: str,
+        query: MatchQuery | None,
+        answer: MatchAnswer | None,
+        refusal: Refusal | None,
+        started: float,
+    ) -> None:
+        m = self._metrics
+        m.requests.labels(peer, "Match", refusal.decision if refusal else "allow").inc()
+        m.request_duration.labels("Match").observe(time.perf_counter() - started)
+        if query is not None and peer != UNIDENTIFIED:
+            m.legal_basis.labels(peer, query.envelope.legal_basis.value).inc()
+        if refusal is not None:
+            for reason in refusal.reasons:
+                m.denials.labels(peer, reason).inc()
+        elif answer is not None and query is not None and answer.hit:
+            m.hits.labels(peer, query.category).inc()
+
+
+def parse_match(raw: bytes) -> MatchQuery:
+    try:
+        return match_query_from_proto(pb.MatchRequest.FromString(raw))
+    except DecodeError:
+        raise invalid("malformed_request", "request is not a MatchRequest") from None
+    except WireError as exc:
+        raise invalid("malformed_request", str(exc)) from None

@@ -1,0 +1,87 @@
+"""The node's Prometheus metrics (DESIGN.md §6): bounded labels, never a personal value.
+
+The registry is passed in, so tests use a fresh one and read values with `get_sample_value`.
+Label values are peers from the directory, methods, categories, purposes and reasons from
+fixed vocabularies: an identifier value can never become a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class NodeMetrics:
+    def __init__(self, registry: CollectorRegistry, node_id: str) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "liaison_requests",
+            "Requests answered, by peer, method and decision.",
+            ["peer", "method", "decision"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "liaison_request_duration_seconds",
+            "Time from receipt to answer.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.policy_decisions = Counter(
+            "liaison_policy_decisions",
+            "Policy decisions, by engine and result.",
+            ["engine", "result"],
+            registry=registry,
+        )
+        self.policy_duration = Histogram(
+            "liaison_policy_decision_duration_seconds",
+            "Time the policy engine took.",
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25),
+            registry=registry,
+        )
+        self.denials = Counter(
+            "liaison_denials",
+            "Refusals, by peer and machine-readable reason.",
+            ["peer", "reason"],
+            registry=registry,
+        )
+        self.hits = Counter(
+            "liaison_hits",
+            "Match requests that found a record, by peer and category.",
+            ["peer", "category"],
+            registry=registry,
+        )
+        self.legal_basis = Counter(
+            "liaison_legal_basis_use",
+            "Requests by the legal basis they invoked.",
+            ["peer", "legal_basis"],
+            registry=registry,
+        )
+        self.audit_entries = Counter(
+            "liaison_audit_entries", "Audit entries made durable.", registry=registry
+        )
+        self.audit_failures = Counter(
+            "liaison_audit_failures",
+            "Requests refused because their audit entry failed.",
+            registry=registry,
+        )
+        self.audit_size = Gauge(
+            "liaison_audit_tree_size", "Entries in the audit log.", registry=registry
+        )
+        self.directory_serial = Gauge(
+            "liaison_directory_serial", "Serial of the directory in force.", registry=registry
+        )
+        self.certificate_expiry = Gauge(
+            "liaison_certificate_expiry_timestamp_seconds",
+            "When this node's TLS certificate expires (Unix time).",
+            ["node"],
+            registry=registry,
+        )
+        self._node_id = node_id
+
+    def track_audit_size(self, size: Callable[[], int]) -> None:
+        """Derived state is read at scrape time, never copied and left to go stale."""
+        self.audit_size.set_function(lambda: float(size()))

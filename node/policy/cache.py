@@ -1,0 +1,92 @@
+"""A decision cache in front of any engine (DESIGN.md §8: cache by the value-free input).
+
+The policy input never holds identifier values, so many requests share one input and one
+answer. Correctness rests on the key: the policy revision is part of it, the cache is
+emptied when the revision moves, and a decision is stored only under the revision it was
+made with, so an answer from older Rego or data can never be served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from node.policy.decision import Decision, PolicyEngine
+from node.policy.revision import canonical_json
+
+DEFAULT_MAX_ENTRIES = 4096
+
+# Transient failures must be retried by the next request, not remembered.
+UNCACHEABLE_REASONS = frozenset({"policy_error"})
+
+
+class CachingEngine:
+    """Bounded LRU of decisions keyed by (revision, canonical input)."""
+
+    def __init__(self, engine: PolicyEngine, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.name = engine.name
+        self.hits = 0
+        self.misses = 0
+        self._engine = engine
+        self._max = max_entries
+        self._entries: OrderedDict[tuple[str, str], Decision] = OrderedDict()
+        self._revision = engine.revision
+        self._lock = threading.Lock()
+
+    @property
+    def revision(self) -> str:
+        return self._engine.revision
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _sync_revision(self, revision: str) -> None:
+        if revision != self._revision:
+            self._entries.clear()
+            self._revision = revision
+
+    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        try:
+            text = canonical_json(policy_input)
+        except (TypeError, ValueError):
+            self.misses += 1  # not keyable: the engine will judge (and deny) it
+            return self._engine.decide(policy_input)
+        with self._lock:
+            self._sync_revision(self._engine.revision)
+            key = (self._revision, text)
+            cached = self._entries.get(key)
+            if cached is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return cached
+            self.misses += 1
+        decision = self._engine.decide(policy_input)
+        if UNCACHEABLE_REASONS.intersection(decision.reasons):
+            return decision
+        # Shared between callers: freeze the one mutable part.
+        frozen = dataclasses.replace(
+            decision, obligations=MappingProxyType(dict(decision.obligations))
+        )
+        with self._lock:
+            self._sync_revision(self._engine.revision)
+            # Stored only if made under the revision now in force (it may have moved).
+            if decision.revision == self._revision:
+                self._entries[(decision.revision, text)] = frozen
+                self._entries.move_to_end((decision.revision, text))
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+        return frozen
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def close(self) -> None:
+        self.clear()
+        self._engine.close()

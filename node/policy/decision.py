@@ -1,0 +1,77 @@
+"""The decision contract between the node and any policy engine (DESIGN.md §5).
+
+An engine returns whatever its Rego produced; :func:`Decision.from_document` is the one place
+that turns that into a typed decision, and anything malformed becomes a deny with
+``policy_error`` rather than an exception the caller might forget to treat as a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Obligations the node knows how to enforce. Anything else in a decision means deny:
+# an obligation the node cannot honour must not be silently dropped.
+KNOWN_OBLIGATIONS = frozenset({"max_results", "redact", "require_approval", "retention_days"})
+
+
+class PolicyUnavailable(Exception):
+    """The engine could not be asked (down, past its deadline, crashed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allow: bool
+    reasons: tuple[str, ...] = ()
+    obligations: Mapping[str, Any] = field(default_factory=dict)
+    revision: str = ""
+
+    @classmethod
+    def deny(cls, reason: str, revision: str = "") -> Decision:
+        return cls(allow=False, reasons=(reason,), revision=revision)
+
+    @classmethod
+    def from_document(cls, doc: object, revision: str) -> Decision:
+        """Validate an engine's raw result; any deviation from the contract is a deny."""
+        if not isinstance(doc, Mapping):
+            return cls.deny("policy_error", revision)
+        allow = doc.get("allow")
+        reasons = doc.get("reasons", [])
+        obligations = doc.get("obligations", {})
+        if not isinstance(allow, bool) or not isinstance(obligations, Mapping):
+            return cls.deny("policy_error", revision)
+        if not isinstance(reasons, list | tuple) or not all(isinstance(r, str) for r in reasons):
+            return cls.deny("policy_error", revision)
+        if set(obligations) - KNOWN_OBLIGATIONS:
+            return cls.deny("unknown_obligation", revision)
+        if allow and reasons:
+            # An allow that also states refusal reasons is contradictory: fail closed.
+            return cls.deny("policy_error", revision)
+        if not allow and not reasons:
+            reasons = ["denied_by_policy"]
+        return cls(
+            allow=allow,
+            reasons=tuple(sorted(set(reasons))),
+            obligations=dict(obligations),
+            revision=revision,
+        )
+
+
+class PolicyEngine(Protocol):
+    """Evaluates ``data.liaison.exchange.decision`` for one input document.
+
+    Implementations must be safe to call from the node's event-loop thread, and raise
+    :class:`PolicyUnavailable` (never return a default) when they cannot decide.
+    """
+
+    name: str
+
+    @property
+    def revision(self) -> str:
+        """Hash of the loaded policy files and data: recorded with every decision."""
+        ...
+
+    def decide(self, policy_input: Mapping[str, Any]) -> Decision: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,119 @@
+"""`liaison query match`: this node asks its peers, and prints one row per peer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from federation.client import ClientIdentity, PeerClient, match_query, new_envelope
+from federation.directory import MemberStatus, load_directory
+from federation.errors import InvalidRequest
+from federation.fanout import PeerResult, match_all
+from federation.pki import public_key_from_text
+from federation.vocabulary import LegalBasis
+from node.config import load_config
+
+_FLAGS = {
+    "document_number": "document_number",
+    "vin": "vin",
+    "registration_number": "registration_number",
+    "serial_number": "serial_number",
+}
+
+
+def identifiers_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
+    out = [(kind, getattr(args, attr)) for attr, kind in _FLAGS.items() if getattr(args, attr)]
+    person = (args.family_name, args.given_names, args.date_of_birth)
+    if any(person):
+        if not all(person):
+            raise InvalidRequest(
+                "",
+                "a person is matched on --family-name, --given-names and --date-of-birth together",
+            )
+        out.append(("name_dob", "|".join(person)))
+    if not out:
+        raise InvalidRequest("", "give at least one identifier (e.g. --document-number)")
+    return out
+
+
+def result_row(r: PeerResult) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "peer": r.peer,
+        "outcome": r.outcome.value,
+        "elapsed_ms": round(r.elapsed_ms, 1),
+    }
+    if r.answer is not None:
+        row["record_refs"] = list(r.answer.record_refs)
+        row["policy_revision"] = r.answer.policy_revision
+        row["audit_entry"] = r.answer.audit_entry
+    if r.reasons:
+        row["reasons"] = list(r.reasons)
+    if r.message and r.answer is None:
+        row["message"] = r.message
+    return row
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = ("PEER", "OUTCOME", "DETAIL", "MS")
+    lines = [header]
+    for row in rows:
+        if "record_refs" in row:
+            detail = ", ".join(row["record_refs"]) or "-"
+        else:
+            detail = ", ".join(row.get("reasons", [])) or row.get("message", "")
+        lines.append((row["peer"], row["outcome"], detail, f"{row['elapsed_ms']:.1f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+    return "\n".join(
+        f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d:>7}" for a, b, c, d in lines
+    )
+
+
+async def run_match_command(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    authority = public_key_from_text(config.trust.authority_public_key.read_text())
+    directory = load_directory(config.trust.directory, authority)
+    identity = ClientIdentity.from_files(
+        config.node.id,
+        config.node.federation,
+        config.tls.certificate,
+        config.tls.key,
+        config.tls.ca,
+    )
+    if args.all:
+        peers = [
+            m
+            for m in directory.members
+            if m.node_id != config.node.id and m.status is MemberStatus.ACTIVE
+        ]
+    else:
+        peers = []
+        for peer_id in args.peer:
+            member = directory.member(peer_id)
+            if member is None:
+                raise InvalidRequest(peer_id, f"not in directory serial {directory.serial}")
+            peers.append(member)
+    identifiers = identifiers_from_args(args)
+    clients = [PeerClient(identity, m.node_id, m.endpoint) for m in peers]
+    try:
+        results = await match_all(
+            clients,
+            lambda _peer: match_query(
+                new_envelope(
+                    config.node.id,
+                    args.purpose,
+                    legal_basis=LegalBasis(args.legal_basis),
+                    legal_reference=args.legal_reference,
+                    case_reference=args.case,
+                ),
+                args.category,
+                identifiers,
+            ),
+            timeout=args.timeout,
+        )
+    finally:
+        for c in clients:
+            await c.close()
+    rows = [result_row(r) for r in results]
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0

@@ -1,0 +1,188 @@
+"""Build a node from its configuration and serve it: gRPC over mutual TLS, health,
+reflection, and Prometheus metrics over HTTP.
+
+Everything the node depends on is checked before the port opens: a node that starts is a
+node that can answer, and one that cannot says why and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from federation.directory import Directory, load_directory
+from federation.identity import country_of
+from federation.pki import load_certificate, public_key_from_text
+from node.agreements import load_policy_data
+from node.audit import AuditLog
+from node.auth import PeerAuthenticator
+from node.config import NodeConfig
+from node.handlers import SERVICE_NAME, ExchangeHandlers
+from node.metrics import NodeMetrics
+from node.policy.cache import CachingEngine
+from node.policy.embedded import EmbeddedEngine
+from node.service import MatchService, NodeIdentity
+from node.store import RecordStore
+
+log = logging.getLogger("liaison.node")
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message names what is wrong and what to do."""
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    server: grpc.aio.Server
+    port: int
+    store: RecordStore
+    audit: AuditLog
+    metrics: NodeMetrics
+    metrics_port: int | None
+    _http: object | None = None
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.server.stop(grace)
+        await self.audit.close()
+        self.store.close()
+        if self._http is not None:
+            self._http.shutdown()  # type: ignore[attr-defined]
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise StartupError(f"{what} {path} not found (set it in the config file)") from None
+
+
+def _split(address: str, what: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StartupError(f"{what} {address!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
+async def start_node(config: NodeConfig, registry: CollectorRegistry | None = None) -> Node:
+    node_id = config.node.id
+    registry = registry or CollectorRegistry()
+    metrics = NodeMetrics(registry, node_id)
+    authority = public_key_from_text(
+        _read(config.trust.authority_public_key, "authority public key").decode()
+    )
+    directory = load_directory(config.trust.directory, authority)
+    if directory.federation != config.node.federation:
+        raise StartupError(
+            f"directory is for federation {directory.federation!r}, the config "
+            f"says {config.node.federation!r}"
+        )
+    if directory.member(node_id) is None:
+        log.warning(
+            "%s is not listed in directory serial %d: peers will not find it",
+            node_id,
+            directory.serial,
+        )
+    metrics.directory_serial.set(directory.serial)
+    current: list[Directory] = [directory]
+
+    cert_pem = _read(config.tls.certificate, "TLS certificate")
+    key_pem = _read(config.tls.key, "TLS key")
+    ca_pem = _read(config.tls.ca, "federation CA certificate")
+    own = load_certificate(config.tls.certificate)
+    if own.not_valid_after_utc <= datetime.now(UTC):
+        raise StartupError(
+            f"TLS certificate {config.tls.certificate} expired at "
+            f"{own.not_valid_after_utc:%Y-%m-%d %H:%M}Z: enrol the node again"
+        )
+    metrics.certificate_expiry.labels(node_id).set(own.not_valid_after_utc.timestamp())
+
+    engine = CachingEngine(
+        EmbeddedEngine(config.policy.policy_dir, load_policy_data(config.policy.data))
+    )
+    store = RecordStore(config.store.url)
+    store.create_schema()
+    audit = AuditLog(config.audit.path)
+    metrics.track_audit_size(lambda: audit.size)
+
+    identity = NodeIdentity(node_id, country_of(node_id), config.node.profile)
+    handlers = ExchangeHandlers(
+        node_id,
+        PeerAuthenticator(config.node.federation, lambda: current[0]),
+        MatchService(identity, store, engine, metrics),
+        audit,
+        metrics,
+    )
+
+    limit = config.server.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    server.add_generic_rpc_handlers([handlers.generic_handler()])
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+    )
+    host, port = _split(config.server.listen, "[server] listen")
+    bound = server.add_secure_port(f"{host}:{port}", credentials)
+    if bound == 0:
+        raise StartupError(f"cannot listen on {config.server.listen}: address in use?")
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    http, metrics_port = None, None
+    if config.server.metrics:
+        mhost, mport = _split(config.server.metrics, "[server] metrics")
+        try:
+            http, _ = start_http_server(mport, mhost, registry=registry)
+        except OSError as exc:
+            await server.stop(0)
+            raise StartupError(f"cannot serve metrics on {config.server.metrics}: {exc}") from None
+        metrics_port = http.server_port
+    log.info(
+        "%s serving on %s:%d (directory serial %d, policy %s), metrics on %s",
+        node_id,
+        host,
+        bound,
+        directory.serial,
+        engine.revision,
+        config.server.metrics or "off",
+    )
+    return Node(config, server, bound, store, audit, metrics, metrics_port, http)
+
+
+async def serve(config: NodeConfig, on_ready: Callable[[Node], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls finish)."""
+    node = await start_node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready:
+        on_ready(node)
+    await stop.wait()
+    log.info("%s stopping", config.node.id)
+    await node.stop()

@@ -1,0 +1,181 @@
+"""The Match exchange on plain domain objects: validate, ask the policy, look up, apply duties.
+
+Nothing here knows gRPC or protobuf. The policy sees the *kinds* of identifiers asked about,
+never their values; the values are normalised and looked up only after the policy allowed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from federation.directory import Member
+from federation.model import Identifier, MatchAnswer, MatchQuery
+from federation.vocabulary import CATEGORIES, IDENTIFIER_KINDS, MAX_IDENTIFIER_LENGTH, PURPOSES
+from node.errors import Kind, Refusal, denied, invalid
+from node.metrics import NodeMetrics
+from node.normalise import NormalisationError, normalise_identifier
+from node.policy import Decision, PolicyEngine, PolicyUnavailable
+from node.store import RecordStore
+
+POLICY_INPUT_VERSION = 1
+MAX_IDENTIFIERS = 8
+DEFAULT_MAX_RESULTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    node_id: str
+    country: str
+    profile: str
+
+
+def validate_match(member: Member, query: MatchQuery) -> None:
+    """Reject what no policy should even be asked about; each check names its field."""
+    env = query.envelope
+    if env.requester != member.node_id:
+        raise denied(
+            ("requester_mismatch",),
+            f"envelope.requester {env.requester!r} is not the certificate's node "
+            f"{member.node_id!r}",
+        )
+    if not env.purpose:
+        raise invalid(
+            "purpose_missing",
+            "envelope.purpose is required: state why you ask "
+            f"(one of {', '.join(sorted(PURPOSES))})",
+        )
+    if env.purpose not in PURPOSES:
+        raise invalid(
+            "purpose_unknown",
+            f"envelope.purpose {env.purpose[:64]!r} is not a "
+            f"federation purpose (one of {', '.join(sorted(PURPOSES))})",
+        )
+    if query.category not in CATEGORIES:
+        raise invalid(
+            "category_unknown",
+            f"category {query.category[:64]!r} is not one of {', '.join(sorted(CATEGORIES))}",
+        )
+    if not query.identifiers:
+        raise invalid("identifiers_missing", "at least one identifier is required")
+    if len(query.identifiers) > MAX_IDENTIFIERS:
+        raise invalid("too_many_identifiers", f"at most {MAX_IDENTIFIERS} identifiers per query")
+    kinds = IDENTIFIER_KINDS[query.category]
+    for i, ident in enumerate(query.identifiers):
+        if ident.kind not in kinds:
+            raise invalid(
+                "identifier_kind_unknown",
+                f"identifiers[{i}].kind {ident.kind[:64]!r} is not used for "
+                f"{query.category} (one of {', '.join(sorted(kinds))})",
+            )
+        if not ident.value or len(ident.value) > MAX_IDENTIFIER_LENGTH:
+            raise invalid(
+                "identifier_invalid",
+                f"identifiers[{i}].value must be 1 to {MAX_IDENTIFIER_LENGTH} "
+                f"characters, got {len(ident.value)}",
+            )
+
+
+def build_policy_input(
+    node: NodeIdentity, member: Member, query: MatchQuery, now: datetime
+) -> dict[str, Any]:
+    """The policy's view of a Match: facts about the request, never an identifier value."""
+    env = query.envelope
+    return {
+        "version": POLICY_INPUT_VERSION,
+        "now": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "node": {"node_id": node.node_id, "country": node.country, "profile": node.profile},
+        "requester": {
+            "node_id": member.node_id,
+            "country": member.country,
+            "status": member.status.value,
+        },
+        "envelope": {
+            "purpose": env.purpose,
+            "legal_basis": env.legal_basis.value,
+            "has_legal_reference": bool(env.legal_reference),
+            "has_case_reference": bool(env.case_reference),
+        },
+        "request": {
+            "method": "Match",
+            "category": query.category,
+            "identifier_kinds": sorted({i.kind for i in query.identifiers}),
+        },
+    }
+
+
+def max_results(obligations: Mapping[str, Any]) -> int:
+    """The obligations a Match can honour; one it cannot is a refusal, never ignored."""
+    if obligations.get("require_approval"):
+        raise denied(
+            ("obligation_unenforceable",),
+            "policy requires approval, which a hit/no-hit match cannot wait for",
+        )
+    limit = obligations.get("max_results", DEFAULT_MAX_RESULTS)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise denied(("policy_error",), "policy returned an unusable max_results obligation")
+    return limit
+
+
+class MatchService:
+    def __init__(
+        self,
+        node: NodeIdentity,
+        store: RecordStore,
+        engine: PolicyEngine,
+        metrics: NodeMetrics,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._node = node
+        self._store = store
+        self._engine = engine
+        self._metrics = metrics
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def policy_revision(self) -> str:
+        return self._engine.revision
+
+    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        started = time.perf_counter()
+        try:
+            decision = self._engine.decide(policy_input)
+        except PolicyUnavailable as exc:
+            self._metrics.policy_decisions.labels(self._engine.name, "unavailable").inc()
+            raise Refusal(
+                Kind.UNAVAILABLE,
+                ("policy_unavailable",),
+                "the policy engine could not decide; nothing was disclosed, retry later",
+            ) from exc
+        finally:
+            self._metrics.policy_duration.observe(time.perf_counter() - started)
+        result = (
+            "allow"
+            if decision.allow
+            else ("error" if "policy_error" in decision.reasons else "deny")
+        )
+        self._metrics.policy_decisions.labels(self._engine.name, result).inc()
+        return decision
+
+    def match(self, member: Member, query: MatchQuery) -> MatchAnswer:
+        validate_match(member, query)
+        try:  # a malformed value is refused before any decision, whatever the policy says
+            identifiers = [
+                Identifier(i.kind, normalise_identifier(i.kind, i.value)) for i in query.identifiers
+            ]
+        except NormalisationError as exc:
+            raise invalid("identifier_invalid", f"identifier {exc.field}: {exc}") from None
+        decision = self.decide(build_policy_input(self._node, member, query, self._clock()))
+        if not decision.allow:
+            raise denied(decision.reasons, "refused by the data owner's policy")
+        limit = max_results(decision.obligations)
+        refs = self._store.find(query.category, identifiers, limit)
+        return MatchAnswer(
+            responder=self._node.node_id,
+            hit=bool(refs),
+            record_refs=tuple(refs),
+            policy_revision=decision.revision,
+        )

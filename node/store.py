@@ -1,0 +1,212 @@
+"""The node's records and their normalised identifiers, in SQLite or PostgreSQL.
+
+SQLModel declares the schema; the request path (:meth:`RecordStore.find`) uses SQLAlchemy
+Core with statements built once per identifier count, because an ORM session per lookup
+costs about twice as much (DESIGN.md §8). Only portable SQL is used, so the database URL is
+the only thing that changes between SQLite and PostgreSQL.
+
+Identifiers live in their own table, indexed on ``(kind, value, record_id)``: the index
+alone answers "which records carry this identifier", without reading the table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Select,
+    Text,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlmodel import Field, SQLModel
+
+from federation.model import Identifier
+from federation.vocabulary import MAX_IDENTIFIER_LENGTH
+from node.records import NewRecord, StoredRecord
+
+_CHUNK = 5_000
+
+
+class RecordRow(SQLModel, table=True):
+    __tablename__ = "records"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(max_length=32, unique=True)
+    category: str = Field(max_length=32, index=True)
+    handling_code: str = Field(max_length=8)
+    source_restrictions: str = Field(sa_type=Text)  # JSON list of country codes
+    payload: str = Field(sa_type=Text)  # JSON object
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class IdentifierRow(SQLModel, table=True):
+    __tablename__ = "identifiers"
+    __table_args__ = (Index("ix_identifiers_kind_value", "kind", "value", "record_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    record_id: int = Field(foreign_key="records.id", ondelete="CASCADE", index=True)
+    kind: str = Field(max_length=32)
+    value: str = Field(max_length=MAX_IDENTIFIER_LENGTH)
+
+
+_records = RecordRow.__table__  # type: ignore[attr-defined]
+_identifiers = IdentifierRow.__table__  # type: ignore[attr-defined]
+
+
+def new_ref() -> str:
+    """An opaque record reference: 100 random bits, nothing a peer could learn from."""
+    return "rec_" + base64.b32encode(secrets.token_bytes(15)).decode()[:20].lower()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the server read while an import writes; FULL makes a committed import
+    # survive power loss; busy_timeout makes a writer wait instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "foreign_keys=ON",
+        "synchronous=FULL",
+        "busy_timeout=5000",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _find_statement(n: int) -> Select[str]:
+    """refs of one category carrying all of ``n`` identifiers, by insertion order."""
+    stmt = select(_records.c.ref).where(_records.c.category == bindparam("category"))
+    for i in range(n):
+        carriers = select(_identifiers.c.record_id).where(
+            _identifiers.c.kind == bindparam(f"kind{i}"),
+            _identifiers.c.value == bindparam(f"value{i}"),
+        )
+        stmt = stmt.where(_records.c.id.in_(carriers))
+    return stmt.order_by(_records.c.id).limit(bindparam("limit"))
+
+
+def _chunks(items: Sequence[NewRecord], size: int) -> Iterator[Sequence[NewRecord]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class RecordStore:
+    """Records of one node; synchronous, used from the server's single event-loop thread."""
+
+    def __init__(self, url: str = "sqlite:///liaison.db") -> None:
+        self._engine: Engine = create_engine(url)
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._find_statements: dict[int, Select[str]] = {}
+        self._reader: Connection | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def create_schema(self) -> None:
+        SQLModel.metadata.create_all(self._engine, tables=[_records, _identifiers])
+
+    def add_records(self, records: Sequence[NewRecord]) -> int:
+        """Insert all ``records`` in one transaction: a failed import leaves nothing behind."""
+        created_at = datetime.now(UTC)
+        with self._engine.begin() as conn:
+            for chunk in _chunks(records, _CHUNK):
+                rows = [
+                    {
+                        "ref": r.ref,
+                        "category": r.category,
+                        "handling_code": r.handling_code,
+                        "source_restrictions": json.dumps(list(r.source_restrictions)),
+                        "payload": json.dumps(r.payload, ensure_ascii=False, sort_keys=True),
+                        "created_at": created_at,
+                    }
+                    for r in chunk
+                ]
+                stmt = insert(_records).returning(_records.c.id, sort_by_parameter_order=True)
+                ids = conn.execute(stmt, rows).scalars().all()
+                idents = [
+                    {"record_id": record_id, "kind": i.kind, "value": i.value}
+                    for record_id, r in zip(ids, chunk, strict=True)
+                    for i in r.identifiers
+                ]
+                if idents:
+                    conn.execute(insert(_identifiers), idents)
+        return len(records)
+
+    def find(self, category: str, identifiers: Sequence[Identifier], limit: int) -> list[str]:
+        """refs of ``category`` records carrying every one of ``identifiers``, oldest first.
+
+        The hot path: one cached Core statement on one kept connection, no ORM objects.
+        """
+        if not identifiers:
+            raise ValueError("find needs at least one identifier; a bare category is a dump")
+        if limit <= 0:
+            return []
+        unique = sorted({(i.kind, i.value) for i in identifiers})
+        stmt = self._find_statements.get(len(unique))
+        if stmt is None:
+            stmt = self._find_statements[len(unique)] = _find_statement(len(unique))
+        params: dict[str, Any] = {"category": category, "limit": limit}
+        for n, (kind, value) in enumerate(unique):
+            params[f"kind{n}"] = kind
+            params[f"value{n}"] = value
+        return list(self._read().execute(stmt, params).scalars())
+
+    def get(self, ref: str) -> StoredRecord | None:
+        """The whole record behind ``ref``, for step 2; not on the match path."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_records).where(_records.c.ref == ref)).one_or_none()
+            if row is None:
+                return None
+            idents = conn.execute(
+                select(_identifiers.c.kind, _identifiers.c.value)
+                .where(_identifiers.c.record_id == row.id)
+                .order_by(_identifiers.c.id)
+            ).all()
+        return StoredRecord(
+            ref=row.ref,
+            category=row.category,
+            handling_code=row.handling_code,
+            source_restrictions=tuple(json.loads(row.source_restrictions)),
+            identifiers=tuple(Identifier(kind, value) for kind, value in idents),
+            payload=json.loads(row.payload),
+            # SQLite keeps no zone; every value was written in UTC.
+            created_at=row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC),
+        )
+
+    def count(self, category: str | None = None) -> int:
+        stmt = select(func.count()).select_from(_records)
+        if category is not None:
+            stmt = stmt.where(_records.c.category == category)
+        with self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._engine.dispose()
+
+    def _read(self) -> Connection:
+        # One connection kept for lookups, in autocommit so it never holds a read snapshot
+        # open (it must see records imported after it was opened).
+        if self._reader is None or self._reader.closed:
+            self._reader = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._reader

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up everything Liaison needs on a fresh machine: a virtualenv with the pinned Python
+# packages, and the pinned Go-built tools (all versions live in pyproject.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+  echo "setup: Liaison needs Python 3.11 as \$PYTHON or python3" >&2
+  exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
+fi
+
+# Go-built tools, each cached under ~/.cache/liaison-tools/<name>/<version>/.
+tools_dir=${LIAISON_TOOLS:-$HOME/.cache/liaison-tools}
+mkdir -p .venv/tools
+.venv/bin/python - "$tools_dir" <<'PY' | while read -r name module; do
+import sys, tomllib
+tools = tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["tools"]
+for name, module in tools.items():
+    print(name, module)
+PY
+  version=${module##*@}
+  target="$tools_dir/$name/$version"
+  if [ ! -x "$target/$name" ]; then
+    if ! command -v go >/dev/null; then
+      echo "setup: installing $name needs Go (https://go.dev); none found" >&2
+      exit 2
+    fi
+    echo "setup: building $module (once; cached in $target)"
+    GOBIN="$target" GOFLAGS=-mod=mod go install "$module"
+  fi
+  ln -sf "$target/$name" ".venv/tools/$name"
+done

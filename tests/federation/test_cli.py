@@ -1,0 +1,160 @@
+"""The `liaison` console script as an operator meets it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.federation_kit import Federation
+from tests.federation.helpers import first
+
+
+def liaison(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["federation", "init"],
+        ["node", "enroll"],
+        ["directory", "sign"],
+        ["data", "import"],
+        ["serve"],
+        ["query", "match"],
+        ["demo"],
+    ],
+)
+def test_every_subcommand_has_help(command: list[str]) -> None:
+    result = liaison(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: liaison" in result.stdout
+
+
+def test_query_all_prints_one_row_per_peer(fed: Federation) -> None:
+    doc = str(first(fed, "FR-DGPN", "travel_document")["document_number"])
+    result = liaison(
+        "query",
+        "match",
+        "--config",
+        str(fed.nodes["DE-BKA"].config_path),
+        "--all",
+        "--category",
+        "travel_document",
+        "--document-number",
+        doc,
+        "--purpose",
+        "criminal_investigation",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {r["peer"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {"FR-DGPN", "NL-KLPD"}
+    assert rows["FR-DGPN"]["outcome"] == "hit"
+    assert rows["NL-KLPD"]["outcome"] == "refused"
+    assert "category_not_agreed" in rows["NL-KLPD"]["reasons"]
+    table = liaison(
+        "query",
+        "match",
+        "--config",
+        str(fed.nodes["DE-BKA"].config_path),
+        "--peer",
+        "FR-DGPN",
+        "--category",
+        "travel_document",
+        "--document-number",
+        "NOPE0000",
+        "--purpose",
+        "criminal_investigation",
+    )
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split()[:2] == ["PEER", "OUTCOME"]
+    assert "no-hit" in table.stdout
+
+
+def test_query_unknown_peer_is_a_clear_error(fed: Federation) -> None:
+    result = liaison(
+        "query",
+        "match",
+        "--config",
+        str(fed.nodes["DE-BKA"].config_path),
+        "--peer",
+        "XX-NOBODY",
+        "--category",
+        "vehicle",
+        "--vin",
+        "X",
+        "--purpose",
+        "criminal_investigation",
+    )
+    assert result.returncode == 2
+    assert "XX-NOBODY" in result.stderr and "not in directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _copy_node(fed: Federation, tmp_path: Path) -> Path:
+    folder = tmp_path / "node"
+    shutil.copytree(
+        fed.nodes["FR-DGPN"].folder,
+        folder,
+        ignore=shutil.ignore_patterns("records.db*", "audit.log", "node.log"),
+    )
+    return folder
+
+
+def test_serve_refuses_a_directory_with_a_bad_signature(fed: Federation, tmp_path: Path) -> None:
+    folder = _copy_node(fed, tmp_path)
+    signed = json.loads((folder / "directory.json").read_text())
+    signed["payload"] = signed["payload"].replace('"serial":1', '"serial":9')
+    (folder / "directory.json").write_text(json.dumps(signed))
+    result = liaison("serve", "--config", str(folder / "node.toml"), timeout=30)
+    assert result.returncode == 2
+    assert "signature does not verify" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_config_with_a_typo(fed: Federation, tmp_path: Path) -> None:
+    folder = _copy_node(fed, tmp_path)
+    config = folder / "node.toml"
+    config.write_text(config.read_text().replace('engine = "embedded"', 'engnie = "embedded"'))
+    result = liaison("serve", "--config", str(config), timeout=30)
+    assert result.returncode == 2
+    assert "engnie" in result.stderr and str(config) in result.stderr
+    assert "did you mean 'engine'" in result.stderr
+
+
+def test_import_of_a_malformed_file_names_line_and_field_and_writes_nothing(
+    fed: Federation, tmp_path: Path
+) -> None:
+    folder = _copy_node(fed, tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"category": "travel_document", "document_number": "AB123456"}\n'
+        '{"category": "travel_document", "document_number": "CD654321"}\n'
+        '{"category": "vehicle"}\n'
+    )
+    result = liaison("data", "import", str(bad), "--config", str(folder / "node.toml"))
+    assert result.returncode == 2
+    assert "line 3" in result.stderr and "vin" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing was written: a clean import of the good rows starts from zero.
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(bad.read_text().splitlines(keepends=True)[:2]))
+    ok = liaison("data", "import", str(good), "--config", str(folder / "node.toml"))
+    assert ok.returncode == 0, ok.stderr
+    assert "2" in ok.stdout

@@ -1,0 +1,191 @@
+"""Match across real node processes over real mTLS, through the real client."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from federation.client import ClientIdentity
+from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
+from node.audit import verify_log
+from node.federation_kit import Federation
+from tests.federation.helpers import ask, first
+
+
+@pytest.fixture(scope="module")
+def de(fed: Federation) -> ClientIdentity:
+    return fed.nodes["DE-BKA"].identity()
+
+
+def test_hit_returns_only_opaque_references(fed: Federation, de: ClientIdentity) -> None:
+    row = first(fed, "FR-DGPN", "travel_document")
+    raw = str(row["document_number"])
+    # The owner normalises: lower case and dashes still match.
+    spelled = "-".join(raw.lower()[i : i + 4] for i in range(0, len(raw), 4))
+    answer = ask(de, fed, "FR-DGPN", "travel_document", [("document_number", spelled)])
+    assert answer.hit is True
+    assert answer.responder == "FR-DGPN"
+    assert len(answer.record_refs) == 1 and answer.record_refs[0].startswith("rec_")
+    assert answer.policy_revision.startswith("sha256:")
+    assert answer.audit_entry.isdigit()
+
+
+def test_no_hit(fed: Federation, de: ClientIdentity) -> None:
+    answer = ask(de, fed, "FR-DGPN", "travel_document", [("document_number", "ZZ999999NONE")])
+    assert answer.hit is False and answer.record_refs == ()
+
+
+def test_person_hit_folds_case_and_diacritics(fed: Federation, de: ClientIdentity) -> None:
+    row = first(fed, "FR-DGPN", "wanted_person")
+    value = f"{str(row['family_name']).upper()}|{row['given_names']}|{row['date_of_birth']}"
+    answer = ask(de, fed, "FR-DGPN", "wanted_person", [("name_dob", value)])
+    assert answer.hit is True
+
+
+def test_category_outside_agreement_is_refused_with_reason(
+    fed: Federation, de: ClientIdentity
+) -> None:
+    with pytest.raises(PeerRefused) as err:
+        ask(de, fed, "NL-KLPD", "travel_document", [("document_number", "X1234567")])
+    assert "category_not_agreed" in err.value.reasons
+    assert err.value.peer == "NL-KLPD"
+    assert err.value.status == "PERMISSION_DENIED"
+
+
+def test_purpose_outside_agreement_is_refused(fed: Federation, de: ClientIdentity) -> None:
+    with pytest.raises(PeerRefused) as err:
+        ask(
+            de,
+            fed,
+            "NL-KLPD",
+            "vehicle",
+            [("vin", "1HGCM82633A004352")],
+            purpose="counter_terrorism",
+        )
+    assert err.value.reasons == ("purpose_not_agreed",)
+
+
+def test_no_agreement_at_all(fed: Federation) -> None:
+    nl = fed.nodes["NL-KLPD"].identity()
+    with pytest.raises(PeerRefused) as err:
+        ask(nl, fed, "FR-DGPN", "vehicle", [("vin", "1HGCM82633A004352")])
+    assert "no_agreement" in err.value.reasons
+
+
+@pytest.mark.parametrize(
+    ("category", "identifiers", "purpose", "reason"),
+    [
+        ("travel_document", [("document_number", "X1")], "", "purpose_missing"),
+        ("travel_document", [("document_number", "X1")], "curiosity", "purpose_unknown"),
+        ("spaceship", [("document_number", "X1")], "criminal_investigation", "category_unknown"),
+        ("travel_document", [], "criminal_investigation", "identifiers_missing"),
+        ("travel_document", [("vin", "X1")], "criminal_investigation", "identifier_kind_unknown"),
+        (
+            "travel_document",
+            [("document_number", "")],
+            "criminal_investigation",
+            "identifier_invalid",
+        ),
+        (
+            "travel_document",
+            [("document_number", "X" * 300)],
+            "criminal_investigation",
+            "identifier_invalid",
+        ),
+        (
+            "travel_document",
+            [("document_number", "@@@")],
+            "criminal_investigation",
+            "identifier_invalid",
+        ),
+    ],
+)
+def test_malformed_requests_are_invalid_with_reason(
+    fed: Federation,
+    de: ClientIdentity,
+    category: str,
+    identifiers: list[tuple[str, str]],
+    purpose: str,
+    reason: str,
+) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        ask(de, fed, "FR-DGPN", category, identifiers, purpose=purpose)
+    assert err.value.reasons == (reason,)
+    assert err.value.status == "INVALID_ARGUMENT"
+
+
+def test_ten_megabyte_identifier_is_refused_and_node_keeps_serving(
+    fed: Federation, de: ClientIdentity
+) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        ask(de, fed, "FR-DGPN", "travel_document", [("document_number", "X" * 10_000_000)])
+    assert err.value.status == "RESOURCE_EXHAUSTED"
+    assert ask(de, fed, "FR-DGPN", "travel_document", [("document_number", "AB12")]).hit is False
+
+
+def test_envelope_naming_another_node_is_refused(fed: Federation, de: ClientIdentity) -> None:
+    with pytest.raises(PeerRefused) as err:
+        ask(de, fed, "FR-DGPN", "travel_document", [("document_number", "X1")], requester="NL-KLPD")
+    assert err.value.reasons == ("requester_mismatch",)
+
+
+def test_member_not_in_directory_is_refused(fed: Federation, stranger: ClientIdentity) -> None:
+    with pytest.raises(PeerRefused) as err:
+        ask(stranger, fed, "FR-DGPN", "travel_document", [("document_number", "X1")])
+    assert err.value.reasons == ("unknown_member",)
+
+
+def test_certificate_from_another_ca_fails_the_handshake(
+    fed: Federation, rogue: ClientIdentity
+) -> None:
+    with pytest.raises(PeerUnavailable):
+        ask(rogue, fed, "FR-DGPN", "travel_document", [("document_number", "X1")])
+    assert (
+        ask(
+            fed.nodes["DE-BKA"].identity(),
+            fed,
+            "FR-DGPN",
+            "travel_document",
+            [("document_number", "AB12")],
+        ).hit
+        is False
+    )
+
+
+def test_no_client_certificate_fails_the_handshake(fed: Federation, de: ClientIdentity) -> None:
+    anonymous = ClientIdentity(
+        node_id="DE-BKA", federation="liaison.example", certificate=b"", private_key=b"", ca=de.ca
+    )
+    with pytest.raises(PeerUnavailable):
+        ask(anonymous, fed, "FR-DGPN", "travel_document", [("document_number", "X1")])
+
+
+def test_every_request_is_audited_and_counted_without_personal_values(
+    fed: Federation, de: ClientIdentity
+) -> None:
+    row = first(fed, "FR-DGPN", "travel_document")
+    doc = str(row["document_number"])
+    ask(de, fed, "FR-DGPN", "travel_document", [("document_number", doc)])
+    audit = fed.nodes["FR-DGPN"].folder / "audit.log"
+    text = audit.read_text()
+    assert verify_log(audit) == len(text.splitlines())
+    assert doc not in text
+    metrics = (
+        urllib.request.urlopen(f"http://{fed.nodes['FR-DGPN'].metrics}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    assert doc not in metrics
+    assert 'liaison_requests_total{decision="allow",method="Match",peer="DE-BKA"}' in metrics
+    assert 'liaison_hits_total{category="travel_document",peer="DE-BKA"}' in metrics
+    assert "liaison_policy_decision_duration_seconds_bucket" in metrics
+    assert "liaison_certificate_expiry_timestamp_seconds" in metrics
+    audited = int(
+        next(
+            line.split()[1]
+            for line in metrics.splitlines()
+            if line.startswith("liaison_audit_tree_size ")
+        ).split(".")[0]
+    )
+    assert audited == verify_log(audit)

@@ -1,0 +1,240 @@
+"""Loading the node's TOML configuration: typed values, relative paths, clear errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, NodeConfig, load_config
+
+NODE = '[node]\nid = "DE-BKA"\nfederation = "liaison.example"\n'
+
+
+def _write(folder: Path, text: str, name: str = "node.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def _load(folder: Path, text: str) -> NodeConfig:
+    return load_config(_write(folder, text))
+
+
+def test_minimal_config_gets_documented_defaults_beside_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "etc", NODE)
+    config = load_config(path)
+    here = (tmp_path / "etc").resolve()
+    assert config.source == path.resolve()
+    assert config.node.id == "DE-BKA"
+    assert config.node.federation == "liaison.example"
+    assert config.node.profile == "bilateral"
+    assert config.server.listen == "127.0.0.1:7001"
+    assert config.server.metrics == "127.0.0.1:9464"
+    assert config.server.max_message_bytes == 1 << 20
+    assert config.tls.certificate == here / "tls.crt"
+    assert config.tls.key == here / "tls.key"
+    assert config.tls.ca == here / "ca.crt"
+    assert config.trust.directory == here / "directory.json"
+    assert config.trust.authority_public_key == here / "authority.pub"
+    assert config.trust.signing_key == here / "signing.key"
+    assert config.policy.engine == "embedded"
+    assert config.policy.policy_dir == here / "policies"
+    assert config.policy.data == here / "agreements.json"
+    assert config.policy.deadline_ms == 250
+    assert config.audit.path == here / "audit.log"
+    assert config.store.url == f"sqlite:///{here / 'records.db'}"
+
+
+def test_full_config_is_read(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        NODE
+        + """
+[server]
+listen = "0.0.0.0:7443"
+metrics = ""
+max_message_bytes = 4096
+[policy]
+deadline_ms = 40
+[store]
+url = "postgresql://liaison@db/liaison"
+""",
+    )
+    assert config.server.listen == "0.0.0.0:7443"
+    assert config.server.metrics == ""
+    assert config.server.max_message_bytes == 4096
+    assert config.policy.deadline_ms == 40
+    assert config.store.url == "postgresql://liaison@db/liaison"
+
+
+def test_relative_paths_resolve_against_the_file_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    conf = tmp_path / "conf"
+    config = _load(
+        conf,
+        NODE
+        + """
+[tls]
+certificate = "pki/node.crt"
+ca = "../shared/ca.crt"
+[audit]
+path = "/var/lib/liaison/audit.log"
+""",
+    )
+    assert config.tls.certificate == conf.resolve() / "pki" / "node.crt"
+    assert config.tls.ca == (tmp_path / "shared" / "ca.crt").resolve()
+    assert config.tls.key == conf.resolve() / "tls.key"
+    assert config.audit.path == Path("/var/lib/liaison/audit.log")
+    for p in (config.tls.certificate, config.tls.ca, config.tls.key):
+        assert p.is_absolute() and elsewhere not in p.parents
+
+
+def test_config_given_by_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path / "conf", NODE)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("conf/node.toml"))
+    assert config.source == tmp_path.resolve() / "conf" / "node.toml"
+    assert config.audit.path == tmp_path.resolve() / "conf" / "audit.log"
+
+
+def test_relative_sqlite_url_lives_beside_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = _load(tmp_path / "conf", NODE + '[store]\nurl = "sqlite:///data/records.db"\n')
+    assert config.store.url == f"sqlite:///{(tmp_path / 'conf').resolve()}/data/records.db"
+
+
+def test_absolute_sqlite_url_is_kept(tmp_path: Path) -> None:
+    config = _load(tmp_path, NODE + '[store]\nurl = "sqlite:////srv/liaison/records.db"\n')
+    assert config.store.url == "sqlite:////srv/liaison/records.db"
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_typo_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
+    path = _write(tmp_path, NODE + '[policy]\nengnie = "embedded"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(str(path.resolve()))
+    assert "unknown key [policy] 'engnie'" in message
+    assert "did you mean 'engine'?" in message
+
+
+def test_unknown_key_without_near_match_lists_the_known_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key \[audit\] 'colour'; known: path$"):
+        _load(tmp_path, NODE + '[audit]\ncolour = "red"\n')
+
+
+def test_typo_in_node_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[node\] 'federaton' \(did you mean 'federation'"):
+        _load(tmp_path, '[node]\nid = "DE-BKA"\nfederaton = "liaison.example"\n')
+
+
+def test_unknown_section_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    path = _write(tmp_path, NODE + '[polcy]\nengine = "embedded"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path.resolve()) in str(info.value)
+    assert "'polcy'" in str(info.value)
+    assert "did you mean 'policy'?" in str(info.value)
+
+
+def test_missing_node_section(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[server]\nlisten = "127.0.0.1:7001"\n')
+    with pytest.raises(ConfigError, match=r"the \[node\] section \(id, federation\) is required"):
+        load_config(path)
+
+
+def test_node_section_lacking_its_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[node\] lacks required key\(s\) \['federation'\]"):
+        _load(tmp_path, '[node]\nid = "DE-BKA"\n')
+
+
+@pytest.mark.parametrize("node_id", ["de-bka", "DEBKA", "DE-BKA\\n", ""])
+def test_bad_node_id(tmp_path: Path, node_id: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[node\] invalid node id"):
+        _load(tmp_path, f'[node]\nid = "{node_id}"\nfederation = "liaison.example"\n')
+
+
+def test_bad_federation_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[node\] invalid federation name 'Liaison'"):
+        _load(tmp_path, '[node]\nid = "DE-BKA"\nfederation = "Liaison"\n')
+
+
+@pytest.mark.parametrize("value", ['"250"', "0", "-5", "true", "2.5"])
+def test_deadline_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
+    path = _write(tmp_path, NODE + f"[policy]\ndeadline_ms = {value}\n")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"{path.resolve()}: [policy] deadline_ms must be a positive integer"),
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", ["7001", "true", "[]"])
+def test_strings_must_be_strings(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[server\] listen must be a string"):
+        _load(tmp_path, NODE + f"[server]\nlisten = {value}\n")
+
+
+@pytest.mark.parametrize("value", ['""', "3", "false"])
+def test_paths_must_be_non_empty_strings(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[tls\] key must be a non-empty path string"):
+        _load(tmp_path, NODE + f"[tls]\nkey = {value}\n")
+
+
+def test_section_must_be_a_table(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[audit\] must be a table"):
+        _load(tmp_path, 'audit = "audit.log"\n' + NODE)
+
+
+def test_unknown_engine(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[policy\] engine 'opa' is not one of embedded"):
+        _load(tmp_path, NODE + '[policy]\nengine = "opa"\n')
+
+
+def test_not_toml_names_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[node\nid = ")
+    with pytest.raises(ConfigError, match=re.escape(f"{path.resolve()}: not valid TOML")):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"configuration file .*absent\.toml not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_in_memory_sqlite_url_is_kept(tmp_path: Path) -> None:
+    config = _load(tmp_path, NODE + '[store]\nurl = "sqlite:///:memory:"\n')
+    assert config.store.url == "sqlite:///:memory:"
+
+
+def test_relative_sqlite_url_with_a_driver_lives_beside_the_config(tmp_path: Path) -> None:
+    config = _load(tmp_path, NODE + '[store]\nurl = "sqlite+pysqlite:///records.db"\n')
+    assert config.store.url == f"sqlite+pysqlite:///{tmp_path.resolve()}/records.db"
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_bytes(NODE.encode() + b'profile = "\xff"\n')
+    with pytest.raises(ConfigError, match=re.escape(f"{path.resolve()}: not UTF-8 text")):
+        load_config(path)
+
+
+def test_store_url_that_is_not_a_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[store\] url 'records\.db' is not a database URL"):
+        _load(tmp_path, NODE + '[store]\nurl = "records.db"\n')

@@ -1,0 +1,175 @@
+"""Fan-out over an in-memory twin of the peer transport: every outcome, order, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from federation.client import MatchTransport
+from federation.errors import InvalidRequest, PeerError, PeerRefused, PeerUnavailable
+from federation.fanout import Outcome, PeerResult, match_all
+from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
+
+
+@dataclass
+class TwinTransport:
+    """Answers like a peer would, without a socket: hit, no-hit, an error, or silence."""
+
+    peer: str
+    behaviour: str = "hit"
+    delay: float = 0.0
+    seen: list[tuple[MatchQuery, float]] = field(default_factory=list)
+    cancelled: bool = False
+
+    async def match(self, query: MatchQuery, timeout: float) -> MatchAnswer:
+        self.seen.append((query, timeout))
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.behaviour == "refuse":
+            raise PeerRefused(
+                self.peer, "refused by policy", ("no_agreement",), "PERMISSION_DENIED"
+            )
+        if self.behaviour == "unavailable":
+            raise PeerUnavailable(self.peer, "connection refused", (), "UNAVAILABLE")
+        if self.behaviour == "invalid":
+            raise InvalidRequest(
+                self.peer,
+                "category 'boat' is not one of ...",
+                ("category_unknown",),
+                "INVALID_ARGUMENT",
+            )
+        if self.behaviour == "error":
+            raise PeerError(self.peer, "internal error", (), "INTERNAL")
+        if self.behaviour == "crash":
+            raise RuntimeError("a bug in the transport")
+        hit = self.behaviour == "hit"
+        return MatchAnswer(
+            responder=self.peer,
+            hit=hit,
+            record_refs=("ref-1",) if hit else (),
+            policy_revision="rev",
+        )
+
+
+def _transport(t: TwinTransport) -> MatchTransport:
+    return t
+
+
+def _query_for(t: MatchTransport) -> MatchQuery:
+    return MatchQuery(
+        envelope=Envelope(
+            requester="DE-BKA",
+            purpose="criminal_investigation",
+            nonce=f"nonce-for-{t.peer}".encode(),
+        ),
+        category="vehicle",
+        identifiers=(Identifier("vin", "WVWZZZ1JZXW000001"),),
+    )
+
+
+def _run(transports: list[TwinTransport], timeout: float = 1.0) -> list[PeerResult]:
+    return asyncio.run(match_all([_transport(t) for t in transports], _query_for, timeout))
+
+
+def test_every_outcome_in_the_transports_order() -> None:
+    twins = [
+        TwinTransport("FR-PN", "hit", delay=0.03),
+        TwinTransport("NL-KMAR", "no-hit"),
+        TwinTransport("IT-CC", "refuse", delay=0.01),
+        TwinTransport("ES-PN", "unavailable"),
+        TwinTransport("PL-KGP", "invalid", delay=0.02),
+        TwinTransport("AT-BK", "error"),
+    ]
+    results = _run(twins)
+    assert [r.peer for r in results] == [t.peer for t in twins]
+    assert [r.outcome for r in results] == [
+        Outcome.HIT,
+        Outcome.NO_HIT,
+        Outcome.REFUSED,
+        Outcome.UNAVAILABLE,
+        Outcome.INVALID,
+        Outcome.ERROR,
+    ]
+    hit, no_hit, refused, unavailable, invalid, error = results
+    assert hit.answer == MatchAnswer("FR-PN", True, ("ref-1",), "rev")
+    assert no_hit.answer is not None and no_hit.answer.record_refs == ()
+    assert refused.answer is None
+    assert refused.reasons == ("no_agreement",)
+    assert refused.message == "refused by policy"
+    assert unavailable.message == "connection refused"
+    assert invalid.reasons == ("category_unknown",)
+    assert error.message == "internal error"
+    assert all(r.elapsed_ms >= 0 for r in results)
+    assert hit.elapsed_ms >= 25
+
+
+def test_a_slow_peer_is_unavailable_and_does_not_hold_the_others() -> None:
+    slow = TwinTransport("FR-PN", "hit", delay=5.0)
+    fast = TwinTransport("NL-KMAR", "hit")
+    started = time.monotonic()
+    results = _run([slow, fast], timeout=0.2)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0  # deadline 0.2 s plus the 50 ms grace, never the slow peer's 5 s
+    assert results[0].peer == "FR-PN"
+    assert results[0].outcome is Outcome.UNAVAILABLE
+    assert results[0].reasons == ("deadline_exceeded",)
+    assert results[0].message == "no answer within deadline"
+    assert results[0].answer is None
+    assert 150 <= results[0].elapsed_ms < 1000
+    assert slow.cancelled  # the abandoned call is cancelled, not left running
+    assert results[1].outcome is Outcome.HIT
+    assert results[1].elapsed_ms < 150
+
+
+def test_each_peer_is_told_the_time_that_remains() -> None:
+    twins = [TwinTransport("FR-PN"), TwinTransport("NL-KMAR")]
+    _run(twins, timeout=0.5)
+    for twin in twins:
+        [(_, timeout)] = twin.seen
+        assert 0.3 < timeout <= 0.5
+
+
+def test_each_peer_gets_its_own_query() -> None:
+    twins = [TwinTransport("FR-PN"), TwinTransport("NL-KMAR"), TwinTransport("IT-CC")]
+    _run(twins)
+    nonces = []
+    for twin in twins:
+        [(query, _)] = twin.seen
+        assert query.envelope.nonce == f"nonce-for-{twin.peer}".encode()
+        nonces.append(query.envelope.nonce)
+    assert len(set(nonces)) == 3
+
+
+def test_an_exhausted_deadline_asks_no_one() -> None:
+    ticks = iter([100.0, 101.0, 101.0, 101.0])  # the deadline, then every later reading
+
+    def clock() -> float:
+        return next(ticks)
+
+    twin = TwinTransport("FR-PN")
+    [result] = asyncio.run(match_all([_transport(twin)], _query_for, 0.5, clock=clock))
+    assert result.outcome is Outcome.UNAVAILABLE
+    assert result.reasons == ("deadline_exceeded",)
+    assert twin.seen == []
+
+
+def test_no_transports_no_results() -> None:
+    assert _run([]) == []
+
+
+def test_duplicate_peers_keep_their_positions() -> None:
+    twins = [TwinTransport("FR-PN", "no-hit", delay=0.02), TwinTransport("FR-PN", "hit")]
+    assert [r.outcome for r in _run(twins)] == [Outcome.NO_HIT, Outcome.HIT]
+
+
+def test_a_crashing_transport_does_not_hide_the_others() -> None:
+    results = _run([TwinTransport("FR-PN", "crash"), TwinTransport("NL-KMAR", "hit")])
+    assert [r.outcome for r in results] == [Outcome.ERROR, Outcome.HIT]
+    assert results[0].reasons == ("client_error",)
+    assert results[0].message == "RuntimeError: a bug in the transport"
+    assert results[1].answer is not None and results[1].answer.hit

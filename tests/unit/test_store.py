@@ -1,0 +1,214 @@
+"""RecordStore behaviour, run against every configured database.
+
+SQLite always; PostgreSQL too when ``LIAISON_TEST_POSTGRES_URL`` names a scratch database
+(its ``records`` and ``identifiers`` tables are dropped after each test).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
+
+from federation.model import Identifier
+from node.records import NewRecord
+from node.store import RecordStore, new_ref
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("LIAISON_TEST_POSTGRES_URL") else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records.db'}"
+    else:
+        url = os.environ["LIAISON_TEST_POSTGRES_URL"]
+    record_store = RecordStore(url)
+    record_store.create_schema()
+    yield record_store
+    if request.param != "sqlite":
+        SQLModel.metadata.drop_all(record_store.engine)
+    record_store.close()
+
+
+def doc(number: str, **payload: object) -> NewRecord:
+    return NewRecord(
+        ref=new_ref(),
+        category="travel_document",
+        handling_code="H0",
+        source_restrictions=(),
+        identifiers=(Identifier("document_number", number),),
+        payload=payload,
+    )
+
+
+def person(name_dob: str, number: str | None = None, category: str = "wanted_person") -> NewRecord:
+    idents = [Identifier("name_dob", name_dob)]
+    if number:
+        idents.append(Identifier("document_number", number))
+    return NewRecord(new_ref(), category, "H2", ("FR", "NL"), tuple(idents), {"n": name_dob})
+
+
+class TestRecordStore:
+    def test_empty_store_counts_zero(self, store: RecordStore) -> None:
+        assert store.count() == 0
+        assert store.count("vehicle") == 0
+
+    def test_add_and_count_by_category(self, store: RecordStore) -> None:
+        added = store.add_records([doc("A1"), doc("A2"), person("x||1970-01-01")])
+        assert added == 3
+        assert store.count() == 3
+        assert store.count("travel_document") == 2
+        assert store.count("wanted_person") == 1
+        assert store.count("firearm") == 0
+
+    def test_find_by_one_identifier(self, store: RecordStore) -> None:
+        wanted = doc("A2")
+        store.add_records([doc("A1"), wanted, doc("A3")])
+        ident = Identifier("document_number", "A2")
+        assert store.find("travel_document", [ident], 10) == [wanted.ref]
+        assert store.find("travel_document", [Identifier("document_number", "A9")], 10) == []
+
+    def test_find_is_scoped_to_the_category(self, store: RecordStore) -> None:
+        store.add_records([doc("A1")])
+        assert store.find("wanted_person", [Identifier("document_number", "A1")], 10) == []
+
+    def test_find_needs_all_identifiers(self, store: RecordStore) -> None:
+        both = person("muller|zoe|1970-01-01", "P1")
+        name_only = person("muller|zoe|1970-01-01", "P2")
+        store.add_records([both, name_only])
+        by_name = [Identifier("name_dob", "muller|zoe|1970-01-01")]
+        assert store.find("wanted_person", by_name, 10) == [both.ref, name_only.ref]
+        by_both = [*by_name, Identifier("document_number", "P1")]
+        assert store.find("wanted_person", by_both, 10) == [both.ref]
+        mismatch = [*by_name, Identifier("document_number", "P9")]
+        assert store.find("wanted_person", mismatch, 10) == []
+
+    def test_kind_matters_not_only_value(self, store: RecordStore) -> None:
+        store.add_records([doc("SAME")])
+        assert store.find("travel_document", [Identifier("vin", "SAME")], 10) == []
+
+    def test_repeated_identifier_in_a_query_is_harmless(self, store: RecordStore) -> None:
+        record = doc("A1")
+        store.add_records([record])
+        ident = Identifier("document_number", "A1")
+        assert store.find("travel_document", [ident, ident], 10) == [record.ref]
+
+    def test_find_limit_and_deterministic_order(self, store: RecordStore) -> None:
+        records = [doc("SHARED") for _ in range(5)]
+        store.add_records(records)
+        ident = [Identifier("document_number", "SHARED")]
+        assert store.find("travel_document", ident, 3) == [r.ref for r in records[:3]]
+        assert store.find("travel_document", ident, 3) == [r.ref for r in records[:3]]
+        assert store.find("travel_document", ident, 100) == [r.ref for r in records]
+        assert store.find("travel_document", ident, 0) == []
+
+    def test_find_without_identifiers_is_refused(self, store: RecordStore) -> None:
+        store.add_records([doc("A1")])
+        with pytest.raises(ValueError, match="at least one identifier"):
+            store.find("travel_document", [], 10)
+
+    def test_find_sees_records_added_after_earlier_finds(self, store: RecordStore) -> None:
+        ident = [Identifier("document_number", "LATE")]
+        assert store.find("travel_document", ident, 10) == []
+        late = doc("LATE")
+        store.add_records([late])
+        assert store.find("travel_document", ident, 10) == [late.ref]
+
+    def test_find_sees_records_written_by_another_store(
+        self, store: RecordStore, tmp_path: Path
+    ) -> None:
+        ident = [Identifier("document_number", "OTHER")]
+        assert store.find("travel_document", ident, 10) == []
+        other = RecordStore(store.engine.url.render_as_string(hide_password=False))
+        try:
+            record = doc("OTHER")
+            other.add_records([record])
+        finally:
+            other.close()
+        assert store.find("travel_document", ident, 10) == [record.ref]
+
+    def test_add_is_all_or_nothing(self, store: RecordStore) -> None:
+        first = doc("A1")
+        clash = NewRecord(first.ref, "vehicle", "H0", (), (Identifier("vin", "V1"),), {})
+        with pytest.raises(IntegrityError):
+            store.add_records([first, doc("A2"), clash])
+        assert store.count() == 0
+        assert store.find("travel_document", [Identifier("document_number", "A1")], 10) == []
+
+    def test_get_returns_the_whole_record(self, store: RecordStore) -> None:
+        record = person("dvorak|jan|1980-01-02", "P1")
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        store.add_records([record])
+        stored = store.get(record.ref)
+        assert stored is not None
+        assert stored.category == "wanted_person"
+        assert stored.handling_code == "H2"
+        assert stored.source_restrictions == ("FR", "NL")
+        assert stored.identifiers == record.identifiers
+        assert stored.payload == {"n": "dvorak|jan|1980-01-02"}
+        assert stored.created_at.tzinfo is not None
+        assert before <= stored.created_at <= datetime.now(UTC)
+        assert store.get("rec_doesnotexist") is None
+
+    def test_payload_keeps_unicode_and_nesting(self, store: RecordStore) -> None:
+        record = doc("A1", family_name="Dvořák", extra={"list": [1, 2.5, None, True]})
+        store.add_records([record])
+        stored = store.get(record.ref)
+        assert stored is not None
+        assert stored.payload == {"family_name": "Dvořák", "extra": {"list": [1, 2.5, None, True]}}
+
+    def test_many_records_in_chunks(self, store: RecordStore) -> None:
+        records = [doc(f"N{i:06d}") for i in range(12_345)]
+        assert store.add_records(records) == 12_345
+        assert store.count() == 12_345
+        for i in (0, 4_999, 5_000, 12_344):
+            found = store.find("travel_document", [Identifier("document_number", f"N{i:06d}")], 5)
+            assert found == [records[i].ref]
+
+    def test_store_can_be_reopened(self, store: RecordStore) -> None:
+        store.add_records([doc("A1")])
+        url = store.engine.url.render_as_string(hide_password=False)
+        reopened = RecordStore(url)
+        try:
+            reopened.create_schema()  # idempotent on an existing database
+            assert reopened.count() == 1
+        finally:
+            reopened.close()
+
+
+def test_refs_are_opaque_and_unique() -> None:
+    refs = {new_ref() for _ in range(10_000)}
+    assert len(refs) == 10_000
+    assert all(re.fullmatch(r"rec_[a-z2-7]{20}", ref) for ref in refs)
+
+
+def test_sqlite_connections_are_durable_wal_with_foreign_keys(tmp_path: Path) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        store.create_schema()
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+    finally:
+        store.close()
+
+
+def test_identifier_must_belong_to_a_record(tmp_path: Path) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'fk.db'}")
+    try:
+        store.create_schema()
+        with pytest.raises(IntegrityError), store.engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO identifiers (record_id, kind, value) VALUES (42, 'vin', 'X')")
+            )
+    finally:
+        store.close()
