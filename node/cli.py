@@ -103,7 +103,8 @@ def _data_import(args: argparse.Namespace) -> int:
         report = import_file(args.file, store)
     finally:
         store.close()
-    print(f"imported {report}")
+    by_category = ", ".join(f"{n} {c}" for c, n in sorted(report.counts.items()))
+    print(f"imported {report.total} record(s) from {args.file}: {by_category or 'none'}")
     return 0
 
 

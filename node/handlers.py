@@ -79,7 +79,7 @@ class ExchangeHandlers:
             ).SerializeToString()
         env = query.envelope if query else None
         record = AuditRecord(
-            time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             peer=peer,
             method="Match",
             purpose=env.purpose[:64] if env else "",

@@ -15,7 +15,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class NodeMetrics:
-    def __init__(self, registry: CollectorRegistry, node_id: str) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
             "liaison_requests",
@@ -80,7 +80,6 @@ class NodeMetrics:
             ["node"],
             registry=registry,
         )
-        self._node_id = node_id
 
     def track_audit_size(self, size: Callable[[], int]) -> None:
         """Derived state is read at scrape time, never copied and left to go stale."""

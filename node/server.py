@@ -77,7 +77,7 @@ def _split(address: str, what: str) -> tuple[str, int]:
 async def start_node(config: NodeConfig, registry: CollectorRegistry | None = None) -> Node:
     node_id = config.node.id
     registry = registry or CollectorRegistry()
-    metrics = NodeMetrics(registry, node_id)
+    metrics = NodeMetrics(registry)
     authority = public_key_from_text(
         _read(config.trust.authority_public_key, "authority public key").decode()
     )
@@ -119,7 +119,9 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     handlers = ExchangeHandlers(
         node_id,
         PeerAuthenticator(config.node.federation, lambda: current[0]),
-        MatchService(identity, store, engine, metrics),
+        MatchService(
+            identity, store, engine, metrics, policy_deadline=config.policy.deadline_ms / 1000
+        ),
         audit,
         metrics,
     )

@@ -120,6 +120,14 @@ def max_results(obligations: Mapping[str, Any]) -> int:
     return limit
 
 
+def _policy_unavailable(why: str) -> Refusal:
+    return Refusal(
+        Kind.UNAVAILABLE,
+        ("policy_unavailable",),
+        f"{why}; nothing was disclosed, retry later",
+    )
+
+
 class MatchService:
     def __init__(
         self,
@@ -128,8 +136,10 @@ class MatchService:
         engine: PolicyEngine,
         metrics: NodeMetrics,
         clock: Callable[[], datetime] | None = None,
+        policy_deadline: float = 0.25,
     ) -> None:
         self._node = node
+        self._deadline = policy_deadline
         self._store = store
         self._engine = engine
         self._metrics = metrics
@@ -140,18 +150,23 @@ class MatchService:
         return self._engine.revision
 
     def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        """Ask the engine; unreachable, erroring or past the deadline is a refusal."""
         started = time.perf_counter()
         try:
             decision = self._engine.decide(policy_input)
         except PolicyUnavailable as exc:
             self._metrics.policy_decisions.labels(self._engine.name, "unavailable").inc()
-            raise Refusal(
-                Kind.UNAVAILABLE,
-                ("policy_unavailable",),
-                "the policy engine could not decide; nothing was disclosed, retry later",
-            ) from exc
+            raise _policy_unavailable("the policy engine could not decide") from exc
         finally:
-            self._metrics.policy_duration.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.policy_duration.observe(elapsed)
+        if elapsed > self._deadline:
+            # An in-process engine cannot be interrupted, but a late decision is still not
+            # used: the deadline is the operator's promise to peers, and fails closed.
+            self._metrics.policy_decisions.labels(self._engine.name, "timeout").inc()
+            raise _policy_unavailable(
+                f"the policy engine took {elapsed * 1000:.0f} ms, past its deadline"
+            )
         result = (
             "allow"
             if decision.allow

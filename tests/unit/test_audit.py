@@ -280,7 +280,7 @@ def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
     async def run() -> list[int]:
         log = _CountingLog(path, delay=0.01)
         first = asyncio.ensure_future(log.append(_record(0)))
-        await asyncio.sleep(0)  # the flusher is now writing entry 0 alone
+        await asyncio.sleep(0)  # the flusher has started
         await _append_many(log, 1, 199)
         await first
         await log.close()
@@ -288,8 +288,7 @@ def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
 
     batches = asyncio.run(run())
     assert sum(batches) == 200
-    assert batches[0] == 1
-    assert len(batches) < 10  # 199 appends made during one write go out together
+    assert len(batches) < 10  # appends made while a write is under way go out together
     assert verify_log(path) == 200
 
 

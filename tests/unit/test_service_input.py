@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -306,7 +307,7 @@ def _service(
 ) -> tuple[MatchService, FixedEngine, CollectorRegistry]:
     registry = CollectorRegistry()
     engine = FixedEngine(decision)
-    service = MatchService(NODE, store, engine, NodeMetrics(registry, "DE-BKA"), clock=lambda: NOW)
+    service = MatchService(NODE, store, engine, NodeMetrics(registry), clock=lambda: NOW)
     return service, engine, registry
 
 
@@ -355,6 +356,30 @@ def test_policy_engine_down_is_unavailable_not_allow(store: RecordStore) -> None
     assert (
         registry.get_sample_value(
             "liaison_policy_decisions_total", {"engine": "fixed", "result": "unavailable"}
+        )
+        == 1
+    )
+
+
+def test_a_decision_past_the_deadline_is_not_used(store: RecordStore) -> None:
+    class SlowEngine(FixedEngine):
+        def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+            time.sleep(0.05)
+            return super().decide(policy_input)
+
+    registry = CollectorRegistry()
+    engine = SlowEngine(Decision(allow=True, revision="rev-slow"))
+    service = MatchService(
+        NODE, store, engine, NodeMetrics(registry), clock=lambda: NOW, policy_deadline=0.01
+    )
+    with pytest.raises(Refusal) as info:
+        service.match(MEMBER, _query(Identifier("vin", SECRET_VIN)))
+    assert info.value.kind is Kind.UNAVAILABLE
+    assert info.value.reasons == ("policy_unavailable",)
+    assert "past its deadline" in info.value.message
+    assert (
+        registry.get_sample_value(
+            "liaison_policy_decisions_total", {"engine": "fixed", "result": "timeout"}
         )
         == 1
     )

@@ -1,0 +1,537 @@
+"""Match throughput and latency of a real node, beside a bare gRPC echo server (DESIGN.md §8).
+
+One run measures two servers, each in its own process, over the same mutual TLS (the
+owner's certificate and key, client certificates required) and with the same bytes:
+
+* **echo**: a bare ``grpc.aio`` server that answers every Match with a pre-serialised copy
+  of the node's own hit answer and does nothing else: the floor of Python gRPC over mTLS;
+* **node**: ``liaison serve`` for FR-DGPN holding ``--records`` synthetic records, asked by
+  DE-BKA under the demo agreements, so every call is identified, decided, looked up and
+  audited (half of the queries are hits, half no-hits).
+
+For each, it drives 1 and then 64 calls in flight from one ``grpc.aio`` channel (one TLS
+handshake), after a warm-up, for ``--seconds`` each. Requests (each with its own fresh
+envelope) are serialised before the timed loop so that the client's own cost stays small;
+the client still shares the machine's cores with the server, so beside req/s and latency it
+prints each server's CPU time per request (from /proc), the figure the client distorts least.
+
+    python benchmarks/match.py [--records 100000] [--seconds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import platform
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, TypeAlias
+
+import grpc
+
+from federation.client import ClientIdentity, match_query, new_envelope
+from federation.identity import tls_name
+from federation.serde import match_query_to_proto
+from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from node.demo import AGREEMENTS
+from node.federation_kit import NodeHandle, build_federation, stop_process
+
+ASKER: Final = "DE-BKA"
+OWNER: Final = "FR-DGPN"
+METHOD: Final = "/liaison.exchange.v1.ExchangeService/Match"
+CONCURRENCY: Final = (1, 64)
+HIT_SHARE: Final = 0.5
+TARGET_RATIO: Final = 0.6
+CALL_TIMEOUT: Final = 30.0
+# The audit entry id in a node's answer grows with its log; the echo answers with one of
+# five digits, the size it has after ten thousand requests.
+ECHO_AUDIT_ENTRY: Final = "12345"
+
+# Raw bytes in and out, no (de)serialiser: the client only sends what was built beforehand.
+Call: TypeAlias = "grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    target: str
+    in_flight: int
+    requests: int
+    errors: int
+    seconds: float
+    p50: float
+    p99: float
+    server_cpu: float  # seconds, all threads of the server process
+    client_cpu: float  # seconds, this process
+    pool_ran_out: bool
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def per_request_us(self, cpu: float) -> float:
+        return cpu / self.requests * 1e6 if self.requests else float("nan")
+
+
+# --- the echo server (runs in its own process: `match.py --echo-server ...`) ---------------
+
+
+async def _echo_serve(cert: Path, key: Path, ca: Path, response_file: Path) -> None:
+    response = response_file.read_bytes()
+
+    async def match(_raw: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return response
+
+    limit = 1 << 20  # the node's default max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                METHOD.split("/")[1], {"Match": grpc.unary_unary_rpc_method_handler(match)}
+            )
+        ]
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(key.read_bytes(), cert.read_bytes())],
+        root_certificates=ca.read_bytes(),
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {port}", flush=True)
+    await stop.wait()
+    await server.stop(1.0)
+
+
+class EchoProcess:
+    """The echo server in a child process, so it has a core of its own as the node has."""
+
+    def __init__(self, owner: NodeHandle, response: bytes, folder: Path) -> None:
+        self.folder = folder
+        response_file = folder / "echo-response.bin"
+        response_file.write_bytes(response)
+        config = owner.config()
+        with (folder / "echo.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--echo-server",
+                    str(config.tls.certificate),
+                    str(config.tls.key),
+                    str(config.tls.ca),
+                    str(response_file),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=folder,
+            )
+        self.endpoint = ""
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self.endpoint = f"127.0.0.1:{self._wait_port(timeout)}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _wait_port(self, timeout: float) -> int:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline().decode() if ready else ""
+        if not line.startswith("READY "):
+            self.stop()
+            tail = (self.folder / "echo.log").read_text()[-3000:]
+            raise RuntimeError(f"echo server did not start; its log ends:\n{tail}")
+        return int(line.split()[1])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_process(self.process, timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+# --- the load generator --------------------------------------------------------------------
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of every thread of ``pid``, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Queries:
+    """Serialised MatchRequests, half hits (the owner's document numbers), half no-hits."""
+
+    def __init__(self, owner_rows: Sequence[dict[str, Any]], seed: int = 1) -> None:
+        self.hits = [
+            str(r["document_number"]) for r in owner_rows if r["category"] == "travel_document"
+        ]
+        if not self.hits:
+            raise ValueError("the owner holds no travel documents to ask about")
+        self._rng = random.Random(seed)
+        self._count = 0
+
+    def one(self, hit: bool) -> bytes:
+        self._count += 1
+        number = self._rng.choice(self.hits) if hit else f"ZZFAKE{self._rng.randrange(10**9):09d}"
+        env = new_envelope(
+            ASKER, "criminal_investigation", case_reference=f"BENCH-{self._count:08d}"
+        )
+        query = match_query(env, "travel_document", [("document_number", number)])
+        return match_query_to_proto(query).SerializeToString()
+
+    def build(self, n: int) -> list[bytes]:
+        """``n`` requests, each with its own fresh envelope (nonce and issue time)."""
+        return [self.one(self._rng.random() < HIT_SHARE) for _ in range(n)]
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def drive(
+    call: Call, requests: Sequence[bytes], in_flight: int, seconds: float, pid: int, target: str
+) -> Measurement:
+    """Keep ``in_flight`` calls going until ``seconds`` pass or the requests run out."""
+    latencies: list[float] = []
+    errors = 0
+    cursor = 0
+    clock = time.perf_counter
+    deadline = clock() + seconds
+
+    async def worker() -> None:
+        nonlocal cursor, errors
+        while cursor < len(requests) and clock() < deadline:
+            request = requests[cursor]
+            cursor += 1
+            started = clock()
+            try:
+                await call(request, timeout=CALL_TIMEOUT)
+            except grpc.RpcError:
+                errors += 1
+                continue
+            latencies.append(clock() - started)
+
+    server0, client0, started = process_cpu(pid), time.process_time(), clock()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = clock() - started
+    server_cpu, client_cpu = process_cpu(pid) - server0, time.process_time() - client0
+    latencies.sort()
+    return Measurement(
+        target,
+        in_flight,
+        len(latencies),
+        errors,
+        elapsed,
+        _percentile(latencies, 0.50),
+        _percentile(latencies, 0.99),
+        server_cpu,
+        client_cpu,
+        pool_ran_out=cursor >= len(requests),
+    )
+
+
+async def measure(
+    call: Call,
+    queries: Queries,
+    target: str,
+    pid: int,
+    in_flight: int,
+    seconds: float,
+    warmup: float,
+) -> Measurement:
+    """Warm up at ``in_flight``, then time it; the warm-up's rate sizes the request pool."""
+    warm = await drive(
+        call, queries.build(max(2000, 50 * in_flight)), in_flight, warmup, pid, target
+    )
+    if warm.errors:
+        raise RuntimeError(f"{target}: {warm.errors} calls failed during the warm-up")
+    pool = queries.build(int(warm.rate * seconds * 2) + 50 * in_flight)
+    result = await drive(call, pool, in_flight, seconds, pid, target)
+    print(f"  {target:<5} {in_flight:>3} in flight: {result.rate:8.0f} req/s", flush=True)
+    return result
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def open_channel(identity: ClientIdentity, endpoint: str) -> grpc.aio.Channel:
+    """One channel, one mTLS handshake: both servers present the owner's certificate."""
+    creds = grpc.ssl_channel_credentials(identity.ca, identity.private_key, identity.certificate)
+    options = [("grpc.ssl_target_name_override", tls_name(identity.federation, OWNER))]
+    return grpc.aio.secure_channel(endpoint, creds, options=options)
+
+
+async def check_node(call: Call, queries: Queries) -> bytes:
+    """The node must answer hits as hits and no-hits as no-hits (refusals are cheap and would
+    flatter it); returns one hit answer, the size the echo server copies."""
+    hit_answer = b""
+    for n in range(20):
+        hit = n % 2 == 0
+        try:
+            raw = await call(queries.one(hit), timeout=CALL_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise RuntimeError(f"the node refused a benchmark query: {exc}") from None
+        answer = pb.MatchResponse.FromString(raw)
+        if answer.hit != hit:
+            raise RuntimeError(f"the node answered hit={answer.hit} where hit={hit} was due")
+        if hit:
+            hit_answer = raw
+    response = pb.MatchResponse.FromString(hit_answer)
+    response.audit_entry_id = ECHO_AUDIT_ENTRY
+    return response.SerializeToString()
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (threads it starts later inherit it)."""
+    if cpus is None:
+        return
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.sched_setaffinity(int(task), cpus)
+
+
+async def bench(
+    owner: NodeHandle,
+    identity: ClientIdentity,
+    queries: Queries,
+    seconds: float,
+    warmup: float,
+    folder: Path,
+    server_cpus: set[int] | None,
+) -> list[Measurement]:
+    # SIGTERM cancels the run as Ctrl-C does, so the stack below stops all it started.
+    this = asyncio.current_task()
+    assert this is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
+    async with contextlib.AsyncExitStack() as stack:
+        owner.start()
+        stack.callback(owner.stop)
+        owner.wait_ready(timeout=120.0)
+        assert owner.process is not None
+        node_pid = owner.process.pid
+        node_channel = open_channel(identity, owner.endpoint)
+        stack.push_async_callback(node_channel.close)
+        await node_channel.channel_ready()
+        node_call: Call = node_channel.unary_unary(METHOD)
+        echo = EchoProcess(owner, await check_node(node_call, queries), folder)
+        stack.callback(echo.stop)
+        echo.wait_ready()
+        echo_channel = open_channel(identity, echo.endpoint)
+        stack.push_async_callback(echo_channel.close)
+        await echo_channel.channel_ready()
+        echo_call: Call = echo_channel.unary_unary(METHOD)
+        # Both servers stay up (the idle one costs next to nothing) and are measured in turn
+        # at each concurrency, so that a drift in the machine's speed touches both alike.
+        results = []
+        for in_flight in CONCURRENCY:
+            for target, call, pid in (("echo", echo_call, echo.pid), ("node", node_call, node_pid)):
+                pin(pid, server_cpus)
+                results.append(
+                    await measure(call, queries, target, pid, in_flight, seconds, warmup)
+                )
+        return results
+
+
+def report(results: Sequence[Measurement], request_bytes: int, response_bytes: int) -> None:
+    print(
+        "\nMatch over gRPC + mTLS, one client channel; client and server share "
+        f"{os.cpu_count()} cores (the client is this process: its CPU is shown too)"
+    )
+    print(
+        f"request ~{request_bytes} B, hit answer {response_bytes} B; queries "
+        f"{HIT_SHARE:.0%} hits; server CPU per request is the figure least distorted by "
+        "the shared client\n"
+    )
+    head = (
+        "target",
+        "in-flight",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "srv CPU µs/req",
+        "srv cores",
+        "cli CPU µs/req",
+        "errors",
+    )
+    rows = [head] + [
+        (
+            m.target,
+            str(m.in_flight),
+            f"{m.rate:.0f}",
+            f"{m.p50 * 1e3:.2f}",
+            f"{m.p99 * 1e3:.2f}",
+            f"{m.per_request_us(m.server_cpu):.0f}",
+            f"{m.server_cpu / m.seconds:.2f}",
+            f"{m.per_request_us(m.client_cpu):.0f}",
+            str(m.errors),
+        )
+        for m in sorted(results, key=lambda m: (m.in_flight, m.target != "echo"))
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for row in rows:
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    for m in results:
+        if m.pool_ran_out:
+            print(
+                f"note: {m.target} at {m.in_flight} in flight used up its pre-built requests "
+                f"after {m.seconds:.1f} s"
+            )
+    by = {(m.target, m.in_flight): m for m in results}
+    ratios = {
+        c: by["node", c].rate / by["echo", c].rate if by["echo", c].rate else 0.0
+        for c in CONCURRENCY
+    }
+    cpu = {
+        c: by["echo", c].per_request_us(by["echo", c].server_cpu)
+        / by["node", c].per_request_us(by["node", c].server_cpu)
+        for c in CONCURRENCY
+    }
+    print(
+        "\nratio node/echo throughput: "
+        + ", ".join(f"{ratios[c]:.2f}x at {c} in flight" for c in CONCURRENCY)
+    )
+    print(
+        "ratio echo/node server CPU per request: "
+        + ", ".join(f"{cpu[c]:.2f}x at {c} in flight" for c in CONCURRENCY)
+    )
+    met = all(r >= TARGET_RATIO for r in ratios.values())
+    print(
+        f"target node >= {TARGET_RATIO}x echo throughput: {'met' if met else 'NOT met'} ("
+        + "; ".join(
+            f"{c} in flight: {'yes' if ratios[c] >= TARGET_RATIO else 'no'}" for c in CONCURRENCY
+        )
+        + ")"
+    )
+
+
+def _raise_exit(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
+    signal.signal(signal.SIGTERM, _raise_exit)  # clean up as on Ctrl-C (outside the loop)
+    cpus = sorted(os.sched_getaffinity(0))
+    client_cpus, server_cpus = ({cpus[0]}, {cpus[1]}) if pinned and len(cpus) > 1 else (None, None)
+    if client_cpus is not None:
+        pin(os.getpid(), client_cpus)  # before any gRPC thread exists; they inherit it
+    root = Path(tempfile.mkdtemp(prefix="liaison-bench-match-"))
+    try:
+        print(
+            f"Building {ASKER} (asker) and {OWNER} (owner) with {records} records each in "
+            f"{root} ...",
+            flush=True,
+        )
+        started = time.perf_counter()
+        # build_federation gives every node the same record count; the asker's are unused.
+        fed = build_federation(root / "federation", (ASKER, OWNER), AGREEMENTS, records=records)
+        owner = fed.nodes[OWNER]
+        queries = Queries(owner.rows)
+        identity = fed.nodes[ASKER].identity()
+        for handle in fed.nodes.values():
+            handle.rows = []
+        gc.collect()
+        gc.freeze()  # the collector need not walk what setup left behind during the runs
+        print(
+            f"  built in {time.perf_counter() - started:.1f} s; measuring "
+            f"{seconds:g} s per point after {warmup:g} s of warm-up",
+            flush=True,
+        )
+        try:
+            results = asyncio.run(
+                bench(owner, identity, queries, seconds, warmup, root, server_cpus)
+            )
+        except asyncio.CancelledError:  # by SIGTERM; everything started is stopped by now
+            raise SystemExit(128 + signal.SIGTERM) from None
+        finally:
+            signal.signal(signal.SIGTERM, _raise_exit)  # the loop's handler went with it
+        request_bytes = len(queries.one(hit=True))
+        response_bytes = len((root / "echo-response.bin").read_bytes())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"\n{platform.python_implementation()} {platform.python_version()}, "
+        f"grpcio {grpc.__version__}, {records} records at the node"
+    )
+    if client_cpus is not None and server_cpus is not None:
+        print(
+            f"pinned: client (this process) on CPU {min(client_cpus)}, the server measured "
+            f"on CPU {min(server_cpus)} (--no-pin lets the kernel place them)"
+        )
+    else:
+        print("not pinned: the kernel places client and server threads on any core")
+    report(results, request_bytes, response_bytes)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--records", type=int, default=100_000, help="records the node holds (default 100000)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="length of each timed measurement (default 5)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 2000 records, 1 s per measurement"
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the client and the servers to one core each",
+    )
+    parser.add_argument(
+        "--echo-server",
+        nargs=4,
+        metavar=("CERT", "KEY", "CA", "RESPONSE"),
+        type=Path,
+        help=argparse.SUPPRESS,
+    )
+    args = parser.parse_args(argv)
+    if args.echo_server:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_echo_serve(*args.echo_server))
+        return 0
+    if args.quick:
+        return run(2000, 1.0, 0.3, args.pin)
+    if args.records < 1 or args.seconds <= 0:
+        parser.error("--records and --seconds must be positive")
+    return run(args.records, args.seconds, 1.0, args.pin)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; every process this benchmark started has been stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,66 @@
+"""A node whose audit log cannot be written refuses to answer, and recovers when it can."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from federation.client import PeerClient, match_query, new_envelope
+from federation.errors import PeerUnavailable
+from federation.model import MatchQuery
+from node.audit import verify_log
+from node.config import load_config
+from node.federation_kit import Federation, free_port
+from node.server import start_node
+from tests.federation.helpers import first
+
+
+def test_full_disk_refuses_with_audit_unavailable_and_discloses_nothing(
+    fed: Federation, tmp_path: Path
+) -> None:
+    folder = tmp_path / "FR-DGPN"
+    shutil.copytree(
+        fed.nodes["FR-DGPN"].folder, folder, ignore=shutil.ignore_patterns("audit.log", "*.log")
+    )
+    port = free_port()
+    toml = folder / "node.toml"
+    text = toml.read_text()
+    text = text.replace(
+        f'listen = "{fed.nodes["FR-DGPN"].endpoint}"', f'listen = "127.0.0.1:{port}"'
+    )
+    text = text.replace(f'metrics = "{fed.nodes["FR-DGPN"].metrics}"', 'metrics = ""')
+    toml.write_text(text)
+    doc = str(first(fed, "FR-DGPN", "travel_document")["document_number"])
+    identity = fed.nodes["DE-BKA"].identity()
+
+    async def scenario() -> None:
+        node = await start_node(load_config(toml))
+        client = PeerClient(identity, "FR-DGPN", f"127.0.0.1:{port}")
+
+        def query() -> MatchQuery:
+            env = new_envelope("DE-BKA", "criminal_investigation")
+            return match_query(env, "travel_document", [("document_number", doc)])
+
+        try:
+            assert (await client.match(query(), timeout=10)).hit
+            good_fd = node.audit._fd
+            node.audit._fd = os.open("/dev/full", os.O_WRONLY)  # a real ENOSPC
+            with pytest.raises(PeerUnavailable) as err:
+                await client.match(query(), timeout=10)
+            assert err.value.reasons == ("audit_unavailable",)
+            os.close(node.audit._fd)
+            node.audit._fd = good_fd
+            answer = await client.match(query(), timeout=10)
+            assert answer.hit and answer.audit_entry == "1"
+            failures = node.metrics.registry.get_sample_value("liaison_audit_failures_total")
+            assert failures == 1
+        finally:
+            await client.close()
+            await node.stop(0)
+
+    asyncio.run(scenario())
+    assert verify_log(folder / "audit.log") == 2

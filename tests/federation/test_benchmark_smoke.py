@@ -1,0 +1,23 @@
+"""The Match benchmark runs end to end (a quick run; its figures are not judged here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_match_benchmark_quick_run_exits_cleanly_with_its_ratio() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "match.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "ratio node/echo throughput:" in result.stdout
+    assert "target node >= 0.6x echo throughput:" in result.stdout
