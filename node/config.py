@@ -63,6 +63,14 @@ class PolicySection:
     policy_dir: Path = Path("policies")
     data: Path = Path("agreements.json")
     deadline_ms: int = 250
+    # Pick up changed policy or data files by themselves (SIGHUP always works).
+    watch: bool = True
+    watch_interval_ms: int = 2000
+    # The OPA server sidecar, when engine = "opa".
+    opa_url: str = "http://127.0.0.1:8181"
+    opa_ca: Path | None = None
+    opa_client_certificate: Path | None = None
+    opa_client_key: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +99,8 @@ _SECTIONS: dict[str, type] = {
     "policy": PolicySection,
     "audit": AuditSection,
 }
-ENGINES = ("embedded",)
+ENGINES = ("embedded", "opa")
+PROFILES = ("bilateral", "eu-led", "strict")
 
 
 def _unknown(where: str, key: str, known: list[str], source: Path) -> ConfigError:
@@ -108,13 +117,17 @@ def _section(name: str, cls: type, raw: Any, source: Path) -> Any:
     for key, value in raw.items():
         if key not in known:
             raise _unknown(f"[{name}] ", key, list(known), source)
-        default = known[key].default
-        if isinstance(default, Path) or known[key].type == "Path":
+        kind = str(known[key].type)
+        if "Path" in kind:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{source}: [{name}] {key} must be a non-empty path string")
             path = Path(value).expanduser()
             values[key] = path if path.is_absolute() else (source.parent / path).resolve()
-        elif isinstance(default, int):  # bool is an int too
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: [{name}] {key} must be true or false")
+            values[key] = value
+        elif kind == "int":
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{source}: [{name}] {key} must be a positive integer")
             values[key] = value
@@ -169,6 +182,13 @@ def load_config(path: Path) -> NodeConfig:
         check_federation(config.node.federation)
     except InvalidIdentity as exc:
         raise ConfigError(f"{path}: [node] {exc}") from None
+    if config.node.profile not in PROFILES:
+        raise ConfigError(
+            f"{path}: [node] profile {config.node.profile!r} is not one of {', '.join(PROFILES)}"
+        )
+    tls = (config.policy.opa_client_certificate, config.policy.opa_client_key)
+    if (tls[0] is None) != (tls[1] is None):
+        raise ConfigError(f"{path}: [policy] opa_client_certificate and opa_client_key go together")
     if config.policy.engine not in ENGINES:
         raise ConfigError(
             f"{path}: [policy] engine {config.policy.engine!r} is not one of {', '.join(ENGINES)}"

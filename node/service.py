@@ -187,7 +187,8 @@ class MatchService:
         if not decision.allow:
             raise denied(decision.reasons, "refused by the data owner's policy")
         limit = max_results(decision.obligations)
-        refs = self._store.find(query.category, identifiers, limit)
+        # A record its owner restricted from this country must not even be a hit.
+        refs = self._store.find(query.category, identifiers, limit, hidden_from=member.country)
         return MatchAnswer(
             responder=self._node.node_id,
             hit=bool(refs),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    not_,
     select,
 )
 from sqlmodel import Field, SQLModel
@@ -87,9 +89,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _find_statement(n: int) -> Select[str]:
-    """refs of one category carrying all of ``n`` identifiers, by insertion order."""
+def _find_statement(n: int, hide: bool) -> Select[str]:
+    """refs of one category carrying all of ``n`` identifiers, by insertion order.
+
+    With ``hide``, records whose source restrictions name the ``hidden`` country are left
+    out: a hit would tell that country the record exists, which the owner forbade.
+    """
     stmt = select(_records.c.ref).where(_records.c.category == bindparam("category"))
+    if hide:
+        stmt = stmt.where(not_(_records.c.source_restrictions.like(bindparam("hidden"))))
     for i in range(n):
         carriers = select(_identifiers.c.record_id).where(
             _identifiers.c.kind == bindparam(f"kind{i}"),
@@ -105,6 +113,7 @@ def _chunks(items: Sequence[NewRecord], size: int) -> Iterator[Sequence[NewRecor
         yield chunk
 
 
+_COUNTRY = re.compile(r"[A-Z]{2}")
 _CompiledFind = tuple[str, tuple[str, ...], dict[str, Any]]
 
 
@@ -115,7 +124,7 @@ class RecordStore:
         self._engine: Engine = create_engine(url)
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine, "connect", _sqlite_pragmas)
-        self._find_sql: dict[int, _CompiledFind] = {}
+        self._find_sql: dict[tuple[int, bool], _CompiledFind] = {}
         self._raw_conn: Any = None
 
     @property
@@ -152,7 +161,14 @@ class RecordStore:
                     conn.execute(insert(_identifiers), idents)
         return len(records)
 
-    def find(self, category: str, identifiers: Sequence[Identifier], limit: int) -> list[str]:
+    def find(
+        self,
+        category: str,
+        identifiers: Sequence[Identifier],
+        limit: int,
+        *,
+        hidden_from: str | None = None,
+    ) -> list[str]:
         """refs of ``category`` records carrying every one of ``identifiers``, oldest first.
 
         The hot path. SQLAlchemy builds and compiles the statement once per identifier
@@ -165,11 +181,17 @@ class RecordStore:
         if limit <= 0:
             return []
         unique = sorted({(i.kind, i.value) for i in identifiers})
-        compiled = self._find_sql.get(len(unique))
+        shape = (len(unique), hidden_from is not None)
+        compiled = self._find_sql.get(shape)
         if compiled is None:
-            compiled = self._find_sql[len(unique)] = self._compile(len(unique))
+            compiled = self._find_sql[shape] = self._compile(*shape)
         sql, order, defaults = compiled
         params: dict[str, Any] = {**defaults, "category": category, "limit": limit}
+        if hidden_from is not None:
+            if not _COUNTRY.fullmatch(hidden_from):
+                raise ValueError("hidden_from must be an ISO 3166 alpha-2 code")
+            # Restrictions are stored as a JSON list of quoted codes: '["DE", "XX"]'.
+            params["hidden"] = f'%"{hidden_from}"%'
         for n, (kind, value) in enumerate(unique):
             params[f"kind{n}"] = kind
             params[f"value{n}"] = value
@@ -180,9 +202,9 @@ class RecordStore:
         finally:
             cursor.close()
 
-    def _compile(self, n: int) -> _CompiledFind:
+    def _compile(self, n: int, hide: bool) -> _CompiledFind:
         """The find statement's SQL for this dialect, its positional order, fixed values."""
-        compiled = _find_statement(n).compile(dialect=self._engine.dialect)
+        compiled = _find_statement(n, hide).compile(dialect=self._engine.dialect)
         order = tuple(compiled.positiontup or ()) if compiled.positional else ()
         # Parameters the dialect adds itself (SQLite's OFFSET 0) come with their values.
         defaults = {k: v for k, v in compiled.params.items() if v is not None}

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 
 # Obligations the node knows how to enforce. Anything else in a decision means deny:
 # an obligation the node cannot honour must not be silently dropped.
-KNOWN_OBLIGATIONS = frozenset({"max_results", "redact", "require_approval", "retention_days"})
+KNOWN_OBLIGATIONS = frozenset(
+    {"max_results", "redact", "require_approval", "retention_days", "handling_code"}
+)
 
 
 class PolicyUnavailable(Exception):

@@ -210,3 +210,15 @@ def test_health_and_reflection_are_served_over_mtls(fed: Federation, de: ClientI
         names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert "liaison.exchange.v1.ExchangeService" in names
     assert "grpc.health.v1.Health" in names
+
+
+def test_record_restricted_from_the_requester_is_not_even_a_hit(
+    fed: Federation, de: ClientIdentity
+) -> None:
+    row = next(
+        r
+        for r in fed.nodes["FR-DGPN"].rows
+        if r["category"] == "travel_document" and "DE" in r.get("source_restrictions", [])
+    )
+    doc = str(row["document_number"])
+    assert ask(de, fed, "FR-DGPN", "travel_document", [("document_number", doc)]).hit is False

@@ -199,8 +199,36 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
 
 
 def test_unknown_engine(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\[policy\] engine 'opa' is not one of embedded"):
-        _load(tmp_path, NODE + '[policy]\nengine = "opa"\n')
+    with pytest.raises(ConfigError, match=r"\[policy\] engine 'opaa' is not one of embedded, opa"):
+        _load(tmp_path, NODE + '[policy]\nengine = "opaa"\n')
+
+
+def test_opa_engine_with_its_sidecar_tls(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        NODE
+        + '[policy]\nengine = "opa"\nopa_url = "https://127.0.0.1:8181"\n'
+        + 'opa_ca = "opa/ca.crt"\nopa_client_certificate = "opa/c.crt"\n'
+        + 'opa_client_key = "opa/c.key"\nwatch = false\n',
+    )
+    assert config.policy.engine == "opa"
+    assert config.policy.opa_ca == (tmp_path / "opa" / "ca.crt").resolve()
+    assert config.policy.watch is False
+
+
+def test_opa_client_certificate_needs_its_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        _load(tmp_path, NODE + '[policy]\nopa_client_certificate = "c.crt"\n')
+
+
+def test_watch_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[policy\] watch must be true or false"):
+        _load(tmp_path, NODE + '[policy]\nwatch = "yes"\n')
+
+
+def test_unknown_profile(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"profile 'eu' is not one of bilateral, eu-led, strict"):
+        _load(tmp_path, NODE.replace("[node]\n", '[node]\nprofile = "eu"\n'))
 
 
 def test_not_toml_names_the_file(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ SQLite always; PostgreSQL too when ``LIAISON_TEST_POSTGRES_URL`` names a scratch
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator
@@ -90,6 +91,21 @@ class TestRecordStore:
         assert store.find("wanted_person", by_both, 10) == [both.ref]
         mismatch = [*by_name, Identifier("document_number", "P9")]
         assert store.find("wanted_person", mismatch, 10) == []
+
+    def test_source_restricted_records_are_hidden_from_that_country(
+        self, store: RecordStore
+    ) -> None:
+        open_record = doc("SHARED")
+        restricted = dataclasses.replace(doc("SHARED"), source_restrictions=("DE", "PL"))
+        store.add_records([open_record, restricted])
+        ident = [Identifier("document_number", "SHARED")]
+        assert store.find("travel_document", ident, 10) == [open_record.ref, restricted.ref]
+        both = [open_record.ref, restricted.ref]
+        assert store.find("travel_document", ident, 10, hidden_from="FR") == both
+        assert store.find("travel_document", ident, 10, hidden_from="DE") == [open_record.ref]
+        assert store.find("travel_document", ident, 10, hidden_from="PL") == [open_record.ref]
+        with pytest.raises(ValueError, match="alpha-2"):
+            store.find("travel_document", ident, 10, hidden_from='"%')
 
     def test_kind_matters_not_only_value(self, store: RecordStore) -> None:
         store.add_records([doc("SAME")])
