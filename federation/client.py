@@ -26,7 +26,7 @@ from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
 from federation.serde import (
     match_answer_from_proto,
     match_query_to_proto,
-    reasons_from_status,
+    refusal_from_status,
     status_from_trailers,
     utc_now,
 )
@@ -84,7 +84,7 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
     details = (details_of() if callable(details_of) else None) or code.name
     trailers_of = getattr(exc, "trailing_metadata", None)
     trailers = trailers_of() if callable(trailers_of) else None
-    reasons = reasons_from_status(status_from_trailers(trailers or ()))
+    reasons, metadata = refusal_from_status(status_from_trailers(trailers or ()))
     kind: type[LiaisonError]
     if code in _REFUSED:
         kind = PeerRefused
@@ -100,7 +100,7 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
         kind = InvalidRequest
     else:
         kind = PeerError
-    return kind(peer, details, reasons=reasons, status=code.name)
+    return kind(peer, details, reasons=reasons, status=code.name, metadata=metadata)
 
 
 class PeerClient:

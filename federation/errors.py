@@ -12,18 +12,27 @@ attached, so nothing above it needs to know about gRPC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 ERROR_DOMAIN = "liaison.exchange.v1"
 
 
 class LiaisonError(Exception):
     def __init__(
-        self, peer: str, message: str, reasons: tuple[str, ...] = (), status: str = ""
+        self,
+        peer: str,
+        message: str,
+        reasons: tuple[str, ...] = (),
+        status: str = "",
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"{peer}: {message}" if peer else message)
         self.peer = peer
         self.message = message
         self.reasons = reasons
         self.status = status
+        # What the peer attached: its audit entry id and the policy revision that decided.
+        self.metadata: Mapping[str, str] = metadata or {}
 
 
 class PeerRefused(LiaisonError):

@@ -127,16 +127,26 @@ def rich_status(
 
 
 def reasons_from_status(status: status_pb2.Status | None) -> tuple[str, ...]:
+    return refusal_from_status(status)[0]
+
+
+def refusal_from_status(
+    status: status_pb2.Status | None,
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Our reasons in a peer's rich status, and the metadata they carry (audit entry,
+    policy revision); details from other domains are not ours to read."""
     if status is None:
-        return ()
+        return (), {}
     reasons: list[str] = []
+    metadata: dict[str, str] = {}
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             if info.domain == ERROR_DOMAIN:
                 reasons.append(info.reason)
-    return tuple(reasons)
+                metadata.update(info.metadata)
+    return tuple(reasons), metadata
 
 
 STATUS_TRAILER = "grpc-status-details-bin"

@@ -22,11 +22,15 @@ class Kind(Enum):
 class Refusal(Exception):
     """A request the node will not answer; `reasons` are stable snake_case codes."""
 
-    def __init__(self, kind: Kind, reasons: tuple[str, ...], message: str) -> None:
+    def __init__(
+        self, kind: Kind, reasons: tuple[str, ...], message: str, policy_revision: str = ""
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.reasons = reasons
         self.message = message
+        # The revision of the policy that refused, when a policy decided at all.
+        self.policy_revision = policy_revision
 
     @property
     def decision(self) -> str:
@@ -42,5 +46,5 @@ def invalid(reason: str, message: str) -> Refusal:
     return Refusal(Kind.INVALID, (reason,), message)
 
 
-def denied(reasons: tuple[str, ...], message: str) -> Refusal:
-    return Refusal(Kind.DENIED, reasons, message)
+def denied(reasons: tuple[str, ...], message: str, policy_revision: str = "") -> Refusal:
+    return Refusal(Kind.DENIED, reasons, message, policy_revision)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from federation.model import MatchAnswer, MatchQuery
@@ -65,18 +66,22 @@ class ExchangeHandlers:
         started = time.perf_counter()
         peer, query, answer, refusal = UNIDENTIFIED, None, None, None
         entry_id = str(self._audit.next_seq)
+        # Refusals that come before any decision are recorded under the revision in force.
+        revision = self._service.policy_revision
+        status = None
         try:
             member = self._auth.identify(context.auth_context())
             peer = member.node_id
             query = parse_match(raw)
             answer = self._service.match(member, query)
             answer = dataclasses.replace(answer, audit_entry=entry_id)
+            revision = answer.policy_revision
             response = match_answer_to_proto(answer).SerializeToString()
         except Refusal as exc:
             refusal = exc
-            response = rich_status(
-                exc.kind.value, exc.message, exc.reasons, {"audit_entry": entry_id}
-            ).SerializeToString()
+            revision = exc.policy_revision or revision
+            status = _status(exc, entry_id, revision)
+            response = status.SerializeToString()
         env = query.envelope if query else None
         record = AuditRecord(
             time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -86,7 +91,7 @@ class ExchangeHandlers:
             legal_basis=env.legal_basis.value if env else "",
             decision=refusal.decision if refusal else "allow",
             reasons=refusal.reasons if refusal else (),
-            policy_revision=self._service.policy_revision,
+            policy_revision=revision,
             request_sha256=hashlib.sha256(raw).hexdigest(),
             response_sha256=hashlib.sha256(response).hexdigest(),
             category=query.category[:64] if query else "",
@@ -106,11 +111,9 @@ class ExchangeHandlers:
                 ("audit_unavailable",),
                 "the node could not audit this request, so it refuses to answer; retry later",
             )
+            status = _status(refusal, entry_id, revision)
         self._count(peer, query, answer, refusal, started)
-        if refusal is not None:
-            status = rich_status(
-                refusal.kind.value, refusal.message, refusal.reasons, {"audit_entry": entry_id}
-            )
+        if status is not None:
             # grpc.aio's context lacks abort_with_status: abort with its parts instead.
             wire = rpc_status.to_status(status)
             await context.abort(wire.code, wire.details, wire.trailing_metadata)
@@ -134,6 +137,16 @@ class ExchangeHandlers:
                 m.denials.labels(peer, reason).inc()
         elif answer is not None and query is not None and answer.hit:
             m.hits.labels(peer, query.category).inc()
+
+
+def _status(refusal: Refusal, entry_id: str, revision: str) -> status_pb2.Status:
+    """The rich status a refused peer receives: reasons, its audit entry, the revision."""
+    return rich_status(
+        refusal.kind.value,
+        refusal.message,
+        refusal.reasons,
+        {"audit_entry": entry_id, "policy_revision": revision},
+    )
 
 
 def parse_match(raw: bytes) -> MatchQuery:

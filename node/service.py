@@ -185,8 +185,12 @@ class MatchService:
             raise invalid("identifier_invalid", f"identifier {exc.field}: {exc}") from None
         decision = self.decide(build_policy_input(self._node, member, query, self._clock()))
         if not decision.allow:
-            raise denied(decision.reasons, "refused by the data owner's policy")
-        limit = max_results(decision.obligations)
+            raise denied(decision.reasons, "refused by the data owner's policy", decision.revision)
+        try:
+            limit = max_results(decision.obligations)
+        except Refusal as exc:
+            exc.policy_revision = decision.revision
+            raise
         # A record its owner restricted from this country must not even be a hit.
         refs = self._store.find(query.category, identifiers, limit, hidden_from=member.country)
         return MatchAnswer(

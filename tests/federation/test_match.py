@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import grpc
@@ -55,6 +56,13 @@ def test_category_outside_agreement_is_refused_with_reason(
     assert "category_not_agreed" in err.value.reasons
     assert err.value.peer == "NL-KLPD"
     assert err.value.status == "PERMISSION_DENIED"
+    # The refusal names the revision that decided and the audit entry that records it.
+    assert err.value.metadata["policy_revision"].startswith("sha256:")
+    entry = int(err.value.metadata["audit_entry"])
+    lines = (fed.nodes["NL-KLPD"].folder / "audit.log").read_text().splitlines()
+    audited = json.loads(lines[entry])
+    assert audited["reasons"] == list(err.value.reasons)
+    assert audited["policy_revision"] == err.value.metadata["policy_revision"]
 
 
 def test_purpose_outside_agreement_is_refused(fed: Federation, de: ClientIdentity) -> None:
