@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from federation.directory import DirectoryError
 from federation.errors import LiaisonError
@@ -21,11 +23,13 @@ from node.agreements import PolicyDataError
 from node.audit import AuditError
 from node.config import ConfigError
 from node.importer import ImportFailed
+from node.policy.decision import PolicyUnavailable
 from node.policy.embedded import PolicyLoadError
 from node.server import StartupError
 
 # Errors that are the operator's to fix: printed as one line, never as a traceback.
 OPERATOR_ERRORS = (
+    PolicyUnavailable,
     ConfigError,
     DirectoryError,
     PkiError,
@@ -121,6 +125,58 @@ def _query_match(args: argparse.Namespace) -> int:
     from node.querying import run_match_command
 
     return asyncio.run(run_match_command(args))
+
+
+def _policy_target(args: argparse.Namespace) -> tuple[Any, Path, Path]:
+    """(policy section or None, policy dir, data file) from --config or the explicit flags."""
+    from node.config import load_config
+
+    if args.config is not None:
+        policy = load_config(args.config).policy
+        return policy, policy.policy_dir, policy.data
+    if args.policy_dir is None or args.data is None:
+        raise ConfigError("give --config node.toml, or both --policy-dir and --data")
+    return None, args.policy_dir, args.data
+
+
+def _print_steps(steps: list[Any]) -> int:
+    for step in steps:
+        print(step.line())
+    return 0 if all(step.ok for step in steps) else 2
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from node.policy.commands import check
+
+    _, policy_dir, data = _policy_target(args)
+    return _print_steps(check(policy_dir, data))
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from node.policy.commands import test
+
+    _, policy_dir, _ = _policy_target(args)
+    return _print_steps(test(policy_dir, args.corpus))
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from node.agreements import load_policy_data
+    from node.policy.commands import explain
+    from node.policy.embedded import EmbeddedEngine
+    from node.policy.engines import build_engine
+
+    policy, policy_dir, data_path = _policy_target(args)
+    try:
+        policy_input = json.loads(args.input.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{args.input}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    data = load_policy_data(data_path)
+    engine = build_engine(policy, data) if policy else EmbeddedEngine(policy_dir, data)
+    try:
+        print(json.dumps(explain(engine, policy_input), indent=2))
+    finally:
+        engine.close()
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

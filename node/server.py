@@ -8,12 +8,14 @@ node that can answer, and one that cannot says why and exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,7 +32,8 @@ from node.config import NodeConfig
 from node.handlers import SERVICE_NAME, ExchangeHandlers
 from node.metrics import NodeMetrics
 from node.policy.cache import CachingEngine
-from node.policy.embedded import EmbeddedEngine
+from node.policy.engines import build_engine
+from node.policy.reload import ReloadingEngine, reload_counter
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
 
@@ -50,14 +53,23 @@ class Node:
     audit: AuditLog
     metrics: NodeMetrics
     metrics_port: int | None
-    _http: object | None = None
+    policy: ReloadingEngine
+    engine: CachingEngine
+    _http: WSGIServer | None = None
+    _watcher: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.server.stop(grace)
         await self.audit.close()
+        self.engine.close()
         self.store.close()
         if self._http is not None:
-            self._http.shutdown()  # type: ignore[attr-defined]
+            self._http.shutdown()
+            self._http.server_close()
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -107,9 +119,16 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         )
     metrics.certificate_expiry.labels(node_id).set(own.not_valid_after_utc.timestamp())
 
-    engine = CachingEngine(
-        EmbeddedEngine(config.policy.policy_dir, load_policy_data(config.policy.data))
+    policy = config.policy
+    # The cache keys on the reloading engine's revision, so a reload can never be answered
+    # from a decision made under the policy it replaced.
+    reloading = ReloadingEngine(
+        lambda: build_engine(policy, load_policy_data(policy.data)),
+        policy_dir=policy.policy_dir,
+        data_path=policy.data,
+        on_reload=reload_counter(registry),
     )
+    engine = CachingEngine(reloading)
     store = RecordStore(config.store.url)
     store.create_schema()
     audit = AuditLog(config.audit.path)
@@ -173,7 +192,12 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         engine.revision,
         config.server.metrics or "off",
     )
-    return Node(config, server, bound, store, audit, metrics, metrics_port, http)
+    watcher = None
+    if policy.watch:
+        watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
+    return Node(
+        config, server, bound, store, audit, metrics, metrics_port, reloading, engine, http, watcher
+    )
 
 
 async def serve(config: NodeConfig, on_ready: Callable[[Node], None] | None = None) -> None:
@@ -183,8 +207,10 @@ async def serve(config: NodeConfig, on_ready: Callable[[Node], None] | None = No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    uninstall_sighup = node.policy.install_sighup(loop)  # SIGHUP reloads the policy
     if on_ready:
         on_ready(node)
     await stop.wait()
     log.info("%s stopping", config.node.id)
+    uninstall_sighup()
     await node.stop()

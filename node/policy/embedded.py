@@ -108,6 +108,19 @@ class EmbeddedEngine:
             return Decision.deny("policy_error", self._revision)
         return Decision.from_document(raw, self._revision)
 
+    def evaluate(self, query: str, policy_input: Mapping[str, Any]) -> Any:
+        """A query's value for an input (e.g. a whole package, for `liaison policy explain`);
+        undefined is None. Not for the request path."""
+        engine = self._engine()
+        engine.set_input_json(json.dumps(policy_input, allow_nan=False))
+        try:
+            results = json.loads(engine.eval_query_as_json(query))["result"]
+        except BaseException as exc:
+            if not is_engine_failure(exc):
+                raise
+            raise PolicyLoadError(f"{query}: {engine_message(exc)}") from None
+        return results[0]["expressions"][0]["value"] if results else None
+
     def close(self) -> None:
         # Engines of other threads are freed with those threads: dropping them here, on
         # the wrong thread, is what regorus forbids.

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from federation.client import ClientIdentity, PeerClient, match_query, new_envelope
 from federation.model import MatchAnswer
-from node.federation_kit import Federation
+from node.federation_kit import Federation, NodeHandle, free_port
 
 
 def ask(
@@ -17,9 +22,10 @@ def ask(
     identifiers: list[tuple[str, str]],
     purpose: str = "criminal_investigation",
     requester: str | None = None,
+    endpoint: str | None = None,
 ) -> MatchAnswer:
     async def run() -> MatchAnswer:
-        client = PeerClient(identity, peer, fed.nodes[peer].endpoint)
+        client = PeerClient(identity, peer, endpoint or fed.nodes[peer].endpoint)
         try:
             env = new_envelope(requester or identity.node_id, purpose, case_reference="T-1")
             return await client.match(match_query(env, category, identifiers), timeout=10.0)
@@ -31,3 +37,30 @@ def ask(
 
 def first(fed: Federation, node: str, category: str) -> dict[str, object]:
     return next(r for r in fed.nodes[node].rows if r["category"] == category)
+
+
+def clone_node(fed: Federation, node_id: str, folder: Path, **policy: str) -> NodeHandle:
+    """A copy of a federation node (same keys, records and agreements) on fresh ports, with
+    an empty audit log; `policy` sets extra [policy] keys (TOML literals)."""
+    source = fed.nodes[node_id]
+    shutil.copytree(source.folder, folder, ignore=shutil.ignore_patterns("audit.log", "*.log"))
+    endpoint, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    toml = folder / "node.toml"
+    text = toml.read_text()
+    text = text.replace(f'listen = "{source.endpoint}"', f'listen = "{endpoint}"')
+    text = text.replace(f'metrics = "{source.metrics}"', f'metrics = "{metrics}"')
+    extra = "".join(f"{key} = {value}\n" for key, value in policy.items())
+    text = text.replace("[policy]\n", "[policy]\n" + extra)
+    toml.write_text(text)
+    return NodeHandle(node_id, folder, endpoint, metrics, source.rows)
+
+
+def scrape(node: NodeHandle, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """One sample from a node's /metrics, or None if it has none."""
+    text = urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            wanted = (labels or {}).items()
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted):
+                return float(sample.value)
+    return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,32 +13,22 @@ from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
 from node.audit import verify_log
 from node.config import load_config
-from node.federation_kit import Federation, free_port
+from node.federation_kit import Federation
 from node.server import start_node
-from tests.federation.helpers import first
+from tests.federation.helpers import clone_node, first
 
 
 def test_full_disk_refuses_with_audit_unavailable_and_discloses_nothing(
     fed: Federation, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "FR-DGPN"
-    shutil.copytree(
-        fed.nodes["FR-DGPN"].folder, folder, ignore=shutil.ignore_patterns("audit.log", "*.log")
-    )
-    port = free_port()
-    toml = folder / "node.toml"
-    text = toml.read_text()
-    text = text.replace(
-        f'listen = "{fed.nodes["FR-DGPN"].endpoint}"', f'listen = "127.0.0.1:{port}"'
-    )
-    text = text.replace(f'metrics = "{fed.nodes["FR-DGPN"].metrics}"', 'metrics = ""')
-    toml.write_text(text)
+    fr = clone_node(fed, "FR-DGPN", tmp_path / "FR-DGPN", watch="false")
+    folder, toml = fr.folder, fr.config_path
     doc = str(first(fed, "FR-DGPN", "travel_document")["document_number"])
     identity = fed.nodes["DE-BKA"].identity()
 
     async def scenario() -> None:
         node = await start_node(load_config(toml))
-        client = PeerClient(identity, "FR-DGPN", f"127.0.0.1:{port}")
+        client = PeerClient(identity, "FR-DGPN", fr.endpoint)
 
         def query() -> MatchQuery:
             env = new_envelope("DE-BKA", "criminal_investigation")

@@ -18,6 +18,7 @@ DATA: dict[str, Any] = json.loads((POLICIES / "data" / "agreements.example.json"
 INPUT: dict[str, Any] = {
     "version": 1,
     "now": "2026-11-29T13:45:12Z",
+    "node": {"node_id": "DE-BKA", "country": "DE", "profile": "bilateral"},
     "requester": {"node_id": "FR-DGPN", "status": "active"},
     "envelope": {"purpose": "criminal_investigation", "legal_basis": "none"},
     "request": {"method": "Match", "category": "travel_document"},

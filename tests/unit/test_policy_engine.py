@@ -92,7 +92,15 @@ def test_deny_lists_every_reason(engine: EmbeddedEngine) -> None:
         {**ALLOW_INPUT, "version": 2, "request": {"method": "Fetch", "category": "firearm"}}
     )
     assert not d.allow
-    assert d.reasons == ("category_not_agreed", "method_not_permitted", "unsupported_input_version")
+    # A Fetch also needs a legal basis, a case reference and the record's facts.
+    assert d.reasons == (
+        "case_reference_missing",
+        "category_not_agreed",
+        "legal_basis_insufficient",
+        "method_not_permitted",
+        "record_missing",
+        "unsupported_input_version",
+    )
     assert d.obligations == {}
 
 

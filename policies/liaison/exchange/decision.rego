@@ -1,95 +1,57 @@
-# The exchange policy of a Liaison node (DESIGN.md §5).
+# The exchange policy of a Liaison node (DESIGN.md §5, policies/CONTRACT.md).
 #
-# The node queries data.liaison.exchange.decision and nothing else. That rule is a plain
-# object built from helper rules that all carry defaults, so it is defined for every input,
-# even on engines that ignore `default` on the rule being queried. Every reason is kept:
-# a requester is told all that is wrong at once, not one thing per round trip.
+# The node queries data.liaison.exchange.decision and nothing else. It hands the request to
+# the profile the node selected (input.node.profile) and checks the profile's answer. The
+# decision is a plain object built from helper rules that all carry defaults, so it is
+# defined for every input, even on engines that ignore `default` on the rule being queried.
 package liaison.exchange
 
 decision := {
 	"allow": allow,
-	"reasons": sort(deny_reasons),
+	"reasons": reasons,
 	"obligations": obligations,
 }
 
+# Only the selected profile is evaluated.
+default profile_decision := {"allow": false, "reasons": ["unknown_profile"], "obligations": {}}
+
+profile_decision := data.liaison.profiles.eu_led.decision if input.node.profile == "eu-led"
+
+profile_decision := data.liaison.profiles.bilateral.decision if input.node.profile == "bilateral"
+
+profile_decision := data.liaison.profiles.strict.decision if input.node.profile == "strict"
+
+# The input schema is the entry point's own concern: a wrong version is named whichever
+# profile (known or not) answers.
+entry_reasons contains "unsupported_input_version" if not input.version == 1
+
+# Whatever a profile returns, an allow needs `allow: true`, no reasons and an object of
+# obligations; a deny always names at least one reason.
 default allow := false
 
-allow if count(deny_reasons) == 0
+allow if {
+	profile_decision.allow == true
+	profile_decision.reasons == []
+	is_object(profile_decision.obligations)
+	count(entry_reasons) == 0
+}
+
+default reasons := ["policy_error"]
+
+reasons := [] if allow
+
+profile_reasons contains reason if {
+	is_array(profile_decision.reasons)
+	some reason in profile_decision.reasons
+}
+
+all_reasons := profile_reasons | entry_reasons
+
+reasons := sort(all_reasons) if {
+	not allow
+	count(all_reasons) > 0
+}
 
 default obligations := {}
 
-obligations := {"max_results": max_results} if allow
-
-# --- who is asking, under which agreement ---------------------------------------------------
-
-agreement := data.agreements[input.requester.node_id]
-
-has_agreement if is_object(agreement)
-
-# First ten characters of an RFC 3339 UTC time: compared as an ISO date string, because
-# some engines return undefined when parsing a `Z` suffix.
-today := substring(input.now, 0, 10) if is_string(input.now)
-
-# A missing bound or a missing clock is not "in force": fail closed.
-in_force if {
-	today >= agreement.valid_from
-	today <= agreement.valid_until
-}
-
-purpose := input.envelope.purpose if {
-	is_string(input.envelope.purpose)
-	input.envelope.purpose != ""
-}
-
-# --- reasons to refuse ----------------------------------------------------------------------
-
-deny_reasons contains "unsupported_input_version" if not input.version == 1
-
-deny_reasons contains "requester_not_active" if not input.requester.status == "active"
-
-deny_reasons contains "no_agreement" if not has_agreement
-
-deny_reasons contains "agreement_not_in_force" if {
-	has_agreement
-	not in_force
-}
-
-deny_reasons contains "purpose_missing" if not purpose
-
-deny_reasons contains "purpose_not_agreed" if {
-	has_agreement
-	not purpose in agreement.purposes
-	purpose
-}
-
-deny_reasons contains "category_not_agreed" if {
-	has_agreement
-	not input.request.category in agreement.categories
-}
-
-deny_reasons contains "method_not_permitted" if {
-	has_agreement
-	not input.request.method in agreement.methods
-}
-
-deny_reasons contains "legal_basis_not_agreed" if {
-	has_agreement
-	not input.envelope.legal_basis in agreement.legal_bases
-}
-
-# --- obligations ----------------------------------------------------------------------------
-
-# The tighter of the peer's cap and the node-wide cap; 10 when neither is set.
-result_caps contains n if {
-	n := agreement.max_results
-	is_number(n)
-}
-
-result_caps contains n if {
-	n := data.settings.max_match_results
-	is_number(n)
-}
-
-default max_results := 10
-
-max_results := min(result_caps) if count(result_caps) > 0
+obligations := profile_decision.obligations if allow

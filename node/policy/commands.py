@@ -1,0 +1,177 @@
+"""`liaison policy check|test|explain`: what an operator runs before trusting a policy.
+
+Each command reports step by step, in words an operator can act on; the CLI turns a failed
+step into exit status 2. The OPA binary is used where the project installed it (see
+`node.policy.opa_process.find_opa`); without it the steps that need it say so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.agreements import PolicyDataError, load_policy_data
+from node.policy.corpus import CorpusError, load_corpus, run_corpus
+from node.policy.decision import PolicyEngine
+from node.policy.embedded import EmbeddedEngine, PolicyLoadError
+from node.policy.opa import OpaEngine
+from node.policy.opa_process import OpaNotFound, find_opa, start_opa
+from node.policy.rego_tests import run_rego_tests
+
+# The corpus shipped with the repository, used when no other is named.
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "tests" / "conformance"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    ok: bool
+    detail: str = ""
+    skipped: bool = False
+
+    def line(self) -> str:
+        mark = "skip" if self.skipped else ("ok" if self.ok else "FAIL")
+        return f"[{mark:>4}] {self.name}" + (f": {self.detail}" if self.detail else "")
+
+
+def _opa(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(find_opa()), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def check(policy_dir: Path, data_path: Path) -> list[Step]:
+    """Schema of the data, then the Rego: compiled in-process, `opa check --strict`, `opa fmt`."""
+    steps: list[Step] = []
+    data: Mapping[str, Any] | None = None
+    try:
+        data = load_policy_data(data_path)
+        steps.append(Step(f"policy data {data_path}", True, "matches the schema"))
+    except PolicyDataError as exc:
+        steps.append(Step(f"policy data {data_path}", False, str(exc)))
+    try:
+        EmbeddedEngine(policy_dir, data or {}).close()
+        steps.append(Step("compiles in the embedded engine", True))
+    except PolicyLoadError as exc:
+        steps.append(Step("compiles in the embedded engine", False, str(exc)))
+    try:
+        strict = _opa(["check", "--strict", str(policy_dir)])
+        steps.append(
+            Step("opa check --strict", strict.returncode == 0, strict.stderr.strip()[:4000])
+        )
+        fmt = _opa(["fmt", "--list", str(policy_dir)])
+        unformatted = fmt.stdout.split()
+        steps.append(
+            Step(
+                "opa fmt",
+                fmt.returncode == 0 and not unformatted,
+                ("run `opa fmt -w` on: " + ", ".join(unformatted)) if unformatted else "",
+            )
+        )
+    except OpaNotFound as exc:
+        steps.append(Step("opa check --strict, opa fmt", True, str(exc), skipped=True))
+    return steps
+
+
+def test(policy_dir: Path, corpus_dir: Path | None) -> list[Step]:
+    """The Rego unit tests (`opa test`), then the conformance corpus on both engines."""
+    steps: list[Step] = []
+    try:
+        result = _opa(["test", str(policy_dir)])
+        summary = (result.stdout.strip().splitlines() or ["no output"])[-1]
+        detail = summary if result.returncode == 0 else result.stdout.strip()[-4000:]
+        steps.append(Step("opa test", result.returncode == 0, detail))
+        opa_available = True
+    except OpaNotFound as exc:
+        results = run_rego_tests(policy_dir)
+        failed = [r.test_id for r in results if not r.passed]
+        steps.append(
+            Step(
+                "Rego tests (embedded engine; no OPA binary)",
+                not failed,
+                f"{len(results) - len(failed)}/{len(results)} passed"
+                + (f"; failed: {', '.join(failed)}" if failed else "")
+                + f" ({exc})",
+            )
+        )
+        opa_available = False
+    corpus_dir = corpus_dir or DEFAULT_CORPUS
+    if not (corpus_dir / "cases").is_dir():
+        steps.append(Step("conformance corpus", True, f"none at {corpus_dir}", skipped=True))
+        return steps
+    steps.extend(_corpus_steps(policy_dir, corpus_dir, opa_available))
+    return steps
+
+
+def _corpus_steps(policy_dir: Path, corpus_dir: Path, with_opa: bool) -> list[Step]:
+    try:
+        data, cases = load_corpus(corpus_dir)
+    except CorpusError as exc:
+        return [Step("conformance corpus", False, str(exc))]
+    steps = []
+    engines: dict[str, Any] = {"embedded": lambda d: EmbeddedEngine(policy_dir, d)}
+    server = start_opa() if with_opa else None
+    try:
+        if server is not None:
+            url = server.url
+            engines["opa"] = lambda d: OpaEngine(url, policy_dir, d, deadline=5.0)
+        outcomes = list(run_corpus(data, cases, engines))
+    finally:
+        if server is not None:
+            server.stop()
+    for name in engines:
+        mine = [o for o in outcomes if o.engine == name]
+        bad = [o for o in mine if not o.ok]
+        detail = f"{len(mine) - len(bad)}/{len(mine)} cases as expected"
+        detail += "".join(
+            f"\n    {o.case.name} ({o.case.source}): {'; '.join(o.problems)}" for o in bad[:30]
+        )
+        steps.append(Step(f"conformance corpus on the {name} engine", not bad, detail))
+    if not with_opa:
+        steps.append(
+            Step("conformance corpus on the OPA engine", True, "no OPA binary", skipped=True)
+        )
+    return steps
+
+
+def explain(engine: PolicyEngine, policy_input: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision, and why: OPA's own explanation, or the rules that fired in-process."""
+    decision = engine.decide(policy_input)
+    out: dict[str, Any] = {
+        "engine": engine.name,
+        "revision": decision.revision,
+        "allow": decision.allow,
+        "reasons": list(decision.reasons),
+        "obligations": dict(decision.obligations),
+    }
+    if isinstance(engine, OpaEngine):
+        out["explanation"] = engine.explain(policy_input)
+    elif isinstance(engine, EmbeddedEngine):
+        document = engine.evaluate("data.liaison", policy_input) or {}
+        # Only the profile this node selected speaks for it; the others are noise here.
+        profile = str(policy_input.get("node", {}).get("profile", "")).replace("-", "_")
+        profiles = document.get("profiles", {})
+        if isinstance(profiles, dict):
+            document["profiles"] = {k: v for k, v in profiles.items() if k == profile}
+        out["fired"] = fired_rules(document)
+    return out
+
+
+def fired_rules(document: Any, path: str = "data.liaison") -> list[str]:
+    """Every rule under `document` that holds: true booleans, non-empty sets, values."""
+    if isinstance(document, dict):
+        found: list[str] = []
+        for key in sorted(document):
+            found.extend(fired_rules(document[key], f"{path}.{key}"))
+        return found
+    if document is True:
+        return [path]
+    if isinstance(document, list) and document:
+        return [f"{path} = {json.dumps(document)}"]
+    if document not in (False, None, [], "", "<undefined>") and not isinstance(document, bool):
+        return [f"{path} = {json.dumps(document)}"]
+    return []

@@ -1,0 +1,251 @@
+"""Start and stop a local OPA server on a loopback port (tests, `liaison` tooling, demos).
+
+The OPA engine (:mod:`node.policy.opa`) talks to a server it does not own; in production
+that is a sidecar run by the operator's supervisor. This module is for everything else:
+the engine's tests need real OPA processes (no mocks), and tooling needs the same command
+line the docs show. It locates the binary the way the project installs it
+(``LIAISON_OPA``, else ``<repo>/.venv/tools/opa`` from ``scripts/setup.sh``, else ``opa`` on
+``PATH``), picks a free loopback port, waits until the server listens, and always reaps
+the process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENV_VAR = "LIAISON_OPA"
+VENV_BINARY = REPO_ROOT / ".venv" / "tools" / "opa"
+
+
+class OpaNotFound(FileNotFoundError):
+    """No OPA binary where the project looks for one."""
+
+
+class OpaProcessError(RuntimeError):
+    """The OPA process did not start (or not in time); the message carries its log."""
+
+
+def find_opa(env: Mapping[str, str] | None = None) -> Path:
+    """The OPA binary: ``$LIAISON_OPA``, else the repo's pinned copy, else ``opa`` on PATH.
+
+    An explicit ``LIAISON_OPA`` that does not point at an executable is an error rather
+    than a silent fall-through: whoever set it meant that binary, not another version.
+    """
+    env = os.environ if env is None else env
+    explicit = env.get(ENV_VAR)
+    if explicit:
+        path = Path(explicit)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise OpaNotFound(f"{ENV_VAR}={explicit} is not an executable file")
+    if VENV_BINARY.is_file() and os.access(VENV_BINARY, os.X_OK):
+        return VENV_BINARY
+    on_path = shutil.which("opa", path=env.get("PATH"))
+    if on_path:
+        return Path(on_path)
+    raise OpaNotFound(
+        f"no OPA binary: set {ENV_VAR}, run scripts/setup.sh (installs {VENV_BINARY} at the "
+        "version pinned in pyproject.toml), or put `opa` on PATH"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpaTls:
+    """Server-side TLS for the sidecar; with ``ca`` set, clients must present a certificate
+    signed by it (``--authentication=tls``): only the node may ask or push policy."""
+
+    certificate: Path
+    key: Path
+    ca: Path | None = None
+
+
+def opa_command(
+    binary: Path,
+    addr: str,
+    *,
+    tls: OpaTls | None = None,
+    args: Sequence[str] = (),
+) -> list[str]:
+    """The ``opa run --server`` command line for a sidecar (also printed by the docs)."""
+    cmd = [
+        str(binary),
+        "run",
+        "--server",
+        "--addr",
+        addr,
+        "--log-level",
+        "error",
+        "--skip-version-check",  # no call home from a law-enforcement host
+        "--shutdown-grace-period",
+        "1",
+    ]
+    if tls is not None:
+        cmd += ["--tls-cert-file", str(tls.certificate), "--tls-private-key-file", str(tls.key)]
+        if tls.ca is not None:
+            cmd += ["--tls-ca-cert-file", str(tls.ca), "--authentication=tls"]
+    cmd += list(args)
+    return cmd
+
+
+def free_loopback_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel just handed out; racy by nature, so :func:`start_opa` retries."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class OpaServer:
+    """A running OPA process; a context manager that always stops it."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], url: str, log_path: Path, own_log: bool
+    ) -> None:
+        self.process = process
+        self.url = url
+        self.log_path = log_path
+        self._own_log = own_log
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, nobody answers (a stalled OPA)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL and reap: OPA crashing, as seen by a client."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM (after SIGCONT, in case it was paused), then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+                self.process.terminate()
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            except ProcessLookupError:  # gone between poll() and kill()
+                self.process.wait()
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> OpaServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=0.5) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def start_opa(
+    *,
+    binary: Path | None = None,
+    tls: OpaTls | None = None,
+    args: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_path: Path | None = None,
+    ready_timeout: float = 10.0,
+    attempts: int = 3,
+) -> OpaServer:
+    """Start ``opa run --server`` on ``host`` (loopback) and wait until it serves.
+
+    Readiness is ``GET /health`` == 200 over plain HTTP; with TLS it is the port accepting
+    connections (OPA opens its listeners only once its policies and plugins are loaded, and
+    a TLS probe would need a client certificate). ``args`` go last: policy or data paths
+    to load at start-up, extra flags.
+    """
+    binary = binary or find_opa()
+    last_error = ""
+    for _ in range(attempts if port is None else 1):
+        chosen = port if port is not None else free_loopback_port(host)
+        own_log = log_path is None
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="liaison-opa-", suffix=".log")
+            os.close(fd)
+            path = Path(name)
+        else:
+            path = log_path
+        scheme = "https" if tls is not None else "http"
+        url = f"{scheme}://{host}:{chosen}"
+        with path.open("wb") as log:
+            process = subprocess.Popen(
+                opa_command(binary, f"{host}:{chosen}", tls=tls, args=args),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = OpaServer(process, url, path, own_log)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            ready = _listening(host, chosen) if tls is not None else _healthy(url)
+            if ready:
+                return server
+            time.sleep(0.02)
+        exited = process.poll() is not None
+        log_text = server.log().strip()
+        server._own_log = False  # keep the log for the message, then remove it ourselves
+        server.stop()
+        if own_log:
+            path.unlink(missing_ok=True)
+        if exited and "address already in use" in log_text:
+            last_error = log_text
+            continue  # lost the port race: pick another
+        state = f"exited with status {process.returncode}" if exited else "not ready in time"
+        raise OpaProcessError(
+            f"OPA {state} ({' '.join(opa_command(binary, f'{host}:{chosen}', tls=tls))}): "
+            f"{log_text or 'no output'}"
+        )
+    raise OpaProcessError(f"OPA could not bind a loopback port: {last_error}")

@@ -1,0 +1,60 @@
+# Node-wide settings and restrictions (data.settings, data.restrictions), and the checks
+# that the policy data has the shape the rules expect. A malformed number or list is
+# refused as `policy_data_invalid` rather than silently read as "no limit".
+package liaison.base
+
+# --- max_results (Match) --------------------------------------------------------------------
+
+# The tighter of the peer's cap and the node-wide cap; 10 when neither is set.
+result_caps contains n if {
+	n := agreement.max_results
+	positive_integer(n)
+}
+
+result_caps contains n if {
+	n := data.settings.max_match_results
+	positive_integer(n)
+}
+
+default max_results := 10
+
+max_results := min(result_caps) if count(result_caps) > 0
+
+# --- retention_days (Fetch) -----------------------------------------------------------------
+
+default retention_days := 90
+
+retention_days := data.settings.retention_days if positive_integer(data.settings.retention_days)
+
+# --- the shape of the policy data -----------------------------------------------------------
+
+data_reasons contains "policy_data_invalid" if {
+	n := agreement.max_results
+	not positive_integer(n)
+}
+
+data_reasons contains "policy_data_invalid" if {
+	n := data.settings.max_match_results
+	not positive_integer(n)
+}
+
+data_reasons contains "policy_data_invalid" if {
+	n := data.settings.retention_days
+	not positive_integer(n)
+}
+
+data_reasons contains "policy_data_invalid" if {
+	some key in ["blocked_countries", "approval_categories"]
+	list := data.restrictions[key]
+	not is_array(list)
+}
+
+data_reasons contains "policy_data_invalid" if {
+	table := agreement.redact
+	not is_object(table)
+}
+
+data_reasons contains "policy_data_invalid" if {
+	fields := agreement.redact[input.request.category]
+	not is_array(fields)
+}
