@@ -297,6 +297,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds for all peers")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    pol = group("policy", "policy tasks: check, test and explain the node's Rego")
+
+    def policy_command(
+        name: str, help_: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = command(pol, name, help_, run)
+        p.add_argument("--config", type=Path, help="the node's node.toml (policy, data, engine)")
+        p.add_argument("--policy-dir", type=Path, help="Rego folder (instead of --config)")
+        p.add_argument("--data", type=Path, help="policy data file (instead of --config)")
+        return p
+
+    policy_command(
+        "check",
+        "validate the policy data against its schema, compile the Rego, "
+        "and run opa check --strict and opa fmt",
+        _policy_check,
+    )
+    p = policy_command(
+        "test",
+        "run the Rego unit tests (opa test) and the conformance corpus on both engines",
+        _policy_test,
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="conformance corpus folder (default: the repository's tests/conformance)",
+    )
+    p = policy_command(
+        "explain",
+        "decide one input and show why: reasons, obligations, and the rules that fired "
+        "(OPA's explanation when the node's engine is OPA)",
+        _policy_explain,
+    )
+    p.add_argument("--input", type=Path, required=True, help="a policy input JSON file")
+
     p = sub.add_parser(
         "demo",
         help="build and run a three-country federation on loopback",

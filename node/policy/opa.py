@@ -210,7 +210,10 @@ class OpaEngine:
     # --- start-up: make OPA hold exactly our files ----------------------------------------
 
     def _unavailable(self, what: str, exc: BaseException) -> PolicyUnavailable:
-        return PolicyUnavailable(f"OPA at {self.url} unavailable while {what}: {exc}")
+        return PolicyUnavailable(
+            f"OPA at {self.url} unavailable while {what} ({exc}); start the OPA sidecar or "
+            "correct [policy] opa_url"
+        )
 
     @staticmethod
     def _fixed_point(steps: dict[str, Callable[[], str | None]]) -> dict[str, str]:

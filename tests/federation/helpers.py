@@ -49,9 +49,11 @@ def clone_node(fed: Federation, node_id: str, folder: Path, **policy: str) -> No
     text = toml.read_text()
     text = text.replace(f'listen = "{source.endpoint}"', f'listen = "{endpoint}"')
     text = text.replace(f'metrics = "{source.metrics}"', f'metrics = "{metrics}"')
-    extra = "".join(f"{key} = {value}\n" for key, value in policy.items())
-    text = text.replace("[policy]\n", "[policy]\n" + extra)
-    toml.write_text(text)
+    head, _, rest = text.partition("[policy]\n")
+    section, _, tail = rest.partition("\n[")
+    lines = [line for line in section.splitlines() if line.split(" = ")[0] not in policy]
+    lines += [f"{key} = {value}" for key, value in policy.items()]
+    toml.write_text(head + "[policy]\n" + "\n".join(lines) + ("\n[" + tail if tail else "\n"))
     return NodeHandle(node_id, folder, endpoint, metrics, source.rows)
 
 
