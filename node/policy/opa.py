@@ -28,8 +28,10 @@ Failure mapping (never an allow by default):
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -47,6 +49,10 @@ from urllib3.util import Timeout
 from node.policy.decision import Decision, PolicyUnavailable
 from node.policy.embedded import PolicyLoadError
 from node.policy.revision import canonical_json, policy_files, policy_revision
+
+log = logging.getLogger("liaison.policy")
+# Seconds between attempts to give a restarted, empty OPA our policy again.
+REPAIR_INTERVAL = 2.0
 
 PACKAGE_PATH = "liaison.exchange"
 RULE = "decision"
@@ -172,6 +178,10 @@ class OpaEngine:
         except BaseException:
             self._client.close_connection()
             raise
+        # Kept to push again if the sidecar restarts and comes back empty.
+        self._sources, self._data_json = sources, data_json
+        self._repair: threading.Thread | None = None
+        self._last_repair = float("-inf")
         # The client's own calls (push above, explain below) keep push_timeout; the hot
         # path uses the decision deadline.
         self._timeout = _deadline(deadline)
@@ -358,6 +368,8 @@ class OpaEngine:
         if not isinstance(answer, dict) or answer.get("revision") != self._revision:
             # Not our files in OPA (any more): nothing it says is a decision of ours.
             held = answer.get("revision") if isinstance(answer, dict) else None
+            if held is None:
+                self._repair_in_background()
             raise PolicyUnavailable(
                 f"OPA at {self.url} holds policy revision {held or 'none'}, "
                 f"not {self._revision} (restarted, or pushed over by another engine)"
@@ -365,6 +377,34 @@ class OpaEngine:
         if "decision" not in answer:
             return Decision.deny("policy_error", self._revision)  # undefined
         return Decision.from_document(answer["decision"], self._revision)
+
+    def _repair_in_background(self) -> None:
+        """OPA answers with no revision at all: it restarted empty. Push our files again,
+        off the request path, at most once per REPAIR_INTERVAL; until then, and if the push
+        fails, decisions stay denied. (Another revision means another engine pushed over
+        ours, e.g. a reload: not ours to undo.)"""
+        with self._lock:
+            now = time.monotonic()
+            busy = self._repair is not None and self._repair.is_alive()
+            if self._closed or busy or now - self._last_repair < REPAIR_INTERVAL:
+                return
+            self._last_repair = now
+            self._repair = threading.Thread(target=self._repush, name="opa-repush", daemon=True)
+            self._repair.start()
+
+    def _repush(self) -> None:
+        try:
+            self._push(self._sources, self._data_json)
+        except (PolicyUnavailable, PolicyLoadError) as exc:
+            log.warning(
+                "OPA at %s lost the policy and could not be given it again: %s", self.url, exc
+            )
+            return
+        log.warning(
+            "OPA at %s had lost the policy (restarted?); pushed revision %s again",
+            self.url,
+            self._revision,
+        )
 
     def explain(self, policy_input: Mapping[str, Any], mode: str = "fails") -> list[str]:
         """OPA's trace of the decision, one line per step (``liaison policy explain``).

@@ -383,16 +383,35 @@ def test_failed_push_leaves_no_engine_deciding_from_a_mix(opa: OpaServer, tmp_pa
     first.close()
 
 
-def test_opa_restarted_empty(opa: OpaServer) -> None:
+def test_opa_restarted_empty_is_refused_then_given_the_policy_again(opa: OpaServer) -> None:
     engine = OpaEngine(opa.url, POLICIES, DATA, deadline=SLACK_DEADLINE)
-    engine.decide(ALLOW_INPUT)
+    allowed = engine.decide(ALLOW_INPUT)
     opa.kill()
-    with (
-        start_opa(port=opa.port),
-        pytest.raises(PolicyUnavailable, match="holds policy revision none"),
-    ):
-        engine.decide(ALLOW_INPUT)
+    with start_opa(port=opa.port):
+        with pytest.raises(PolicyUnavailable, match="holds policy revision none"):
+            engine.decide(ALLOW_INPUT)
+        # The engine pushes its files again in the background; meanwhile it fails closed.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert engine.decide(ALLOW_INPUT) == allowed
+                break
+            except PolicyUnavailable:
+                assert time.monotonic() < deadline, "the policy was never pushed again"
+                time.sleep(0.05)
     engine.close()
+
+
+def test_an_engine_pushed_over_does_not_push_back(opa: OpaServer, tmp_path: Path) -> None:
+    first = OpaEngine(opa.url, POLICIES, DATA, deadline=SLACK_DEADLINE)
+    second = OpaEngine(opa.url, POLICIES, {**DATA, "settings": {"max_match_results": 3}})
+    for _ in range(3):
+        with pytest.raises(PolicyUnavailable, match="holds policy revision sha256:"):
+            first.decide(ALLOW_INPUT)
+        time.sleep(0.05)
+    assert second.decide(ALLOW_INPUT).revision == second.revision
+    first.close()
+    second.close()
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
