@@ -1,4 +1,4 @@
-"""The Match benchmark runs end to end (a quick run; its figures are not judged here)."""
+"""The benchmarks run end to end (quick runs; their figures are not judged here)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,22 @@ def test_match_benchmark_quick_run_exits_cleanly_with_its_ratio() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "ratio node/echo throughput:" in result.stdout
     assert "target node >= 0.6x echo throughput:" in result.stdout
+
+
+def test_policy_benchmark_quick_run_exits_cleanly_with_its_ratio_and_target() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "policy.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "ratio of mean µs per decision to the floor" in result.stdout
+    for engine in ("embedded", "opa"):
+        assert (
+            f"{engine}: policy cost at steady state (cached) as a share of Match server CPU:"
+            in result.stdout
+        )
+    assert "(target ≤ 10%)" in result.stdout

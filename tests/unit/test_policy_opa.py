@@ -25,11 +25,6 @@ from node.policy.opa import GUARD_ID, OpaEngine
 from node.policy.opa_process import OpaNotFound, OpaServer, OpaTls, find_opa, start_opa
 from node.policy.revision import policy_revision
 
-try:
-    find_opa()
-except OpaNotFound as exc:  # pragma: no cover - CI installs it with scripts/setup.sh
-    pytest.skip(str(exc), allow_module_level=True)
-
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
 DATA: dict[str, Any] = json.loads((POLICIES / "data" / "agreements.example.json").read_text())

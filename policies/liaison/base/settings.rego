@@ -5,20 +5,21 @@ package liaison.base
 
 # --- max_results (Match) --------------------------------------------------------------------
 
-# The tighter of the peer's cap and the node-wide cap; 10 when neither is set.
+# The tighter of the peer's cap and the node-wide cap; the node-wide cap is 10 unless
+# data.settings.max_match_results says otherwise (CONTRACT.md), so an agreement can narrow
+# it but never widen it past the node's own setting.
 result_caps contains n if {
 	n := agreement.max_results
 	positive_integer(n)
 }
 
-result_caps contains n if {
-	n := data.settings.max_match_results
-	positive_integer(n)
-}
+result_caps contains node_max_results
 
-default max_results := 10
+default node_max_results := 10
 
-max_results := min(result_caps) if count(result_caps) > 0
+node_max_results := data.settings.max_match_results if positive_integer(data.settings.max_match_results)
+
+max_results := min(result_caps)
 
 # --- retention_days (Fetch) -----------------------------------------------------------------
 

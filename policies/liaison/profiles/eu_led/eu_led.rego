@@ -26,7 +26,11 @@ linked_person_fields := {
 	"firearm": {"holder_name", "holder_address"},
 }
 
-purpose_compatible if data.liaison.base.purpose in object.get(compatible_purposes, input.request.category, set())
+# A category that is not a string is compatible with nothing (object.get would read a list
+# as a path into the table).
+category := input.request.category if is_string(input.request.category)
+
+purpose_compatible if data.liaison.base.purpose in object.get(compatible_purposes, category, set())
 
 profile_reasons contains "purpose_incompatible_with_category" if {
 	data.liaison.base.purpose
@@ -35,7 +39,7 @@ profile_reasons contains "purpose_incompatible_with_category" if {
 
 deny_reasons := (data.liaison.base.common_reasons | data.liaison.base.fetch_reasons) | profile_reasons
 
-redact := data.liaison.base.special_category_fields | object.get(linked_person_fields, input.request.category, set())
+redact := data.liaison.base.special_category_fields | object.get(linked_person_fields, category, set())
 
 sensitive := input.request.category in sensitive_categories
 
