@@ -199,3 +199,46 @@ class MatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MatchResponse: _TypeAlias = MatchResponse  # noqa: Y015
+
+@_typing.final
+class GetDirectoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWN_SERIAL_FIELD_NUMBER: _builtins.int
+    known_serial: _builtins.int
+    """The serial the caller already holds; 0 if none."""
+    def __init__(
+        self,
+        *,
+        known_serial: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_serial", b"known_serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDirectoryRequest: _TypeAlias = GetDirectoryRequest  # noqa: Y015
+
+@_typing.final
+class GetDirectoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    SIGNED_DIRECTORY_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    signed_directory: _builtins.bytes
+    """The signed directory file, byte for byte (verify it with the pinned authority key)."""
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        signed_directory: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["serial", b"serial", "signed_directory", b"signed_directory"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDirectoryResponse: _TypeAlias = GetDirectoryResponse  # noqa: Y015

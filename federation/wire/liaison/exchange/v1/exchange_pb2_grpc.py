@@ -44,6 +44,11 @@ class ExchangeServiceStub:
                 request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.MatchRequest.SerializeToString,
                 response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.MatchResponse.FromString,
                 _registered_method=True)
+        self.GetDirectory = channel.unary_unary(
+                '/liaison.exchange.v1.ExchangeService/GetDirectory',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryResponse.FromString,
+                _registered_method=True)
 
 
 class ExchangeServiceServicer:
@@ -62,6 +67,16 @@ class ExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDirectory(self, request, context):
+        """GetDirectory returns the signed federation directory this node holds, as the exact
+        bytes the federation authority signed. Every call advertises the caller's directory
+        serial in the `liaison-directory-serial` metadata, so a node that learns of a newer
+        serial fetches it from the peer that has it and verifies it before using it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -69,6 +84,11 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.Match,
                     request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.MatchRequest.FromString,
                     response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.MatchResponse.SerializeToString,
+            ),
+            'GetDirectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDirectory,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -103,6 +123,33 @@ class ExchangeService:
             '/liaison.exchange.v1.ExchangeService/Match',
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.MatchRequest.SerializeToString,
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.MatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.exchange.v1.ExchangeService/GetDirectory',
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,12 @@ class ExchangeServiceStub:
     """Match answers "do you hold a record with these identifiers?" with hit or no-hit and
     opaque record references, nothing else (the Prüm step 1).
     """
+    GetDirectory: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.GetDirectoryRequest, _exchange_pb2.GetDirectoryResponse]
+    """GetDirectory returns the signed federation directory this node holds, as the exact
+    bytes the federation authority signed. Every call advertises the caller's directory
+    serial in the `liaison-directory-serial` metadata, so a node that learns of a newer
+    serial fetches it from the peer that has it and verifies it before using it.
+    """
 
 @_typing.type_check_only
 class ExchangeServiceAsyncStub(ExchangeServiceStub):
@@ -56,6 +62,12 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
     Match: _aio.UnaryUnaryMultiCallable[_exchange_pb2.MatchRequest, _exchange_pb2.MatchResponse]  # type: ignore[assignment]
     """Match answers "do you hold a record with these identifiers?" with hit or no-hit and
     opaque record references, nothing else (the Prüm step 1).
+    """
+    GetDirectory: _aio.UnaryUnaryMultiCallable[_exchange_pb2.GetDirectoryRequest, _exchange_pb2.GetDirectoryResponse]  # type: ignore[assignment]
+    """GetDirectory returns the signed federation directory this node holds, as the exact
+    bytes the federation authority signed. Every call advertises the caller's directory
+    serial in the `liaison-directory-serial` metadata, so a node that learns of a newer
+    serial fetches it from the peer that has it and verifies it before using it.
     """
 
 class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +86,18 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_exchange_pb2.MatchResponse, _abc.Awaitable[_exchange_pb2.MatchResponse]]:
         """Match answers "do you hold a record with these identifiers?" with hit or no-hit and
         opaque record references, nothing else (the Prüm step 1).
+        """
+
+    @_abc_1.abstractmethod
+    def GetDirectory(
+        self,
+        request: _exchange_pb2.GetDirectoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.GetDirectoryResponse, _abc.Awaitable[_exchange_pb2.GetDirectoryResponse]]:
+        """GetDirectory returns the signed federation directory this node holds, as the exact
+        bytes the federation authority signed. Every call advertises the caller's directory
+        serial in the `liaison-directory-serial` metadata, so a node that learns of a newer
+        serial fetches it from the peer that has it and verifies it before using it.
         """
 
 def add_ExchangeServiceServicer_to_server(servicer: ExchangeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
