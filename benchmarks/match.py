@@ -44,7 +44,15 @@ import grpc
 
 from federation.client import ClientIdentity, match_query, new_envelope
 from federation.identity import tls_name
+from federation.pki import load_signing_key
 from federation.serde import match_query_to_proto
+from federation.signing import (
+    SIGNATURE_METADATA,
+    request_message,
+    response_message,
+    sign,
+    verify,
+)
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.demo import AGREEMENTS
 from node.federation_kit import NodeHandle, build_federation, stop_process
@@ -62,6 +70,8 @@ ECHO_AUDIT_ENTRY: Final = "12345"
 
 # Raw bytes in and out, no (de)serialiser: the client only sends what was built beforehand.
 Call: TypeAlias = "grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]"
+# A serialised request and the metadata that carries its signature.
+Request: TypeAlias = tuple[bytes, tuple[tuple[str, bytes], ...]]
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,10 @@ def process_cpu(pid: int) -> float:
 class Queries:
     """Serialised MatchRequests, half hits (the owner's document numbers), half no-hits."""
 
-    def __init__(self, owner_rows: Sequence[dict[str, Any]], seed: int = 1) -> None:
+    def __init__(
+        self, owner_rows: Sequence[dict[str, Any]], signing_key: bytes, seed: int = 1
+    ) -> None:
+        self._key = load_signing_key(signing_key)
         self.hits = [
             str(r["document_number"]) for r in owner_rows if r["category"] == "travel_document"
         ]
@@ -193,16 +206,19 @@ class Queries:
         self._rng = random.Random(seed)
         self._count = 0
 
-    def one(self, hit: bool) -> bytes:
+    def one(self, hit: bool) -> Request:
         self._count += 1
         number = self._rng.choice(self.hits) if hit else f"ZZFAKE{self._rng.randrange(10**9):09d}"
         env = new_envelope(
             ASKER, "criminal_investigation", case_reference=f"BENCH-{self._count:08d}"
         )
         query = match_query(env, "travel_document", [("document_number", number)])
-        return match_query_to_proto(query).SerializeToString()
+        body = match_query_to_proto(query).SerializeToString()
+        # Signed like every real request: the node refuses unsigned ones.
+        signature = sign(self._key, request_message(METHOD, body))
+        return body, ((SIGNATURE_METADATA, signature),)
 
-    def build(self, n: int) -> list[bytes]:
+    def build(self, n: int) -> list[Request]:
         """``n`` requests, each with its own fresh envelope (nonce and issue time)."""
         return [self.one(self._rng.random() < HIT_SHARE) for _ in range(n)]
 
@@ -214,7 +230,7 @@ def _percentile(ordered: Sequence[float], q: float) -> float:
 
 
 async def drive(
-    call: Call, requests: Sequence[bytes], in_flight: int, seconds: float, pid: int, target: str
+    call: Call, requests: Sequence[Request], in_flight: int, seconds: float, pid: int, target: str
 ) -> Measurement:
     """Keep ``in_flight`` calls going until ``seconds`` pass or the requests run out."""
     latencies: list[float] = []
@@ -226,11 +242,11 @@ async def drive(
     async def worker() -> None:
         nonlocal cursor, errors
         while cursor < len(requests) and clock() < deadline:
-            request = requests[cursor]
+            body, metadata = requests[cursor]
             cursor += 1
             started = clock()
             try:
-                await call(request, timeout=CALL_TIMEOUT)
+                await call(body, timeout=CALL_TIMEOUT, metadata=metadata)
             except grpc.RpcError:
                 errors += 1
                 continue
@@ -293,7 +309,8 @@ async def check_node(call: Call, queries: Queries) -> bytes:
     for n in range(20):
         hit = n % 2 == 0
         try:
-            raw = await call(queries.one(hit), timeout=CALL_TIMEOUT)
+            body, metadata = queries.one(hit)
+            raw = await call(body, timeout=CALL_TIMEOUT, metadata=metadata)
         except grpc.RpcError as exc:
             raise RuntimeError(f"the node refused a benchmark query: {exc}") from None
         answer = pb.MatchResponse.FromString(raw)
@@ -455,8 +472,8 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
         # build_federation gives every node the same record count; the asker's are unused.
         fed = build_federation(root / "federation", (ASKER, OWNER), AGREEMENTS, records=records)
         owner = fed.nodes[OWNER]
-        queries = Queries(owner.rows)
         identity = fed.nodes[ASKER].identity()
+        queries = Queries(owner.rows, identity.signing_key)
         for handle in fed.nodes.values():
             handle.rows = []
         gc.collect()
@@ -474,7 +491,8 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
             raise SystemExit(128 + signal.SIGTERM) from None
         finally:
             signal.signal(signal.SIGTERM, _raise_exit)  # the loop's handler went with it
-        request_bytes = len(queries.one(hit=True))
+        request_bytes = len(queries.one(hit=True)[0])
+        crypto_us = signing_cost_us(queries, identity.signing_key)
         response_bytes = len((root / "echo-response.bin").read_bytes())
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -490,7 +508,27 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
     else:
         print("not pinned: the kernel places client and server threads on any core")
     report(results, request_bytes, response_bytes)
+    node_cpu = [r.per_request_us(r.server_cpu) for r in results if r.target == "node"]
+    share = 100 * crypto_us / min(node_cpu) if node_cpu else float("nan")
+    print(
+        f"signing + verification per request at the node (verify the request's Ed25519 "
+        f"signature, sign the answer bound to the request's SHA-256): {crypto_us:.0f} µs, "
+        f"{share:.1f}% of the node's server CPU per request"
+    )
     return 0
+
+
+def signing_cost_us(queries: Queries, signing_key: bytes, rounds: int = 2000) -> float:
+    """What the node spends per request on signatures, measured in this process."""
+    key = load_signing_key(signing_key)
+    public = key.public_key()
+    answer = b"\x00" * 69
+    requests = [queries.one(hit=True) for _ in range(rounds)]
+    started = time.process_time()
+    for body, metadata in requests:
+        verify(public, metadata[0][1], request_message(METHOD, body), "request")
+        sign(key, response_message(METHOD, body, answer, ok=True))
+    return (time.process_time() - started) / rounds * 1e6
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,13 +7,14 @@ The channel verifies the peer against the DNS name that binds its certificate to
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
+from federation.directory import Member
 from federation.errors import (
     InvalidRequest,
     LiaisonError,
@@ -23,15 +24,26 @@ from federation.errors import (
 )
 from federation.identity import tls_name
 from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
+from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
+    STATUS_TRAILER,
     match_answer_from_proto,
     match_query_to_proto,
     refusal_from_status,
     status_from_trailers,
     utc_now,
 )
+from federation.signing import (
+    SERIAL_METADATA,
+    SIGNATURE_METADATA,
+    BadSignature,
+    request_message,
+    response_message,
+    sign,
+    verify,
+)
 from federation.vocabulary import LegalBasis
-from federation.wire.liaison.exchange.v1 import exchange_pb2_grpc
+from federation.wire.liaison.exchange.v1.exchange_pb2 import MatchResponse
 
 _REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -51,10 +63,18 @@ class ClientIdentity:
     certificate: bytes
     private_key: bytes = b""
     ca: bytes = b""
+    # The node's Ed25519 request-signing key (PEM); every request is signed with it.
+    signing_key: bytes = b""
 
     @classmethod
     def from_files(
-        cls, node_id: str, federation: str, certificate: Path, key: Path, ca: Path
+        cls,
+        node_id: str,
+        federation: str,
+        certificate: Path,
+        key: Path,
+        ca: Path,
+        signing_key: Path,
     ) -> ClientIdentity:
         return cls(
             node_id=node_id,
@@ -62,6 +82,7 @@ class ClientIdentity:
             certificate=certificate.read_bytes(),
             private_key=key.read_bytes(),
             ca=ca.read_bytes(),
+            signing_key=signing_key.read_bytes(),
         )
 
     def __repr__(self) -> str:  # never let the private key reach a log
@@ -103,8 +124,25 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
     return kind(peer, details, reasons=reasons, status=code.name, metadata=metadata)
 
 
+MATCH_METHOD = "/liaison.exchange.v1.ExchangeService/Match"
+
+
 class PeerClient:
-    def __init__(self, identity: ClientIdentity, peer: str, endpoint: str) -> None:
+    """One peer: requests signed with our key, answers checked against the peer's key.
+
+    The request is serialised once and those very bytes are signed and sent; the answer's
+    bytes are verified before they are parsed. An answer whose signature does not verify
+    is an error, never a result.
+    """
+
+    def __init__(
+        self,
+        identity: ClientIdentity,
+        peer: str,
+        endpoint: str,
+        peer_signing_key: str,
+        serial: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.peer = peer
         self.endpoint = endpoint
         creds = grpc.ssl_channel_credentials(
@@ -117,18 +155,63 @@ class PeerClient:
             ("grpc.keepalive_time_ms", 60_000),
         ]
         self._identity = identity
+        self._key = load_signing_key(identity.signing_key)
+        self._peer_key = public_key_from_text(peer_signing_key)
+        self._serial = serial
         self._channel = grpc.aio.secure_channel(endpoint, creds, options=options)
-        self._stub = exchange_pb2_grpc.ExchangeServiceStub(self._channel)
+        # No (de)serialisers: we sign the bytes we send and verify the bytes we receive.
+        self._match: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            MATCH_METHOD
+        )
+
+    @classmethod
+    def for_member(
+        cls,
+        identity: ClientIdentity,
+        member: Member,
+        endpoint: str | None = None,
+        serial: Callable[[], int] = lambda: 0,
+    ) -> PeerClient:
+        return cls(
+            identity, member.node_id, endpoint or member.endpoint, member.signing_public_key, serial
+        )
 
     async def match(self, query: MatchQuery, timeout: float) -> MatchAnswer:
+        body = match_query_to_proto(query).SerializeToString()
+        signature = sign(self._key, request_message(MATCH_METHOD, body))
+        metadata = ((SIGNATURE_METADATA, signature), (SERIAL_METADATA, str(self._serial())))
+        call = self._match(body, timeout=timeout, metadata=metadata)
         try:
-            response = await self._stub.Match(match_query_to_proto(query), timeout=timeout)
+            raw = await call
         except grpc.RpcError as exc:
-            raise translate(self.peer, exc) from None
-        answer = match_answer_from_proto(response)
+            error = translate(self.peer, exc)
+            self._check_refusal(body, exc, error)
+            raise error from None
+        self._verify(body, raw, await call.trailing_metadata(), ok=True)
+        answer = match_answer_from_proto(MatchResponse.FromString(raw))
         if answer.responder != self.peer:
             raise PeerError(self.peer, f"answer claims to come from {answer.responder!r}")
         return answer
+
+    def _verify(self, request: bytes, body: bytes, trailers: Any, ok: bool) -> None:
+        signature = next((v for k, v in trailers or () if k == SIGNATURE_METADATA), None)
+        try:
+            verify(
+                self._peer_key,
+                signature if isinstance(signature, bytes) else None,
+                response_message(MATCH_METHOD, request, body, ok),
+                f"answer from {self.peer}",
+            )
+        except BadSignature as exc:
+            raise PeerError(self.peer, str(exc), reasons=("response_signature_invalid",)) from None
+
+    def _check_refusal(self, request: bytes, exc: grpc.RpcError, error: LiaisonError) -> None:
+        """A refusal the node made is signed like an answer; transport failures are not."""
+        trailers_of = getattr(exc, "trailing_metadata", None)
+        trailers = trailers_of() if callable(trailers_of) else None
+        status = next((v for k, v in trailers or () if k == STATUS_TRAILER), None)
+        if isinstance(status, bytes):
+            self._verify(request, status, trailers, ok=False)
 
     async def close(self) -> None:
         await self._channel.close()

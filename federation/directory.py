@@ -7,6 +7,7 @@ outer JSON), so verification never depends on re-serialising anything.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,9 +22,43 @@ from federation.identity import InvalidIdentity, check_federation, check_node_id
 
 FORMAT = "liaison-directory/v1"
 
+# How far a directory's issue time may lie ahead of our clock: clocks drift a little, but a
+# directory "issued" hours from now was made on a wrong clock or to outlive its expiry.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+# Machine-readable reasons a directory is refused: a fixed vocabulary, so they can be
+# metric labels and refusal reasons a peer or an operator can act on.
+BAD_SIGNATURE = "directory_bad_signature"
+UNSIGNED = "directory_unsigned"
+MALFORMED = "directory_malformed"
+EXPIRED = "directory_expired"
+NOT_YET_VALID = "directory_not_yet_valid"
+ROLLBACK = "directory_rollback"
+CONFLICT = "directory_conflict"
+WRONG_FEDERATION = "directory_wrong_federation"
+UNAVAILABLE = "directory_unavailable"
+REASONS = frozenset(
+    {
+        BAD_SIGNATURE,
+        UNSIGNED,
+        MALFORMED,
+        EXPIRED,
+        NOT_YET_VALID,
+        ROLLBACK,
+        CONFLICT,
+        WRONG_FEDERATION,
+        UNAVAILABLE,
+    }
+)
+
 
 class DirectoryError(ValueError):
-    """The directory cannot be trusted; the message says why and what to do."""
+    """The directory cannot be trusted; the message says why and what to do, `reason` says
+    it in one stable word (one of REASONS) for metrics and refusals."""
+
+    def __init__(self, message: str, reason: str = MALFORMED) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class MemberStatus(StrEnum):
@@ -102,6 +137,14 @@ class Directory:
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
+    def digest(self) -> str:
+        """SHA-256 of the canonical payload: two directories with one serial and different
+        digests mean the authority signed two versions of one serial."""
+        return hashlib.sha256(self.payload()).hexdigest()
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
+
 
 def _parse_time(text: Any, field: str) -> datetime:
     try:
@@ -131,11 +174,18 @@ def _parse_payload(payload: bytes) -> Directory:
         federation = check_federation(str(doc.get("federation")))
     except InvalidIdentity as exc:
         raise DirectoryError(str(exc)) from None
+    issued_at = _parse_time(doc.get("issued_at"), "issued_at")
+    expires_at = _parse_time(doc.get("expires_at"), "expires_at")
+    if expires_at <= issued_at:
+        raise DirectoryError(
+            f"directory serial {serial} expires ({expires_at:%Y-%m-%dT%H:%M:%SZ}) "
+            f"before it is issued ({issued_at:%Y-%m-%dT%H:%M:%SZ})"
+        )
     return Directory(
         federation=federation,
         serial=serial,
-        issued_at=_parse_time(doc.get("issued_at"), "issued_at"),
-        expires_at=_parse_time(doc.get("expires_at"), "expires_at"),
+        issued_at=issued_at,
+        expires_at=expires_at,
         members=members,
     )
 
@@ -156,8 +206,15 @@ def verify_directory(
     *,
     now: datetime | None = None,
     source: str = "directory",
+    federation: str | None = None,
+    allow_expired: bool = False,
 ) -> Directory:
-    """Parse and verify a signed directory: raises DirectoryError, never returns it unverified."""
+    """Parse and verify a signed directory: raises DirectoryError, never returns it unverified.
+
+    The signature is checked before the payload is parsed, so nothing an attacker wrote is
+    interpreted. `federation`, when given, must be the directory's; `allow_expired` is for
+    the authority's tooling (showing or superseding an old directory), never for a node.
+    """
     now = now or datetime.now(UTC)
     try:
         outer = json.loads(data)
@@ -166,22 +223,80 @@ def verify_directory(
     except (ValueError, KeyError, TypeError, AttributeError):
         raise DirectoryError(
             f"{source} is not a signed directory (expected JSON with 'payload' and "
-            "'signature'); make it with `liaison directory sign`"
+            "'signature'); make it with `liaison directory sign`",
+            UNSIGNED,
         ) from None
     try:
         authority.verify(signature, payload)
     except InvalidSignature:
         raise DirectoryError(
             f"{source}: signature does not verify with the pinned federation authority key; "
-            "it was altered or signed by another key: fetch a genuine directory"
+            "it was altered or signed by another key: fetch a genuine directory",
+            BAD_SIGNATURE,
         ) from None
-    directory = _parse_payload(payload)
-    if directory.expires_at <= now:
+    try:
+        directory = _parse_payload(payload)
+    except DirectoryError as exc:
+        raise DirectoryError(f"{source}: {exc}", exc.reason) from None
+    if federation is not None and directory.federation != federation:
+        raise DirectoryError(
+            f"{source} is for federation {directory.federation!r}, this node is in {federation!r}",
+            WRONG_FEDERATION,
+        )
+    if directory.issued_at > now + MAX_CLOCK_SKEW:
+        raise DirectoryError(
+            f"{source} (serial {directory.serial}) is issued in the future, at "
+            f"{directory.issued_at:%Y-%m-%dT%H:%M:%SZ}: check this node's clock and the "
+            "authority's",
+            NOT_YET_VALID,
+        )
+    if not allow_expired and directory.expired(now):
         raise DirectoryError(
             f"{source} expired at {directory.expires_at:%Y-%m-%dT%H:%M:%SZ} "
-            f"(serial {directory.serial}); ask the federation authority for a fresh one"
+            f"(serial {directory.serial}); ask the federation authority for a fresh one",
+            EXPIRED,
         )
     return directory
+
+
+def check_not_older(
+    held_serial: int, held_digest: str | None, candidate: Directory, source: str = "directory"
+) -> bool:
+    """Whether `candidate` is newer than what is held (serial and payload digest).
+
+    False when it is the very directory held; DirectoryError when it is older (a rollback
+    would bring back revoked members) or has the held serial with another payload (the
+    authority signed two versions of one serial: its key is misused, trust neither).
+    """
+    if candidate.serial < held_serial:
+        raise DirectoryError(
+            f"{source} has serial {candidate.serial}, older than serial {held_serial} "
+            "already held: refusing to roll back",
+            ROLLBACK,
+        )
+    if candidate.serial == held_serial:
+        if held_digest is not None and candidate.digest() != held_digest:
+            raise DirectoryError(
+                f"{source} has serial {candidate.serial}, the serial already held, but "
+                "different contents: the authority signed two directories with one serial; "
+                "report it to the federation authority",
+                CONFLICT,
+            )
+        return False
+    return True
+
+
+def accept_newer(
+    current: Directory | None, candidate: Directory, source: str = "directory"
+) -> Directory:
+    """The directory to hold after `candidate` is offered: the candidate when newer, the
+    current one when the candidate is that same directory; DirectoryError (reason
+    `directory_rollback` or `directory_conflict`) otherwise."""
+    if current is None:
+        return candidate
+    if check_not_older(current.serial, current.digest(), candidate, source):
+        return candidate
+    return current
 
 
 def load_directory(
@@ -190,7 +305,7 @@ def load_directory(
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DirectoryError(f"directory file {path} not found") from None
+        raise DirectoryError(f"directory file {path} not found", UNAVAILABLE) from None
     return verify_directory(data, authority, now=now, source=str(path))
 
 

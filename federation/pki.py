@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from federation.identity import node_from_spiffe, spiffe_uri, tls_name
 
@@ -25,13 +25,29 @@ class PkiError(ValueError):
     pass
 
 
+# What a node certificate is for: it serves TLS and calls peers with the same key pair.
+NODE_USAGES: tuple[ObjectIdentifier, ...] = (
+    ExtendedKeyUsageOID.SERVER_AUTH,
+    ExtendedKeyUsageOID.CLIENT_AUTH,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PeerCertificate:
-    """What the node needs to know of a peer's client certificate."""
+    """What the node needs to know of a peer's client certificate.
+
+    The validity window and usages are kept beside the identity so the node can refuse, with
+    a precise reason, what the TLS stack let through (it does not enforce every X.509 rule).
+    """
 
     node_id: str
     sha256: str
     not_after: datetime
+    not_before: datetime | None = None
+    # An extendedKeyUsage that lists clientAuth (the federation's profile requires it).
+    client_auth: bool = True
+    # No keyUsage extension, or one that allows digitalSignature (ECDSA in TLS 1.2/1.3).
+    digital_signature: bool = True
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -61,6 +77,17 @@ def load_certificate(path: Path) -> x509.Certificate:
         raise PkiError(f"certificate file {path} not found") from None
     except ValueError as exc:
         raise PkiError(f"{path} is not a PEM X.509 certificate: {exc}") from None
+
+
+def load_signing_key(pem: bytes) -> ed25519.Ed25519PrivateKey:
+    """An Ed25519 signing key from PEM bytes (as ClientIdentity carries it)."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM private key: {exc}") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise PkiError("the signing key is not an Ed25519 private key")
+    return key
 
 
 def load_ed25519_private(path: Path) -> ed25519.Ed25519PrivateKey:
@@ -160,8 +187,19 @@ def issue_node_certificate(
     hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
     now: datetime | None = None,
     days: int = 365,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    usages: tuple[ObjectIdentifier, ...] | None = NODE_USAGES,
+    key_usage: x509.KeyUsage | None = None,
 ) -> x509.Certificate:
-    """A node's TLS key and certificate, usable both as gRPC server and as client."""
+    """A node's TLS key and certificate, usable both as gRPC server and as client.
+
+    The validity window defaults to [now - 5 min, now + days]; `not_before`/`not_after`
+    override it (an already expired certificate, for tests and drills). `usages` is the
+    extendedKeyUsage list (None leaves the extension out) and `key_usage` an optional
+    keyUsage extension: both exist so refusal of a wrongly-used certificate can be tested
+    with certificates the genuine authority really issued.
+    """
     import ipaddress
 
     now = now or datetime.now(UTC)
@@ -176,7 +214,7 @@ def issue_node_certificate(
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(
             x509.Name(
@@ -189,21 +227,18 @@ def issue_node_certificate(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
+        .not_valid_before(not_before or now - timedelta(minutes=5))
+        .not_valid_after(not_after or now + timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
     )
+    if usages is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
+    cert = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+    ).sign(ca_key, hashes.SHA256())
     out.mkdir(parents=True, exist_ok=True)
     _write_private(out / "tls.key", _pem_private(key))
     (out / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -236,5 +271,33 @@ def peer_certificate(pem: bytes, federation: str) -> PeerCertificate:
         raise PkiError(f"peer certificate must carry exactly one spiffe:// URI SAN, has {uris}")
     node_id = node_from_spiffe(uris[0], federation)
     return PeerCertificate(
-        node_id=node_id, sha256=fingerprint(cert), not_after=cert.not_valid_after_utc
+        node_id=node_id,
+        sha256=fingerprint(cert),
+        not_after=cert.not_valid_after_utc,
+        not_before=cert.not_valid_before_utc,
+        client_auth=_allows_client_auth(cert),
+        digital_signature=_allows_digital_signature(cert),
     )
+
+
+def _allows_client_auth(cert: x509.Certificate) -> bool:
+    """The federation's profile: extendedKeyUsage present and listing clientAuth.
+
+    RFC 5280 reads an absent extension as "any use", and so does BoringSSL at the handshake;
+    every node certificate the authority issues lists clientAuth, so one that does not was
+    made for something else and must not act as a node.
+    """
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.CLIENT_AUTH in eku
+
+
+def _allows_digital_signature(cert: x509.Certificate) -> bool:
+    """A TLS client proves its key with a signature: keyUsage, if present, must allow it."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return usage.digital_signature

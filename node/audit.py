@@ -18,8 +18,9 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,23 @@ class AuditRecord:
     category: str = ""
     case_reference: str = ""
     nonce: str = ""
+    # Ed25519 signatures (hex) of the exact request and response bytes: proof, later, of
+    # who asked what and what this node answered.
+    request_signature: str = ""
+    response_signature: str = ""
 
 
 _FIELDS = tuple(f.name for f in fields(AuditRecord))
 # An entry's line, its hash, and the future its request awaits.
 _Pending = tuple[bytes, str, "asyncio.Future[str]"]
+
+
+def entry_timestamp(text: str) -> float | None:
+    """An entry's `time` as Unix time; None if unreadable."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _canonical(body: Mapping[str, Any]) -> bytes:
@@ -190,6 +203,31 @@ class AuditLog:
         for _, _, future in entries:
             if not future.done():
                 future.set_exception(error)
+
+    def recent(self, since: float) -> Iterator[dict[str, Any]]:
+        """Durable entries whose time is at or after `since` (Unix time), newest first.
+
+        Reads the file backwards, so a restart costs the freshness window, not the log.
+        """
+        with self.path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            tail = b""
+            while end > 0:
+                start = max(0, end - 65536)
+                fh.seek(start)
+                block = fh.read(end - start) + tail
+                end = start
+                lines = block.split(b"\n")
+                tail = lines.pop(0) if start > 0 else b""
+                for raw in reversed(lines):
+                    if not raw:
+                        continue
+                    entry = json.loads(raw)
+                    when = entry_timestamp(str(entry.get("time", "")))
+                    if when is None or when < since:
+                        return
+                    yield entry
 
     async def close(self) -> None:
         if self._flusher is not None:

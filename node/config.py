@@ -50,6 +50,9 @@ class TrustSection:
     directory: Path = Path("directory.json")
     authority_public_key: Path = Path("authority.pub")
     signing_key: Path = Path("signing.key")
+    # How far a request's issue time may be from this node's clock (and so how long its
+    # nonce is remembered).
+    max_clock_skew_s: int = 300
 
 
 @dataclass(frozen=True, slots=True)

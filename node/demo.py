@@ -103,7 +103,7 @@ def _query_maker(
 async def _ask(fed: Federation) -> None:
     asker = fed.nodes[ASKER]
     identity = asker.identity()
-    clients = [PeerClient(identity, p, fed.nodes[p].endpoint) for p in PEERS]
+    clients = [PeerClient.for_member(identity, fed.member(p)) for p in PEERS]
     try:
         for n, (title, purpose, category, identifiers) in enumerate(scenarios(fed), 1):
             results = await match_all(

@@ -1,21 +1,42 @@
 """Authority-side tooling: enrol a node (certificate, signing key, member entry, starter
-config) and sign the members list into a directory."""
+config), keep the members list (add, suspend, revoke, reinstate) and sign it into a
+directory whose serial only ever grows."""
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
-from federation.directory import Directory, DirectoryError, Member, new_directory, sign_directory
-from federation.identity import check_node_id
+from cryptography.exceptions import InvalidSignature as InvalidSignatureError
+
+from federation.directory import (
+    Directory,
+    DirectoryError,
+    Member,
+    MemberStatus,
+    new_directory,
+    sign_directory,
+    verify_directory,
+)
+from federation.identity import InvalidIdentity, check_node_id
 from federation.pki import (
     PkiError,
     create_signing_key,
     fingerprint,
     issue_node_certificate,
+    load_certificate,
     load_ed25519_private,
+    peer_certificate,
+    public_key_from_text,
     public_key_text,
 )
+
+# The highest serial this authority ever signed, kept in its folder: a directory written to
+# a new --out must still outgrow every one before it, or nodes would see two directories
+# with one serial (a conflict) or an old one (a rollback) and refuse it.
+SERIAL_FILE = "directory-serial"
 
 # The policy library shipped beside the code (the repository's policies/ folder).
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
@@ -104,17 +125,211 @@ def enrol_node(
     return member
 
 
-def sign_members(
-    authority: Path, members_file: Path, out: Path, *, serial: int, valid_days: int
-) -> Directory:
+def _write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_members(members_file: Path, *, missing_ok: bool = False) -> list[Member]:
+    """The authority's members list: a JSON list of entries as `node enroll` writes them."""
     try:
         raw = json.loads(members_file.read_text())
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise DirectoryError(f"members file {members_file} not found") from None
     except json.JSONDecodeError as exc:
         raise DirectoryError(f"{members_file}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(raw, list):
         raise DirectoryError(f"{members_file}: must hold a JSON list of member entries")
     members = [Member.from_json(m, f"{members_file}: entry {i}") for i, m in enumerate(raw)]
+    seen: set[str] = set()
+    for m in members:
+        if m.node_id in seen:
+            raise DirectoryError(f"{members_file}: {m.node_id} is listed twice; keep one entry")
+        seen.add(m.node_id)
+    return members
+
+
+def write_members(members_file: Path, members: list[Member]) -> None:
+    """Sorted by node id, so the file diffs cleanly under version control."""
+    entries = [m.to_json() for m in sorted(members, key=lambda m: m.node_id)]
+    _write_text_atomically(members_file, json.dumps(entries, indent=2) + "\n")
+
+
+def _check_member_certificate(authority: Path, federation: str, member: Member, cert: Path) -> None:
+    """When the node's certificate lies beside its member entry, check the entry against it:
+    issued by this authority's CA, for this node id, with the fingerprint the entry states."""
+    pem = cert.read_bytes()
+    issued = load_certificate(cert)
+    ca = load_certificate(authority / "ca.crt")
+    try:
+        issued.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignatureError):
+        raise PkiError(f"{cert} was not issued by the authority in {authority}") from None
+    try:
+        identity = peer_certificate(pem, federation)
+    except InvalidIdentity as exc:
+        raise PkiError(f"{cert}: {exc}") from None
+    if identity.node_id != member.node_id:
+        raise PkiError(f"{cert} is for {identity.node_id}, the member entry for {member.node_id}")
+    if identity.sha256 != member.certificate_sha256:
+        raise PkiError(
+            f"the member entry's certificate_sha256 is not the fingerprint of {cert}: "
+            "was the entry edited, or the node enrolled again?"
+        )
+
+
+def add_member(
+    authority: Path, members_file: Path, member_file: Path, *, replace_keys: bool = False
+) -> tuple[Member, str]:
+    """Add a node's entry (from its member.json) to the members list, or update it.
+
+    An entry with other keys than the one listed replaces it only with `replace_keys`
+    (a re-enrolment must be deliberate), and a revoked node comes back only with new keys:
+    the keys that were revoked stay revoked. The listed status is kept (adding the same
+    entry again does not lift a suspension). Returns the entry and what was done.
+    """
+    federation = _federation_of(authority)
+    try:
+        raw = json.loads(member_file.read_text())
+    except FileNotFoundError:
+        raise DirectoryError(f"member file {member_file} not found") from None
+    except json.JSONDecodeError as exc:
+        raise DirectoryError(f"{member_file}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    member = Member.from_json(raw, str(member_file))
+    try:
+        public_key_from_text(member.signing_public_key)
+    except PkiError as exc:
+        raise DirectoryError(f"{member_file}: signing_public_key: {exc}") from None
+    cert = member_file.parent / "tls.crt"
+    if cert.exists():
+        _check_member_certificate(authority, federation, member, cert)
+    members = read_members(members_file, missing_ok=True)
+    listed = next((m for m in members if m.node_id == member.node_id), None)
+    if listed is None:
+        action = "added"
+        member = replace(member, status=MemberStatus.ACTIVE)
+    else:
+        same_keys = (
+            listed.certificate_sha256 == member.certificate_sha256
+            and listed.signing_public_key == member.signing_public_key
+        )
+        if listed.status is MemberStatus.REVOKED:
+            if not replace_keys:
+                raise DirectoryError(
+                    f"{member.node_id} is revoked; it can only return with new keys, "
+                    "enrolled again and added with --replace"
+                )
+            if (
+                listed.certificate_sha256 == member.certificate_sha256
+                or listed.signing_public_key == member.signing_public_key
+            ):
+                raise DirectoryError(
+                    f"{member.node_id} is revoked and this entry reuses a revoked key: "
+                    "revocation is final; enrol the node again for new keys"
+                )
+            member, action = replace(member, status=MemberStatus.ACTIVE), "replaced"
+        elif same_keys:
+            member = replace(member, status=listed.status)
+            action = "unchanged" if member == listed else "updated"
+        elif not replace_keys:
+            raise DirectoryError(
+                f"{member.node_id} is already listed with other keys; if the node was "
+                "enrolled again, add it with --replace"
+            )
+        else:
+            member, action = replace(member, status=listed.status), "replaced"
+        members = [m for m in members if m.node_id != member.node_id]
+    members.append(member)
+    write_members(members_file, members)
+    return member, action
+
+
+def set_member_status(
+    members_file: Path, node_id: str, status: MemberStatus
+) -> tuple[Member, bool]:
+    """Suspend, revoke or reinstate a member; (the entry, whether it changed).
+
+    Revocation is final: a revoked member is never reinstated nor suspended (its keys are
+    compromised or withdrawn); a node that returns is enrolled again with new keys.
+    """
+    check_node_id(node_id)
+    members = read_members(members_file)
+    listed = next((m for m in members if m.node_id == node_id), None)
+    if listed is None:
+        raise DirectoryError(f"{node_id} is not in {members_file}")
+    if listed.status is status:
+        return listed, False
+    if listed.status is MemberStatus.REVOKED:
+        raise DirectoryError(
+            f"{node_id} is revoked and revocation is final; to let the node back, enrol it "
+            "again and `liaison directory add --replace` its new member.json"
+        )
+    updated = replace(listed, status=status)
+    write_members(members_file, [updated if m.node_id == node_id else m for m in members])
+    return updated, True
+
+
+def _authority_serial(authority: Path) -> int:
+    try:
+        text = (authority / SERIAL_FILE).read_text().strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit():
+        raise DirectoryError(f"{authority / SERIAL_FILE} does not hold a serial: {text!r}")
+    return int(text)
+
+
+def _existing_serial(out: Path, authority: Path) -> int:
+    """The serial of the directory already at `out` (0 if none): the next must be higher."""
+    try:
+        data = out.read_bytes()
+    except FileNotFoundError:
+        return 0
+    key = public_key_from_text((authority / "authority.pub").read_text())
+    try:
+        existing = verify_directory(data, key, source=str(out), allow_expired=True)
+    except DirectoryError as exc:
+        raise DirectoryError(
+            f"{out} exists but is not a directory signed by this authority ({exc.reason}); "
+            "move it away or choose another --out"
+        ) from None
+    return existing.serial
+
+
+def sign_members(
+    authority: Path,
+    members_file: Path,
+    out: Path,
+    *,
+    serial: int | None = None,
+    valid_days: int = 30,
+) -> Directory:
+    """Sign the members list into a directory at `out`.
+
+    The serial defaults to one more than the highest this authority signed (or the one
+    already at `out`); a serial that does not grow is refused, because every node would
+    refuse it (a rollback, or two directories with one serial).
+    """
+    members = read_members(members_file)
+    if valid_days < 1:
+        raise DirectoryError("--valid-days must be at least 1")
+    highest = max(_existing_serial(out, authority), _authority_serial(authority))
+    if serial is None:
+        serial = highest + 1
+    elif serial <= highest:
+        raise DirectoryError(
+            f"serial {serial} is not above {highest}, the highest this authority signed: "
+            f"nodes would refuse it; use {highest + 1} or omit --serial"
+        )
     directory = new_directory(_federation_of(authority), serial, members, valid_days=valid_days)
     key = load_ed25519_private(authority / "authority.key")
-    out.write_bytes(sign_directory(directory, key))
+    data = sign_directory(directory, key)
+    # Never hand out what a node would refuse: verify it as a node will.
+    verify_directory(data, key.public_key(), source=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_text_atomically(out, data.decode())
+    _write_text_atomically(authority / SERIAL_FILE, f"{serial}\n")
     return directory

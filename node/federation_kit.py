@@ -23,8 +23,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from federation.client import ClientIdentity
+from federation.directory import Member, load_directory
 from federation.identity import tls_name
-from federation.pki import create_authority
+from federation.pki import create_authority, public_key_from_text
 from node.config import NodeConfig, load_config
 from node.enrol import enrol_node, sign_members
 from node.importer import import_file
@@ -71,7 +72,12 @@ class NodeHandle:
     def identity(self) -> ClientIdentity:
         c = self.config()
         return ClientIdentity.from_files(
-            c.node.id, c.node.federation, c.tls.certificate, c.tls.key, c.tls.ca
+            c.node.id,
+            c.node.federation,
+            c.tls.certificate,
+            c.tls.key,
+            c.tls.ca,
+            c.trust.signing_key,
         )
 
     def start(self, log_path: Path | None = None) -> None:
@@ -117,6 +123,14 @@ class NodeHandle:
 class Federation:
     root: Path
     nodes: dict[str, NodeHandle]
+
+    def member(self, node_id: str) -> Member:
+        """A node's entry in the federation's signed directory (verified)."""
+        authority = public_key_from_text((self.root / "authority" / "authority.pub").read_text())
+        member = load_directory(self.root / "directory.json", authority).member(node_id)
+        if member is None:
+            raise KeyError(f"{node_id} is not in the directory")
+        return member
 
     def start(self) -> None:
         for n in self.nodes.values():

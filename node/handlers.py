@@ -15,10 +15,12 @@ import time
 from datetime import UTC, datetime
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from federation.client import MATCH_METHOD
 from federation.model import MatchAnswer, MatchQuery
 from federation.serde import (
     WireError,
@@ -26,7 +28,9 @@ from federation.serde import (
     match_query_from_proto,
     rich_status,
 )
+from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from node.admission import Admission
 from node.audit import AuditError, AuditLog, AuditRecord
 from node.auth import PeerAuthenticator
 from node.errors import Kind, Refusal, invalid
@@ -47,12 +51,16 @@ class ExchangeHandlers:
         service: MatchService,
         audit: AuditLog,
         metrics: NodeMetrics,
+        admission: Admission,
+        signing_key: ed25519.Ed25519PrivateKey,
     ) -> None:
         self._node_id = node_id
         self._auth = auth
         self._service = service
         self._audit = audit
         self._metrics = metrics
+        self._admission = admission
+        self._key = signing_key
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -69,10 +77,14 @@ class ExchangeHandlers:
         # Refusals that come before any decision are recorded under the revision in force.
         revision = self._service.policy_revision
         status = None
+        request_signature = b""
         try:
             member = self._auth.identify(context.auth_context())
             peer = member.node_id
+            metadata = dict(context.invocation_metadata() or ())
+            request_signature = self._admission.check_signature(member, MATCH_METHOD, raw, metadata)
             query = parse_match(raw)
+            self._admission.check_fresh(member, query.envelope)
             answer = self._service.match(member, query)
             answer = dataclasses.replace(answer, audit_entry=entry_id)
             revision = answer.policy_revision
@@ -82,6 +94,7 @@ class ExchangeHandlers:
             revision = exc.policy_revision or revision
             status = _status(exc, entry_id, revision)
             response = status.SerializeToString()
+        response_signature = self._sign(raw, response, ok=refusal is None)
         env = query.envelope if query else None
         record = AuditRecord(
             time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -97,6 +110,8 @@ class ExchangeHandlers:
             category=query.category[:64] if query else "",
             case_reference=env.case_reference[:128] if env else "",
             nonce=env.nonce.hex()[:128] if env else "",
+            request_signature=request_signature.hex(),
+            response_signature=response_signature.hex(),
         )
         try:
             written = await self._audit.append(record)
@@ -112,12 +127,19 @@ class ExchangeHandlers:
                 "the node could not audit this request, so it refuses to answer; retry later",
             )
             status = _status(refusal, entry_id, revision)
+            response_signature = self._sign(raw, status.SerializeToString(), ok=False)
         self._count(peer, query, answer, refusal, started)
+        trailers = ((SIGNATURE_METADATA, response_signature),)
         if status is not None:
             # grpc.aio's context lacks abort_with_status: abort with its parts instead.
             wire = rpc_status.to_status(status)
-            await context.abort(wire.code, wire.details, wire.trailing_metadata)
+            await context.abort(wire.code, wire.details, (*wire.trailing_metadata, *trailers))
+        context.set_trailing_metadata(trailers)
         return response
+
+    def _sign(self, request: bytes, body: bytes, ok: bool) -> bytes:
+        """This node's signature binding its answer (or refusal) to the exact request."""
+        return sign(self._key, response_message(MATCH_METHOD, request, body, ok))
 
     def _count(
         self,

@@ -76,8 +76,32 @@ class NodeMetrics:
         )
         self.certificate_expiry = Gauge(
             "liaison_certificate_expiry_timestamp_seconds",
-            "When this node's TLS certificate expires (Unix time).",
+            "When a node's TLS certificate expires (Unix time): this node's own, and each "
+            "peer's as it last presented it.",
             ["node"],
+            registry=registry,
+        )
+        # The directory in force: its age is read at scrape time (see DirectoryState).
+        self.directory_age = Gauge(
+            "liaison_directory_age_seconds",
+            "Seconds since the directory in force was issued.",
+            registry=registry,
+        )
+        self.directory_expiry = Gauge(
+            "liaison_directory_expiry_timestamp_seconds",
+            "When the directory in force expires (Unix time).",
+            registry=registry,
+        )
+        self.directory_refusals = Counter(
+            "liaison_directory_refusals",
+            "Directories not installed, by reason (bad signature, rollback, expired, ...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.directory_installs = Counter(
+            "liaison_directory_installs",
+            "Directories installed, by how they came (startup, refresh, peer).",
+            ["via"],
             registry=registry,
         )
 

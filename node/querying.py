@@ -79,6 +79,7 @@ async def run_match_command(args: argparse.Namespace) -> int:
         config.tls.certificate,
         config.tls.key,
         config.tls.ca,
+        config.trust.signing_key,
     )
     if args.all:
         peers = [
@@ -94,7 +95,7 @@ async def run_match_command(args: argparse.Namespace) -> int:
                 raise InvalidRequest(peer_id, f"not in directory serial {directory.serial}")
             peers.append(member)
     identifiers = identifiers_from_args(args)
-    clients = [PeerClient(identity, m.node_id, m.endpoint) for m in peers]
+    clients = [PeerClient.for_member(identity, m, serial=lambda: directory.serial) for m in peers]
     try:
         results = await match_all(
             clients,

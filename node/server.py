@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,9 +25,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from federation.directory import Directory, load_directory
 from federation.identity import country_of
-from federation.pki import load_certificate, public_key_from_text
+from federation.pki import load_certificate, load_ed25519_private, public_key_from_text
+from node.admission import Admission
 from node.agreements import load_policy_data
-from node.audit import AuditLog
+from node.audit import AuditLog, entry_timestamp
 from node.auth import PeerAuthenticator
 from node.config import NodeConfig
 from node.handlers import SERVICE_NAME, ExchangeHandlers
@@ -134,6 +136,16 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     audit = AuditLog(config.audit.path)
     metrics.track_audit_size(lambda: audit.size)
 
+    skew = config.trust.max_clock_skew_s
+    admission = Admission(skew)
+    # Nonces seen before a restart (even kill -9) are in the audit log's recent entries.
+    seeded = admission.replay.seed(
+        (entry["peer"], bytes.fromhex(entry["nonce"]), float(when))
+        for entry in audit.recent(time.time() - 2 * skew)
+        if entry.get("nonce") and (when := entry_timestamp(entry["time"])) is not None
+    )
+    signing_key = load_ed25519_private(config.trust.signing_key)
+
     identity = NodeIdentity(node_id, country_of(node_id), config.node.profile)
     handlers = ExchangeHandlers(
         node_id,
@@ -143,6 +155,8 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         ),
         audit,
         metrics,
+        admission,
+        signing_key,
     )
 
     limit = config.server.max_message_bytes
@@ -184,12 +198,13 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
             raise StartupError(f"cannot serve metrics on {config.server.metrics}: {exc}") from None
         metrics_port = http.server_port
     log.info(
-        "%s serving on %s:%d (directory serial %d, policy %s), metrics on %s",
+        "%s serving on %s:%d (directory serial %d, policy %s, %d recent nonces), metrics on %s",
         node_id,
         host,
         bound,
         directory.serial,
         engine.revision,
+        seeded,
         config.server.metrics or "off",
     )
     watcher = None

@@ -36,7 +36,12 @@ def stranger(fed: Federation) -> ClientIdentity:
         policy_dir=None,
     )
     return ClientIdentity.from_files(
-        "BE-FPJ", "liaison.example", folder / "tls.crt", folder / "tls.key", folder / "ca.crt"
+        "BE-FPJ",
+        "liaison.example",
+        folder / "tls.crt",
+        folder / "tls.key",
+        folder / "ca.crt",
+        folder / "signing.key",
     )
 
 
@@ -61,4 +66,5 @@ def rogue(tmp_path_factory: pytest.TempPathFactory, fed: Federation) -> ClientId
         certificate=(root / "DE-BKA" / "tls.crt").read_bytes(),
         private_key=(root / "DE-BKA" / "tls.key").read_bytes(),
         ca=genuine_ca,
+        signing_key=(root / "DE-BKA" / "signing.key").read_bytes(),
     )

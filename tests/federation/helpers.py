@@ -25,7 +25,7 @@ def ask(
     endpoint: str | None = None,
 ) -> MatchAnswer:
     async def run() -> MatchAnswer:
-        client = PeerClient(identity, peer, endpoint or fed.nodes[peer].endpoint)
+        client = PeerClient.for_member(identity, fed.member(peer), endpoint=endpoint)
         try:
             env = new_envelope(requester or identity.node_id, purpose, case_reference="T-1")
             return await client.match(match_query(env, category, identifiers), timeout=10.0)

@@ -28,7 +28,7 @@ def test_full_disk_refuses_with_audit_unavailable_and_discloses_nothing(
 
     async def scenario() -> None:
         node = await start_node(load_config(toml))
-        client = PeerClient(identity, "FR-DGPN", fr.endpoint)
+        client = PeerClient.for_member(identity, fed.member("FR-DGPN"), endpoint=fr.endpoint)
 
         def query() -> MatchQuery:
             env = new_envelope("DE-BKA", "criminal_investigation")

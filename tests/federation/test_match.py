@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.request
 
@@ -166,9 +167,7 @@ def test_certificate_from_another_ca_fails_the_handshake(
 
 
 def test_no_client_certificate_fails_the_handshake(fed: Federation, de: ClientIdentity) -> None:
-    anonymous = ClientIdentity(
-        node_id="DE-BKA", federation="liaison.example", certificate=b"", private_key=b"", ca=de.ca
-    )
+    anonymous = dataclasses.replace(de, certificate=b"", private_key=b"")
     with pytest.raises(PeerUnavailable):
         ask(anonymous, fed, "FR-DGPN", "travel_document", [("document_number", "X1")])
 

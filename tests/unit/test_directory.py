@@ -14,10 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from federation.directory import (
     FORMAT,
+    MAX_CLOCK_SKEW,
+    REASONS,
     Directory,
     DirectoryError,
     Member,
     MemberStatus,
+    accept_newer,
+    check_not_older,
     load_directory,
     new_directory,
     sign_directory,
@@ -338,3 +342,145 @@ def test_member_country_field_is_recomputed_not_trusted(
     loaded = verify_directory(_resign(doc, key), key.public_key(), now=NOW)
     assert loaded.member("DE-BKA") is not None
     assert loaded.member("DE-BKA").country == "DE"  # type: ignore[union-attr]
+
+
+# --- machine-readable reasons -----------------------------------------------------------------
+
+
+def _reason(data: bytes, key: ed25519.Ed25519PublicKey, **kwargs: Any) -> str:
+    with pytest.raises(DirectoryError) as info:
+        verify_directory(data, key, **kwargs)
+    return info.value.reason
+
+
+def test_every_refusal_names_its_reason(
+    key: ed25519.Ed25519PrivateKey, directory: Directory
+) -> None:
+    pub = key.public_key()
+    good = sign_directory(directory, key)
+    assert _reason(b"{}", pub, now=NOW) == "directory_unsigned"
+    assert _reason(good, ed25519.Ed25519PrivateKey.generate().public_key(), now=NOW) == (
+        "directory_bad_signature"
+    )
+    later = NOW + timedelta(days=31)
+    assert _reason(good, pub, now=later) == "directory_expired"
+    bad = _payload(directory) | {"format": "other"}
+    assert _reason(_resign(bad, key), pub, now=NOW) == "directory_malformed"
+    assert _reason(good, pub, now=NOW, federation="other.example") == "directory_wrong_federation"
+    assert set(REASONS) >= {
+        "directory_unsigned",
+        "directory_bad_signature",
+        "directory_expired",
+        "directory_malformed",
+        "directory_wrong_federation",
+        "directory_not_yet_valid",
+        "directory_rollback",
+        "directory_conflict",
+    }
+
+
+def test_a_plain_directory_error_is_malformed() -> None:
+    assert DirectoryError("x").reason == "directory_malformed"
+
+
+def test_wrong_federation_is_refused_only_when_asked(
+    key: ed25519.Ed25519PrivateKey, directory: Directory
+) -> None:
+    data = sign_directory(directory, key)
+    assert verify_directory(data, key.public_key(), now=NOW, federation=FED).serial == 3
+    with pytest.raises(DirectoryError, match=r"is for federation 'liaison.example'"):
+        verify_directory(data, key.public_key(), now=NOW, federation="other.example")
+
+
+# --- issue time -------------------------------------------------------------------------------
+
+
+def test_issue_time_in_the_future_is_refused_beyond_the_skew(
+    key: ed25519.Ed25519PrivateKey, directory: Directory
+) -> None:
+    data = sign_directory(directory, key)
+    # A few minutes of clock drift are tolerated ...
+    verify_directory(data, key.public_key(), now=NOW - MAX_CLOCK_SKEW)
+    # ... more is a wrong clock or a directory made to outlive its expiry.
+    with pytest.raises(DirectoryError, match="issued in the future") as info:
+        verify_directory(data, key.public_key(), now=NOW - MAX_CLOCK_SKEW - timedelta(seconds=1))
+    assert info.value.reason == "directory_not_yet_valid"
+
+
+def test_expiry_before_issue_is_malformed(
+    key: ed25519.Ed25519PrivateKey, directory: Directory
+) -> None:
+    doc = _payload(directory) | {"expires_at": "2026-03-01T11:59:59Z"}
+    with pytest.raises(DirectoryError, match=r"expires .* before it is issued") as info:
+        verify_directory(_resign(doc, key), key.public_key(), now=NOW)
+    assert info.value.reason == "directory_malformed"
+
+
+def test_allow_expired_is_for_tooling(key: ed25519.Ed25519PrivateKey, directory: Directory) -> None:
+    data = sign_directory(directory, key)
+    later = NOW + timedelta(days=400)
+    assert verify_directory(data, key.public_key(), now=later, allow_expired=True).serial == 3
+    # ... but never a bad signature.
+    other = ed25519.Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(DirectoryError, match="signature does not verify"):
+        verify_directory(data, other, now=later, allow_expired=True)
+
+
+def test_expired_helper(directory: Directory) -> None:
+    assert not directory.expired(NOW)
+    assert directory.expired(directory.expires_at)
+
+
+# --- accepting only newer ---------------------------------------------------------------------
+
+
+def test_accept_newer_takes_the_first_and_any_newer(directory: Directory) -> None:
+    assert accept_newer(None, directory) is directory
+    newer = replace(directory, serial=4)
+    assert accept_newer(directory, newer) is newer
+
+
+def test_accept_newer_refuses_a_rollback(directory: Directory) -> None:
+    older = replace(directory, serial=2)
+    with pytest.raises(DirectoryError, match="serial 2, older than serial 3") as info:
+        accept_newer(directory, older, "peer FR-PN")
+    assert info.value.reason == "directory_rollback"
+    assert str(info.value).startswith("peer FR-PN has serial 2")
+
+
+def test_accept_newer_keeps_the_same_directory(directory: Directory) -> None:
+    same = replace(directory, members=tuple(reversed(directory.members)))
+    assert accept_newer(directory, same) is directory
+
+
+def test_accept_newer_refuses_two_directories_with_one_serial(directory: Directory) -> None:
+    other = replace(directory, members=directory.members[:1])
+    with pytest.raises(DirectoryError, match="two directories with one serial") as info:
+        accept_newer(directory, other)
+    assert info.value.reason == "directory_conflict"
+    reissued = replace(directory, issued_at=NOW + timedelta(seconds=1))
+    with pytest.raises(DirectoryError, match="different contents"):
+        accept_newer(directory, reissued)
+
+
+def test_check_not_older_against_a_remembered_floor(directory: Directory) -> None:
+    assert check_not_older(0, None, directory) is True
+    assert check_not_older(3, directory.digest(), directory) is False
+    assert check_not_older(3, None, directory) is False
+    with pytest.raises(DirectoryError, match="roll back"):
+        check_not_older(4, "0" * 64, directory)
+    with pytest.raises(DirectoryError, match="different contents"):
+        check_not_older(3, "0" * 64, directory)
+
+
+def test_digest_is_of_the_canonical_payload(directory: Directory) -> None:
+    import hashlib
+
+    assert directory.digest() == hashlib.sha256(directory.payload()).hexdigest()
+    assert replace(directory, serial=4).digest() != directory.digest()
+
+
+def test_missing_file_is_unavailable(tmp_path: Path, key: ed25519.Ed25519PrivateKey) -> None:
+    with pytest.raises(DirectoryError) as info:
+        load_directory(tmp_path / "nowhere.json", key.public_key(), now=NOW)
+    assert info.value.reason == "directory_unavailable"
