@@ -53,6 +53,11 @@ class TrustSection:
     # How far a request's issue time may be from this node's clock (and so how long its
     # nonce is remembered).
     max_clock_skew_s: int = 300
+    # Where newer directories come from besides peers: an http(s) URL (else the file above),
+    # re-read every directory_refresh_s; directory_ca verifies an https source.
+    directory_url: str = ""
+    directory_refresh_s: int = 300
+    directory_ca: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

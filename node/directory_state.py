@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,10 +125,14 @@ def load_from(source: str, *, timeout: float = 10.0, ca_file: Path | None = None
     return data
 
 
-def advertised_serial(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:
+def advertised_serial(
+    metadata: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None,
+) -> int | None:
     """The directory serial a caller advertised in `liaison-directory-serial`, or None when
-    it sent none or something that is not a serial (which is never an error: it is news)."""
-    for key, value in metadata or ():
+    it sent none or something that is not a serial (which is never an error: it is news).
+    Takes `context.invocation_metadata()` as it is, or the dict the handler makes of it."""
+    pairs = metadata.items() if isinstance(metadata, Mapping) else (metadata or ())
+    for key, value in pairs:
         if key != SERIAL_METADATA:
             continue
         text = value.decode("ascii", "replace") if isinstance(value, bytes) else value

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import grpc
@@ -21,6 +22,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from federation.client import MATCH_METHOD
+from federation.directory import Member
 from federation.model import MatchAnswer, MatchQuery
 from federation.serde import (
     WireError,
@@ -33,6 +35,7 @@ from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.admission import Admission
 from node.audit import AuditError, AuditLog, AuditRecord
 from node.auth import PeerAuthenticator
+from node.directory_state import DirectoryState, advertised_serial
 from node.errors import Kind, Refusal, invalid
 from node.metrics import NodeMetrics
 from node.service import MatchService
@@ -53,6 +56,8 @@ class ExchangeHandlers:
         metrics: NodeMetrics,
         admission: Admission,
         signing_key: ed25519.Ed25519PrivateKey,
+        directory: DirectoryState,
+        fetcher: Callable[[Member], Callable[[], Awaitable[bytes]]],
     ) -> None:
         self._node_id = node_id
         self._auth = auth
@@ -61,12 +66,15 @@ class ExchangeHandlers:
         self._metrics = metrics
         self._admission = admission
         self._key = signing_key
+        self._directory = directory
+        self._fetcher = fetcher
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
                 "Match": grpc.unary_unary_rpc_method_handler(self.match),
+                "GetDirectory": grpc.unary_unary_rpc_method_handler(self.get_directory),
             },
         )
 
@@ -82,6 +90,7 @@ class ExchangeHandlers:
             member = self._auth.identify(context.auth_context())
             peer = member.node_id
             metadata = dict(context.invocation_metadata() or ())
+            self._learn(member, metadata)
             request_signature = self._admission.check_signature(member, MATCH_METHOD, raw, metadata)
             query = parse_match(raw)
             self._admission.check_fresh(member, query.envelope)
@@ -137,6 +146,32 @@ class ExchangeHandlers:
         context.set_trailing_metadata(trailers)
         return response
 
+    def _learn(self, member: Member, metadata: Mapping[str, object]) -> None:
+        """A caller that holds a newer directory than ours says so on every call: fetch it
+        from that caller in the background (verified like any other; never blocks)."""
+        serial = advertised_serial(metadata)  # type: ignore[arg-type]
+        if serial is not None and serial > self._directory.serial:
+            self._directory.learn_from_peer(member.node_id, serial, self._fetcher(member))
+
+    async def get_directory(
+        self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        """The signed directory we hold, to a member: the authority's signature covers it."""
+        started = time.perf_counter()
+        peer = UNIDENTIFIED
+        try:
+            member = self._auth.identify(context.auth_context())
+            peer = member.node_id
+            self._learn(member, dict(context.invocation_metadata() or ()))
+            response = self._directory.respond(raw)
+        except Refusal as exc:
+            self._count(peer, None, None, exc, started, method="GetDirectory")
+            status = _status(exc, "", self._service.policy_revision)
+            wire = rpc_status.to_status(status)
+            await context.abort(wire.code, wire.details, wire.trailing_metadata)
+        self._count(peer, None, None, None, started, method="GetDirectory")
+        return response
+
     def _sign(self, request: bytes, body: bytes, ok: bool) -> bytes:
         """This node's signature binding its answer (or refusal) to the exact request."""
         return sign(self._key, response_message(MATCH_METHOD, request, body, ok))
@@ -148,10 +183,11 @@ class ExchangeHandlers:
         answer: MatchAnswer | None,
         refusal: Refusal | None,
         started: float,
+        method: str = "Match",
     ) -> None:
         m = self._metrics
-        m.requests.labels(peer, "Match", refusal.decision if refusal else "allow").inc()
-        m.request_duration.labels("Match").observe(time.perf_counter() - started)
+        m.requests.labels(peer, method, refusal.decision if refusal else "allow").inc()
+        m.request_duration.labels(method).observe(time.perf_counter() - started)
         if query is not None and peer != UNIDENTIFIED:
             m.legal_basis.labels(peer, query.envelope.legal_basis.value).inc()
         if refusal is not None:

@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -23,14 +22,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from federation.directory import Directory, load_directory
+from federation.client import ClientIdentity
 from federation.identity import country_of
-from federation.pki import load_certificate, load_ed25519_private, public_key_from_text
+from federation.pki import load_ed25519_private, public_key_from_text
 from node.admission import Admission
 from node.agreements import load_policy_data
 from node.audit import AuditLog, entry_timestamp
 from node.auth import PeerAuthenticator
 from node.config import NodeConfig
+from node.directory_state import DirectoryState, fetcher_for, state_path_for
 from node.handlers import SERVICE_NAME, ExchangeHandlers
 from node.metrics import NodeMetrics
 from node.policy.cache import CachingEngine
@@ -38,6 +38,7 @@ from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
+from node.tls import CertificateError, RotatingServerCredentials, TlsFiles
 
 log = logging.getLogger("liaison.node")
 
@@ -57,10 +58,12 @@ class Node:
     metrics_port: int | None
     policy: ReloadingEngine
     engine: CachingEngine
+    directory: DirectoryState
     _http: WSGIServer | None = None
     _watcher: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        await self.directory.close()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,31 +98,36 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     authority = public_key_from_text(
         _read(config.trust.authority_public_key, "authority public key").decode()
     )
-    directory = load_directory(config.trust.directory, authority)
-    if directory.federation != config.node.federation:
-        raise StartupError(
-            f"directory is for federation {directory.federation!r}, the config "
-            f"says {config.node.federation!r}"
-        )
+    trust = config.trust
+    directory_state = DirectoryState(
+        authority,
+        config.node.federation,
+        trust.directory_url or str(trust.directory),
+        state_path_for(trust.directory),
+        metrics=metrics,
+        ca_file=trust.directory_ca,
+    )
+    directory = await asyncio.to_thread(directory_state.load)
     if directory.member(node_id) is None:
         log.warning(
             "%s is not listed in directory serial %d: peers will not find it",
             node_id,
             directory.serial,
         )
-    metrics.directory_serial.set(directory.serial)
-    current: list[Directory] = [directory]
 
-    cert_pem = _read(config.tls.certificate, "TLS certificate")
-    key_pem = _read(config.tls.key, "TLS key")
-    ca_pem = _read(config.tls.ca, "federation CA certificate")
-    own = load_certificate(config.tls.certificate)
-    if own.not_valid_after_utc <= datetime.now(UTC):
-        raise StartupError(
-            f"TLS certificate {config.tls.certificate} expired at "
-            f"{own.not_valid_after_utc:%Y-%m-%d %H:%M}Z: enrol the node again"
+    # The certificate files are re-read between handshakes when they change (rotation
+    # without a restart); the gauge follows whichever certificate is being served.
+    try:
+        tls = RotatingServerCredentials(
+            TlsFiles(config.tls.certificate, config.tls.key, config.tls.ca),
+            federation=config.node.federation,
+            node_id=node_id,
+            on_change=lambda serving: metrics.certificate_expiry.labels(node_id).set(
+                serving.not_after.timestamp()
+            ),
         )
-    metrics.certificate_expiry.labels(node_id).set(own.not_valid_after_utc.timestamp())
+    except CertificateError as exc:
+        raise StartupError(f"{exc}: check [tls] in the config, or enrol the node again") from None
 
     policy = config.policy
     # The cache keys on the reloading engine's revision, so a reload can never be answered
@@ -147,9 +155,30 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     signing_key = load_ed25519_private(config.trust.signing_key)
 
     identity = NodeIdentity(node_id, country_of(node_id), config.node.profile)
+
+    def own_identity() -> ClientIdentity:
+        """Our credentials as they are now (they may have rotated), to fetch a newer
+        directory from the peer that advertised it."""
+        return ClientIdentity.from_files(
+            node_id,
+            config.node.federation,
+            config.tls.certificate,
+            config.tls.key,
+            config.tls.ca,
+            config.trust.signing_key,
+        )
+
     handlers = ExchangeHandlers(
         node_id,
-        PeerAuthenticator(config.node.federation, lambda: current[0]),
+        PeerAuthenticator(
+            config.node.federation,
+            directory_state.require,
+            # Each peer's certificate expiry, set when it first presents a certificate the
+            # directory lists (label values bounded by the directory).
+            on_peer_certificate=lambda peer: metrics.certificate_expiry.labels(peer.node_id).set(
+                peer.not_after.timestamp()
+            ),
+        ),
         MatchService(
             identity, store, engine, metrics, policy_deadline=config.policy.deadline_ms / 1000
         ),
@@ -157,6 +186,10 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         metrics,
         admission,
         signing_key,
+        directory_state,
+        lambda member: fetcher_for(
+            own_identity(), member.node_id, member.endpoint, lambda: directory_state.serial
+        ),
     )
 
     limit = config.server.max_message_bytes
@@ -177,9 +210,7 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         ],
         server,
     )
-    credentials = grpc.ssl_server_credentials(
-        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
-    )
+    credentials = tls.server_credentials()
     host, port = _split(config.server.listen, "[server] listen")
     bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
@@ -207,11 +238,23 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         seeded,
         config.server.metrics or "off",
     )
+    directory_state.start_refresh(trust.directory_refresh_s)
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
     return Node(
-        config, server, bound, store, audit, metrics, metrics_port, reloading, engine, http, watcher
+        config,
+        server,
+        bound,
+        store,
+        audit,
+        metrics,
+        metrics_port,
+        policy=reloading,
+        engine=engine,
+        directory=directory_state,
+        _http=http,
+        _watcher=watcher,
     )
 
 

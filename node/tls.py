@@ -200,6 +200,9 @@ class RotatingServerCredentials:
         self._rejected: _StatSignature | None = None
         self._rejected_until = 0.0
         self._retry_rejected_after = retry_rejected_after
+        # Bumped on every rotation; each credentials object remembers the one it last gave
+        # gRPC, so a rotation found by `refresh()` outside a handshake still reaches it.
+        self._epoch = 0
         self.rotations = 0
         self.failures = 0
         # The first load raises: a node that cannot serve its certificate must not start.
@@ -211,11 +214,42 @@ class RotatingServerCredentials:
         return self._current
 
     def server_credentials(self) -> grpc.ServerCredentials:
-        """Credentials for `add_secure_port`; client certificates are required."""
-        fetcher = cast(Callable[[], grpc.ServerCertificateConfiguration], self._fetch)
+        """Credentials for `add_secure_port`; client certificates are required. Call it
+        once per port: each keeps track of the certificate it serves."""
+        initial, fetch = self.fetcher()
+        # The stubs type the fetcher as never returning None; gRPC documents None as
+        # "no change", which is what it returns between rotations.
+        fetcher = cast(Callable[[], grpc.ServerCertificateConfiguration], fetch)
         return grpc.dynamic_ssl_server_credentials(
-            self._configuration(self._current), fetcher, require_client_authentication=True
+            initial, fetcher, require_client_authentication=True
         )
+
+    def fetcher(
+        self,
+    ) -> tuple[
+        grpc.ServerCertificateConfiguration,
+        Callable[[], grpc.ServerCertificateConfiguration | None],
+    ]:
+        """The initial configuration and gRPC's per-handshake hook for one credentials
+        object: it returns a new configuration when the served one changed, else None."""
+        with self._lock:
+            served = [self._epoch]
+            initial = self._configuration(self._current)
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            try:
+                self.refresh()
+                with self._lock:
+                    if served[0] == self._epoch:
+                        return None
+                    served[0] = self._epoch
+                    current = self._current
+                return self._configuration(current)
+            except Exception:  # runs inside gRPC's handshake: never let it fail
+                log.exception("TLS certificate fetcher failed; keeping the current certificate")
+                return None
+
+        return initial, fetch
 
     def refresh(self) -> bool:
         """Load the files if they changed since the last look; True if a new certificate
@@ -253,6 +287,7 @@ class RotatingServerCredentials:
             ):
                 return False  # touched, not changed
             previous, self._current = self._current, loaded
+            self._epoch += 1
             self.rotations += 1
         log.info(
             "TLS certificate rotated: %s -> %s (valid until %s)",
@@ -269,15 +304,6 @@ class RotatingServerCredentials:
     def _reject(self, signature: _StatSignature) -> None:
         self._rejected = signature
         self._rejected_until = time.monotonic() + self._retry_rejected_after
-
-    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """gRPC's per-handshake hook: a new configuration, or None to keep the current."""
-        try:
-            if self.refresh():
-                return self._configuration(self._current)
-        except Exception:  # pragma: no cover - refresh already guards; belt and braces
-            log.exception("TLS certificate fetcher failed; keeping the current certificate")
-        return None
 
     def _load(self) -> ServingCertificate:
         cert, key, ca = _read(self._files)

@@ -19,6 +19,22 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Debian packages the tests use: promtool (from `prometheus`) checks the alerting rules.
+need_apt=()
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: install ${need_apt[*]} with your package manager (promtool is needed)" >&2
+    exit 2
+  fi
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing Debian package(s): ${need_apt[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${need_apt[@]}" >/dev/null
+fi
+
 # Go-built tools, each cached under ~/.cache/liaison-tools/<name>/<version>/.
 tools_dir=${LIAISON_TOOLS:-$HOME/.cache/liaison-tools}
 mkdir -p .venv/tools

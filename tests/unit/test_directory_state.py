@@ -41,6 +41,7 @@ from node.directory_state import (
     DirectoryState,
     advertised_serial,
     fetch_directory,
+    fetcher_for,
     load_from,
     state_path_for,
 )
@@ -651,6 +652,7 @@ def test_a_failing_or_hanging_peer_is_counted_and_harmless(
 )
 def test_advertised_serial(metadata: list[tuple[str, str | bytes]] | None, expected: int) -> None:
     assert advertised_serial(metadata) == expected
+    assert advertised_serial(dict(metadata or ())) == expected  # as the handler holds it
 
 
 # --- GetDirectory -----------------------------------------------------------------------------
@@ -682,7 +684,7 @@ def test_fetch_directory_over_grpc(
     seen: list[int | None] = []
 
     async def get_directory(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        seen.append(advertised_serial(context.invocation_metadata()))  # type: ignore[arg-type]
+        seen.append(advertised_serial(context.invocation_metadata()))
         return state.respond(raw)
 
     async def run() -> None:
@@ -738,3 +740,59 @@ def test_new_members_and_status_changes_are_logged(
 
 def test_directory_type_is_what_callers_get(state: DirectoryState) -> None:
     assert isinstance(state.current, Directory)
+
+
+def test_fetcher_for_speaks_mtls_to_the_peer(
+    state: DirectoryState, tmp_path: Path, key: ed25519.Ed25519PrivateKey, clock: Clock
+) -> None:
+    """The fetch the node hands to learn_from_peer: its own client certificate, the peer's
+    TLS name checked against the federation CA."""
+    from federation.client import ClientIdentity
+
+    authority = tmp_path / "authority"
+    create_authority(authority, FED)
+    issue_node_certificate(authority, FED, "DE-BKA", tmp_path / "de")
+    issue_node_certificate(authority, FED, "FR-DGPN", tmp_path / "fr")
+    me = ClientIdentity(
+        node_id="FR-DGPN",
+        federation=FED,
+        certificate=(tmp_path / "fr" / "tls.crt").read_bytes(),
+        private_key=(tmp_path / "fr" / "tls.key").read_bytes(),
+        ca=(tmp_path / "fr" / "ca.crt").read_bytes(),
+    )
+    peers: list[bytes] = []
+
+    async def get_directory(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        peers.extend(context.auth_context().get("x509_pem_cert", ()))
+        return state.respond(raw)
+
+    async def run() -> bytes:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "liaison.exchange.v1.ExchangeService",
+                    {"GetDirectory": grpc.unary_unary_rpc_method_handler(get_directory)},
+                )
+            ]
+        )
+        credentials = grpc.ssl_server_credentials(
+            [
+                (
+                    (tmp_path / "de" / "tls.key").read_bytes(),
+                    (tmp_path / "de" / "tls.crt").read_bytes(),
+                )
+            ],
+            root_certificates=(tmp_path / "de" / "ca.crt").read_bytes(),
+            require_client_auth=True,
+        )
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        await server.start()
+        try:
+            fetch = fetcher_for(me, "DE-BKA", f"127.0.0.1:{port}", lambda: 1, timeout=5)
+            return await fetch()
+        finally:
+            await server.stop(0)
+
+    assert asyncio.run(run()) == state.raw
+    assert peers == [(tmp_path / "fr" / "tls.crt").read_bytes()]
