@@ -83,19 +83,23 @@ class PeerAuthenticator:
                 ("unknown_member",),
                 f"{cert.node_id} is not a member of the federation directory",
             )
+        refusal = None
         if member.status is MemberStatus.REVOKED:
-            raise Refusal(
+            refusal = Refusal(
                 Kind.DENIED,
                 ("member_revoked",),
                 f"{cert.node_id} has been revoked from the federation",
             )
-        if member.certificate_sha256 != cert.sha256:
-            raise Refusal(
+        elif member.certificate_sha256 != cert.sha256:
+            refusal = Refusal(
                 Kind.DENIED,
                 ("certificate_not_in_directory",),
                 f"the certificate presented is not the one the directory lists for "
                 f"{cert.node_id}: enrol it with the federation authority",
             )
+        if refusal is not None:
+            refusal.peer = member.node_id
+            raise refusal
         self._report(cert)
         return member
 

@@ -31,6 +31,9 @@ class Refusal(Exception):
         self.message = message
         # The revision of the policy that refused, when a policy decided at all.
         self.policy_revision = policy_revision
+        # A directory member refused before it was admitted (revoked, another certificate):
+        # audited and counted under its node id (a bounded label), not as "unidentified".
+        self.peer = ""
 
     @property
     def decision(self) -> str:

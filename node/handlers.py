@@ -100,6 +100,7 @@ class ExchangeHandlers:
             response = match_answer_to_proto(answer).SerializeToString()
         except Refusal as exc:
             refusal = exc
+            peer = exc.peer or peer
             revision = exc.policy_revision or revision
             status = _status(exc, entry_id, revision)
             response = status.SerializeToString()

@@ -39,21 +39,37 @@ def first(fed: Federation, node: str, category: str) -> dict[str, object]:
     return next(r for r in fed.nodes[node].rows if r["category"] == category)
 
 
-def clone_node(fed: Federation, node_id: str, folder: Path, **policy: str) -> NodeHandle:
+def set_keys(text: str, section: str, keys: dict[str, str]) -> str:
+    """`text` (a node.toml) with `keys` (TOML literals) set in `[section]`."""
+    head, _, rest = text.partition(f"[{section}]\n")
+    body, _, tail = rest.partition("\n[")
+    lines = [line for line in body.splitlines() if line.split(" = ")[0] not in keys]
+    lines += [f"{key} = {value}" for key, value in keys.items()]
+    return head + f"[{section}]\n" + "\n".join(lines) + ("\n[" + tail if tail else "\n")
+
+
+def clone_node(
+    fed: Federation,
+    node_id: str,
+    folder: Path,
+    trust: dict[str, str] | None = None,
+    **policy: str,
+) -> NodeHandle:
     """A copy of a federation node (same keys, records and agreements) on fresh ports, with
-    an empty audit log; `policy` sets extra [policy] keys (TOML literals)."""
+    an empty audit log; `policy` and `trust` set [policy] and [trust] keys (TOML literals)."""
     source = fed.nodes[node_id]
-    shutil.copytree(source.folder, folder, ignore=shutil.ignore_patterns("audit.log", "*.log"))
+    shutil.copytree(
+        source.folder,
+        folder,
+        ignore=shutil.ignore_patterns("audit.log", "*.log", "directory.state"),
+    )
     endpoint, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     toml = folder / "node.toml"
     text = toml.read_text()
     text = text.replace(f'listen = "{source.endpoint}"', f'listen = "{endpoint}"')
     text = text.replace(f'metrics = "{source.metrics}"', f'metrics = "{metrics}"')
-    head, _, rest = text.partition("[policy]\n")
-    section, _, tail = rest.partition("\n[")
-    lines = [line for line in section.splitlines() if line.split(" = ")[0] not in policy]
-    lines += [f"{key} = {value}" for key, value in policy.items()]
-    toml.write_text(head + "[policy]\n" + "\n".join(lines) + ("\n[" + tail if tail else "\n"))
+    text = set_keys(text, "policy", policy)
+    toml.write_text(set_keys(text, "trust", trust or {}))
     return NodeHandle(node_id, folder, endpoint, metrics, source.rows)
 
 

@@ -78,8 +78,8 @@ def _audit_lines(node: NodeHandle) -> list[str]:
     return (node.folder / "audit.log").read_text().splitlines()
 
 
-def _denials(node: NodeHandle, reason: str) -> float:
-    labels = {"peer": "unidentified", "reason": reason}
+def _denials(node: NodeHandle, reason: str, peer: str = "unidentified") -> float:
+    labels = {"peer": peer, "reason": reason}
     return scrape(node, "liaison_denials_total", labels) or 0.0
 
 
@@ -161,21 +161,27 @@ def test_key_usage_without_digital_signature_is_refused_at_the_handshake(
 
 
 def _refused_in_auth(
-    fed: Federation, who: ClientIdentity, node: str, reason: str, status: str
+    fed: Federation,
+    who: ClientIdentity,
+    node: str,
+    reason: str,
+    status: str,
+    peer: str = "unidentified",
 ) -> PeerRefused:
     target = fed.nodes[node]
-    counted = _denials(target, reason)
+    counted = _denials(target, reason, peer)
     with pytest.raises(PeerRefused) as err:
         ask(who, fed, node, "travel_document", [("document_number", "X1")])
     refusal = err.value
     assert refusal.reasons == (reason,)
     assert refusal.status == status
-    # Audited: the entry the refusal names records the reason, against no identified peer.
+    # Audited: the entry the refusal names records the reason, against the directory
+    # member the certificate claims when there is one, else no identified peer.
     entry = json.loads(_audit_lines(target)[int(refusal.metadata["audit_entry"])])
     assert entry["reasons"] == [reason]
-    assert entry["peer"] == "unidentified"
+    assert entry["peer"] == peer
     # Counted.
-    assert _denials(target, reason) == counted + 1
+    assert _denials(target, reason, peer) == counted + 1
     return refusal
 
 
@@ -208,6 +214,7 @@ def test_certificate_naming_another_node_is_refused_with_reason(
         "NL-KLPD",
         "certificate_not_in_directory",
         "PERMISSION_DENIED",
+        peer="FR-DGPN",
     )
     assert "FR-DGPN" in str(refusal)
     # The second certificate never became NL-KLPD's view of FR-DGPN's expiry.
