@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 from federation.client import ClientIdentity, PeerClient, match_query, new_envelope
-from federation.directory import MemberStatus, load_directory
+from federation.directory import MemberStatus
 from federation.errors import InvalidRequest
 from federation.fanout import PeerResult, match_all
 from federation.pki import public_key_from_text
 from federation.vocabulary import LegalBasis
 from node.config import load_config
+from node.directory_state import DirectoryState, state_path_for
 
 _FLAGS = {
     "document_number": "document_number",
@@ -72,7 +73,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 async def run_match_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     authority = public_key_from_text(config.trust.authority_public_key.read_text())
-    directory = load_directory(config.trust.directory, authority)
+    # The directory the node itself would use: its file, or a newer one it learned from a
+    # peer (remembered in directory.state), never an older one.
+    trust = config.trust
+    directory = DirectoryState(
+        authority,
+        config.node.federation,
+        trust.directory_url or str(trust.directory),
+        state_path_for(trust.directory),
+        ca_file=trust.directory_ca,
+    ).load()
     identity = ClientIdentity.from_files(
         config.node.id,
         config.node.federation,
