@@ -51,6 +51,7 @@ from federation.directory import (
 from federation.identity import tls_name
 from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2, exchange_pb2_grpc
+from node.config import NodeConfig
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
 
@@ -606,3 +607,19 @@ def _status_changes(before: Directory, after: Directory) -> list[str]:
         elif a is not None and a.certificate_sha256 != b.certificate_sha256:
             changes.append(f"{node_id} has a new certificate")
     return changes
+
+
+def for_node(
+    config: NodeConfig, authority: ed25519.Ed25519PublicKey, metrics: NodeMetrics | None = None
+) -> DirectoryState:
+    """The directory state a node's configuration describes: its file or URL, and the
+    state file beside the file (so `serve` and the CLI see the same directory)."""
+    trust = config.trust
+    return DirectoryState(
+        authority,
+        config.node.federation,
+        trust.directory_url or str(trust.directory),
+        state_path_for(trust.directory),
+        metrics=metrics,
+        ca_file=trust.directory_ca,
+    )

@@ -13,7 +13,7 @@ from federation.fanout import PeerResult, match_all
 from federation.pki import public_key_from_text
 from federation.vocabulary import LegalBasis
 from node.config import load_config
-from node.directory_state import DirectoryState, state_path_for
+from node.directory_state import for_node as directory_for_node
 
 _FLAGS = {
     "document_number": "document_number",
@@ -75,14 +75,7 @@ async def run_match_command(args: argparse.Namespace) -> int:
     authority = public_key_from_text(config.trust.authority_public_key.read_text())
     # The directory the node itself would use: its file, or a newer one it learned from a
     # peer (remembered in directory.state), never an older one.
-    trust = config.trust
-    directory = DirectoryState(
-        authority,
-        config.node.federation,
-        trust.directory_url or str(trust.directory),
-        state_path_for(trust.directory),
-        ca_file=trust.directory_ca,
-    ).load()
+    directory = directory_for_node(config, authority).load()
     identity = ClientIdentity.from_files(
         config.node.id,
         config.node.federation,

@@ -30,7 +30,8 @@ from node.agreements import load_policy_data
 from node.audit import AuditLog, entry_timestamp
 from node.auth import PeerAuthenticator
 from node.config import NodeConfig
-from node.directory_state import DirectoryState, fetcher_for, state_path_for
+from node.directory_state import DirectoryState, fetcher_for
+from node.directory_state import for_node as directory_for_node
 from node.handlers import SERVICE_NAME, ExchangeHandlers
 from node.metrics import NodeMetrics
 from node.policy.cache import CachingEngine
@@ -99,14 +100,7 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         _read(config.trust.authority_public_key, "authority public key").decode()
     )
     trust = config.trust
-    directory_state = DirectoryState(
-        authority,
-        config.node.federation,
-        trust.directory_url or str(trust.directory),
-        state_path_for(trust.directory),
-        metrics=metrics,
-        ca_file=trust.directory_ca,
-    )
+    directory_state = directory_for_node(config, authority, metrics)
     directory = await asyncio.to_thread(directory_state.load)
     if directory.member(node_id) is None:
         log.warning(
