@@ -10,9 +10,16 @@ demo: setup
 	$(BIN)/liaison demo --dir demo-federation
 
 # The whole test suite: generated-code check, proto and Rego lint, Rego tests with
-# coverage, ruff, mypy, then pytest (unit, conformance on both engines, federation).
+# coverage, ruff, mypy, then pytest (unit, conformance on both engines, federation) with a
+# throwaway PostgreSQL (scripts/postgres.sh) that is stopped and deleted afterwards, even
+# when a test fails or the run is interrupted (one you started yourself is left running).
+# Without PostgreSQL the session fails, never skips.
 test: setup lint
-	$(BIN)/pytest
+	@scripts/postgres.sh url >/dev/null 2>&1 && mine=0 || mine=1; \
+	url=$$(scripts/postgres.sh start) || exit $$?; \
+	[ $$mine = 0 ] || trap 'scripts/postgres.sh stop' EXIT; trap 'exit 130' INT TERM; \
+	echo "make test: PostgreSQL test cluster up ($${url##*@})"; \
+	LIAISON_TEST_POSTGRES_URL="$$url" LIAISON_REQUIRE_POSTGRES=1 $(BIN)/pytest
 
 lint: setup
 	$(BIN)/python scripts/gen_protos.py --check

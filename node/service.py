@@ -6,6 +6,7 @@ never their values; the values are normalised and looked up only after the polic
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from node.errors import Kind, Refusal, denied, invalid
 from node.metrics import NodeMetrics
 from node.normalise import NormalisationError, normalise_identifier
 from node.policy import Decision, PolicyEngine, PolicyUnavailable
-from node.store import RecordStore
+from node.store import RecordStore, StoreUnavailable
 
+log = logging.getLogger("liaison.node")
 POLICY_INPUT_VERSION = 1
 MAX_IDENTIFIERS = 8
 DEFAULT_MAX_RESULTS = 10
@@ -192,7 +194,16 @@ class MatchService:
             exc.policy_revision = decision.revision
             raise
         # A record its owner restricted from this country must not even be a hit.
-        refs = self._store.find(query.category, identifiers, limit, hidden_from=member.country)
+        try:
+            refs = self._store.find(query.category, identifiers, limit, hidden_from=member.country)
+        except StoreUnavailable as exc:
+            log.error("Match from %s refused: %s", member.node_id, exc)
+            raise Refusal(
+                Kind.UNAVAILABLE,
+                ("store_unavailable",),
+                "the node could not read its records; nothing was disclosed, retry later",
+                decision.revision,
+            ) from None
         return MatchAnswer(
             responder=self._node.node_id,
             hit=bool(refs),

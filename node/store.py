@@ -35,6 +35,7 @@ from sqlalchemy import (
     not_,
     select,
 )
+from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlmodel import Field, SQLModel
 
 from federation.model import Identifier
@@ -111,6 +112,10 @@ def _chunks(items: Sequence[NewRecord], size: int) -> Iterator[Sequence[NewRecor
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not answer (down, disk full, locked past its timeout)."""
 
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
@@ -195,12 +200,37 @@ class RecordStore:
         for n, (kind, value) in enumerate(unique):
             params[f"kind{n}"] = kind
             params[f"value{n}"] = value
+        args = [params[name] for name in order] if order else params
+        dbapi_error = self._engine.dialect.loaded_dbapi.Error
+        try:
+            try:
+                return self._run_find(sql, args)
+            except dbapi_error as exc:
+                # A server connection can die under a long-running node (a PostgreSQL
+                # restart or failover, an idle timeout in between): without this, every
+                # later lookup would fail on the dead one. A lookup only reads, so one
+                # retry is safe.
+                if not self._lost(exc):
+                    raise
+                self._raw_conn.invalidate(exc)
+                self._raw_conn = None
+                return self._run_find(sql, args)
+        except dbapi_error as exc:
+            raise StoreUnavailable(f"record lookup failed: {type(exc).__name__}: {exc}") from exc
+
+    def _run_find(self, sql: str, args: Any) -> list[str]:
         cursor = self._raw().cursor()
         try:
-            cursor.execute(sql, [params[name] for name in order] if order else params)
+            cursor.execute(sql, args)
             return [row[0] for row in cursor.fetchall()]
         finally:
             cursor.close()
+
+    def _lost(self, exc: DBAPIModule.Error) -> bool:
+        """Whether ``exc`` means the kept lookup connection is gone."""
+        if self._raw_conn is None:
+            return False
+        return bool(self._engine.dialect.is_disconnect(exc, self._raw_conn.dbapi_connection, None))
 
     def _compile(self, n: int, hide: bool) -> _CompiledFind:
         """The find statement's SQL for this dialect, its positional order, fixed values."""

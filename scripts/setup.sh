@@ -19,12 +19,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# Debian packages the tests use: promtool (from `prometheus`) checks the alerting rules.
+# Debian packages the tests use: promtool (from `prometheus`) checks the alerting rules;
+# `postgresql` gives the server binaries (initdb, pg_ctl) that scripts/postgres.sh runs a
+# throwaway test cluster with (Debian keeps them in /usr/lib/postgresql/<major>/bin).
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ -z "${PG_BIN:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null &&
+  ! { command -v initdb >/dev/null && command -v pg_ctl >/dev/null; }; then
+  need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
-    echo "setup: install ${need_apt[*]} with your package manager (promtool is needed)" >&2
+    echo "setup: install ${need_apt[*]} with your package manager (promtool and the" \
+      "PostgreSQL server binaries are needed; PG_BIN may name the latter's folder)" >&2
     exit 2
   fi
   sudo=""

@@ -383,3 +383,14 @@ def test_a_decision_past_the_deadline_is_not_used(store: RecordStore) -> None:
         )
         == 1
     )
+
+
+def test_a_store_that_cannot_answer_is_a_refusal_not_a_crash(store: RecordStore) -> None:
+    service, _, _ = _service(store, Decision(allow=True, revision="rev-1"))
+    with store.engine.begin() as conn:  # the records vanish under the node (a real error)
+        conn.exec_driver_sql("DROP TABLE identifiers")
+    with pytest.raises(Refusal) as info:
+        service.match(MEMBER, _query(Identifier("vin", SECRET_VIN)))
+    assert info.value.kind is Kind.UNAVAILABLE
+    assert info.value.reasons == ("store_unavailable",)
+    assert info.value.policy_revision == "rev-1"

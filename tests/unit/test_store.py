@@ -1,7 +1,7 @@
 """RecordStore behaviour, run against every configured database.
 
-SQLite always; PostgreSQL too when ``LIAISON_TEST_POSTGRES_URL`` names a scratch database
-(its ``records`` and ``identifiers`` tables are dropped after each test).
+SQLite always; PostgreSQL too when ``LIAISON_TEST_POSTGRES_URL`` is set (``make test`` sets
+it): each test then gets a fresh database of its own (the ``postgres_url`` fixture).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import SQLModel
 
 from federation.model import Identifier
 from node.records import NewRecord
@@ -30,12 +29,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStor
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'records.db'}"
     else:
-        url = os.environ["LIAISON_TEST_POSTGRES_URL"]
+        url = request.getfixturevalue("postgres_url")
     record_store = RecordStore(url)
     record_store.create_schema()
     yield record_store
-    if request.param != "sqlite":
-        SQLModel.metadata.drop_all(record_store.engine)
     record_store.close()
 
 
@@ -226,5 +223,32 @@ def test_identifier_must_belong_to_a_record(tmp_path: Path) -> None:
             conn.execute(
                 text("INSERT INTO identifiers (record_id, kind, value) VALUES (42, 'vin', 'X')")
             )
+    finally:
+        store.close()
+
+
+def test_find_survives_a_lost_postgresql_connection(postgres_url: str) -> None:
+    """A PostgreSQL restart or a proxy's idle timeout must not break every later lookup."""
+    store = RecordStore(postgres_url)
+    try:
+        store.create_schema()
+        record = doc("A1")
+        store.add_records([record])
+        ident = [Identifier("document_number", "A1")]
+        assert store.find("travel_document", ident, 10) == [record.ref]  # opens the kept one
+        with store.engine.connect() as conn:
+            killed = (
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert killed == [True]
+        assert store.find("travel_document", ident, 10) == [record.ref]
+        assert store.find("travel_document", ident, 10) == [record.ref]
     finally:
         store.close()
