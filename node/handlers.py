@@ -157,20 +157,52 @@ class ExchangeHandlers:
     async def get_directory(
         self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> bytes:
-        """The signed directory we hold, to a member: the authority's signature covers it."""
+        """The signed directory we hold, to a member: the authority's signature covers it.
+
+        Audited like every request (who fetched which serial), though it discloses nothing
+        but the federation's public membership list.
+        """
         started = time.perf_counter()
-        peer = UNIDENTIFIED
+        peer, refusal, status = UNIDENTIFIED, None, None
+        entry_id = str(self._audit.next_seq)
+        revision = self._service.policy_revision
         try:
             member = self._auth.identify(context.auth_context())
             peer = member.node_id
             self._learn(member, dict(context.invocation_metadata() or ()))
             response = self._directory.respond(raw)
         except Refusal as exc:
-            self._count(peer, None, None, exc, started, method="GetDirectory")
-            status = _status(exc, "", self._service.policy_revision)
+            refusal, peer = exc, exc.peer or peer
+            status = _status(exc, entry_id, revision)
+            response = status.SerializeToString()
+        record = AuditRecord(
+            time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            peer=peer,
+            method="GetDirectory",
+            purpose="",
+            legal_basis="",
+            decision=refusal.decision if refusal else "allow",
+            reasons=refusal.reasons if refusal else (),
+            policy_revision=revision,
+            request_sha256=hashlib.sha256(raw).hexdigest(),
+            response_sha256=hashlib.sha256(response).hexdigest(),
+        )
+        try:
+            await self._audit.append(record)
+            self._metrics.audit_entries.inc()
+        except AuditError as exc:
+            log.error("refusing GetDirectory from %s: %s", peer, exc)
+            self._metrics.audit_failures.inc()
+            refusal = Refusal(
+                Kind.UNAVAILABLE,
+                ("audit_unavailable",),
+                "the node could not audit this request, so it refuses to answer; retry later",
+            )
+            status = _status(refusal, entry_id, revision)
+        self._count(peer, None, None, refusal, started, method="GetDirectory")
+        if status is not None:
             wire = rpc_status.to_status(status)
             await context.abort(wire.code, wire.details, wire.trailing_metadata)
-        self._count(peer, None, None, None, started, method="GetDirectory")
         return response
 
     def _sign(self, request: bytes, body: bytes, ok: bool) -> bytes:

@@ -141,5 +141,11 @@ def test_a_node_learns_a_newer_directory_from_the_peer_that_advertises_it(
         assert asyncio.run(call())
         _until(lambda: scrape(fr, "liaison_directory_serial") == serial)
         assert scrape(fr, "liaison_directory_installs_total", {"via": "peer"}) == 1
+        fetched = [
+            json.loads(line)
+            for line in (de.folder / "audit.log").read_text().splitlines()
+            if '"GetDirectory"' in line
+        ]
+        assert [(e["peer"], e["decision"]) for e in fetched] == [("FR-DGPN", "allow")]
     finally:
         small.stop()
