@@ -123,19 +123,9 @@ class ExchangeHandlers:
             request_signature=request_signature.hex(),
             response_signature=response_signature.hex(),
         )
-        try:
-            written = await self._audit.append(record)
-            if written != entry_id:
-                raise AuditError(f"audit entry {written} was written where {entry_id} was due")
-            self._metrics.audit_entries.inc()
-        except AuditError as exc:
-            log.error("refusing a Match from %s: %s", peer, exc)
-            self._metrics.audit_failures.inc()
-            refusal = Refusal(
-                Kind.UNAVAILABLE,
-                ("audit_unavailable",),
-                "the node could not audit this request, so it refuses to answer; retry later",
-            )
+        failed = await self._make_durable(record, entry_id)
+        if failed is not None:
+            refusal = failed
             status = _status(refusal, entry_id, revision)
             response_signature = self._sign(raw, status.SerializeToString(), ok=False)
         self._count(peer, query, answer, refusal, started)
@@ -146,6 +136,24 @@ class ExchangeHandlers:
             await context.abort(wire.code, wire.details, (*wire.trailing_metadata, *trailers))
         context.set_trailing_metadata(trailers)
         return response
+
+    async def _make_durable(self, record: AuditRecord, entry_id: str) -> Refusal | None:
+        """Append the entry and wait until it is durable; the refusal to send instead of the
+        answer if it could not be (nothing is disclosed unaudited)."""
+        try:
+            written = await self._audit.append(record)
+            if written != entry_id:
+                raise AuditError(f"audit entry {written} was written where {entry_id} was due")
+        except AuditError as exc:
+            log.error("refusing a %s from %s: %s", record.method, record.peer, exc)
+            self._metrics.audit_failures.inc()
+            return Refusal(
+                Kind.UNAVAILABLE,
+                ("audit_unavailable",),
+                "the node could not audit this request, so it refuses to answer; retry later",
+            )
+        self._metrics.audit_entries.inc()
+        return None
 
     def _learn(self, member: Member, metadata: Mapping[str, object]) -> None:
         """A caller that holds a newer directory than ours says so on every call: fetch it
@@ -187,17 +195,9 @@ class ExchangeHandlers:
             request_sha256=hashlib.sha256(raw).hexdigest(),
             response_sha256=hashlib.sha256(response).hexdigest(),
         )
-        try:
-            await self._audit.append(record)
-            self._metrics.audit_entries.inc()
-        except AuditError as exc:
-            log.error("refusing GetDirectory from %s: %s", peer, exc)
-            self._metrics.audit_failures.inc()
-            refusal = Refusal(
-                Kind.UNAVAILABLE,
-                ("audit_unavailable",),
-                "the node could not audit this request, so it refuses to answer; retry later",
-            )
+        failed = await self._make_durable(record, entry_id)
+        if failed is not None:
+            refusal = failed
             status = _status(refusal, entry_id, revision)
         self._count(peer, None, None, refusal, started, method="GetDirectory")
         if status is not None:
