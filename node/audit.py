@@ -38,6 +38,7 @@ class AuditCorrupt(AuditError):
             "altered or damaged: keep a copy and run `liaison audit verify`"
         )
         self.index = index
+        self.why = why
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,6 +188,22 @@ def _directory_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from node.audit import AuditCorrupt, verify_log
+    from node.config import load_config
+
+    path = args.log if args.log is not None else load_config(args.config).audit.path
+    if not path.exists():
+        raise FileNotFoundError(f"audit log {path} not found")
+    try:
+        count = verify_log(path)
+    except AuditCorrupt as exc:
+        print(f"{path}: BAD at entry {exc.index}: {exc.why}; keep a copy of this file")
+        return 2
+    print(f"{path}: {count} entries, the chain is intact from entry 0")
+    return 0
+
+
 def _data_import(args: argparse.Namespace) -> int:
     from node.config import load_config
     from node.importer import import_file
@@ -391,6 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--authority-key", type=Path, required=True, help="the pinned authority.pub to verify with"
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    audit = group("audit", "audit log tasks (for operators and overseers)")
+    p = command(
+        audit,
+        "verify",
+        "check an audit log from entry 0: every entry chains onto the one before; reports "
+        "the index of the first bad entry",
+        _audit_verify,
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", type=Path, help="the node's node.toml ([audit] path)")
+    target.add_argument("--log", type=Path, help="an audit log file (e.g. a copy)")
 
     data = group("data", "record data tasks")
     p = command(

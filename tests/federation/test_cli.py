@@ -13,7 +13,7 @@ import pytest
 from node.config import load_config
 from node.federation_kit import Federation
 from node.store import RecordStore
-from tests.federation.helpers import first
+from tests.federation.helpers import ask, first
 
 
 def liaison(
@@ -173,3 +173,20 @@ def test_import_of_a_malformed_file_names_line_and_field_and_writes_nothing(
         assert store.count("travel_document") == 2
     finally:
         store.close()
+
+
+def test_audit_verify_names_the_first_bad_entry(fed: Federation, tmp_path: Path) -> None:
+    de = fed.nodes["DE-BKA"].identity()
+    for _ in range(3):
+        ask(de, fed, "FR-DGPN", "travel_document", [("document_number", "NOPE0001")])
+    log = tmp_path / "audit.log"
+    shutil.copy(fed.nodes["FR-DGPN"].folder / "audit.log", log)
+    lines = log.read_bytes().splitlines(keepends=True)
+    ok = liaison("audit", "verify", "--log", str(log))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{len(lines)} entries" in ok.stdout
+    lines[1] = lines[1].replace(b'"peer":"', b'"peer":"X', 1)
+    log.write_bytes(b"".join(lines))
+    bad = liaison("audit", "verify", "--log", str(log))
+    assert bad.returncode == 2
+    assert "BAD at entry 1: hash does not match its content" in bad.stdout
