@@ -7,14 +7,22 @@ cost of durability is paid per batch, not per request.
 
 If a write fails (disk full, I/O error) every entry of that batch, and every entry chained
 onto it, fails: the caller refuses its request, and the file is cut back to its last durable
-entry, so nothing is disclosed unaudited and nothing half-written remains. This chain is the
-walking skeleton's log; the Merkle transparency log replaces it behind the same `append`.
+entry, so nothing is disclosed unaudited and nothing half-written remains.
+
+Every durable entry is also a leaf of an RFC 9162 Merkle tree (`federation.merkle`): the
+leaf is the entry's line without its newline. The node signs the tree's head as a C2SP
+checkpoint (`AuditLog.checkpoint`, `issue_checkpoint`) and appends it to a sibling file,
+`<audit path>.checkpoints`, each note followed by one blank line. A checkpoint commits the
+node to the log's first `size` entries: a rewritten log, even with a rebuilt chain, no
+longer matches the roots the node signed (`verify_log_and_checkpoints`), and any entry can
+be proven to an overseer who holds only the node's public key (`inclusion_proof`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +32,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from federation import merkle, notes
+
 GENESIS = "0" * 64
+CHECKPOINTS_SUFFIX = ".checkpoints"
 
 
 class AuditError(Exception):
@@ -38,6 +51,22 @@ class AuditCorrupt(AuditError):
             "altered or damaged: keep a copy and run `liaison audit verify`"
         )
         self.index = index
+        self.why = why
+
+
+class CheckpointInvalid(AuditError):
+    """A signed checkpoint that is false, forged, torn, or out of order.
+
+    `index` is the checkpoint's position in the checkpoints file (0 is the first) or -1 when
+    the file as a whole is at fault; `size` is the tree size it states, if it could be read.
+    """
+
+    def __init__(self, path: Path, index: int, size: int | None, why: str) -> None:
+        where = f"checkpoint {index}" if index >= 0 else "the checkpoints file"
+        at = f" (tree size {size})" if size is not None else ""
+        super().__init__(f"{path}: {where}{at} is invalid: {why}")
+        self.index = index
+        self.size = size
         self.why = why
 
 
@@ -100,22 +129,215 @@ def _check_line(line: bytes, index: int, prev: str, path: Path) -> str:
     return str(stated)
 
 
-def verify_log(path: Path) -> int:
-    """Check the whole chain from entry 0; returns the entry count or raises AuditCorrupt."""
-    head, count = GENESIS, 0
+def entry_leaf(line: bytes) -> bytes:
+    """An entry's Merkle leaf hash: RFC 9162's over its line, without the newline."""
+    return merkle.leaf_hash(line[:-1] if line.endswith(b"\n") else line)
+
+
+def _scan(
+    path: Path, store: merkle.MemoryHashStore | None, *, torn_ok: bool
+) -> tuple[str, int, int]:
+    """Check the chain from entry 0 (head, count, byte length of the complete entries).
+
+    A torn last line is an error unless `torn_ok`, when it is left out (and left alone).
+    Every checked entry's leaf goes into `store`.
+    """
+    head, count, offset = GENESIS, 0, 0
     with path.open("rb") as fh:
         for raw in fh:
             if not raw.endswith(b"\n"):
+                if torn_ok:
+                    break
                 raise AuditCorrupt(path, count, "torn final line")
             head = _check_line(raw, count, head, path)
+            if store is not None:
+                store.append(entry_leaf(raw))
             count += 1
-    return count
+            offset += len(raw)
+    return head, count, offset
+
+
+def verify_log(path: Path) -> int:
+    """Check the whole chain from entry 0; returns the entry count or raises AuditCorrupt."""
+    return _scan(path, None, torn_ok=False)[1]
+
+
+def load_tree(path: Path) -> merkle.MemoryHashStore:
+    """The Merkle tree of a log's complete entries, the chain checked (AuditCorrupt if not).
+
+    Reads only: a torn last line (an entry being written, or never acknowledged) is left
+    out and left alone, so it is safe on the log of a running node.
+    """
+    store = merkle.MemoryHashStore()
+    if path.exists():
+        _scan(path, store, torn_ok=True)
+    return store
+
+
+def audit_origin(federation: str, node_id: str) -> str:
+    """The origin of a node's audit log checkpoints, and the name of the key signing them."""
+    return f"{federation}/{node_id}/audit"
+
+
+def checkpoints_path(path: Path) -> Path:
+    """Where the signed checkpoints of the audit log at `path` are kept."""
+    return path.with_name(path.name + CHECKPOINTS_SUFFIX)
+
+
+def _split_checkpoints(text: str) -> tuple[list[str], int]:
+    """The complete notes of a checkpoints file and the length of the text they take.
+
+    Each record is a note then one blank line. A checkpoint's text and its signature block
+    hold no blank line, so splitting at blank lines yields text, signatures, text, ...
+    """
+    chunks = text.split("\n\n")
+    found: list[str] = []
+    end = 0
+    for i in range(0, len(chunks) - 2, 2):
+        note = chunks[i] + "\n\n" + chunks[i + 1] + "\n"
+        found.append(note)
+        end += len(note) + 1
+    return found, end
+
+
+def _read_checkpoints_text(path: Path, data: bytes) -> tuple[list[str], int]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointInvalid(path, -1, None, "not UTF-8 text") from None
+    found, end = _split_checkpoints(text)
+    return found, len(text[:end].encode())
+
+
+def read_checkpoints(path: Path) -> list[str]:
+    """The signed notes of a checkpoints file, oldest first (none if there is no file).
+
+    Raises CheckpointInvalid if its last record is torn. The notes are not verified here.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    found, end = _read_checkpoints_text(path, data)
+    if end != len(data):
+        raise CheckpointInvalid(path, len(found), None, "torn or malformed final record")
+    return found
+
+
+def _stated(note: str) -> notes.Checkpoint:
+    """The checkpoint a note states, its signatures unchecked."""
+    return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1])
+
+
+def issue_checkpoint(
+    log_path: Path, tree: merkle.TreeHasher, key: ed25519.Ed25519PrivateKey, origin: str
+) -> str:
+    """Sign the head of `tree` (the log's durable entries) and append it, durably.
+
+    Under an exclusive lock on the checkpoints file, so two signers never interleave. It
+    refuses (CheckpointInvalid) to sign a tree smaller than the last checkpoint, or one
+    whose root at that size differs from it: that would publish a fork of the log.
+    """
+    size = tree.size
+    note = notes.sign_checkpoint(notes.Checkpoint(origin, size, tree.root(size)), origin, key)
+    path = checkpoints_path(log_path)
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = path.read_bytes()
+        found, end = _read_checkpoints_text(path, data)
+        if end != len(data):  # a record torn by a crash was never returned: cut it off
+            os.ftruncate(fd, end)
+        if found:
+            index = len(found) - 1
+            try:
+                last = _stated(found[-1])
+            except ValueError:
+                raise CheckpointInvalid(path, index, None, "not a checkpoint note") from None
+            if last.size > size:
+                raise CheckpointInvalid(
+                    path,
+                    index,
+                    last.size,
+                    f"the log holds only {size} durable entries; refusing to sign a smaller tree",
+                )
+            if tree.root(last.size) != last.root:
+                raise CheckpointInvalid(
+                    path,
+                    index,
+                    last.size,
+                    "the log's root at that size differs: the log was rewritten; refusing to sign",
+                )
+        view = memoryview((note + "\n").encode())
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return note
+
+
+def verify_log_and_checkpoints(
+    path: Path, verifier: notes.Verifier, origin: str | None = None
+) -> tuple[int, int]:
+    """Check the chain, then every checkpoint against the tree recomputed from entry 0.
+
+    Each checkpoint must be signed by `verifier` (the node's log key) for `origin` (default
+    the verifier's name), no smaller than the one before, no larger than the log, and its
+    root must be the log's root at its size. Returns (entries, checkpoints) or raises
+    AuditCorrupt (the chain) or CheckpointInvalid (naming the checkpoint and its size).
+    """
+    store = merkle.MemoryHashStore()
+    count = _scan(path, store, torn_ok=False)[1]
+    tree = merkle.TreeHasher(store)
+    cp_path = checkpoints_path(path)
+    expected = verifier.name if origin is None else origin
+    found = read_checkpoints(cp_path)
+    previous = 0
+    for index, note in enumerate(found):
+        try:
+            stated: int | None = _stated(note).size
+        except ValueError:
+            stated = None
+        try:
+            checkpoint = notes.verify_checkpoint(note, expected, verifier)
+        except notes.NoteError as exc:
+            raise CheckpointInvalid(
+                cp_path, index, stated, f"does not verify with the node's key: {exc}"
+            ) from None
+        size = checkpoint.size
+        if size < previous:
+            raise CheckpointInvalid(
+                cp_path, index, size, f"smaller than the checkpoint before it ({previous})"
+            )
+        if size > count:
+            raise CheckpointInvalid(
+                cp_path, index, size, f"the log holds only {count} entries: entries were removed"
+            )
+        if tree.root(size) != checkpoint.root:
+            raise CheckpointInvalid(
+                cp_path,
+                index,
+                size,
+                f"its root is not the root of the log's first {size} entries: the log was altered",
+            )
+        previous = size
+    return count, len(found)
 
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        # The Merkle tree of the durable entries (only they become leaves).
+        self._tree = merkle.MemoryHashStore()
+        self._hasher = merkle.TreeHasher(self._tree)
         self._head, self._size, self._offset = self._recover()
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._pending: list[_Pending] = []
@@ -133,18 +355,34 @@ class AuditLog:
         """Entries durable on disk."""
         return self._size
 
+    @property
+    def tree_size(self) -> int:
+        """Leaves of the Merkle tree: the durable entries."""
+        return self._tree.size
+
+    def root(self, size: int | None = None) -> bytes:
+        """The tree's root over its first `size` leaves (default: all durable entries)."""
+        return self._hasher.root(size)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 9162 proof that entry `index` is in the tree of `size` (default: current)."""
+        return self._hasher.inclusion_proof(index, self._tree.size if size is None else size)
+
+    def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
+        """RFC 9162 proof that the tree of `new` (default: current) extends the one of `old`."""
+        return self._hasher.consistency_proof(old, self._tree.size if new is None else new)
+
+    def checkpoint(self, key: ed25519.Ed25519PrivateKey, origin: str) -> str:
+        """Sign the durable tree's head as a checkpoint note and append it to the
+        checkpoints file (see `issue_checkpoint`); returns the note."""
+        return issue_checkpoint(self.path, self._hasher, key, origin)
+
     def _recover(self) -> tuple[str, int, int]:
         """Verify the existing chain; cut off a torn last line (it was never acknowledged)."""
-        head, count, offset = GENESIS, 0, 0
         if not self.path.exists():
-            return head, count, offset
-        with self.path.open("rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # written but never fsynced and acknowledged: discard below
-                head = _check_line(raw, count, head, self.path)
-                count += 1
-                offset += len(raw)
+            return GENESIS, 0, 0
+        # A torn last line was written but never fsynced and acknowledged: discard below.
+        head, count, offset = _scan(self.path, self._tree, torn_ok=True)
         if offset != self.path.stat().st_size:
             os.truncate(self.path, offset)
         return head, count, offset
@@ -179,6 +417,8 @@ class AuditLog:
                 self._fail(batch + self._pending, exc)
                 self._pending = []
                 continue
+            for line, _, _ in batch:
+                self._tree.append(entry_leaf(line))
             for index, (_, _, future) in enumerate(batch):
                 if not future.done():
                     future.set_result(f"{self._size + index}")

@@ -189,18 +189,138 @@ def _directory_show(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from node.audit import AuditCorrupt, verify_log
+    from federation import notes
+    from federation.pki import load_ed25519_private, public_key_from_text
+    from node.audit import (
+        AuditCorrupt,
+        CheckpointInvalid,
+        audit_origin,
+        verify_log,
+        verify_log_and_checkpoints,
+    )
     from node.config import load_config
 
-    path = args.log if args.log is not None else load_config(args.config).audit.path
+    origin: str | None = args.origin
+    public_key = public_key_from_text(args.public_key) if args.public_key else None
+    if args.log is not None:
+        path = args.log
+    else:
+        config = load_config(args.config)
+        path = config.audit.path
+        origin = origin or audit_origin(config.node.federation, config.node.id)
+        if public_key is None:
+            public_key = load_ed25519_private(config.trust.signing_key).public_key()
+    if public_key is not None and origin is None:
+        raise ConfigError(
+            "--public-key with --log needs --origin, e.g. liaison.example/DE-BKA/audit"
+        )
     if not path.exists():
         raise FileNotFoundError(f"audit log {path} not found")
+    checked: int | None = None
     try:
-        count = verify_log(path)
+        if public_key is None or origin is None:
+            count = verify_log(path)
+        else:
+            verifier = notes.Verifier.for_log(origin, public_key)
+            count, checked = verify_log_and_checkpoints(path, verifier, origin)
     except AuditCorrupt as exc:
         print(f"{path}: BAD at entry {exc.index}: {exc.why}; keep a copy of this file")
         return 2
+    except CheckpointInvalid as exc:
+        print(f"{path}: BAD: {exc}; keep a copy of both files")
+        return 2
     print(f"{path}: {count} entries, the chain is intact from entry 0")
+    if checked is not None:
+        print(
+            f"{path}: {checked} checkpoint(s) of {origin} verified with the node's key, "
+            "each matching the log's root at its size"
+        )
+    return 0
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    from federation.merkle import TreeHasher
+    from federation.pki import load_ed25519_private
+    from node.audit import audit_origin, issue_checkpoint, load_tree
+    from node.config import load_config
+
+    config = load_config(args.config)
+    path = config.audit.path
+    if not path.exists():
+        raise FileNotFoundError(f"audit log {path} not found")
+    key = load_ed25519_private(config.trust.signing_key)
+    origin = audit_origin(config.node.federation, config.node.id)
+    note = issue_checkpoint(path, TreeHasher(load_tree(path)), key, origin)
+    sys.stdout.write(note)
+    return 0
+
+
+def _audit_prove(args: argparse.Namespace) -> int:
+    from federation import merkle, notes
+    from federation.pki import load_ed25519_private
+    from node.audit import audit_origin, checkpoints_path, load_tree, read_checkpoints
+    from node.config import load_config
+
+    config = load_config(args.config)
+    path = config.audit.path
+    index: int = args.entry
+    if not path.exists():
+        raise FileNotFoundError(f"audit log {path} not found")
+    store = load_tree(path)
+    if not 0 <= index < store.size:
+        raise AuditError(f"{path} has no entry {index} (it holds {store.size})")
+    found = read_checkpoints(checkpoints_path(path))
+    if not found:
+        raise AuditError(f"{path} has no checkpoint yet: run `liaison audit checkpoint` first")
+    origin = audit_origin(config.node.federation, config.node.id)
+    public = load_ed25519_private(config.trust.signing_key).public_key()
+    try:
+        checkpoint = notes.verify_checkpoint(
+            found[-1], origin, notes.Verifier.for_log(origin, public)
+        )
+    except notes.NoteError as exc:
+        raise AuditError(
+            f"the latest checkpoint does not verify ({exc}): run `liaison audit verify`"
+        ) from None
+    if index >= checkpoint.size:
+        raise AuditError(
+            f"entry {index} is not in the latest checkpoint (tree size {checkpoint.size}): "
+            "run `liaison audit checkpoint` first"
+        )
+    if checkpoint.size > store.size:
+        raise AuditError(
+            f"{path} holds {store.size} entries, fewer than its latest checkpoint "
+            f"({checkpoint.size}): run `liaison audit verify`"
+        )
+    leaf = store.leaf(index)
+    proof = merkle.inclusion_proof(index, checkpoint.size, merkle.TreeHasher(store))
+    try:
+        merkle.verify_inclusion(leaf, index, checkpoint.size, proof, checkpoint.root)
+    except merkle.ProofError:
+        raise AuditError(
+            f"{path} does not match its latest checkpoint: run `liaison audit verify`"
+        ) from None
+    line = ""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh):
+            if number == index:
+                line = raw.rstrip(b"\n").decode()
+                break
+    print(
+        json.dumps(
+            {
+                "origin": origin,
+                "verifier_key": notes.vkey(origin, public),
+                "index": index,
+                "entry": line,
+                "leaf_hash": leaf.hex(),
+                "tree_size": checkpoint.size,
+                "checkpoint": found[-1],
+                "inclusion_proof": [h.hex() for h in proof],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -417,8 +537,39 @@ def build_parser() -> argparse.ArgumentParser:
         _audit_verify,
     )
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--config", type=Path, help="the node's node.toml ([audit] path)")
+    target.add_argument(
+        "--config",
+        type=Path,
+        help="the node's node.toml ([audit] path); its checkpoints are verified too",
+    )
     target.add_argument("--log", type=Path, help="an audit log file (e.g. a copy)")
+    p.add_argument(
+        "--public-key",
+        help="the node's Ed25519 public key (hex) to verify the checkpoints with "
+        "(default with --config: the public part of its signing key)",
+    )
+    p.add_argument(
+        "--origin",
+        help="the checkpoints' origin, e.g. liaison.example/DE-BKA/audit "
+        "(needed with --log and --public-key)",
+    )
+    p = command(
+        audit,
+        "checkpoint",
+        "sign the audit log's Merkle tree head with the node's key, append it to "
+        "<audit path>.checkpoints and print it",
+        _audit_checkpoint,
+    )
+    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    p = command(
+        audit,
+        "prove",
+        "print, as JSON, an entry, its leaf hash, the latest checkpoint and the entry's "
+        "inclusion proof in it: what an overseer checks with the node's public key",
+        _audit_prove,
+    )
+    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    p.add_argument("--entry", type=int, required=True, help="the entry's index (from 0)")
 
     data = group("data", "record data tasks")
     p = command(

@@ -61,7 +61,7 @@ def clone_node(
     shutil.copytree(
         source.folder,
         folder,
-        ignore=shutil.ignore_patterns("audit.log", "*.log", "directory.state"),
+        ignore=shutil.ignore_patterns("audit.log", "*.log", "*.checkpoints", "directory.state"),
     )
     endpoint, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     toml = folder / "node.toml"

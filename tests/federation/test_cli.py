@@ -45,6 +45,9 @@ def liaison(
         ["policy", "check"],
         ["policy", "test"],
         ["policy", "explain"],
+        ["audit", "verify"],
+        ["audit", "checkpoint"],
+        ["audit", "prove"],
         ["serve"],
         ["query", "match"],
         ["demo"],
@@ -122,7 +125,9 @@ def _copy_node(fed: Federation, tmp_path: Path) -> Path:
     shutil.copytree(
         fed.nodes["FR-DGPN"].folder,
         folder,
-        ignore=shutil.ignore_patterns("records.db*", "audit.log", "node.log"),
+        ignore=shutil.ignore_patterns(
+            "records.db*", "audit.log", "node.log", "*.checkpoints", "directory.state"
+        ),
     )
     return folder
 

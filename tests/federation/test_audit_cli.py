@@ -1,0 +1,79 @@
+"""`liaison audit checkpoint / prove / verify` on a running node's audit log."""
+
+from __future__ import annotations
+
+import json
+
+from federation import merkle, notes
+from federation.pki import load_ed25519_private
+from node.audit import audit_origin, checkpoints_path
+from node.federation_kit import Federation
+from tests.federation.helpers import ask
+from tests.federation.test_cli import liaison
+
+
+def test_checkpoint_prove_and_verify_a_live_log(fed: Federation) -> None:
+    de = fed.nodes["DE-BKA"].identity()
+    fr = fed.nodes["FR-DGPN"]
+    config = fr.config()
+    for _ in range(3):
+        ask(de, fed, "FR-DGPN", "travel_document", [("document_number", "NOPE0001")])
+    toml = str(fr.config_path)
+    checkpoints = checkpoints_path(config.audit.path)
+    assert not checkpoints.exists()
+    try:
+        made = liaison("audit", "checkpoint", "--config", toml)
+        assert made.returncode == 0, made.stdout + made.stderr
+        origin = audit_origin(config.node.federation, config.node.id)
+        public = load_ed25519_private(config.trust.signing_key).public_key()
+        verifier = notes.Verifier.for_log(origin, public)
+        checkpoint = notes.verify_checkpoint(made.stdout, origin, verifier)
+        assert checkpoint.size >= 3
+        assert checkpoints.read_text() == made.stdout + "\n"
+
+        proved = liaison("audit", "prove", "--config", toml, "--entry", "0")
+        assert proved.returncode == 0, proved.stdout + proved.stderr
+        doc = json.loads(proved.stdout)
+        # What an overseer does with the node's public key alone.
+        assert notes.Verifier.from_vkey(doc["verifier_key"]) == verifier
+        shown = notes.verify_checkpoint(doc["checkpoint"], origin, verifier)
+        assert shown == checkpoint and doc["tree_size"] == checkpoint.size
+        leaf = merkle.leaf_hash(doc["entry"].encode())
+        assert leaf.hex() == doc["leaf_hash"] and doc["index"] == 0
+        proof = [bytes.fromhex(h) for h in doc["inclusion_proof"]]
+        merkle.verify_inclusion(leaf, 0, shown.size, proof, shown.root)
+        assert json.loads(doc["entry"])["seq"] == 0
+
+        beyond = liaison("audit", "prove", "--config", toml, "--entry", str(10**6))
+        assert beyond.returncode == 2 and "has no entry" in beyond.stderr
+
+        ok = liaison("audit", "verify", "--config", toml)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "1 checkpoint(s)" in ok.stdout
+
+        hexkey = public.public_bytes_raw().hex()
+        by_key = liaison(
+            "audit",
+            "verify",
+            "--log",
+            str(config.audit.path),
+            "--public-key",
+            hexkey,
+            "--origin",
+            origin,
+        )
+        assert by_key.returncode == 0, by_key.stdout + by_key.stderr
+        stranger = load_ed25519_private(fed.nodes["DE-BKA"].config().trust.signing_key)
+        wrong = liaison(
+            "audit",
+            "verify",
+            "--config",
+            toml,
+            "--public-key",
+            stranger.public_key().public_bytes_raw().hex(),
+        )
+        assert wrong.returncode == 2
+        assert "checkpoint 0" in wrong.stdout and "does not verify" in wrong.stdout
+    finally:
+        # The session's node is shared: leave it as it was found.
+        checkpoints.unlink(missing_ok=True)

@@ -1,0 +1,281 @@
+"""The audit log as a Merkle tree: leaves, proofs, signed checkpoints, and their checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from federation import merkle, notes
+from node.audit import (
+    GENESIS,
+    AuditCorrupt,
+    AuditLog,
+    CheckpointInvalid,
+    _canonical,
+    _digest,
+    audit_origin,
+    checkpoints_path,
+    read_checkpoints,
+    verify_log,
+    verify_log_and_checkpoints,
+)
+from tests.unit.test_audit import _append_many
+
+ORIGIN = audit_origin("liaison.example", "DE-BKA")
+KEY = ed25519.Ed25519PrivateKey.generate()
+VERIFIER = notes.Verifier.for_log(ORIGIN, KEY.public_key())
+
+
+def _leaves(path: Path) -> list[bytes]:
+    return [merkle.leaf_hash(line) for line in path.read_bytes().splitlines()]
+
+
+def _grow(path: Path, count: int, *, checkpoint_at: tuple[int, ...] = ()) -> list[str]:
+    """Append `count` entries to the log at `path`, signing a checkpoint after each size in
+    `checkpoint_at` (and none otherwise); the checkpoint notes, in order."""
+
+    async def run() -> list[str]:
+        log = AuditLog(path)
+        signed: list[str] = []
+        done = log.size
+        for stop in sorted({*checkpoint_at, done + count}):
+            await _append_many(log, done, stop - done)
+            done = stop
+            if stop in checkpoint_at:
+                signed.append(log.checkpoint(KEY, ORIGIN))
+        await log.close()
+        return signed
+
+    return asyncio.run(run())
+
+
+def test_origin_is_a_valid_note_key_name() -> None:
+    assert ORIGIN == "liaison.example/DE-BKA/audit"
+    assert notes.valid_name(ORIGIN)
+
+
+def test_leaves_are_the_lines_and_the_root_matches(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+
+    async def run() -> tuple[int, bytes, list[bytes]]:
+        log = AuditLog(path)
+        await _append_many(log, 0, 37)
+        result = (log.tree_size, log.root(), [log.root(n) for n in range(38)])
+        await log.close()
+        return result
+
+    size, root, roots = asyncio.run(run())
+    leaves = _leaves(path)
+    assert size == len(leaves) == 37
+    assert root == merkle.root(leaves)
+    assert roots == [merkle.root(leaves[:n]) for n in range(38)]
+
+
+def test_tree_rebuilt_on_reopen_equals_the_one_before(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+
+    async def first() -> tuple[int, bytes, list[bytes]]:
+        log = AuditLog(path)
+        await _append_many(log, 0, 21)
+        state = (log.tree_size, log.root(), log.consistency_proof(5))
+        await log.close()
+        return state
+
+    async def again() -> tuple[int, bytes, list[bytes], bytes]:
+        log = AuditLog(path)
+        state = (log.tree_size, log.root(), log.consistency_proof(5))
+        await _append_many(log, 21, 4)
+        grown = log.root()
+        await log.close()
+        return (*state, grown)
+
+    before = asyncio.run(first())
+    size, root, proof, grown = asyncio.run(again())
+    assert (size, root, proof) == before
+    assert grown == merkle.root(_leaves(path))
+
+
+def test_torn_tail_is_no_leaf(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 4)
+    with path.open("ab") as fh:
+        fh.write(b'{"seq":4,"half')
+
+    async def run() -> tuple[int, bytes]:
+        log = AuditLog(path)
+        state = log.tree_size, log.root()
+        await log.close()
+        return state
+
+    size, root = asyncio.run(run())
+    assert size == 4 and root == merkle.root(_leaves(path))
+
+
+def test_every_entry_of_50_has_an_inclusion_proof_in_the_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    [note] = _grow(path, 50, checkpoint_at=(50,))
+    checkpoint = notes.verify_checkpoint(note, ORIGIN, VERIFIER)
+    assert checkpoint.size == 50
+    assert read_checkpoints(checkpoints_path(path)) == [note]
+
+    async def proofs() -> list[list[bytes]]:
+        log = AuditLog(path)
+        result = [log.inclusion_proof(i) for i in range(50)]
+        await log.close()
+        return result
+
+    lines = path.read_bytes().splitlines()
+    for index, proof in enumerate(asyncio.run(proofs())):
+        leaf = merkle.leaf_hash(lines[index])
+        merkle.verify_inclusion(leaf, index, 50, proof, checkpoint.root)
+    wrong = merkle.leaf_hash(lines[1])  # another entry's leaf does not verify at index 0
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_inclusion(
+            wrong, 0, 50, merkle.inclusion_proof(0, 50, _leaves(path)), checkpoint.root
+        )
+    assert verify_log_and_checkpoints(path, VERIFIER) == (50, 1)
+
+
+def test_consistency_between_two_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    old_note, new_note = _grow(path, 30, checkpoint_at=(13, 30))
+    old = notes.verify_checkpoint(old_note, ORIGIN, VERIFIER)
+    new = notes.verify_checkpoint(new_note, ORIGIN, VERIFIER)
+    assert (old.size, new.size) == (13, 30)
+
+    async def proof() -> list[bytes]:
+        log = AuditLog(path)
+        result = log.consistency_proof(old.size, new.size)
+        await log.close()
+        return result
+
+    merkle.verify_consistency(old.size, new.size, old.root, new.root, asyncio.run(proof()))
+    assert verify_log_and_checkpoints(path, VERIFIER) == (30, 2)
+    # The file is notes, each followed by a blank line.
+    assert checkpoints_path(path).read_text() == old_note + "\n" + new_note + "\n"
+
+
+def _rechain(path: Path, index: int, peer: str) -> None:
+    """Edit entry `index` and recompute every hash after it: the chain is intact again."""
+    out, prev = [], GENESIS
+    for i, raw in enumerate(path.read_bytes().splitlines()):
+        doc = json.loads(raw)
+        doc.pop("hash")
+        if i == index:
+            doc["peer"] = peer
+        doc["prev"] = prev
+        canonical = _canonical(doc)
+        prev = _digest(prev, canonical)
+        out.append(canonical[:-1] + b',"hash":"' + prev.encode() + b'"}\n')
+    path.write_bytes(b"".join(out))
+
+
+def test_a_rewritten_log_fails_the_first_checkpoint_covering_the_edit(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 40, checkpoint_at=(10, 25, 40))
+    _rechain(path, 17, "XX-FORGED")
+    assert verify_log(path) == 40  # the chain alone cannot tell
+    with pytest.raises(CheckpointInvalid) as err:
+        verify_log_and_checkpoints(path, VERIFIER)
+    assert (err.value.index, err.value.size) == (1, 25)
+    assert "checkpoint 1 (tree size 25)" in str(err.value)
+    assert "the log was altered" in str(err.value)
+
+
+def test_an_edited_entry_is_named_by_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 12, checkpoint_at=(12,))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b'"peer":"', b'"peer":"X', 1)
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(AuditCorrupt) as err:
+        verify_log_and_checkpoints(path, VERIFIER)
+    assert err.value.index == 3
+
+
+def test_removed_entries_fail_the_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 12, checkpoint_at=(5, 12))
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:9]))
+    with pytest.raises(CheckpointInvalid, match=r"checkpoint 1 \(tree size 12\).*only 9 entries"):
+        verify_log_and_checkpoints(path, VERIFIER)
+
+
+def test_a_forged_checkpoint_fails(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 8, checkpoint_at=(4,))
+    forger = ed25519.Ed25519PrivateKey.generate()
+    body = notes.Checkpoint(ORIGIN, 8, merkle.root(_leaves(path)))
+    forged = notes.sign_checkpoint(body, ORIGIN, forger)
+    with checkpoints_path(path).open("a") as fh:
+        fh.write(forged + "\n")
+    with pytest.raises(CheckpointInvalid) as err:
+        verify_log_and_checkpoints(path, VERIFIER)
+    assert (err.value.index, err.value.size) == (1, 8)
+    assert "does not verify with the node's key" in str(err.value)
+    # And a checkpoint of another log, signed by this key, is not this log's.
+    other = notes.Verifier.for_log(audit_origin("liaison.example", "FR-DGPN"), KEY.public_key())
+    with pytest.raises(CheckpointInvalid, match="checkpoint 0"):
+        verify_log_and_checkpoints(path, other)
+
+
+def test_a_smaller_checkpoint_is_refused_when_signed_and_when_verified(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 20, checkpoint_at=(20,))
+    cp_file = checkpoints_path(path)
+    before = cp_file.read_bytes()
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:15]))  # the log lost its tail
+
+    async def sign() -> None:
+        log = AuditLog(path)
+        try:
+            log.checkpoint(KEY, ORIGIN)
+        finally:
+            await log.close()
+
+    with pytest.raises(CheckpointInvalid, match="refusing to sign a smaller tree"):
+        asyncio.run(sign())
+    assert cp_file.read_bytes() == before  # nothing was appended
+
+    # A shrinking pair of checkpoints written by someone else is caught by verification.
+    path.write_bytes(b"".join(lines))
+    small = notes.sign_checkpoint(
+        notes.Checkpoint(ORIGIN, 15, merkle.root(_leaves(path)[:15])), ORIGIN, KEY
+    )
+    with cp_file.open("a") as fh:
+        fh.write(small + "\n")
+    with pytest.raises(CheckpointInvalid, match=r"checkpoint 1 \(tree size 15\).*smaller"):
+        verify_log_and_checkpoints(path, VERIFIER)
+
+
+def test_a_rewritten_log_is_not_signed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 10, checkpoint_at=(10,))
+    _rechain(path, 2, "XX-FORGED")
+    with pytest.raises(CheckpointInvalid, match="the log was rewritten"):
+        _grow(path, 2, checkpoint_at=(11,))
+
+
+def test_a_torn_checkpoint_record_is_cut_before_the_next_is_appended(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    [first] = _grow(path, 6, checkpoint_at=(6,))
+    cp_file = checkpoints_path(path)
+    with cp_file.open("a") as fh:
+        fh.write(first[:-20])
+    with pytest.raises(CheckpointInvalid, match="checkpoint 1 is invalid: torn"):
+        verify_log_and_checkpoints(path, VERIFIER)
+    [second] = _grow(path, 3, checkpoint_at=(9,))
+    assert read_checkpoints(cp_file) == [first, second]
+    assert verify_log_and_checkpoints(path, VERIFIER) == (9, 2)
+
+
+def test_no_checkpoint_file_verifies_the_chain_only(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 3)
+    assert verify_log_and_checkpoints(path, VERIFIER) == (3, 0)
