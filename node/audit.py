@@ -344,6 +344,16 @@ class AuditLog:
         self._flusher: asyncio.Task[None] | None = None
         # What has been appended but not yet made durable.
         self._next_seq, self._next_head = self._size, self._head
+        self.last_checkpoint_size = self._last_signed_size()
+
+    def _last_signed_size(self) -> int:
+        """The size of the newest checkpoint on disk (0 if none or unreadable: the next
+        checkpoint then checks the file again, under its lock)."""
+        try:
+            found = read_checkpoints(checkpoints_path(self.path))
+            return _stated(found[-1]).size if found else 0
+        except (CheckpointInvalid, ValueError):
+            return 0
 
     @property
     def next_seq(self) -> int:
@@ -375,7 +385,9 @@ class AuditLog:
     def checkpoint(self, key: ed25519.Ed25519PrivateKey, origin: str) -> str:
         """Sign the durable tree's head as a checkpoint note and append it to the
         checkpoints file (see `issue_checkpoint`); returns the note."""
-        return issue_checkpoint(self.path, self._hasher, key, origin)
+        note = issue_checkpoint(self.path, self._hasher, key, origin)
+        self.last_checkpoint_size = self._hasher.size
+        return note
 
     def _recover(self) -> tuple[str, int, int]:
         """Verify the existing chain; cut off a torn last line (it was never acknowledged)."""

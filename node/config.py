@@ -84,6 +84,8 @@ class PolicySection:
 @dataclass(frozen=True, slots=True)
 class AuditSection:
     path: Path = Path("audit.log")
+    # How often the running node signs a checkpoint of its audit tree (when it grew).
+    checkpoint_interval_s: int = 60
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
@@ -27,7 +28,7 @@ from federation.identity import country_of
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.admission import Admission
 from node.agreements import load_policy_data
-from node.audit import AuditLog, entry_timestamp
+from node.audit import AuditError, AuditLog, audit_origin, entry_timestamp
 from node.auth import PeerAuthenticator
 from node.config import NodeConfig
 from node.directory_state import DirectoryState, fetcher_for
@@ -62,20 +63,47 @@ class Node:
     directory: DirectoryState
     _http: WSGIServer | None = None
     _watcher: asyncio.Task[None] | None = None
+    _checkpointer: asyncio.Task[None] | None = None
+    _signing_key: ed25519.Ed25519PrivateKey | None = None
+    _origin: str = ""
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.directory.close()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.server.stop(grace)
+        # A last checkpoint, so the log a stopped node leaves behind is signed to its end.
+        _checkpoint_if_grown(self.audit, self._signing_key, self._origin)
         await self.audit.close()
         self.engine.close()
         self.store.close()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+
+
+def _checkpoint_if_grown(
+    audit: AuditLog, key: ed25519.Ed25519PrivateKey | None, origin: str
+) -> None:
+    """Sign the audit tree's head if it grew since the last checkpoint; never raises (a
+    checkpoint that cannot be written is logged, and tried again next time)."""
+    if key is None or audit.tree_size == 0 or audit.tree_size == audit.last_checkpoint_size:
+        return
+    try:
+        audit.checkpoint(key, origin)
+    except (AuditError, OSError) as exc:
+        log.error("could not sign an audit checkpoint: %s", exc)
+
+
+async def _checkpoint_every(
+    audit: AuditLog, key: ed25519.Ed25519PrivateKey, origin: str, interval: float
+) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        _checkpoint_if_grown(audit, key, origin)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -233,6 +261,10 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         config.server.metrics or "off",
     )
     directory_state.start_refresh(trust.directory_refresh_s)
+    origin = audit_origin(config.node.federation, node_id)
+    checkpointer = asyncio.create_task(
+        _checkpoint_every(audit, signing_key, origin, config.audit.checkpoint_interval_s)
+    )
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
@@ -249,6 +281,9 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         directory=directory_state,
         _http=http,
         _watcher=watcher,
+        _checkpointer=checkpointer,
+        _signing_key=signing_key,
+        _origin=origin,
     )
 
 

@@ -53,6 +53,7 @@ def clone_node(
     node_id: str,
     folder: Path,
     trust: dict[str, str] | None = None,
+    audit: dict[str, str] | None = None,
     **policy: str,
 ) -> NodeHandle:
     """A copy of a federation node (same keys, records and agreements) on fresh ports, with
@@ -69,6 +70,7 @@ def clone_node(
     text = text.replace(f'listen = "{source.endpoint}"', f'listen = "{endpoint}"')
     text = text.replace(f'metrics = "{source.metrics}"', f'metrics = "{metrics}"')
     text = set_keys(text, "policy", policy)
+    text = set_keys(text, "audit", audit or {})
     toml.write_text(set_keys(text, "trust", trust or {}))
     return NodeHandle(node_id, folder, endpoint, metrics, source.rows)
 

@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 from federation import merkle, notes
 from federation.pki import load_ed25519_private
-from node.audit import audit_origin, checkpoints_path
+from node.audit import (
+    audit_origin,
+    checkpoints_path,
+    read_checkpoints,
+    verify_log_and_checkpoints,
+)
 from node.federation_kit import Federation
-from tests.federation.helpers import ask
+from tests.federation.helpers import ask, clone_node
 from tests.federation.test_cli import liaison
 
 
-def test_checkpoint_prove_and_verify_a_live_log(fed: Federation) -> None:
+def test_checkpoint_prove_and_verify_a_live_log(fed: Federation, tmp_path: Path) -> None:
     de = fed.nodes["DE-BKA"].identity()
-    fr = fed.nodes["FR-DGPN"]
+    # A node of its own, that signs no checkpoint by itself during the test.
+    fr = clone_node(fed, "FR-DGPN", tmp_path / "FR-DGPN", audit={"checkpoint_interval_s": "3600"})
+    fr.start()
+    fr.wait_ready()
     config = fr.config()
     for _ in range(3):
-        ask(de, fed, "FR-DGPN", "travel_document", [("document_number", "NOPE0001")])
+        ask(
+            de,
+            fed,
+            "FR-DGPN",
+            "travel_document",
+            [("document_number", "NOPE0001")],
+            endpoint=fr.endpoint,
+        )
     toml = str(fr.config_path)
     checkpoints = checkpoints_path(config.audit.path)
     assert not checkpoints.exists()
@@ -75,5 +92,37 @@ def test_checkpoint_prove_and_verify_a_live_log(fed: Federation) -> None:
         assert wrong.returncode == 2
         assert "checkpoint 0" in wrong.stdout and "does not verify" in wrong.stdout
     finally:
-        # The session's node is shared: leave it as it was found.
-        checkpoints.unlink(missing_ok=True)
+        fr.stop()
+
+
+def test_the_running_node_signs_checkpoints_by_itself(fed: Federation, tmp_path: Path) -> None:
+    fr = clone_node(fed, "FR-DGPN", tmp_path / "FR-DGPN", audit={"checkpoint_interval_s": "1"})
+    fr.start()
+    try:
+        fr.wait_ready()
+        for _ in range(3):
+            ask(
+                fed.nodes["DE-BKA"].identity(),
+                fed,
+                "FR-DGPN",
+                "vehicle",
+                [("vin", "NOPE0000000000001")],
+                endpoint=fr.endpoint,
+            )
+        config = fr.config()
+        origin = audit_origin(config.node.federation, config.node.id)
+        public = load_ed25519_private(config.trust.signing_key).public_key()
+        verifier = notes.Verifier.for_log(origin, public)
+        checkpoints = checkpoints_path(config.audit.path)
+        deadline = time.monotonic() + 15
+        while not (checkpoints.exists() and read_checkpoints(checkpoints)):
+            assert time.monotonic() < deadline, "the node signed no checkpoint"
+            time.sleep(0.1)
+        signed = notes.verify_checkpoint(read_checkpoints(checkpoints)[-1], origin, verifier)
+        assert signed.size >= 3
+    finally:
+        fr.stop()
+    # Stopped, it has signed its log to the end, and everything verifies from entry 0.
+    entries, count = verify_log_and_checkpoints(config.audit.path, verifier, origin)
+    last = notes.verify_checkpoint(read_checkpoints(checkpoints)[-1], origin, verifier)
+    assert last.size == entries and count >= 1

@@ -131,7 +131,9 @@ def test_typo_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
 
 
 def test_unknown_key_without_near_match_lists_the_known_keys(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown key \[audit\] 'colour'; known: path$"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key \[audit\] 'colour'; known: checkpoint_interval_s, path$"
+    ):
         _load(tmp_path, NODE + '[audit]\ncolour = "red"\n')
 
 
