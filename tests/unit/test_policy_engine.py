@@ -13,28 +13,7 @@ import pytest
 from node.policy.decision import Decision, PolicyUnavailable
 from node.policy.embedded import EmbeddedEngine, PolicyLoadError
 from node.policy.revision import policy_revision
-
-ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ROOT / "policies"
-DATA: dict[str, Any] = json.loads((POLICIES / "data" / "agreements.example.json").read_text())
-
-ALLOW_INPUT: dict[str, Any] = {
-    "version": 1,
-    "now": "2026-11-29T13:45:12Z",
-    "node": {"node_id": "DE-BKA", "country": "DE", "profile": "bilateral"},
-    "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "active"},
-    "envelope": {
-        "purpose": "criminal_investigation",
-        "legal_basis": "none",
-        "has_legal_reference": False,
-        "has_case_reference": True,
-    },
-    "request": {
-        "method": "Match",
-        "category": "travel_document",
-        "identifier_kinds": ["document_number"],
-    },
-}
+from tests.unit.policy_examples import ALLOW_INPUT, DATA, POLICIES
 
 
 @pytest.fixture(scope="module")

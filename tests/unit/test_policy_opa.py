@@ -7,7 +7,6 @@ each on its own OPA instance, because pushing replaces the `liaison` namespace.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -24,31 +23,11 @@ from node.policy.embedded import EmbeddedEngine, PolicyLoadError
 from node.policy.opa import GUARD_ID, OpaEngine
 from node.policy.opa_process import OpaNotFound, OpaServer, OpaTls, find_opa, start_opa
 from node.policy.revision import policy_revision
-
-ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ROOT / "policies"
-DATA: dict[str, Any] = json.loads((POLICIES / "data" / "agreements.example.json").read_text())
+from tests.unit.policy_examples import ALLOW_INPUT, DATA, POLICIES
 
 # Generous for equality tests on a loaded CI box; the deadline tests set their own.
 SLACK_DEADLINE = 5.0
 
-ALLOW_INPUT: dict[str, Any] = {
-    "version": 1,
-    "now": "2026-11-29T13:45:12Z",
-    "node": {"node_id": "DE-BKA", "country": "DE", "profile": "bilateral"},
-    "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "active"},
-    "envelope": {
-        "purpose": "criminal_investigation",
-        "legal_basis": "none",
-        "has_legal_reference": False,
-        "has_case_reference": True,
-    },
-    "request": {
-        "method": "Match",
-        "category": "travel_document",
-        "identifier_kinds": ["document_number"],
-    },
-}
 
 INPUTS: list[dict[str, Any]] = [
     ALLOW_INPUT,
