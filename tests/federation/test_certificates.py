@@ -32,6 +32,7 @@ from federation.errors import PeerRefused, PeerUnavailable
 from federation.identity import tls_name
 from federation.pki import fingerprint, issue_node_certificate
 from node.federation_kit import Federation, NodeHandle
+from tests.certificate_examples import NO_DIGITAL_SIGNATURE
 from tests.federation.helpers import ask, clone_node, scrape
 
 FED = "liaison.example"
@@ -81,19 +82,6 @@ def _audit_lines(node: NodeHandle) -> list[str]:
 def _denials(node: NodeHandle, reason: str, peer: str = "unidentified") -> float:
     labels = {"peer": peer, "reason": reason}
     return scrape(node, "liaison_denials_total", labels) or 0.0
-
-
-_NO_DIGITAL_SIGNATURE = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=True,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
 
 
 # --- refused at the handshake -----------------------------------------------------------
@@ -148,7 +136,7 @@ def test_key_usage_without_digital_signature_is_refused_at_the_handshake(
 ) -> None:
     """gRPC's own client will not even send such a certificate; OpenSSL will, and the node
     hangs up on it."""
-    _issue(fed, tmp_path / "bad", "DE-BKA", key_usage=_NO_DIGITAL_SIGNATURE)
+    _issue(fed, tmp_path / "bad", "DE-BKA", key_usage=NO_DIGITAL_SIGNATURE)
     endpoint = fed.nodes["FR-DGPN"].endpoint
     assert _handshake(endpoint, fed.nodes["DE-BKA"].folder) != b""  # control: accepted
     assert _handshake(endpoint, tmp_path / "bad") == b""

@@ -9,21 +9,11 @@ from pathlib import Path
 from node.enrol import DEFAULT_POLICY_DIR
 from node.policy.opa_process import start_opa
 from tests.federation.test_cli import liaison
+from tests.unit.policy_examples import ALLOW_INPUT
 
 EXAMPLE = DEFAULT_POLICY_DIR / "data" / "agreements.example.json"
-INPUT = {
-    "version": 1,
-    "now": "2026-11-29T13:45:12Z",
-    "node": {"node_id": "DE-BKA", "country": "DE", "profile": "bilateral"},
-    "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "active"},
-    "envelope": {
-        "purpose": "counter_terrorism",
-        "legal_basis": "none",
-        "has_legal_reference": False,
-        "has_case_reference": True,
-    },
-    "request": {"method": "Match", "category": "travel_document", "identifier_kinds": []},
-}
+# The example input of the engines' tests, for a purpose the example agreement lacks.
+INPUT = {**ALLOW_INPUT, "envelope": {**ALLOW_INPUT["envelope"], "purpose": "counter_terrorism"}}
 
 
 def _flags(policy_dir: Path = DEFAULT_POLICY_DIR, data: Path = EXAMPLE) -> list[str]:

@@ -38,6 +38,7 @@ from node.tls import (
     TlsFiles,
     validate,
 )
+from tests.certificate_examples import NO_DIGITAL_SIGNATURE
 
 FED = "liaison.example"
 
@@ -372,26 +373,13 @@ def _refusal(auth: PeerAuthenticator, folder: Path) -> Refusal:
     return err.value
 
 
-_NO_DIGITAL_SIGNATURE = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=True,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-
-
 @pytest.mark.parametrize(
     "options",
     [
         {"usages": None},
         {"usages": (ExtendedKeyUsageOID.SERVER_AUTH,)},
         {"usages": (ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,)},
-        {"key_usage": _NO_DIGITAL_SIGNATURE},
+        {"key_usage": NO_DIGITAL_SIGNATURE},
     ],
     ids=["no-eku", "server-auth-only", "any-eku", "no-digital-signature"],
 )
