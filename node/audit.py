@@ -9,8 +9,12 @@ If a write fails (disk full, I/O error) every entry of that batch, and every ent
 onto it, fails: the caller refuses its request, and the file is cut back to its last durable
 entry, so nothing is disclosed unaudited and nothing half-written remains.
 
-Every durable entry is also a leaf of an RFC 9162 Merkle tree (`federation.merkle`): the
-leaf is the entry's line without its newline. The node signs the tree's head as a C2SP
+Every durable entry is also a leaf of an RFC 9162 Merkle tree (`federation.merkle`). The
+leaf is the entry's *redacted* form (`redact`): canonical JSON of the entry without its
+chain fields, each personal field replaced by a salted SHA-256 of its value. An overseer
+who receives redacted entries can recompute every leaf, and so check them against the
+node's signed roots, without ever seeing a personal value; the node can later reveal a
+value and its salt to prove what the digest stood for. The node signs the tree's head as a C2SP
 checkpoint (`AuditLog.checkpoint`, `issue_checkpoint`) and appends it to a sibling file,
 `<audit path>.checkpoints`, each note followed by one blank line. A checkpoint commits the
 node to the log's first `size` entries: a rewritten log, even with a rebuilt chain, no
@@ -26,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -37,6 +42,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from federation import merkle, notes
 
 GENESIS = "0" * 64
+# The entry encoding: canonical JSON (sorted keys, no spaces, UTF-8), this version in `v`.
+ENTRY_VERSION = 1
+# Fields that may carry personal data (free text an investigator typed): an overseer gets
+# their salted digests, never their values.
+PERSONAL_FIELDS = ("case_reference",)
+# Fields of the local hash chain, not part of the Merkle leaf: `salt` would unmask the
+# personal digests, and `prev`/`hash` are over the unredacted entry.
+_CHAIN_FIELDS = frozenset({"prev", "hash", "salt"})
 CHECKPOINTS_SUFFIX = ".checkpoints"
 
 
@@ -91,11 +104,19 @@ class AuditRecord:
     # who asked what and what this node answered.
     request_signature: str = ""
     response_signature: str = ""
+    # A random id, chosen before the entry is written so the answer can carry it (the
+    # entry's index is known only once it is written); `append` draws one if empty.
+    entry_id: str = ""
 
 
-_FIELDS = tuple(f.name for f in fields(AuditRecord))
-# An entry's line, its hash, and the future its request awaits.
-_Pending = tuple[bytes, str, "asyncio.Future[str]"]
+_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "entry_id")
+# An entry's body (before `seq` and `prev` are known) and the future its request awaits.
+_Pending = tuple[dict[str, Any], "asyncio.Future[str]"]
+
+
+def new_entry_id() -> str:
+    """A fresh audit entry id: 128 random bits, hex."""
+    return secrets.token_hex(16)
 
 
 def entry_timestamp(text: str) -> float | None:
@@ -114,7 +135,8 @@ def _digest(prev: str, canonical: bytes) -> str:
     return hashlib.sha256(prev.encode() + b"\n" + canonical).hexdigest()
 
 
-def _check_line(line: bytes, index: int, prev: str, path: Path) -> str:
+def _check_line(line: bytes, index: int, prev: str, path: Path) -> tuple[str, dict[str, Any]]:
+    """The entry's hash and body (without `hash`), if it is entry `index` chained on `prev`."""
     try:
         doc = json.loads(line)
         stated = doc.pop("hash")
@@ -126,12 +148,37 @@ def _check_line(line: bytes, index: int, prev: str, path: Path) -> str:
         raise AuditCorrupt(path, index, "does not chain onto the entry before it")
     if _digest(prev, _canonical(doc)) != stated:
         raise AuditCorrupt(path, index, "hash does not match its content")
-    return str(stated)
+    if doc.get("v") != ENTRY_VERSION:
+        raise AuditCorrupt(path, index, f"entry version {doc.get('v')!r}, not {ENTRY_VERSION}")
+    return str(stated), doc
+
+
+def personal_digest(salt: str, value: str) -> str:
+    """The salted digest standing for a personal value ("" for no value): the salt (128
+    random bits per entry) makes guessing a short value from its digest hopeless."""
+    if not value:
+        return ""
+    return hashlib.sha256(bytes.fromhex(salt) + value.encode()).hexdigest()
+
+
+def redact(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry as an overseer sees it (and as its Merkle leaf commits to it)."""
+    out = {k: v for k, v in entry.items() if k not in _CHAIN_FIELDS}
+    salt = str(entry.get("salt", ""))
+    for name in PERSONAL_FIELDS:
+        value = out.pop(name, "")
+        out[f"{name}_sha256"] = personal_digest(salt, str(value)) if salt else ""
+    return out
+
+
+def leaf_input(entry: Mapping[str, Any]) -> bytes:
+    """The bytes an entry's Merkle leaf hashes: its redacted form, canonical JSON."""
+    return _canonical(redact(entry))
 
 
 def entry_leaf(line: bytes) -> bytes:
-    """An entry's Merkle leaf hash: RFC 9162's over its line, without the newline."""
-    return merkle.leaf_hash(line[:-1] if line.endswith(b"\n") else line)
+    """An entry's Merkle leaf hash, from its line in the log."""
+    return merkle.leaf_hash(leaf_input(json.loads(line)))
 
 
 def _scan(
@@ -149,9 +196,9 @@ def _scan(
                 if torn_ok:
                     break
                 raise AuditCorrupt(path, count, "torn final line")
-            head = _check_line(raw, count, head, path)
+            head, doc = _check_line(raw, count, head, path)
             if store is not None:
-                store.append(entry_leaf(raw))
+                store.append(merkle.leaf_hash(leaf_input(doc)))
             count += 1
             offset += len(raw)
     return head, count, offset
@@ -342,8 +389,6 @@ class AuditLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        # What has been appended but not yet made durable.
-        self._next_seq, self._next_head = self._size, self._head
         self.last_checkpoint_size = self._last_signed_size()
 
     def _last_signed_size(self) -> int:
@@ -354,11 +399,6 @@ class AuditLog:
             return _stated(found[-1]).size if found else 0
         except (CheckpointInvalid, ValueError):
             return 0
-
-    @property
-    def next_seq(self) -> int:
-        """The id the next `append` will get: the edge puts it in the answer it audits."""
-        return self._next_seq
 
     @property
     def size(self) -> int:
@@ -403,18 +443,25 @@ class AuditLog:
         """Record one exchange; returns its entry id once the entry is durable."""
         body: dict[str, Any] = {name: getattr(record, name) for name in _FIELDS}
         body["reasons"] = list(record.reasons)
-        body["seq"], body["prev"] = self._next_seq, self._next_head
-        canonical = _canonical(body)
-        digest = _digest(self._next_head, canonical)
-        # The line is the canonical body with its hash appended as the last member.
-        line = canonical[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-        self._next_seq += 1
-        self._next_head = digest
+        body["v"], body["id"] = ENTRY_VERSION, record.entry_id or new_entry_id()
+        body["salt"] = secrets.token_hex(16)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((line, digest, future))
+        self._pending.append((body, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
+
+    def _encode(self, batch: list[_Pending]) -> tuple[list[bytes], list[bytes], str]:
+        """The batch's lines, chained on the durable head, with their leaves and new head."""
+        lines, leaves, head = [], [], self._head
+        for seq, (body, _) in enumerate(batch, start=self._size):
+            body["seq"], body["prev"] = seq, head
+            canonical = _canonical(body)
+            head = _digest(head, canonical)
+            # The line is the canonical body with its hash appended as the last member.
+            lines.append(canonical[:-1] + b',"hash":"' + head.encode() + b'"}\n')
+            leaves.append(merkle.leaf_hash(leaf_input(body)))
+        return lines, leaves, head
 
     async def _flush(self) -> None:
         while self._pending:
@@ -422,21 +469,23 @@ class AuditLog:
             # their entries now and share this write, at no cost to a lone request.
             await asyncio.sleep(0)
             batch, self._pending = self._pending, []
-            data = b"".join(line for line, _, _ in batch)
+            lines, leaves, head = self._encode(batch)
+            data = b"".join(lines)
             try:
                 await asyncio.to_thread(self._write, data)
             except OSError as exc:
-                self._fail(batch + self._pending, exc)
-                self._pending = []
+                # Entries appended meanwhile are not chained onto this batch yet: they get
+                # their own attempt.
+                self._fail(batch, exc)
                 continue
-            for line, _, _ in batch:
-                self._tree.append(entry_leaf(line))
-            for index, (_, _, future) in enumerate(batch):
+            for leaf in leaves:
+                self._tree.append(leaf)
+            for body, future in batch:
                 if not future.done():
-                    future.set_result(f"{self._size + index}")
+                    future.set_result(str(body["id"]))
             self._size += len(batch)
             self._offset += len(data)
-            self._head = batch[-1][1]
+            self._head = head
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -448,12 +497,11 @@ class AuditLog:
     def _fail(self, entries: list[_Pending], exc: OSError) -> None:
         with contextlib.suppress(OSError):  # if not now, the torn tail is cut at next start
             os.truncate(self.path, self._offset)
-        self._next_seq, self._next_head = self._size, self._head
         error = AuditError(
             f"audit log {self.path} could not be written ({exc.strerror or exc}); "
             "the request was refused and nothing was disclosed: free space or fix the volume"
         )
-        for _, _, future in entries:
+        for _, future in entries:
             if not future.done():
                 future.set_exception(error)
 

@@ -258,7 +258,7 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
 def _audit_prove(args: argparse.Namespace) -> int:
     from federation import merkle, notes
     from federation.pki import load_ed25519_private
-    from node.audit import audit_origin, checkpoints_path, load_tree, read_checkpoints
+    from node.audit import audit_origin, checkpoints_path, leaf_input, load_tree, read_checkpoints
     from node.config import load_config
 
     config = load_config(args.config)
@@ -304,7 +304,8 @@ def _audit_prove(args: argparse.Namespace) -> int:
     with path.open("rb") as fh:
         for number, raw in enumerate(fh):
             if number == index:
-                line = raw.rstrip(b"\n").decode()
+                # What an overseer may see: the redacted entry, the exact bytes of its leaf.
+                line = leaf_input(json.loads(raw)).decode()
                 break
     print(
         json.dumps(

@@ -33,7 +33,7 @@ from federation.serde import (
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.admission import Admission
-from node.audit import AuditError, AuditLog, AuditRecord
+from node.audit import AuditError, AuditLog, AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
 from node.errors import Kind, Refusal, invalid
@@ -81,7 +81,7 @@ class ExchangeHandlers:
     async def match(self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         started = time.perf_counter()
         peer, query, answer, refusal = UNIDENTIFIED, None, None, None
-        entry_id = str(self._audit.next_seq)
+        entry_id = new_entry_id()
         # Refusals that come before any decision are recorded under the revision in force.
         revision = self._service.policy_revision
         status = None
@@ -107,6 +107,7 @@ class ExchangeHandlers:
         response_signature = self._sign(raw, response, ok=refusal is None)
         env = query.envelope if query else None
         record = AuditRecord(
+            entry_id=entry_id,
             time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             peer=peer,
             method="Match",
@@ -172,7 +173,7 @@ class ExchangeHandlers:
         """
         started = time.perf_counter()
         peer, refusal, status = UNIDENTIFIED, None, None
-        entry_id = str(self._audit.next_seq)
+        entry_id = new_entry_id()
         revision = self._service.policy_revision
         try:
             member = self._auth.identify(context.auth_context())
@@ -184,6 +185,7 @@ class ExchangeHandlers:
             status = _status(exc, entry_id, revision)
             response = status.SerializeToString()
         record = AuditRecord(
+            entry_id=entry_id,
             time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             peer=peer,
             method="GetDirectory",

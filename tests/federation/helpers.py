@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import urllib.request
 from pathlib import Path
@@ -84,3 +85,13 @@ def scrape(node: NodeHandle, name: str, labels: dict[str, str] | None = None) ->
             if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted):
                 return float(sample.value)
     return None
+
+
+def audit_entry(node: NodeHandle, entry_id: str) -> dict[str, object]:
+    """The entry a node's answer or refusal names, from its audit log (durable before the
+    answer was sent, so it is there)."""
+    for line in (node.folder / "audit.log").read_text().splitlines():
+        entry: dict[str, object] = json.loads(line)
+        if entry["id"] == entry_id:
+            return entry
+    raise AssertionError(f"no audit entry {entry_id} in {node.node_id}'s log")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -33,7 +32,7 @@ from federation.identity import tls_name
 from federation.pki import fingerprint, issue_node_certificate
 from node.federation_kit import Federation, NodeHandle
 from tests.certificate_examples import NO_DIGITAL_SIGNATURE
-from tests.federation.helpers import ask, clone_node, scrape
+from tests.federation.helpers import ask, audit_entry, clone_node, scrape
 
 FED = "liaison.example"
 NOW = datetime.now(UTC)
@@ -165,7 +164,7 @@ def _refused_in_auth(
     assert refusal.status == status
     # Audited: the entry the refusal names records the reason, against the directory
     # member the certificate claims when there is one, else no identified peer.
-    entry = json.loads(_audit_lines(target)[int(refusal.metadata["audit_entry"])])
+    entry = audit_entry(target, refusal.metadata["audit_entry"])
     assert entry["reasons"] == [reason]
     assert entry["peer"] == peer
     # Counted.

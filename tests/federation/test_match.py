@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import urllib.request
 
 import grpc
@@ -16,7 +15,7 @@ from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
 from federation.identity import tls_name
 from node.audit import verify_log
 from node.federation_kit import Federation
-from tests.federation.helpers import ask, first
+from tests.federation.helpers import ask, audit_entry, first
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def test_hit_returns_only_opaque_references(fed: Federation, de: ClientIdentity)
     assert answer.responder == "FR-DGPN"
     assert len(answer.record_refs) == 1 and answer.record_refs[0].startswith("rec_")
     assert answer.policy_revision.startswith("sha256:")
-    assert answer.audit_entry.isdigit()
+    assert audit_entry(fed.nodes["FR-DGPN"], answer.audit_entry)["decision"] == "allow"
 
 
 def test_no_hit(fed: Federation, de: ClientIdentity) -> None:
@@ -59,9 +58,7 @@ def test_category_outside_agreement_is_refused_with_reason(
     assert err.value.status == "PERMISSION_DENIED"
     # The refusal names the revision that decided and the audit entry that records it.
     assert err.value.metadata["policy_revision"].startswith("sha256:")
-    entry = int(err.value.metadata["audit_entry"])
-    lines = (fed.nodes["NL-KLPD"].folder / "audit.log").read_text().splitlines()
-    audited = json.loads(lines[entry])
+    audited = audit_entry(fed.nodes["NL-KLPD"], err.value.metadata["audit_entry"])
     assert audited["reasons"] == list(err.value.reasons)
     assert audited["policy_revision"] == err.value.metadata["policy_revision"]
 

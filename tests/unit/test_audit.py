@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ def _record(i: int, **changes: Any) -> AuditRecord:
         "response_sha256": f"{i + 1:064x}",
         "category": "vehicle",
         "nonce": f"n{i}",
+        "case_reference": f"CASE-{i}" if i % 3 else "",
     }
     fields.update(changes)
     return AuditRecord(**fields)
@@ -54,21 +56,21 @@ def _write_entries(path: Path, count: int) -> None:
 def test_200_concurrent_appends_are_all_durable_and_chained(tmp_path: Path) -> None:
     path = tmp_path / "audit" / "audit.log"
 
-    async def run() -> tuple[list[str], int, int]:
+    async def run() -> tuple[list[str], int]:
         log = AuditLog(path)
         ids = await _append_many(log, 0, 200)
-        size, next_seq = log.size, log.next_seq
+        size = log.size
         await log.close()
-        return ids, size, next_seq
+        return ids, size
 
-    ids, size, next_seq = asyncio.run(run())
-    assert sorted(ids, key=int) == [str(i) for i in range(200)]
-    assert len(set(ids)) == 200
-    assert size == next_seq == 200
+    ids, size = asyncio.run(run())
+    assert len(set(ids)) == 200 and all(len(i) == 32 for i in ids)
+    assert size == 200
     assert verify_log(path) == 200
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     entries = _lines(path)
     assert [e["seq"] for e in entries] == list(range(200))
+    assert sorted(e["id"] for e in entries) == sorted(ids)
     prev = GENESIS
     for entry in entries:
         assert entry["prev"] == prev
@@ -88,9 +90,9 @@ def test_each_entry_keeps_its_own_record(tmp_path: Path) -> None:
         return ids
 
     ids = asyncio.run(run())
-    by_seq = {e["seq"]: e for e in _lines(path)}
+    by_id = {e["id"]: e for e in _lines(path)}
     for i, entry_id in enumerate(ids):
-        entry = by_seq[int(entry_id)]
+        entry = by_id[entry_id]
         assert entry["request_sha256"] == f"{i:064x}"
         assert entry["nonce"] == f"n{i}"
         assert entry["reasons"] == ([] if i % 2 else ["no_agreement"])
@@ -103,13 +105,14 @@ def test_reopen_after_close_continues_the_chain(tmp_path: Path) -> None:
 
     async def run() -> list[str]:
         log = AuditLog(path)
-        assert log.size == log.next_seq == 5
+        assert log.size == 5
         ids = [await log.append(_record(5)), await log.append(_record(6))]
         await log.close()
         return ids
 
-    assert asyncio.run(run()) == ["5", "6"]
+    ids = asyncio.run(run())
     assert verify_log(path) == 7
+    assert [e["id"] for e in _lines(path)[5:]] == ids
     assert _lines(path)[5]["prev"] == head
 
 
@@ -130,7 +133,8 @@ def test_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
         await log.close()
         return log.size, entry
 
-    assert asyncio.run(run()) == (4, "3")
+    size, entry = asyncio.run(run())
+    assert size == 4 and _lines(path)[3]["id"] == entry
     assert verify_log(path) == 4
 
 
@@ -239,18 +243,18 @@ def test_disk_full_refuses_keeps_the_file_and_recovers(tmp_path: Path) -> None:
                 assert str(path) in str(result)
                 assert "nothing was disclosed" in str(result)
             assert path.read_bytes() == before
-            assert log.next_seq == log.size == 3
+            assert log.size == 3
             with pytest.raises(AuditError, match="No space left"):
                 await log.append(_record(9))
-            assert log.next_seq == 3
+            assert log.size == 3
         finally:
             os.close(log._fd)
             log._fd = good_fd
         os.close(good_fd)
         log._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        assert await log.append(_record(3)) == "3"
-        assert await log.append(_record(4)) == "4"
+        ids = [await log.append(_record(3)), await log.append(_record(4))]
         await log.close()
+        assert [e["id"] for e in _lines(path)[3:]] == ids
 
     asyncio.run(run())
     assert verify_log(path) == 5
@@ -292,28 +296,38 @@ def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
     assert verify_log(path) == 200
 
 
-def test_entries_chained_onto_a_failed_write_fail_too(tmp_path: Path) -> None:
+def test_entries_appended_during_a_failed_write_get_their_own_attempt(tmp_path: Path) -> None:
+    """An entry is chained (given its index and `prev`) only when its batch is written, so
+    one that arrives while a write fails is not dragged down with it."""
     path = tmp_path / "audit.log"
     _write_entries(path, 2)
     before = path.read_bytes()
 
-    async def run() -> None:
-        log = _CountingLog(path, delay=0.05)
-        good_fd, log._fd = log._fd, os.open("/dev/full", os.O_WRONLY)
-        first = asyncio.ensure_future(log.append(_record(2)))
-        await asyncio.sleep(0.01)  # entry 2 is being written to the full disk
-        assert log.next_seq == 3
-        late = asyncio.ensure_future(log.append(_record(3)))  # chained onto entry 2
-        for fut in (first, late):
-            with pytest.raises(AuditError, match="No space left"):
-                await fut
-        assert log.batches == [1]  # the late entry was never written after its parent failed
-        assert log.next_seq == log.size == 2
-        os.close(log._fd)
-        log._fd = good_fd
-        assert await log.append(_record(2)) == "2"
-        await log.close()
+    class _FailingOnce(_CountingLog):
+        def _write(self, data: bytes) -> None:
+            if not self.batches:
+                self.batches.append(data.count(b"\n"))
+                import time
 
-    asyncio.run(run())
+                time.sleep(self.delay)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super()._write(data)
+
+    async def run() -> list[str]:
+        log = _FailingOnce(path, delay=0.05)
+        first = asyncio.ensure_future(log.append(_record(2)))
+        await asyncio.sleep(0.01)  # entry 2 is being written to a full disk
+        late = asyncio.ensure_future(log.append(_record(3)))
+        with pytest.raises(AuditError, match="No space left"):
+            await first
+        written = await late
+        assert log.batches == [1, 1]
+        assert log.size == 3
+        await log.close()
+        return [written]
+
+    ids = asyncio.run(run())
     assert path.read_bytes().startswith(before)
     assert verify_log(path) == 3
+    assert _lines(path)[2]["id"] == ids[0]
+    assert _lines(path)[2]["nonce"] == "n3"

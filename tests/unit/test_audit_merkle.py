@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from node.audit import (
     _digest,
     audit_origin,
     checkpoints_path,
+    leaf_input,
     read_checkpoints,
     verify_log,
     verify_log_and_checkpoints,
@@ -30,8 +32,21 @@ KEY = ed25519.Ed25519PrivateKey.generate()
 VERIFIER = notes.Verifier.for_log(ORIGIN, KEY.public_key())
 
 
+def _redacted(line: bytes) -> bytes:
+    """What an overseer sees of an entry, written out here from the documented rule (not
+    with node.audit's own code): chain fields gone, the case reference a salted digest."""
+    entry = json.loads(line)
+    salt = bytes.fromhex(entry.pop("salt"))
+    del entry["prev"], entry["hash"]
+    value = entry.pop("case_reference")
+    entry["case_reference_sha256"] = (
+        hashlib.sha256(salt + value.encode()).hexdigest() if value else ""
+    )
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _leaves(path: Path) -> list[bytes]:
-    return [merkle.leaf_hash(line) for line in path.read_bytes().splitlines()]
+    return [merkle.leaf_hash(_redacted(line)) for line in path.read_bytes().splitlines()]
 
 
 def _grow(path: Path, count: int, *, checkpoint_at: tuple[int, ...] = ()) -> list[str]:
@@ -130,9 +145,9 @@ def test_every_entry_of_50_has_an_inclusion_proof_in_the_checkpoint(tmp_path: Pa
 
     lines = path.read_bytes().splitlines()
     for index, proof in enumerate(asyncio.run(proofs())):
-        leaf = merkle.leaf_hash(lines[index])
+        leaf = merkle.leaf_hash(_redacted(lines[index]))
         merkle.verify_inclusion(leaf, index, 50, proof, checkpoint.root)
-    wrong = merkle.leaf_hash(lines[1])  # another entry's leaf does not verify at index 0
+    wrong = merkle.leaf_hash(_redacted(lines[1]))  # another entry's leaf does not verify at index 0
     with pytest.raises(merkle.ProofError):
         merkle.verify_inclusion(
             wrong, 0, 50, merkle.inclusion_proof(0, 50, _leaves(path)), checkpoint.root
@@ -279,3 +294,21 @@ def test_no_checkpoint_file_verifies_the_chain_only(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     _grow(path, 3)
     assert verify_log_and_checkpoints(path, VERIFIER) == (3, 0)
+
+
+def test_the_leaf_commits_to_personal_values_without_showing_them(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 6)
+    lines = path.read_bytes().splitlines()
+    with_case = [line for line in lines if json.loads(line)["case_reference"]]
+    assert with_case
+    for line in with_case:
+        entry = json.loads(line)
+        shown = _redacted(line)
+        assert entry["case_reference"].encode() not in shown
+        assert entry["salt"].encode() not in shown
+        # Another value under the same salt gives another leaf: the digest binds the value.
+        entry["case_reference"] += "x"
+        assert merkle.leaf_hash(leaf_input(entry)) != merkle.leaf_hash(shown)
+        entry["case_reference"] = entry["case_reference"][:-1]
+        assert leaf_input(entry) == shown
