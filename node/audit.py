@@ -25,12 +25,14 @@ be proven to an overseer who holds only the node's public key (`inclusion_proof`
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import secrets
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -182,12 +184,16 @@ def entry_leaf(line: bytes) -> bytes:
 
 
 def _scan(
-    path: Path, store: merkle.MemoryHashStore | None, *, torn_ok: bool
+    path: Path,
+    store: merkle.MemoryHashStore | None,
+    *,
+    torn_ok: bool,
+    offsets: array[int] | None = None,
 ) -> tuple[str, int, int]:
     """Check the chain from entry 0 (head, count, byte length of the complete entries).
 
     A torn last line is an error unless `torn_ok`, when it is left out (and left alone).
-    Every checked entry's leaf goes into `store`.
+    Every checked entry's leaf goes into `store`, and where its line starts into `offsets`.
     """
     head, count, offset = GENESIS, 0, 0
     with path.open("rb") as fh:
@@ -199,6 +205,8 @@ def _scan(
             head, doc = _check_line(raw, count, head, path)
             if store is not None:
                 store.append(merkle.leaf_hash(leaf_input(doc)))
+            if offsets is not None:
+                offsets.append(offset)
             count += 1
             offset += len(raw)
     return head, count, offset
@@ -385,6 +393,8 @@ class AuditLog:
         # The Merkle tree of the durable entries (only they become leaves).
         self._tree = merkle.MemoryHashStore()
         self._hasher = merkle.TreeHasher(self._tree)
+        # Where each durable entry's line starts in the file (8 bytes an entry).
+        self._offsets: array[int] = array("Q")
         self._head, self._size, self._offset = self._recover()
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._pending: list[_Pending] = []
@@ -429,12 +439,53 @@ class AuditLog:
         self.last_checkpoint_size = self._hasher.size
         return note
 
+    def latest_checkpoint(self) -> str | None:
+        """The newest signed checkpoint note, or None if none was signed yet."""
+        found = read_checkpoints(checkpoints_path(self.path))
+        return found[-1] if found else None
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """Durable entries [start, end) as an overseer sees them: each one's redacted form,
+        the exact bytes its Merkle leaf hashes (`leaf_input`)."""
+        if not 0 <= start <= end <= self._size:
+            raise ValueError(f"entries [{start}, {end}) are not within the log's {self._size}")
+        if start == end:
+            return []
+        stop = self._offsets[end] if end < self._size else self._offset
+        with self.path.open("rb") as fh:
+            fh.seek(self._offsets[start])
+            data = fh.read(stop - self._offsets[start])
+        return [leaf_input(json.loads(line)) for line in data.splitlines()]
+
+    def find(self, entry_id: str) -> int | None:
+        """The index of the durable entry with this id (the one an answer named), or None.
+
+        Scans the file: fine for an overseer's occasional question, not for a hot path.
+        """
+        if len(entry_id) != 32 or any(c not in "0123456789abcdef" for c in entry_id):
+            return None
+        needle = b'"id":"' + entry_id.encode() + b'"'
+        with self.path.open("rb") as fh:
+            done, carry = 0, b""
+            while done < self._offset:
+                block = fh.read(min(1 << 20, self._offset - done))
+                if not block:
+                    break
+                data = carry + block
+                at = data.find(needle)
+                if at >= 0:
+                    position = done - len(carry) + at
+                    return bisect.bisect_right(self._offsets, position) - 1
+                done += len(block)
+                carry = data[-len(needle) :]
+        return None
+
     def _recover(self) -> tuple[str, int, int]:
         """Verify the existing chain; cut off a torn last line (it was never acknowledged)."""
         if not self.path.exists():
             return GENESIS, 0, 0
         # A torn last line was written but never fsynced and acknowledged: discard below.
-        head, count, offset = _scan(self.path, self._tree, torn_ok=True)
+        head, count, offset = _scan(self.path, self._tree, torn_ok=True, offsets=self._offsets)
         if offset != self.path.stat().st_size:
             os.truncate(self.path, offset)
         return head, count, offset
@@ -478,8 +529,11 @@ class AuditLog:
                 # their own attempt.
                 self._fail(batch, exc)
                 continue
-            for leaf in leaves:
+            start = self._offset
+            for leaf, line in zip(leaves, lines, strict=True):
                 self._tree.append(leaf)
+                self._offsets.append(start)
+                start += len(line)
             for body, future in batch:
                 if not future.done():
                     future.set_result(str(body["id"]))

@@ -312,3 +312,33 @@ def test_the_leaf_commits_to_personal_values_without_showing_them(tmp_path: Path
         assert merkle.leaf_hash(leaf_input(entry)) != merkle.leaf_hash(shown)
         entry["case_reference"] = entry["case_reference"][:-1]
         assert leaf_input(entry) == shown
+
+
+def test_entries_and_find_give_overseers_the_redacted_leaves(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _grow(path, 40)
+    lines = path.read_bytes().splitlines()
+
+    async def run() -> None:
+        log = AuditLog(path)
+        ids = await _append_many(log, 40, 5)  # entries written by this very process too
+        all_lines = path.read_bytes().splitlines()
+        assert log.entries(0, 45) == [_redacted(line) for line in all_lines]
+        assert log.entries(38, 42) == [_redacted(line) for line in all_lines[38:42]]
+        assert log.entries(7, 7) == []
+        for index in (0, 17, 39):
+            assert log.find(json.loads(lines[index])["id"]) == index
+        assert [log.find(i) for i in ids] == [
+            next(n for n, line in enumerate(all_lines) if json.loads(line)["id"] == i) for i in ids
+        ]
+        assert log.find("0" * 32) is None
+        assert log.find("not an id") is None
+        with pytest.raises(ValueError, match="not within"):
+            log.entries(40, 46)
+        assert log.latest_checkpoint() is None
+        log.checkpoint(KEY, ORIGIN)
+        note = log.latest_checkpoint()
+        assert note is not None and notes.verify_checkpoint(note, ORIGIN, VERIFIER).size == 45
+        await log.close()
+
+    asyncio.run(run())
