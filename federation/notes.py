@@ -285,6 +285,17 @@ def open_note(note: str | bytes, verifiers: Sequence[Verifier]) -> tuple[str, tu
     return body, tuple(line.name for line in verified)
 
 
+def keep_verified(note: str | bytes, verifiers: Sequence[Verifier]) -> str:
+    """The note with only the signature lines that known keys verified, as `open_note`
+    verifies them (NoteError if it would refuse the note).
+
+    What a witness keeps and serves again: lines it could not check (another witness's, or
+    garbage a log put there) never travel on beside its own cosignature.
+    """
+    body, verified = _open(note, verifiers)
+    return body + "\n" + "".join(line.text for line in verified)
+
+
 def _signature_line(name: str, ident: bytes, signature: bytes) -> str:
     return f"{_DASH}{name} {_b64(ident + signature)}\n"
 

@@ -89,6 +89,14 @@ class AuditSection:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessSection:
+    # How often the node fetches each active peer's latest audit checkpoint, checks it
+    # extends the last one it saw, cosigns it, and compares views with the other
+    # witnesses (node.witness); 0 turns witnessing off.
+    interval_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     source: Path
     node: NodeSection
@@ -98,6 +106,7 @@ class NodeConfig:
     store: StoreSection
     policy: PolicySection
     audit: AuditSection
+    witness: WitnessSection
 
 
 _SECTIONS: dict[str, type] = {
@@ -108,7 +117,10 @@ _SECTIONS: dict[str, type] = {
     "store": StoreSection,
     "policy": PolicySection,
     "audit": AuditSection,
+    "witness": WitnessSection,
 }
+# Integer keys for which 0 is meaningful (it turns the feature off).
+_ZERO_TURNS_OFF = frozenset({("witness", "interval_s")})
 ENGINES = ("embedded", "opa")
 PROFILES = ("bilateral", "eu-led", "strict")
 
@@ -138,8 +150,16 @@ def _section(name: str, cls: type, raw: Any, source: Path) -> Any:
                 raise ConfigError(f"{source}: [{name}] {key} must be true or false")
             values[key] = value
         elif kind == "int":
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{source}: [{name}] {key} must be a positive integer")
+            zero_ok = (name, key) in _ZERO_TURNS_OFF
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < (0 if zero_ok else 1)
+            ):
+                what = (
+                    "a non-negative integer (0 turns it off)" if zero_ok else "a positive integer"
+                )
+                raise ConfigError(f"{source}: [{name}] {key} must be {what}")
             values[key] = value
         else:
             if not isinstance(value, str):

@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import ssl
 import threading
 import time
@@ -53,6 +52,7 @@ from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2, exchange_pb2_grpc
 from node.config import NodeConfig
 from node.errors import Kind, Refusal
+from node.files import write_atomically
 from node.metrics import NodeMetrics
 
 if TYPE_CHECKING:
@@ -187,29 +187,6 @@ def fetcher_for(
             return await fetch_directory(channel, known_serial(), timeout=timeout)
 
     return fetch
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write, fsync, then rename over: a crash leaves the old state or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 class DirectoryState:
@@ -459,7 +436,7 @@ class DirectoryState:
             "directory": base64.b64encode(self._raw).decode(),
         }
         try:
-            _write_atomically(self._state_path, (json.dumps(doc, indent=2) + "\n").encode())
+            write_atomically(self._state_path, (json.dumps(doc, indent=2) + "\n").encode())
         except OSError as exc:
             # Serving the newer directory matters more than remembering it; say so loudly.
             log.error(

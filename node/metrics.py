@@ -104,6 +104,38 @@ class NodeMetrics:
             ["via"],
             registry=registry,
         )
+        # Witnessing peers' audit logs (node.witness); `log` is a peer's node id from the
+        # directory, `reason` one of node.witness.FAILURES.
+        self.witness_checkpoint_size = Gauge(
+            "liaison_witness_checkpoint_size",
+            "Tree size of the newest checkpoint of each peer's audit log this node verified.",
+            ["log"],
+            registry=registry,
+        )
+        self.witness_last_success = Gauge(
+            "liaison_witness_last_success_timestamp_seconds",
+            "When this node last verified and cosigned each peer's checkpoint (Unix time).",
+            ["log"],
+            registry=registry,
+        )
+        self.witness_failures = Counter(
+            "liaison_witness_failures",
+            "Peer checkpoints or witness views that could not be verified, by log and reason.",
+            ["log", "reason"],
+            registry=registry,
+        )
+        self.witness_split_view = Gauge(
+            "liaison_witness_split_view",
+            "1 once this node holds proof that a peer's log showed two different trees "
+            "(the evidence is in its witness state file); it stays 1.",
+            ["log"],
+            registry=registry,
+        )
+        self.audit_cosignatures = Gauge(
+            "liaison_audit_cosignatures",
+            "Witness cosignatures collected on this node's latest audit checkpoint.",
+            registry=registry,
+        )
 
     def track_audit_size(self, size: Callable[[], int]) -> None:
         """Derived state is read at scrape time, never copied and left to go stale."""

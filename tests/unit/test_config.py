@@ -45,6 +45,7 @@ def test_minimal_config_gets_documented_defaults_beside_the_file(tmp_path: Path)
     assert config.policy.data == here / "agreements.json"
     assert config.policy.deadline_ms == 250
     assert config.audit.path == here / "audit.log"
+    assert config.witness.interval_s == 60
     assert config.store.url == f"sqlite:///{here / 'records.db'}"
 
 
@@ -268,3 +269,26 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
 def test_store_url_that_is_not_a_url(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[store\] url 'records\.db' is not a database URL"):
         _load(tmp_path, NODE + '[store]\nurl = "records.db"\n')
+
+
+def test_witness_interval_is_read_and_zero_turns_witnessing_off(tmp_path: Path) -> None:
+    assert _load(tmp_path / "a", NODE + "[witness]\ninterval_s = 15\n").witness.interval_s == 15
+    assert _load(tmp_path / "b", NODE + "[witness]\ninterval_s = 0\n").witness.interval_s == 0
+
+
+@pytest.mark.parametrize("value", ["-1", '"60"', "true", "1.5"])
+def test_witness_interval_must_be_a_non_negative_integer(tmp_path: Path, value: str) -> None:
+    path = _write(tmp_path, NODE + f"[witness]\ninterval_s = {value}\n")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"{path.resolve()}: [witness] interval_s must be a non-negative integer "
+            "(0 turns it off)"
+        ),
+    ):
+        load_config(path)
+
+
+def test_witness_section_is_strict(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[witness\] 'interval' \(did you mean 'interval_s'"):
+        _load(tmp_path, NODE + "[witness]\ninterval = 60\n")

@@ -26,6 +26,7 @@ from federation.notes import (
     add_signature_lines,
     cosign,
     cosignature_line,
+    keep_verified,
     key_id,
     open_note,
     parse_signer_key,
@@ -249,6 +250,19 @@ def test_unknown_keys_are_ignored_and_a_note_without_known_keys_refused() -> Non
     renamed = sign_checkpoint(checkpoint(), "renamed.example", LOG_KEY)
     with pytest.raises(NoteError, match="no known key"):
         verify_checkpoint(renamed, ORIGIN, LOG)
+
+
+def test_keep_verified_drops_the_lines_no_known_key_verified() -> None:
+    note = sign_checkpoint(checkpoint(), ORIGIN, LOG_KEY)
+    stranger = sign_checkpoint(checkpoint(), "someone.else", OTHER_KEY).splitlines(True)[-1]
+    cosigned = cosign(add_signature_lines(note, [stranger]), WITNESS.name, WITNESS_KEY, T0)
+    assert keep_verified(cosigned, [LOG]) == note
+    assert keep_verified(cosigned, [LOG, WITNESS]) == cosign(note, WITNESS.name, WITNESS_KEY, T0)
+    with pytest.raises(NoteError, match="no known key"):
+        keep_verified(add_signature_lines(note, [stranger]), [WITNESS])
+    forged = note.replace(ORIGIN, "liaison.example/XX-FAKE/audit", 1)
+    with pytest.raises(NoteError, match="does not verify"):
+        keep_verified(forged, [LOG])
 
 
 def test_wrong_origin_is_refused_even_when_the_key_signed_it() -> None:
