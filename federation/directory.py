@@ -61,6 +61,31 @@ class DirectoryError(ValueError):
         self.reason = reason
 
 
+# What a member may do. A "node" serves and calls the ExchangeService (it has an endpoint);
+# an "overseer" (a data-protection authority, a court's inspector) calls only the
+# OversightService and may have no endpoint. A member with no `roles` in the directory is a
+# node, so directories signed before roles existed keep their exact bytes.
+NODE = "node"
+OVERSEER = "overseer"
+ROLES = (NODE, OVERSEER)
+DEFAULT_ROLES = (NODE,)
+
+
+def check_roles(raw: Any, where: str) -> tuple[str, ...]:
+    """A member's roles: a non-empty list of known roles, each once (DirectoryError if not),
+    in the canonical order of ROLES."""
+    if not isinstance(raw, list | tuple) or not raw:
+        raise DirectoryError(f'{where}: roles must be a non-empty list, e.g. ["overseer"]')
+    unknown = [r for r in raw if r not in ROLES]
+    if unknown:
+        raise DirectoryError(
+            f"{where}: unknown role {unknown[0]!r}; a member's roles are among {', '.join(ROLES)}"
+        )
+    if len(set(raw)) != len(raw):
+        raise DirectoryError(f"{where}: roles list a role twice")
+    return tuple(r for r in ROLES if r in raw)
+
+
 class MemberStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
@@ -74,17 +99,35 @@ class Member:
     certificate_sha256: str
     signing_public_key: str
     status: MemberStatus = MemberStatus.ACTIVE
+    roles: tuple[str, ...] = DEFAULT_ROLES
+
+    def __post_init__(self) -> None:
+        # Canonical order, so one set of roles always signs to the same bytes.
+        object.__setattr__(self, "roles", check_roles(list(self.roles), self.node_id))
 
     @property
     def country(self) -> str:
         return country_of(self.node_id)
 
+    @property
+    def is_node(self) -> bool:
+        """Whether it serves and calls the ExchangeService."""
+        return NODE in self.roles
+
+    @property
+    def is_overseer(self) -> bool:
+        """Whether it may read the audit logs' entries through the OversightService."""
+        return OVERSEER in self.roles
+
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Member:
         if not isinstance(obj, dict):
             raise DirectoryError(f"{where}: a member must be an object")
-        required = {"node_id", "endpoint", "certificate_sha256", "signing_public_key"}
-        allowed = required | {"status", "country"}
+        roles = check_roles(obj["roles"], where) if "roles" in obj else DEFAULT_ROLES
+        required = {"node_id", "certificate_sha256", "signing_public_key"}
+        if NODE in roles:  # an overseer need not be reachable: it only calls
+            required.add("endpoint")
+        allowed = required | {"status", "country", "endpoint", "roles"}
         if missing := required - obj.keys():
             raise DirectoryError(f"{where}: member lacks {sorted(missing)}")
         if unknown := obj.keys() - allowed:
@@ -99,16 +142,25 @@ class Member:
             raise DirectoryError(f"{where}: certificate_sha256 must be 64 hex characters")
         return cls(
             node_id=node_id,
-            endpoint=str(obj["endpoint"]),
+            endpoint=str(obj.get("endpoint", "")),
             certificate_sha256=fp,
             signing_public_key=str(obj["signing_public_key"]),
             status=status,
+            roles=roles,
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The member as the signed payload holds it: `roles` only when not the default
+        (a node), and no `endpoint` for a member that has none and is no node."""
         out = asdict(self)
         out["status"] = self.status.value
         out["country"] = self.country
+        if self.roles == DEFAULT_ROLES:
+            del out["roles"]
+        else:
+            out["roles"] = list(self.roles)
+        if not self.endpoint and not self.is_node:
+            del out["endpoint"]
         return out
 
 

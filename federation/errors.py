@@ -5,6 +5,8 @@
     ├── InvalidRequest    the peer could not accept the request as sent
     ├── PeerUnavailable   unreachable, past the deadline, or its policy engine down
     └── PeerError         anything else the peer reported
+        └── ProofFailed   what the peer sent does not verify: a false checkpoint, proof
+                          or entry (evidence to keep, not a transient failure)
 
 `grpc.RpcError` is translated at the transport edge (`federation.client`) with the peer
 attached, so nothing above it needs to know about gRPC.
@@ -48,4 +50,8 @@ class PeerUnavailable(LiaisonError):
 
 
 class PeerError(LiaisonError):
+    pass
+
+
+class ProofFailed(PeerError):
     pass

@@ -82,6 +82,18 @@ def _node_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oversight_enroll(args: argparse.Namespace) -> int:
+    from node.enrol import enrol_overseer
+
+    member = enrol_overseer(args.authority, args.overseer_id, args.out)
+    print(
+        f"{args.overseer_id}: overseer keys and certificate written to {args.out}\n"
+        f"  member entry for the directory: {args.out / 'member.json'} (role overseer)\n"
+        f"  certificate sha256: {member.certificate_sha256}"
+    )
+    return 0
+
+
 def _directory_sign(args: argparse.Namespace) -> int:
     from node.enrol import sign_members
 
@@ -102,7 +114,8 @@ def _directory_add(args: argparse.Namespace) -> int:
         args.authority, args.members, args.member, replace_keys=args.replace
     )
     print(
-        f"{member.node_id} {action} in {args.members} ({member.status.value}, {member.endpoint}); "
+        f"{member.node_id} {action} in {args.members} ({member.status.value}, "
+        f"{member.endpoint if member.is_node else ', '.join(member.roles)}); "
         "sign the directory to publish it"
         if action != "unchanged"
         else f"{member.node_id} is already listed as given in {args.members}; nothing to do"
@@ -163,13 +176,14 @@ def _directory_show(args: argparse.Namespace) -> int:
             f"  expires  {directory.expires_at:%Y-%m-%d %H:%M:%S}Z\n"
             f"  sha256   {directory.digest()}\n"
         )
-        rows = [("NODE", "COUNTRY", "STATUS", "ENDPOINT", "CERTIFICATE", "SIGNING KEY")]
+        rows = [("NODE", "COUNTRY", "STATUS", "ROLES", "ENDPOINT", "CERTIFICATE", "SIGNING KEY")]
         rows += [
             (
                 m.node_id,
                 m.country,
                 m.status.value,
-                m.endpoint,
+                ",".join(m.roles),
+                m.endpoint or "-",
                 m.certificate_sha256[:16],
                 m.signing_public_key[:16],
             )
@@ -200,6 +214,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
     )
     from node.config import load_config
 
+    if args.export is not None:
+        from node.oversight_cli import check_export
+
+        code, line = check_export(args.export, args.public_key, args.vkey, args.origin)
+        print(line)
+        return code
     origin: str | None = args.origin
     public_key = public_key_from_text(args.public_key) if args.public_key else None
     if args.log is not None:
@@ -322,6 +342,82 @@ def _audit_prove(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _write_out(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from node.config import load_config
+    from node.oversight_cli import export_from_log
+
+    export = export_from_log(load_config(args.config), args.start, args.end)
+    _write_out(export.to_json(), args.out)
+    if args.out is not None:
+        print(
+            f"entries [{export.start}, {export.end}) of {export.origin} written to {args.out}; "
+            "check it with `liaison audit verify --export` and the node's public key"
+        )
+    return 0
+
+
+def _oversight_export(args: argparse.Namespace) -> int:
+    from node.oversight_cli import load_overseer
+
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+
+    async def run() -> str:
+        async with overseer.client(args.node, args.endpoint) as client:
+            return (await client.export(args.start, args.end)).to_json()
+
+    _write_out(asyncio.run(run()), args.out)
+    if args.out is not None:
+        print(
+            f"entries [{args.start}, {args.end}) of {args.node}'s audit log verified against "
+            f"its latest checkpoint and written to {args.out}"
+        )
+    return 0
+
+
+def _oversight_checkpoint(args: argparse.Namespace) -> int:
+    from node.oversight_cli import load_overseer
+
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+
+    async def run() -> str:
+        async with overseer.client(args.node, args.endpoint) as client:
+            return (await client.get_checkpoint())[1]
+
+    sys.stdout.write(asyncio.run(run()))
+    return 0
+
+
+def _oversight_prove(args: argparse.Namespace) -> int:
+    from node.oversight_cli import load_overseer
+
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+    entry: int | str = args.entry_id if args.entry_id is not None else args.index
+
+    async def run() -> dict[str, Any]:
+        async with overseer.client(args.node, args.endpoint) as client:
+            checkpoint, note = await client.get_checkpoint()
+            proven = await client.get_inclusion_proof(entry, checkpoint)
+            return {
+                "origin": client.origin,
+                "verifier_key": client.vkey,
+                "index": proven.index,
+                "entry": proven.entry.decode(),
+                "tree_size": proven.tree_size,
+                "checkpoint": note,
+                "inclusion_proof": [h.hex() for h in proven.proof],
+            }
+
+    print(json.dumps(asyncio.run(run()), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -472,6 +568,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="Rego policy folder (default: the policies/ shipped with Liaison)",
     )
 
+    oversight = group(
+        "oversight",
+        "oversight tasks: enrol an overseer; as an overseer, fetch and check a node's audit log",
+    )
+    p = command(
+        oversight,
+        "enroll",
+        "issue an overseer's TLS client certificate and signing key and write its member "
+        "entry (role overseer, no endpoint) for `directory add`",
+        _oversight_enroll,
+    )
+    p.add_argument("overseer_id", help="<ISO-3166 alpha-2>-<body>, e.g. DE-BFDI or EU-EDPS")
+    p.add_argument("--authority", type=Path, required=True, help="the authority folder")
+    p.add_argument("--out", type=Path, required=True, help="the overseer's folder")
+
+    def overseer_command(
+        name: str, help_: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = command(oversight, name, help_, run)
+        p.add_argument(
+            "--identity", type=Path, required=True, help="the overseer's folder (from enroll)"
+        )
+        p.add_argument("--directory", type=Path, required=True, help="the signed directory.json")
+        p.add_argument(
+            "--authority-key",
+            type=Path,
+            help="the authority.pub to verify the directory with (default: the identity's)",
+        )
+        p.add_argument("--node", required=True, help="the node whose log to check, e.g. DE-BKA")
+        p.add_argument("--endpoint", help="host:port (default: the directory's)")
+        return p
+
+    p = overseer_command(
+        "export",
+        "fetch entries [FROM, TO) of a node's audit log over its OversightService, verify "
+        "them against its latest checkpoint and write them as an audit export",
+        _oversight_export,
+    )
+    p.add_argument("--from", dest="start", type=int, required=True, help="first entry (index)")
+    p.add_argument("--to", dest="end", type=int, required=True, help="entry after the last")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    overseer_command(
+        "checkpoint",
+        "fetch a node's latest audit checkpoint, verify it with its key and print it",
+        _oversight_checkpoint,
+    )
+    p = overseer_command(
+        "prove",
+        "fetch one entry of a node's audit log with its inclusion proof in the latest "
+        "checkpoint, verify both and print them as JSON",
+        _oversight_prove,
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--entry-id", help="the entry id an answer or refusal named")
+    which.add_argument("--index", type=int, help="the entry's index")
+
     dirs = group("directory", "federation directory tasks")
     p = command(dirs, "sign", "sign a members file into a federation directory", _directory_sign)
     p.add_argument("--authority", type=Path, required=True, help="the authority folder")
@@ -544,11 +696,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the node's node.toml ([audit] path); its checkpoints are verified too",
     )
     target.add_argument("--log", type=Path, help="an audit log file (e.g. a copy)")
+    target.add_argument(
+        "--export",
+        type=Path,
+        help="an audit export (from `audit export` or `oversight export`): checked against "
+        "its signed checkpoint with --public-key or --vkey",
+    )
     p.add_argument(
         "--public-key",
         help="the node's Ed25519 public key (hex) to verify the checkpoints with "
         "(default with --config: the public part of its signing key)",
     )
+    p.add_argument("--vkey", help="with --export: the node's signed-note verifier key")
     p.add_argument(
         "--origin",
         help="the checkpoints' origin, e.g. liaison.example/DE-BKA/audit "
@@ -571,6 +730,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     p.add_argument("--entry", type=int, required=True, help="the entry's index (from 0)")
+    p = command(
+        audit,
+        "export",
+        "write entries [FROM, TO) for an overseer, as JSON that verifies against the latest "
+        "signed checkpoint without the rest of the log (`audit verify --export`)",
+        _audit_export,
+    )
+    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
+    p.add_argument("--from", dest="start", type=int, required=True, help="first entry (index)")
+    p.add_argument("--to", dest="end", type=int, required=True, help="entry after the last")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
 
     data = group("data", "record data tasks")
     p = command(

@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature as InvalidSignatureError
 
 from federation.directory import (
+    OVERSEER,
     Directory,
     DirectoryError,
     Member,
@@ -122,6 +123,28 @@ def enrol_node(
     agreements = out / "agreements.json"
     if not agreements.exists():  # no agreement with anyone: every peer is refused
         agreements.write_text(json.dumps({"agreements": {}}, indent=2) + "\n")
+    return member
+
+
+def enrol_overseer(authority: Path, overseer_id: str, out: Path) -> Member:
+    """An overseer's identity: an mTLS client certificate (the same kind a node has, so the
+    same checks identify it), an Ed25519 signing key, the authority's public key, and its
+    member entry (`roles: ["overseer"]`, no endpoint: it only calls nodes)."""
+    check_node_id(overseer_id)
+    federation = _federation_of(authority)
+    if (out / "tls.key").exists():
+        raise PkiError(f"{out} already holds an identity's keys; refusing to overwrite them")
+    cert = issue_node_certificate(authority, federation, overseer_id, out, hosts=())
+    signing = create_signing_key(out / "signing.key")
+    (out / "authority.pub").write_bytes((authority / "authority.pub").read_bytes())
+    member = Member(
+        node_id=overseer_id,
+        endpoint="",
+        certificate_sha256=fingerprint(cert),
+        signing_public_key=public_key_text(signing),
+        roles=(OVERSEER,),
+    )
+    (out / "member.json").write_text(json.dumps(member.to_json(), indent=2) + "\n")
     return member
 
 

@@ -17,6 +17,10 @@ class Kind(Enum):
     DENIED = grpc.StatusCode.PERMISSION_DENIED
     UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
     TOO_LARGE = grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Well formed, but not answerable in the node's present state (e.g. beyond its latest
+    # signed checkpoint): asking again later may succeed.
+    NOT_YET = grpc.StatusCode.FAILED_PRECONDITION
+    NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 
 class Refusal(Exception):
@@ -42,7 +46,9 @@ class Refusal(Exception):
             return "deny"
         if self.kind is Kind.UNAVAILABLE:
             return "error"
-        return "invalid" if self.kind in (Kind.INVALID, Kind.TOO_LARGE) else "unauthenticated"
+        if self.kind is Kind.UNAUTHENTICATED:
+            return "unauthenticated"
+        return "invalid"
 
 
 def invalid(reason: str, message: str) -> Refusal:

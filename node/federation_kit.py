@@ -27,7 +27,7 @@ from federation.directory import Member, load_directory
 from federation.identity import tls_name
 from federation.pki import create_authority, public_key_from_text
 from node.config import NodeConfig, load_config
-from node.enrol import enrol_node, sign_members
+from node.enrol import enrol_node, enrol_overseer, sign_members
 from node.importer import import_file
 from node.store import RecordStore
 from node.synthetic import generate_rows, write_jsonl
@@ -155,8 +155,12 @@ def build_federation(
     records: int = 1000,
     federation: str = "liaison.example",
     seed: int = 7,
+    overseers: Sequence[str] = (),
 ) -> Federation:
-    """Lay out a federation under `root` (wiped first if the kit made it before)."""
+    """Lay out a federation under `root` (wiped first if the kit made it before).
+
+    Each of `overseers` is enrolled as an overseer (identity in `root/<id>`, listed in the
+    directory with role overseer) and runs no node."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).exists():
             raise FileExistsError(
@@ -196,6 +200,8 @@ def build_federation(
         finally:
             store.close()
         nodes[node_id] = NodeHandle(node_id, folder, endpoint, metrics, rows)
+    for overseer_id in overseers:
+        members.append(enrol_overseer(authority, overseer_id, root / overseer_id).to_json())
     (root / "members.json").write_text(json.dumps(members, indent=2) + "\n")
     sign_members(authority, root / "members.json", root / "directory.json", serial=1, valid_days=30)
     for n in nodes.values():

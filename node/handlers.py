@@ -13,36 +13,28 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
-from grpc_status import rpc_status
 
 from federation.client import MATCH_METHOD
 from federation.directory import Member
 from federation.model import MatchAnswer, MatchQuery
-from federation.serde import (
-    WireError,
-    match_answer_to_proto,
-    match_query_from_proto,
-    rich_status,
-)
+from federation.serde import WireError, match_answer_to_proto, match_query_from_proto
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.admission import Admission
-from node.audit import AuditError, AuditLog, AuditRecord, new_entry_id
+from node.audit import AuditLog, AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
+from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
 from node.errors import Kind, Refusal, invalid
 from node.metrics import NodeMetrics
 from node.service import MatchService
 
 log = logging.getLogger("liaison.node")
-# The metric and audit label for a caller refused before it was identified.
-UNIDENTIFIED = "unidentified"
+__all__ = ["UNIDENTIFIED", "ExchangeHandlers", "parse_match", "require_node"]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExchangeService"].full_name
 
 
@@ -64,6 +56,7 @@ class ExchangeHandlers:
         self._service = service
         self._audit = audit
         self._metrics = metrics
+        self._recorder = Recorder(audit, metrics)
         self._admission = admission
         self._key = signing_key
         self._directory = directory
@@ -89,6 +82,7 @@ class ExchangeHandlers:
         try:
             member = self._auth.identify(context.auth_context())
             peer = member.node_id
+            require_node(member)
             metadata = dict(context.invocation_metadata() or ())
             self._learn(member, metadata)
             request_signature = self._admission.check_signature(member, MATCH_METHOD, raw, metadata)
@@ -102,13 +96,13 @@ class ExchangeHandlers:
             refusal = exc
             peer = exc.peer or peer
             revision = exc.policy_revision or revision
-            status = _status(exc, entry_id, revision)
+            status = refusal_status(exc, entry_id, revision)
             response = status.SerializeToString()
         response_signature = self._sign(raw, response, ok=refusal is None)
         env = query.envelope if query else None
         record = AuditRecord(
             entry_id=entry_id,
-            time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            time=audit_time(),
             peer=peer,
             method="Match",
             purpose=env.purpose[:64] if env else "",
@@ -124,41 +118,23 @@ class ExchangeHandlers:
             request_signature=request_signature.hex(),
             response_signature=response_signature.hex(),
         )
-        failed = await self._make_durable(record, entry_id)
+        failed = await self._recorder.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed
-            status = _status(refusal, entry_id, revision)
+            status = refusal_status(refusal, entry_id, revision)
             response_signature = self._sign(raw, status.SerializeToString(), ok=False)
         self._count(peer, query, answer, refusal, started)
         trailers = ((SIGNATURE_METADATA, response_signature),)
         if status is not None:
-            # grpc.aio's context lacks abort_with_status: abort with its parts instead.
-            wire = rpc_status.to_status(status)
-            await context.abort(wire.code, wire.details, (*wire.trailing_metadata, *trailers))
+            await abort(context, status, trailers)
         context.set_trailing_metadata(trailers)
         return response
-
-    async def _make_durable(self, record: AuditRecord, entry_id: str) -> Refusal | None:
-        """Append the entry and wait until it is durable; the refusal to send instead of the
-        answer if it could not be (nothing is disclosed unaudited)."""
-        try:
-            written = await self._audit.append(record)
-            if written != entry_id:
-                raise AuditError(f"audit entry {written} was written where {entry_id} was due")
-        except AuditError as exc:
-            log.error("refusing a %s from %s: %s", record.method, record.peer, exc)
-            self._metrics.audit_failures.inc()
-            return Refusal(
-                Kind.UNAVAILABLE,
-                ("audit_unavailable",),
-                "the node could not audit this request, so it refuses to answer; retry later",
-            )
-        self._metrics.audit_entries.inc()
-        return None
 
     def _learn(self, member: Member, metadata: Mapping[str, object]) -> None:
         """A caller that holds a newer directory than ours says so on every call: fetch it
         from that caller in the background (verified like any other; never blocks)."""
+        if not member.is_node or not member.endpoint:  # nothing to fetch from
+            return
         serial = advertised_serial(metadata)  # type: ignore[arg-type]
         if serial is not None and serial > self._directory.serial:
             self._directory.learn_from_peer(member.node_id, serial, self._fetcher(member))
@@ -182,11 +158,11 @@ class ExchangeHandlers:
             response = self._directory.respond(raw)
         except Refusal as exc:
             refusal, peer = exc, exc.peer or peer
-            status = _status(exc, entry_id, revision)
+            status = refusal_status(exc, entry_id, revision)
             response = status.SerializeToString()
         record = AuditRecord(
             entry_id=entry_id,
-            time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            time=audit_time(),
             peer=peer,
             method="GetDirectory",
             purpose="",
@@ -197,14 +173,13 @@ class ExchangeHandlers:
             request_sha256=hashlib.sha256(raw).hexdigest(),
             response_sha256=hashlib.sha256(response).hexdigest(),
         )
-        failed = await self._make_durable(record, entry_id)
+        failed = await self._recorder.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed
-            status = _status(refusal, entry_id, revision)
+            status = refusal_status(refusal, entry_id, revision)
         self._count(peer, None, None, refusal, started, method="GetDirectory")
         if status is not None:
-            wire = rpc_status.to_status(status)
-            await context.abort(wire.code, wire.details, wire.trailing_metadata)
+            await abort(context, status)
         return response
 
     def _sign(self, request: bytes, body: bytes, ok: bool) -> bytes:
@@ -220,26 +195,25 @@ class ExchangeHandlers:
         started: float,
         method: str = "Match",
     ) -> None:
+        self._recorder.count(peer, method, refusal, started)
         m = self._metrics
-        m.requests.labels(peer, method, refusal.decision if refusal else "allow").inc()
-        m.request_duration.labels(method).observe(time.perf_counter() - started)
         if query is not None and peer != UNIDENTIFIED:
             m.legal_basis.labels(peer, query.envelope.legal_basis.value).inc()
-        if refusal is not None:
-            for reason in refusal.reasons:
-                m.denials.labels(peer, reason).inc()
-        elif answer is not None and query is not None and answer.hit:
+        if refusal is None and answer is not None and query is not None and answer.hit:
             m.hits.labels(peer, query.category).inc()
 
 
-def _status(refusal: Refusal, entry_id: str, revision: str) -> status_pb2.Status:
-    """The rich status a refused peer receives: reasons, its audit entry, the revision."""
-    return rich_status(
-        refusal.kind.value,
-        refusal.message,
-        refusal.reasons,
-        {"audit_entry": entry_id, "policy_revision": revision},
-    )
+def require_node(member: Member) -> None:
+    """Refuse a member that is no node (an overseer): the ExchangeService is between nodes."""
+    if not member.is_node:
+        refusal = Refusal(
+            Kind.DENIED,
+            ("not_a_node",),
+            f"{member.node_id} is listed as {', '.join(member.roles)}, not as a node: the "
+            "ExchangeService answers nodes only (overseers use the OversightService)",
+        )
+        refusal.peer = member.node_id
+        raise refusal
 
 
 def parse_match(raw: bytes) -> MatchQuery:

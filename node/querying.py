@@ -88,7 +88,7 @@ async def run_match_command(args: argparse.Namespace) -> int:
         peers = [
             m
             for m in directory.members
-            if m.node_id != config.node.id and m.status is MemberStatus.ACTIVE
+            if m.node_id != config.node.id and m.status is MemberStatus.ACTIVE and m.is_node
         ]
     else:
         peers = []
@@ -96,6 +96,8 @@ async def run_match_command(args: argparse.Namespace) -> int:
             member = directory.member(peer_id)
             if member is None:
                 raise InvalidRequest(peer_id, f"not in directory serial {directory.serial}")
+            if not member.is_node:
+                raise InvalidRequest(peer_id, "is an overseer, not a node: it answers no queries")
             peers.append(member)
     identifiers = identifiers_from_args(args)
     clients = [PeerClient.for_member(identity, m, serial=lambda: directory.serial) for m in peers]

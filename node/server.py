@@ -33,8 +33,11 @@ from node.auth import PeerAuthenticator
 from node.config import NodeConfig
 from node.directory_state import DirectoryState, fetcher_for
 from node.directory_state import for_node as directory_for_node
+from node.edge import Recorder
 from node.handlers import SERVICE_NAME, ExchangeHandlers
 from node.metrics import NodeMetrics
+from node.oversight import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
+from node.oversight import OversightHandlers
 from node.policy.cache import CachingEngine
 from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
@@ -66,6 +69,9 @@ class Node:
     _checkpointer: asyncio.Task[None] | None = None
     _signing_key: ed25519.Ed25519PrivateKey | None = None
     _origin: str = ""
+    # The OversightService's handlers: witnessing sets its hooks (`views`,
+    # `extra_cosignatures`) here.
+    oversight: OversightHandlers | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.directory.close()
@@ -190,17 +196,18 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
             config.trust.signing_key,
         )
 
+    authenticator = PeerAuthenticator(
+        config.node.federation,
+        directory_state.require,
+        # Each peer's certificate expiry, set when it first presents a certificate the
+        # directory lists (label values bounded by the directory).
+        on_peer_certificate=lambda peer: metrics.certificate_expiry.labels(peer.node_id).set(
+            peer.not_after.timestamp()
+        ),
+    )
     handlers = ExchangeHandlers(
         node_id,
-        PeerAuthenticator(
-            config.node.federation,
-            directory_state.require,
-            # Each peer's certificate expiry, set when it first presents a certificate the
-            # directory lists (label values bounded by the directory).
-            on_peer_certificate=lambda peer: metrics.certificate_expiry.labels(peer.node_id).set(
-                peer.not_after.timestamp()
-            ),
-        ),
+        authenticator,
         MatchService(
             identity, store, engine, metrics, policy_deadline=config.policy.deadline_ms / 1000
         ),
@@ -214,6 +221,17 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         ),
     )
 
+    origin = audit_origin(config.node.federation, node_id)
+    oversight = OversightHandlers(
+        node_id,
+        authenticator,
+        audit,
+        Recorder(audit, metrics),
+        revision=lambda: engine.revision,
+        sign_checkpoint=lambda: _checkpoint_if_grown(audit, signing_key, origin),
+        max_response_bytes=config.server.max_message_bytes,
+    )
+
     limit = config.server.max_message_bytes
     server = grpc.aio.server(
         options=[
@@ -221,12 +239,13 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
             ("grpc.max_send_message_length", limit),
         ]
     )
-    server.add_generic_rpc_handlers([handlers.generic_handler()])
+    server.add_generic_rpc_handlers([handlers.generic_handler(), oversight.generic_handler()])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [
             SERVICE_NAME,
+            OVERSIGHT_SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ],
@@ -239,6 +258,7 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         raise StartupError(f"cannot listen on {config.server.listen}: address in use?")
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(OVERSIGHT_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
     http, metrics_port = None, None
@@ -261,7 +281,6 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         config.server.metrics or "off",
     )
     directory_state.start_refresh(trust.directory_refresh_s)
-    origin = audit_origin(config.node.federation, node_id)
     checkpointer = asyncio.create_task(
         _checkpoint_every(audit, signing_key, origin, config.audit.checkpoint_interval_s)
     )
@@ -284,6 +303,7 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         _checkpointer=checkpointer,
         _signing_key=signing_key,
         _origin=origin,
+        oversight=oversight,
     )
 
 

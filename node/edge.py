@@ -1,0 +1,87 @@
+"""What every RPC handler does once it has its answer or refusal: make the audit entry
+durable, count the request, and send the refusal as a rich status.
+
+Shared by the ExchangeService (`node.handlers`) and the OversightService (`node.oversight`),
+so every call the node answers, whatever the service, is audited and counted the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from federation.serde import rich_status
+from node.audit import AuditError, AuditLog, AuditRecord
+from node.errors import Kind, Refusal
+from node.metrics import NodeMetrics
+
+log = logging.getLogger("liaison.node")
+# The metric and audit label for a caller refused before it was identified.
+UNIDENTIFIED = "unidentified"
+
+
+def audit_time() -> str:
+    """Now, as audit entries write it (UTC, microseconds, `Z`)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def refusal_status(refusal: Refusal, entry_id: str, revision: str) -> status_pb2.Status:
+    """The rich status a refused peer receives: reasons, its audit entry, the revision."""
+    return rich_status(
+        refusal.kind.value,
+        refusal.message,
+        refusal.reasons,
+        {"audit_entry": entry_id, "policy_revision": revision},
+    )
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[bytes, bytes],
+    status: status_pb2.Status,
+    trailers: Sequence[tuple[str, str | bytes]] = (),
+) -> None:
+    """End the call with this rich status (grpc.aio's context lacks abort_with_status)."""
+    wire = rpc_status.to_status(status)
+    await context.abort(wire.code, wire.details, (*wire.trailing_metadata, *trailers))
+
+
+class Recorder:
+    """The node's audit log and metrics, as every handler uses them."""
+
+    def __init__(self, audit: AuditLog, metrics: NodeMetrics) -> None:
+        self.audit = audit
+        self.metrics = metrics
+
+    async def make_durable(self, record: AuditRecord, entry_id: str) -> Refusal | None:
+        """Append the entry and wait until it is durable; the refusal to send instead of the
+        answer if it could not be (nothing is disclosed unaudited)."""
+        try:
+            written = await self.audit.append(record)
+            if written != entry_id:
+                raise AuditError(f"audit entry {written} was written where {entry_id} was due")
+        except AuditError as exc:
+            log.error("refusing a %s from %s: %s", record.method, record.peer, exc)
+            self.metrics.audit_failures.inc()
+            return Refusal(
+                Kind.UNAVAILABLE,
+                ("audit_unavailable",),
+                "the node could not audit this request, so it refuses to answer; retry later",
+            )
+        self.metrics.audit_entries.inc()
+        return None
+
+    def count(self, peer: str, method: str, refusal: Refusal | None, started: float) -> None:
+        """`liaison_requests_total{peer,method,decision}`, the duration, and each reason of
+        a refusal in `liaison_denials_total{peer,reason}`."""
+        m = self.metrics
+        m.requests.labels(peer, method, refusal.decision if refusal else "allow").inc()
+        m.request_duration.labels(method).observe(time.perf_counter() - started)
+        if refusal is not None:
+            for reason in refusal.reasons:
+                m.denials.labels(peer, reason).inc()

@@ -1,0 +1,326 @@
+"""The OversightService edge: checkpoints, proofs and redacted entries of this node's audit
+log, to the members the directory allows.
+
+Who may call what (by the caller's directory role; a suspended member is refused):
+
+| RPC                     | overseer | node                                      |
+|-------------------------|----------|-------------------------------------------|
+| GetCheckpoint           | yes      | yes                                       |
+| GetConsistencyProof     | yes      | yes (witnesses need it)                   |
+| GetWitnessedCheckpoints | yes      | yes                                       |
+| GetInclusionProof       | yes      | only for entries whose `peer` is itself   |
+| GetEntries              | yes      | no (`not_an_overseer`)                    |
+
+Everything is bounded by the latest *signed* checkpoint: a proof for a larger tree, or
+entries beyond it, are refused (`beyond_checkpoint`, FAILED_PRECONDITION), so whatever is
+served can be checked against a root the node has signed. GetCheckpoint answers with a
+checkpoint that covers every entry durable when the call arrived: if the log grew since the
+last one it signs a new one, at most one every `min_sign_interval_s` (a caller arriving
+sooner waits for the next, and concurrent callers share it), so no caller can make the node
+sign in a loop. With no checkpoint at all (an empty log) the RPCs refuse with
+`no_checkpoint`; the refusal is itself an entry, so the next GetCheckpoint signs one.
+
+Every call is audited durably before its answer and counted in
+`liaison_requests_total{peer,method,decision}`, like the ExchangeService's (`node.edge`).
+
+Two hooks for witnessing (`node.witness`): `views`, a `CosignedViews` that GetWitnessedCheckpoints
+serves, and `extra_cosignatures(note) -> note`, applied to the checkpoint GetCheckpoint
+serves (to attach the witnesses' cosignatures the node collected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from federation import notes
+from federation.directory import Member, MemberStatus
+from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
+from node.audit import AuditLog, AuditRecord, new_entry_id
+from node.auth import PeerAuthenticator
+from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
+from node.errors import Kind, Refusal, denied, invalid
+
+SERVICE_NAME = opb.DESCRIPTOR.services_by_name["OversightService"].full_name
+# Entries per GetEntries call, at most (the wire contract's limit).
+MAX_ENTRIES = 1000
+# Room left in a response for everything but the entries.
+_ENVELOPE_BYTES = 64 * 1024
+
+_M = TypeVar("_M", bound=Message)
+
+
+class CosignedViews(Protocol):
+    """What this node witnessed: for each peer log, the newest checkpoint it verified,
+    cosigned by this node, as (log node id, cosigned note)."""
+
+    def cosigned(self) -> list[tuple[str, str]]: ...
+
+
+class NoCosignedViews:
+    """A node that witnesses no one (the default)."""
+
+    def cosigned(self) -> list[tuple[str, str]]:
+        return []
+
+
+def no_extra_cosignatures(note: str) -> str:
+    """The default `extra_cosignatures`: the checkpoint as the node signed it."""
+    return note
+
+
+def _parse(kind: type[_M], raw: bytes) -> _M:
+    try:
+        return kind.FromString(raw)
+    except DecodeError:
+        raise invalid("malformed_request", f"request is not a {kind.__name__}") from None
+
+
+def _member_refusal(member: Member, kind: Kind, reason: str, message: str) -> Refusal:
+    refusal = Refusal(kind, (reason,), message)
+    refusal.peer = member.node_id
+    return refusal
+
+
+def _beyond(what: str, size: int) -> Refusal:
+    return Refusal(
+        Kind.NOT_YET,
+        ("beyond_checkpoint",),
+        f"{what} is beyond the latest signed checkpoint (tree size {size}); fetch a newer "
+        "checkpoint (GetCheckpoint) and ask again",
+    )
+
+
+class OversightHandlers:
+    def __init__(
+        self,
+        node_id: str,
+        auth: PeerAuthenticator,
+        audit: AuditLog,
+        recorder: Recorder,
+        *,
+        revision: Callable[[], str] = lambda: "",
+        sign_checkpoint: Callable[[], None] | None = None,
+        min_sign_interval_s: float = 0.5,
+        max_response_bytes: int = 1 << 20,
+        views: CosignedViews | None = None,
+        extra_cosignatures: Callable[[str], str] = no_extra_cosignatures,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._node_id = node_id
+        self._auth = auth
+        self._audit = audit
+        self._recorder = recorder
+        self._revision = revision
+        self._sign_checkpoint = sign_checkpoint
+        self._min_sign_interval = min_sign_interval_s
+        self._last_signed: float | None = None
+        self._signing = asyncio.Lock()
+        self._max_entry_bytes = max(max_response_bytes - _ENVELOPE_BYTES, 1)
+        self._monotonic = monotonic
+        # Hooks for witnessing: set them here or later, before or while serving.
+        self.views: CosignedViews = views or NoCosignedViews()
+        self.extra_cosignatures = extra_cosignatures
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        methods: dict[str, Callable[[Member, bytes], Awaitable[bytes]]] = {
+            "GetCheckpoint": self._get_checkpoint,
+            "GetConsistencyProof": self._get_consistency_proof,
+            "GetInclusionProof": self._get_inclusion_proof,
+            "GetEntries": self._get_entries,
+            "GetWitnessedCheckpoints": self._get_witnessed_checkpoints,
+        }
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                name: grpc.unary_unary_rpc_method_handler(self._handler(name, decide))
+                for name, decide in methods.items()
+            },
+        )
+
+    def _handler(
+        self, method: str, decide: Callable[[Member, bytes], Awaitable[bytes]]
+    ) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]:
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            return await self._serve(method, decide, raw, context)
+
+        return handle
+
+    async def _serve(
+        self,
+        method: str,
+        decide: Callable[[Member, bytes], Awaitable[bytes]],
+        raw: bytes,
+        context: grpc.aio.ServicerContext[bytes, bytes],
+    ) -> bytes:
+        """Identify, decide, audit durably, count, then answer or refuse."""
+        started = time.perf_counter()
+        peer, refusal, status = UNIDENTIFIED, None, None
+        entry_id = new_entry_id()
+        revision = self._revision()
+        try:
+            member = self._auth.identify(context.auth_context())
+            peer = member.node_id
+            if member.status is not MemberStatus.ACTIVE:
+                raise _member_refusal(
+                    member,
+                    Kind.DENIED,
+                    "member_suspended",
+                    f"{member.node_id} is {member.status.value} in the federation directory",
+                )
+            response = await decide(member, raw)
+        except Refusal as exc:
+            refusal, peer = exc, exc.peer or peer
+            status = refusal_status(exc, entry_id, revision)
+            response = status.SerializeToString()
+        record = AuditRecord(
+            entry_id=entry_id,
+            time=audit_time(),
+            peer=peer,
+            method=method,
+            purpose="",
+            legal_basis="",
+            decision=refusal.decision if refusal else "allow",
+            reasons=refusal.reasons if refusal else (),
+            policy_revision=revision,
+            request_sha256=hashlib.sha256(raw).hexdigest(),
+            response_sha256=hashlib.sha256(response).hexdigest(),
+        )
+        failed = await self._recorder.make_durable(record, entry_id)
+        if failed is not None:
+            refusal = failed
+            status = refusal_status(failed, entry_id, revision)
+        self._recorder.count(peer, method, refusal, started)
+        if status is not None:
+            await abort(context, status)
+        return response
+
+    # --- the checkpoint that bounds everything -----------------------------------------------
+
+    def _latest(self) -> tuple[notes.Checkpoint, str]:
+        note = self._audit.latest_checkpoint()
+        if note is None:
+            raise Refusal(
+                Kind.NOT_YET,
+                ("no_checkpoint",),
+                "the node has signed no audit checkpoint yet: call GetCheckpoint, or ask "
+                "again after its next scheduled checkpoint",
+            )
+        return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1]), note
+
+    async def _sign_fresh(self) -> None:
+        """Sign the log's head unless a checkpoint already covers every entry durable now;
+        at most one signature every `min_sign_interval_s`, shared by concurrent callers."""
+        if self._sign_checkpoint is None:
+            return
+        wanted = self._audit.tree_size
+        async with self._signing:
+            if self._audit.last_checkpoint_size >= wanted:
+                return
+            if self._last_signed is not None:
+                wait = self._last_signed + self._min_sign_interval - self._monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._last_signed = self._monotonic()
+            self._sign_checkpoint()
+
+    # --- the RPCs ----------------------------------------------------------------------------
+
+    async def _get_checkpoint(self, member: Member, raw: bytes) -> bytes:
+        _parse(opb.GetCheckpointRequest, raw)
+        await self._sign_fresh()
+        _, note = self._latest()
+        return opb.GetCheckpointResponse(note=self.extra_cosignatures(note)).SerializeToString()
+
+    async def _get_consistency_proof(self, member: Member, raw: bytes) -> bytes:
+        request = _parse(opb.GetConsistencyProofRequest, raw)
+        old, new = request.old_size, request.new_size
+        if old > new:
+            raise invalid("invalid_range", f"old_size {old} is larger than new_size {new}")
+        checkpoint, _ = self._latest()
+        if new > checkpoint.size:
+            raise _beyond(f"new_size {new}", checkpoint.size)
+        hashes = self._audit.consistency_proof(old, new)
+        return opb.GetConsistencyProofResponse(hashes=hashes).SerializeToString()
+
+    async def _get_inclusion_proof(self, member: Member, raw: bytes) -> bytes:
+        request = _parse(opb.GetInclusionProofRequest, raw)
+        checkpoint, _ = self._latest()
+        size = request.tree_size or checkpoint.size
+        if size > checkpoint.size:
+            raise _beyond(f"tree_size {size}", checkpoint.size)
+        which = request.WhichOneof("entry")
+        if which == "index":
+            index = request.index
+            if index >= size:
+                raise invalid("invalid_range", f"entry {index} is not below tree size {size}")
+        elif which == "entry_id":
+            found = self._audit.find(request.entry_id)
+            if found is None or found >= self._audit.tree_size:
+                raise Refusal(
+                    Kind.NOT_FOUND,
+                    ("unknown_entry",),
+                    f"no audit entry has id {request.entry_id[:64]!r}",
+                )
+            if found >= size:
+                raise _beyond(f"entry {found}", size)
+            index = found
+        else:
+            raise invalid("malformed_request", "name the entry by index or by entry_id")
+        entry = self._audit.entries(index, index + 1)[0]
+        if not member.is_overseer and json.loads(entry).get("peer") != member.node_id:
+            raise _member_refusal(
+                member,
+                Kind.DENIED,
+                "not_your_entry",
+                f"a node may prove only the entries of its own requests; entry {index} "
+                f"is not one of {member.node_id}'s",
+            )
+        hashes = self._audit.inclusion_proof(index, size)
+        return opb.GetInclusionProofResponse(
+            index=index, tree_size=size, entry=entry, hashes=hashes
+        ).SerializeToString()
+
+    async def _get_entries(self, member: Member, raw: bytes) -> bytes:
+        if not member.is_overseer:
+            raise denied(
+                ("not_an_overseer",),
+                f"{member.node_id} is not an overseer: only overseers may read audit entries "
+                "(a node may prove its own with GetInclusionProof)",
+            )
+        request = _parse(opb.GetEntriesRequest, raw)
+        start, end = request.start, request.end
+        if start > end:
+            raise invalid("invalid_range", f"start {start} is after end {end}")
+        if end - start > MAX_ENTRIES:
+            raise invalid(
+                "too_many_entries", f"at most {MAX_ENTRIES} entries per call; ask in batches"
+            )
+        checkpoint, _ = self._latest()
+        if end > checkpoint.size:
+            raise _beyond(f"end {end}", checkpoint.size)
+        entries: list[bytes] = []
+        total = 0
+        # A response stays under the message size limit: the node may return a prefix of
+        # the range (at least one entry), and the caller asks again from where it stopped.
+        for entry in self._audit.entries(start, end):
+            if entries and total + len(entry) > self._max_entry_bytes:
+                break
+            entries.append(entry)
+            total += len(entry) + 8
+        return opb.GetEntriesResponse(entries=entries).SerializeToString()
+
+    async def _get_witnessed_checkpoints(self, member: Member, raw: bytes) -> bytes:
+        _parse(opb.GetWitnessedCheckpointsRequest, raw)
+        views = [
+            opb.WitnessedCheckpoint(log_node=log_node, note=note)
+            for log_node, note in self.views.cosigned()
+        ]
+        return opb.GetWitnessedCheckpointsResponse(checkpoints=views).SerializeToString()

@@ -1,0 +1,154 @@
+"""The commands behind `liaison audit export|verify --export` and `liaison oversight ...`.
+
+`audit export` is the operator's: a range of its own log, read from the files. `oversight
+export|checkpoint|prove` are an overseer's: the same over the node's OversightService, with
+the overseer's identity (from `liaison oversight enroll`) and the signed directory. Both
+write the one export format of `federation.oversight`, which `audit verify --export` checks
+with the node's public key alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from federation import merkle, notes
+from federation.client import ClientIdentity
+from federation.directory import Directory, DirectoryError, load_directory
+from federation.errors import InvalidRequest
+from federation.oversight import AuditExport, ExportInvalid, OversightClient, verify_export
+from federation.pki import load_ed25519_private, public_key_from_text
+from node.audit import (
+    AuditError,
+    audit_origin,
+    checkpoints_path,
+    leaf_input,
+    load_tree,
+    read_checkpoints,
+)
+from node.config import ConfigError, NodeConfig
+
+
+def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
+    """Entries [start, end) of the node's own log, against its latest checkpoint (read
+    only: safe on the log of a running node). Verified before it is returned."""
+    path = config.audit.path
+    if not path.exists():
+        raise FileNotFoundError(f"audit log {path} not found")
+    if start > end:
+        raise AuditError(f"--from {start} is after --to {end}")
+    store = load_tree(path)
+    found = read_checkpoints(checkpoints_path(path))
+    if not found:
+        raise AuditError(f"{path} has no checkpoint yet: run `liaison audit checkpoint` first")
+    origin = audit_origin(config.node.federation, config.node.id)
+    public = load_ed25519_private(config.trust.signing_key).public_key()
+    verifier = notes.Verifier.for_log(origin, public)
+    try:
+        checkpoint = notes.verify_checkpoint(found[-1], origin, verifier)
+    except notes.NoteError as exc:
+        raise AuditError(
+            f"the latest checkpoint does not verify ({exc}): run `liaison audit verify`"
+        ) from None
+    if end > checkpoint.size:
+        raise AuditError(
+            f"--to {end} is beyond the latest checkpoint (tree size {checkpoint.size}): "
+            "run `liaison audit checkpoint` first"
+        )
+    if checkpoint.size > store.size:
+        raise AuditError(
+            f"{path} holds {store.size} entries, fewer than its latest checkpoint "
+            f"({checkpoint.size}): run `liaison audit verify`"
+        )
+    left = merkle.CompactRange()
+    left.extend(store.leaf(i) for i in range(start))
+    entries: list[bytes] = []
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh):
+            if number >= end:
+                break
+            if number >= start:
+                entries.append(leaf_input(json.loads(raw)))
+    proof = merkle.TreeHasher(store).consistency_proof(end, checkpoint.size)
+    export = AuditExport.build(
+        origin, notes.vkey(origin, public), found[-1], start, left.hashes, entries, proof
+    )
+    try:
+        verify_export(export, verifier)
+    except ExportInvalid as exc:
+        raise AuditError(f"{path} does not match its latest checkpoint ({exc})") from None
+    return export
+
+
+def check_export(
+    path: Path, public_key: str | None, vkey: str | None, origin: str | None
+) -> tuple[int, str]:
+    """(exit code, report line) for `audit verify --export`."""
+    if public_key is None and vkey is None:
+        raise ConfigError(
+            "--export needs the node's key: --public-key HEX (or --vkey, its signed-note "
+            "verifier key); never trust the key inside the export"
+        )
+    try:
+        export = AuditExport.from_json(path.read_bytes())
+        if vkey is not None:
+            verifier = notes.Verifier.from_vkey(vkey)
+            origin = origin or verifier.name
+        else:
+            assert public_key is not None
+            origin = origin or export.origin
+            verifier = notes.Verifier.for_log(origin, public_key_from_text(public_key))
+        checkpoint = verify_export(export, verifier, origin)
+    except ExportInvalid as exc:
+        where = f" at entry {exc.index}" if exc.index is not None else ""
+        return 2, f"{path}: BAD{where}: {exc}; keep a copy of this file"
+    except notes.NoteError as exc:
+        raise ConfigError(f"--vkey: {exc}") from None
+    return 0, (
+        f"{path}: entries [{export.start}, {export.end}) of {origin} verified against its "
+        f"checkpoint of tree size {checkpoint.size}, signed by the given key"
+    )
+
+
+@dataclass(frozen=True)
+class Overseer:
+    identity: ClientIdentity
+    directory: Directory
+
+    def client(self, node_id: str, endpoint: str | None = None) -> OversightClient:
+        member = self.directory.member(node_id)
+        if member is None:
+            raise InvalidRequest(node_id, f"not in directory serial {self.directory.serial}")
+        if not member.is_node:
+            raise InvalidRequest(node_id, "is not a node: it keeps no audit log to oversee")
+        return OversightClient.for_member(self.identity, member, endpoint)
+
+
+def load_overseer(folder: Path, directory: Path, authority_key: Path | None = None) -> Overseer:
+    """An overseer's identity (the folder `oversight enroll` wrote) and the signed
+    directory, verified with the authority key (default: the folder's authority.pub)."""
+    try:
+        member = json.loads((folder / "member.json").read_text())
+        node_id = str(member["node_id"])
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{folder} holds no member.json: is it an identity from `liaison oversight enroll`?"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{folder / 'member.json'} is not a member entry") from None
+    key = public_key_from_text((authority_key or folder / "authority.pub").read_text())
+    signed = load_directory(directory, key)
+    if signed.member(node_id) is None:
+        raise DirectoryError(
+            f"{node_id} is not in directory serial {signed.serial}: nodes will refuse it"
+        )
+    identity = ClientIdentity.from_files(
+        node_id,
+        signed.federation,
+        folder / "tls.crt",
+        folder / "tls.key",
+        folder / "ca.crt",
+        folder / "signing.key",
+    )
+    return Overseer(identity, signed)
