@@ -239,29 +239,30 @@ def checkpoints_path(path: Path) -> Path:
     return path.with_name(path.name + CHECKPOINTS_SUFFIX)
 
 
-def _split_checkpoints(text: str) -> tuple[list[str], int]:
-    """The complete notes of a checkpoints file and the length of the text they take.
+def _split_checkpoints(data: bytes) -> tuple[list[bytes], int]:
+    """The complete notes of a checkpoints file and the number of bytes they take.
 
     Each record is a note then one blank line. A checkpoint's text and its signature block
     hold no blank line, so splitting at blank lines yields text, signatures, text, ...
+    It splits bytes, not text: a record torn inside a multi-byte character is still a torn
+    record, not a file that is not UTF-8.
     """
-    chunks = text.split("\n\n")
-    found: list[str] = []
+    chunks = data.split(b"\n\n")
+    found: list[bytes] = []
     end = 0
     for i in range(0, len(chunks) - 2, 2):
-        note = chunks[i] + "\n\n" + chunks[i + 1] + "\n"
+        note = chunks[i] + b"\n\n" + chunks[i + 1] + b"\n"
         found.append(note)
         end += len(note) + 1
     return found, end
 
 
 def _read_checkpoints_text(path: Path, data: bytes) -> tuple[list[str], int]:
+    found, end = _split_checkpoints(data)
     try:
-        text = data.decode("utf-8")
+        return [note.decode("utf-8") for note in found], end
     except UnicodeDecodeError:
         raise CheckpointInvalid(path, -1, None, "not UTF-8 text") from None
-    found, end = _split_checkpoints(text)
-    return found, len(text[:end].encode())
 
 
 def read_checkpoints(path: Path) -> list[str]:

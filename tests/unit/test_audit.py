@@ -116,28 +116,6 @@ def test_reopen_after_close_continues_the_chain(tmp_path: Path) -> None:
     assert _lines(path)[5]["prev"] == head
 
 
-def test_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
-    path = tmp_path / "audit.log"
-    _write_entries(path, 3)
-    good_size = path.stat().st_size
-    with path.open("ab") as fh:
-        fh.write(b'{"seq":3,"prev":"abc","hash":"de')
-    with pytest.raises(AuditCorrupt, match=r"audit entry 3 is invalid \(torn final line\)"):
-        verify_log(path)
-
-    async def run() -> tuple[int, str]:
-        log = AuditLog(path)
-        assert path.stat().st_size == good_size
-        assert log.size == 3
-        entry = await log.append(_record(3))
-        await log.close()
-        return log.size, entry
-
-    size, entry = asyncio.run(run())
-    assert size == 4 and _lines(path)[3]["id"] == entry
-    assert verify_log(path) == 4
-
-
 def test_an_empty_log_verifies_with_zero_entries(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     path.touch()
@@ -149,36 +127,6 @@ def test_an_empty_log_verifies_with_zero_entries(tmp_path: Path) -> None:
         return log.size
 
     assert asyncio.run(run()) == 0
-
-
-def _flip_byte_in_entry(path: Path, index: int) -> None:
-    data = bytearray(path.read_bytes())
-    lines = bytes(data).splitlines(keepends=True)
-    start = sum(len(line) for line in lines[:index])
-    at = start + lines[index].index(b'"peer":"FR-PN"') + len(b'"peer":"')
-    data[at] = ord("G")  # FR-PN becomes GR-PN: same size, still valid JSON
-    path.write_bytes(bytes(data))
-
-
-def test_one_edited_byte_mid_file_is_named_at_open_and_by_verify(tmp_path: Path) -> None:
-    path = tmp_path / "audit.log"
-    _write_entries(path, 10)
-    before = path.stat().st_size
-    _flip_byte_in_entry(path, 4)
-    assert path.stat().st_size == before
-    with pytest.raises(
-        AuditCorrupt,
-        match=r"audit entry 4 is invalid \(hash does not match "
-        r"its content\).*liaison audit verify",
-    ) as info:
-        verify_log(path)
-    assert info.value.index == 4
-    with pytest.raises(AuditCorrupt) as opened:
-        AuditLog(path)
-    assert opened.value.index == 4
-    assert str(path) in str(opened.value)
-    # Nothing was cut or rewritten by the failed open.
-    assert path.stat().st_size == before
 
 
 def test_removed_entry_breaks_the_chain_there(tmp_path: Path) -> None:
