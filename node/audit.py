@@ -624,7 +624,12 @@ class AuditLog:
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Write one batch in one locked write (a worker thread's work): take in what other
-        replicas wrote, chain the batch onto that head, write it durably."""
+        replicas wrote, chain the batch onto that head, write it durably.
+
+        If a database connection dies during the commit itself, the batch may have been
+        committed after all: its requests are refused (AuditError) and the entries, if
+        they were written, are taken in by the next catch-up like another replica's. An
+        exchange is then audited but not answered, never the other way round."""
         with self._writer:
             try:
                 with self._storage.locked() as held:

@@ -12,13 +12,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from federation import merkle, notes
+from federation.client import PeerClient, match_query, new_envelope
+from federation.errors import PeerUnavailable
+from federation.model import MatchQuery
 from federation.pki import load_ed25519_private
 from node.audit import AuditLog, audit_origin, verify_database
 from node.audit_storage import DatabaseStorage
+from node.config import load_config
 from node.federation_kit import Federation, NodeHandle
+from node.server import start_node
 from tests.federation.helpers import ask, clone_node, set_keys
 from tests.federation.test_cli import liaison
 
@@ -129,3 +135,59 @@ def test_two_replicas_answer_into_one_tree(
     made = liaison("audit", "checkpoint", "--config", toml)
     assert made.returncode == 0, made.stdout + made.stderr
     assert notes.verify_checkpoint(made.stdout, origin, verifier).size == count
+
+
+def test_a_node_refuses_while_its_audit_database_is_away_and_recovers(
+    fed: Federation, postgres_url: str, tmp_path: Path
+) -> None:
+    node_handle = _replica(fed, tmp_path / "FR", postgres_url)
+    name = make_url(postgres_url).database
+    admin = create_engine(
+        make_url(postgres_url).set(database="postgres"),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+    )
+
+    def sql(statement: str) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(statement))
+
+    async def scenario() -> None:
+        node = await start_node(load_config(node_handle.config_path))
+        member = fed.member("FR-DGPN")
+        client = PeerClient.for_member(
+            fed.nodes["DE-BKA"].identity(), member, endpoint=node_handle.endpoint
+        )
+
+        def query() -> MatchQuery:
+            env = new_envelope("DE-BKA", "criminal_investigation")
+            return match_query(env, "vehicle", [("vin", "NOPE0000000000009")])
+
+        try:
+            first = await client.match(query(), timeout=10)
+            # The database goes away: its sessions are cut and no new one is let in.
+            sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+                with pytest.raises(PeerUnavailable) as err:
+                    await client.match(query(), timeout=10)
+                assert err.value.reasons == ("audit_unavailable",)
+            finally:
+                sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            again = await client.match(query(), timeout=10)
+            assert node.audit.find(again.audit_entry) == 1
+            assert node.audit.find(first.audit_entry) == 0
+            failures = node.metrics.registry.get_sample_value("liaison_audit_failures_total")
+            assert failures == 1
+        finally:
+            await client.close()
+            await node.stop(0)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        admin.dispose()
+    assert verify_database(postgres_url, None) == (2, 0)
