@@ -1,47 +1,67 @@
-"""The audit log: an append-only, hash-chained file, durable before any answer is sent.
+"""The audit log: append-only and hash-chained, durable before any answer is sent.
 
-Each line is canonical JSON of one entry plus `prev` (the previous entry's hash) and `hash`
-(SHA-256 over `prev` and the entry), so removing, reordering or editing any line breaks the
-chain from there on. Concurrent requests share one write and one fsync (group commit): the
-cost of durability is paid per batch, not per request.
+Each entry is a line of canonical JSON of one entry plus `prev` (the previous entry's
+hash) and `hash` (SHA-256 over `prev` and the entry), so removing, reordering or editing
+any entry breaks the chain from there on. The lines are kept in a file (`audit.log`) or in
+a database table shared by the node's replicas (`node.audit_storage`); both hold the same
+bytes and are checked by the same code here. Concurrent requests share one write and one
+fsync or transaction (group commit): the cost of durability is paid per batch, not per
+request.
 
-If a write fails (disk full, I/O error) every entry of that batch, and every entry chained
-onto it, fails: the caller refuses its request, and the file is cut back to its last durable
-entry, so nothing is disclosed unaudited and nothing half-written remains.
+If a write fails (disk full, I/O error, database down) every entry of that batch fails:
+the caller refuses its request, and nothing half-written remains (the file is cut back to
+its last durable entry; the transaction rolls back), so nothing is disclosed unaudited.
 
 Every durable entry is also a leaf of an RFC 9162 Merkle tree (`federation.merkle`). The
 leaf is the entry's *redacted* form (`redact`): canonical JSON of the entry without its
 chain fields, each personal field replaced by a salted SHA-256 of its value. An overseer
 who receives redacted entries can recompute every leaf, and so check them against the
 node's signed roots, without ever seeing a personal value; the node can later reveal a
-value and its salt to prove what the digest stood for. The node signs the tree's head as a C2SP
-checkpoint (`AuditLog.checkpoint`, `issue_checkpoint`) and appends it to a sibling file,
-`<audit path>.checkpoints`, each note followed by one blank line. A checkpoint commits the
-node to the log's first `size` entries: a rewritten log, even with a rebuilt chain, no
-longer matches the roots the node signed (`verify_log_and_checkpoints`), and any entry can
-be proven to an overseer who holds only the node's public key (`inclusion_proof`).
+value and its salt to prove what the digest stood for. The node signs the tree's head as a
+C2SP checkpoint (`AuditLog.checkpoint`, `issue_checkpoint`), kept beside the entries (the
+file `<audit path>.checkpoints`, each note followed by one blank line; or the table
+`audit_checkpoints`). A checkpoint commits the node to the log's first `size` entries: a
+rewritten log, even with a rebuilt chain, no longer matches the roots the node signed
+(`verify_storage`), and any entry can be proven to an overseer who holds only the node's
+public key (`inclusion_proof`).
+
+With several replicas on one database there is still one log and one tree per node: each
+batch is chained and written under one database lock, after the entries other replicas
+wrote were taken in and checked (`AuditLog`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import secrets
-from array import array
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy.engine import make_url
 
 from federation import merkle, notes
+from node.audit_storage import (
+    CHECKPOINTS_SUFFIX as CHECKPOINTS_SUFFIX,
+)
+from node.audit_storage import (
+    AuditStorage,
+    DatabaseStorage,
+    FileStorage,
+    Locked,
+    StorageError,
+    file_lines,
+    split_checkpoint_bytes,
+)
+from node.audit_storage import (
+    checkpoints_path as checkpoints_path,
+)
 
 GENESIS = "0" * 64
 # The entry encoding: canonical JSON (sorted keys, no spaces, UTF-8), this version in `v`.
@@ -52,7 +72,6 @@ PERSONAL_FIELDS = ("case_reference",)
 # Fields of the local hash chain, not part of the Merkle leaf: `salt` would unmask the
 # personal digests, and `prev`/`hash` are over the unredacted entry.
 _CHAIN_FIELDS = frozenset({"prev", "hash", "salt"})
-CHECKPOINTS_SUFFIX = ".checkpoints"
 
 
 class AuditError(Exception):
@@ -60,7 +79,7 @@ class AuditError(Exception):
 
 
 class AuditCorrupt(AuditError):
-    def __init__(self, path: Path, index: int, why: str) -> None:
+    def __init__(self, path: Path | str, index: int, why: str) -> None:
         super().__init__(
             f"{path}: audit entry {index} is invalid ({why}); the log has been "
             "altered or damaged: keep a copy and run `liaison audit verify`"
@@ -76,7 +95,7 @@ class CheckpointInvalid(AuditError):
     the file as a whole is at fault; `size` is the tree size it states, if it could be read.
     """
 
-    def __init__(self, path: Path, index: int, size: int | None, why: str) -> None:
+    def __init__(self, path: Path | str, index: int, size: int | None, why: str) -> None:
         where = f"checkpoint {index}" if index >= 0 else "the checkpoints file"
         at = f" (tree size {size})" if size is not None else ""
         super().__init__(f"{path}: {where}{at} is invalid: {why}")
@@ -137,7 +156,7 @@ def _digest(prev: str, canonical: bytes) -> str:
     return hashlib.sha256(prev.encode() + b"\n" + canonical).hexdigest()
 
 
-def _check_line(line: bytes, index: int, prev: str, path: Path) -> tuple[str, dict[str, Any]]:
+def _check_line(line: bytes, index: int, prev: str, path: Path | str) -> tuple[str, dict[str, Any]]:
     """The entry's hash and body (without `hash`), if it is entry `index` chained on `prev`."""
     try:
         doc = json.loads(line)
@@ -183,38 +202,32 @@ def entry_leaf(line: bytes) -> bytes:
     return merkle.leaf_hash(leaf_input(json.loads(line)))
 
 
-def _scan(
-    path: Path,
+def _check_chain(
+    lines: Iterable[bytes],
+    where: Path | str,
     store: merkle.MemoryHashStore | None,
     *,
     torn_ok: bool,
-    offsets: array[int] | None = None,
-) -> tuple[str, int, int]:
-    """Check the chain from entry 0 (head, count, byte length of the complete entries).
-
-    A torn last line is an error unless `torn_ok`, when it is left out (and left alone).
-    Every checked entry's leaf goes into `store`, and where its line starts into `offsets`.
+) -> tuple[str, int]:
+    """Check the chain from entry 0 (head, count); every checked entry's leaf goes into
+    `store`. A torn last line (no newline) is an error unless `torn_ok`, when it ends the log.
     """
-    head, count, offset = GENESIS, 0, 0
-    with path.open("rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                if torn_ok:
-                    break
-                raise AuditCorrupt(path, count, "torn final line")
-            head, doc = _check_line(raw, count, head, path)
-            if store is not None:
-                store.append(merkle.leaf_hash(leaf_input(doc)))
-            if offsets is not None:
-                offsets.append(offset)
-            count += 1
-            offset += len(raw)
-    return head, count, offset
+    head, count = GENESIS, 0
+    for raw in lines:
+        if not raw.endswith(b"\n"):
+            if torn_ok:
+                break
+            raise AuditCorrupt(where, count, "torn final line")
+        head, doc = _check_line(raw, count, head, where)
+        if store is not None:
+            store.append(merkle.leaf_hash(leaf_input(doc)))
+        count += 1
+    return head, count
 
 
 def verify_log(path: Path) -> int:
     """Check the whole chain from entry 0; returns the entry count or raises AuditCorrupt."""
-    return _scan(path, None, torn_ok=False)[1]
+    return _check_chain(file_lines(path), path, None, torn_ok=False)[1]
 
 
 def load_tree(path: Path) -> merkle.MemoryHashStore:
@@ -223,46 +236,19 @@ def load_tree(path: Path) -> merkle.MemoryHashStore:
     Reads only: a torn last line (an entry being written, or never acknowledged) is left
     out and left alone, so it is safe on the log of a running node.
     """
+    return load_storage_tree(FileStorage(path))
+
+
+def load_storage_tree(storage: AuditStorage) -> merkle.MemoryHashStore:
+    """As `load_tree`, for a log in any backend."""
     store = merkle.MemoryHashStore()
-    if path.exists():
-        _scan(path, store, torn_ok=True)
+    _check_chain(storage.scan(), storage.where, store, torn_ok=True)
     return store
 
 
 def audit_origin(federation: str, node_id: str) -> str:
     """The origin of a node's audit log checkpoints, and the name of the key signing them."""
     return f"{federation}/{node_id}/audit"
-
-
-def checkpoints_path(path: Path) -> Path:
-    """Where the signed checkpoints of the audit log at `path` are kept."""
-    return path.with_name(path.name + CHECKPOINTS_SUFFIX)
-
-
-def _split_checkpoints(data: bytes) -> tuple[list[bytes], int]:
-    """The complete notes of a checkpoints file and the number of bytes they take.
-
-    Each record is a note then one blank line. A checkpoint's text and its signature block
-    hold no blank line, so splitting at blank lines yields text, signatures, text, ...
-    It splits bytes, not text: a record torn inside a multi-byte character is still a torn
-    record, not a file that is not UTF-8.
-    """
-    chunks = data.split(b"\n\n")
-    found: list[bytes] = []
-    end = 0
-    for i in range(0, len(chunks) - 2, 2):
-        note = chunks[i] + b"\n\n" + chunks[i + 1] + b"\n"
-        found.append(note)
-        end += len(note) + 1
-    return found, end
-
-
-def _read_checkpoints_text(path: Path, data: bytes) -> tuple[list[str], int]:
-    found, end = _split_checkpoints(data)
-    try:
-        return [note.decode("utf-8") for note in found], end
-    except UnicodeDecodeError:
-        raise CheckpointInvalid(path, -1, None, "not UTF-8 text") from None
 
 
 def read_checkpoints(path: Path) -> list[str]:
@@ -272,10 +258,25 @@ def read_checkpoints(path: Path) -> list[str]:
     """
     if not path.exists():
         return []
-    data = path.read_bytes()
-    found, end = _read_checkpoints_text(path, data)
-    if end != len(data):
+    try:
+        found, end = split_checkpoint_bytes(path.read_bytes())
+    except UnicodeDecodeError:
+        raise CheckpointInvalid(path, -1, None, "not UTF-8 text") from None
+    if end != path.stat().st_size:
         raise CheckpointInvalid(path, len(found), None, "torn or malformed final record")
+    return found
+
+
+def storage_checkpoints(storage: AuditStorage) -> list[str]:
+    """The notes a backend holds, oldest first; CheckpointInvalid if a record is torn."""
+    try:
+        found, torn = storage.checkpoints()
+    except UnicodeDecodeError:
+        raise CheckpointInvalid(storage.checkpoints_where, -1, None, "not UTF-8 text") from None
+    if torn:
+        raise CheckpointInvalid(
+            storage.checkpoints_where, len(found), None, "torn or malformed final record"
+        )
     return found
 
 
@@ -284,63 +285,91 @@ def _stated(note: str) -> notes.Checkpoint:
     return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1])
 
 
-def issue_checkpoint(
-    log_path: Path, tree: merkle.TreeHasher, key: ed25519.Ed25519PrivateKey, origin: str
+def _sign_onto(
+    held: Locked,
+    where: Path | str,
+    tree: merkle.TreeHasher,
+    key: ed25519.Ed25519PrivateKey,
+    origin: str,
 ) -> str:
-    """Sign the head of `tree` (the log's durable entries) and append it, durably.
+    """Sign the head of `tree` and append it to the checkpoints of a backend held locked.
 
-    Under an exclusive lock on the checkpoints file, so two signers never interleave. It
-    refuses (CheckpointInvalid) to sign a tree smaller than the last checkpoint, or one
+    Refuses (CheckpointInvalid) to sign a tree smaller than the last checkpoint, or one
     whose root at that size differs from it: that would publish a fork of the log.
     """
     size = tree.size
     note = notes.sign_checkpoint(notes.Checkpoint(origin, size, tree.root(size)), origin, key)
-    path = checkpoints_path(log_path)
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        data = path.read_bytes()
-        found, end = _read_checkpoints_text(path, data)
-        if end != len(data):  # a record torn by a crash was never returned: cut it off
-            os.ftruncate(fd, end)
-        if found:
-            index = len(found) - 1
-            try:
-                last = _stated(found[-1])
-            except ValueError:
-                raise CheckpointInvalid(path, index, None, "not a checkpoint note") from None
-            if last.size > size:
-                raise CheckpointInvalid(
-                    path,
-                    index,
-                    last.size,
-                    f"the log holds only {size} durable entries; refusing to sign a smaller tree",
-                )
-            if tree.root(last.size) != last.root:
-                raise CheckpointInvalid(
-                    path,
-                    index,
-                    last.size,
-                    "the log's root at that size differs: the log was rewritten; refusing to sign",
-                )
-        view = memoryview((note + "\n").encode())
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        found = held.checkpoints()
+    except UnicodeDecodeError:
+        raise CheckpointInvalid(where, -1, None, "not UTF-8 text") from None
+    if found:
+        index = len(found) - 1
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            last = _stated(found[-1])
+        except ValueError:
+            raise CheckpointInvalid(where, index, None, "not a checkpoint note") from None
+        if last.size > size:
+            raise CheckpointInvalid(
+                where,
+                index,
+                last.size,
+                f"the log holds only {size} durable entries; refusing to sign a smaller tree",
+            )
+        if tree.root(last.size) != last.root:
+            raise CheckpointInvalid(
+                where,
+                index,
+                last.size,
+                "the log's root at that size differs: the log was rewritten; refusing to sign",
+            )
+    held.add_checkpoint(size, note)
     return note
+
+
+def issue_checkpoint(
+    log_path: Path, tree: merkle.TreeHasher, key: ed25519.Ed25519PrivateKey, origin: str
+) -> str:
+    """Sign the head of `tree` (the file log's durable entries) and append it, durably, to
+    its checkpoints file, under an exclusive lock so two signers never interleave (see
+    `_sign_onto` for what it refuses to sign)."""
+    storage = FileStorage(log_path)
+    try:
+        with storage.locked() as held:
+            return _sign_onto(held, checkpoints_path(log_path), tree, key, origin)
+    except StorageError as exc:
+        raise AuditError(f"could not write a checkpoint: {exc}") from exc
 
 
 def verify_log_and_checkpoints(
     path: Path, verifier: notes.Verifier, origin: str | None = None
+) -> tuple[int, int]:
+    """Check the chain of a log file, then every checkpoint against the tree recomputed
+    from entry 0 (see `verify_storage`). Returns (entries, checkpoints)."""
+    return verify_storage(FileStorage(path), verifier, origin)
+
+
+def verify_database(
+    url: str, verifier: notes.Verifier | None, origin: str | None = None
+) -> tuple[int, int]:
+    """`verify_storage` for a log kept in the database at `url` (none there: AuditError).
+    Without a verifier only the chain is checked (and no checkpoint is counted)."""
+    try:
+        storage = DatabaseStorage(url, create=False)
+    except StorageError as exc:
+        raise AuditError(f"audit log {make_url(url).render_as_string()}: {exc}") from exc
+    try:
+        if verifier is None:
+            return _check_chain(storage.scan(), storage.where, None, torn_ok=False)[1], 0
+        return verify_storage(storage, verifier, origin)
+    except StorageError as exc:
+        raise AuditError(f"audit log {storage.where} could not be read: {exc}") from exc
+    finally:
+        storage.close()
+
+
+def verify_storage(
+    storage: AuditStorage, verifier: notes.Verifier, origin: str | None = None
 ) -> tuple[int, int]:
     """Check the chain, then every checkpoint against the tree recomputed from entry 0.
 
@@ -350,11 +379,11 @@ def verify_log_and_checkpoints(
     AuditCorrupt (the chain) or CheckpointInvalid (naming the checkpoint and its size).
     """
     store = merkle.MemoryHashStore()
-    count = _scan(path, store, torn_ok=False)[1]
+    count = _check_chain(storage.scan(), storage.where, store, torn_ok=False)[1]
     tree = merkle.TreeHasher(store)
-    cp_path = checkpoints_path(path)
+    cp_where = storage.checkpoints_where
     expected = verifier.name if origin is None else origin
-    found = read_checkpoints(cp_path)
+    found = storage_checkpoints(storage)
     previous = 0
     for index, note in enumerate(found):
         try:
@@ -365,20 +394,20 @@ def verify_log_and_checkpoints(
             checkpoint = notes.verify_checkpoint(note, expected, verifier)
         except notes.NoteError as exc:
             raise CheckpointInvalid(
-                cp_path, index, stated, f"does not verify with the node's key: {exc}"
+                cp_where, index, stated, f"does not verify with the node's key: {exc}"
             ) from None
         size = checkpoint.size
         if size < previous:
             raise CheckpointInvalid(
-                cp_path, index, size, f"smaller than the checkpoint before it ({previous})"
+                cp_where, index, size, f"smaller than the checkpoint before it ({previous})"
             )
         if size > count:
             raise CheckpointInvalid(
-                cp_path, index, size, f"the log holds only {count} entries: entries were removed"
+                cp_where, index, size, f"the log holds only {count} entries: entries were removed"
             )
         if tree.root(size) != checkpoint.root:
             raise CheckpointInvalid(
-                cp_path,
+                cp_where,
                 index,
                 size,
                 f"its root is not the root of the log's first {size} entries: the log was altered",
@@ -388,108 +417,168 @@ def verify_log_and_checkpoints(
 
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The Merkle tree of the durable entries (only they become leaves).
+    """The node's audit log: group commit onto a backend (`node.audit_storage`), and the
+    Merkle tree of its durable entries in memory.
+
+    `AuditLog(path)` keeps the log in a file; `AuditLog(storage)` in any backend, e.g. a
+    `DatabaseStorage` that several replicas of the node share. Each batch of concurrent
+    appends is one locked write (one fsync, or one database transaction); under that lock
+    the log first takes in, checked, the entries other replicas wrote since it last looked,
+    so every replica chains onto the one true head and all of them grow one tree.
+
+    Appends run their I/O in a worker thread. The other methods are synchronous and may
+    read the backend: callers on an event loop run them in a thread. `size` and the tree
+    are what this process has seen; `catch_up` takes in other replicas' newer entries
+    (reads beyond the known size, and `checkpoint`, do so by themselves).
+    """
+
+    def __init__(self, target: Path | AuditStorage) -> None:
+        if isinstance(target, Path):
+            self.path: Path | None = target
+            self._storage: AuditStorage = FileStorage(target)
+        else:
+            self.path = target.path if isinstance(target, FileStorage) else None
+            self._storage = target
+        self.where = self._storage.where
+        # The Merkle tree of the durable entries (only they become leaves), the chain's
+        # head and length; changed only under `_state`, by whichever thread sees entries.
         self._tree = merkle.MemoryHashStore()
         self._hasher = merkle.TreeHasher(self._tree)
-        # Where each durable entry's line starts in the file (8 bytes an entry).
-        self._offsets: array[int] = array("Q")
-        self._head, self._size, self._offset = self._recover()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._state = threading.Lock()
+        # One locked write (batch or checkpoint) at a time in this process.
+        self._writer = threading.Lock()
+        self._head, self._size = GENESIS, 0
+        try:
+            self._recover()
+        except BaseException:
+            self._storage.close()
+            raise
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self.last_checkpoint_size = self._last_signed_size()
 
-    def _last_signed_size(self) -> int:
-        """The size of the newest checkpoint on disk (0 if none or unreadable: the next
-        checkpoint then checks the file again, under its lock)."""
+    @property
+    def _fd(self) -> int:
+        """The file backend's descriptor (tests swap it for /dev/full)."""
+        assert isinstance(self._storage, FileStorage)
+        return self._storage._fd
+
+    @_fd.setter
+    def _fd(self, fd: int) -> None:
+        assert isinstance(self._storage, FileStorage)
+        self._storage._fd = fd
+
+    def _recover(self) -> None:
+        """Verify the existing chain from entry 0 and build the tree (AuditCorrupt names
+        the first bad entry); a file's torn last line, never acknowledged, is cut off."""
         try:
-            found = read_checkpoints(checkpoints_path(self.path))
+            self._head, self._size = _check_chain(
+                self._storage.scan(), self.where, self._tree, torn_ok=True
+            )
+            self._storage.keep(self._size)
+        except StorageError as exc:
+            raise AuditError(f"audit log {self.where} could not be opened: {exc}") from exc
+        except OSError as exc:
+            raise AuditError(f"audit log {self.where} could not be opened: {exc}") from exc
+
+    def _last_signed_size(self) -> int:
+        """The size of the newest stored checkpoint (0 if none or unreadable: the next
+        checkpoint then checks them again, under its lock)."""
+        try:
+            found = storage_checkpoints(self._storage)
             return _stated(found[-1]).size if found else 0
-        except (CheckpointInvalid, ValueError):
+        except (CheckpointInvalid, StorageError, ValueError):
             return 0
 
     @property
     def size(self) -> int:
-        """Entries durable on disk."""
+        """Entries durable in the backend, as far as this process has seen."""
         return self._size
 
     @property
     def tree_size(self) -> int:
-        """Leaves of the Merkle tree: the durable entries."""
+        """Leaves of the Merkle tree: the durable entries this process has seen."""
         return self._tree.size
+
+    def catch_up(self) -> int:
+        """Take in the entries other replicas appended since this process last looked
+        (their chain checked); returns the size. Nothing to do for a file log."""
+        try:
+            self._admit(self._storage.since(self._size), self._size)
+        except StorageError as exc:
+            raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
+        return self._size
+
+    def _known(self, size: int | None) -> None:
+        if size is not None and size > self._size:
+            self.catch_up()
 
     def root(self, size: int | None = None) -> bytes:
         """The tree's root over its first `size` leaves (default: all durable entries)."""
+        self._known(size)
         return self._hasher.root(size)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 proof that entry `index` is in the tree of `size` (default: current)."""
+        self._known(size)
         return self._hasher.inclusion_proof(index, self._tree.size if size is None else size)
 
     def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
         """RFC 9162 proof that the tree of `new` (default: current) extends the one of `old`."""
+        self._known(new)
         return self._hasher.consistency_proof(old, self._tree.size if new is None else new)
 
     def checkpoint(self, key: ed25519.Ed25519PrivateKey, origin: str) -> str:
-        """Sign the durable tree's head as a checkpoint note and append it to the
-        checkpoints file (see `issue_checkpoint`); returns the note."""
-        note = issue_checkpoint(self.path, self._hasher, key, origin)
-        self.last_checkpoint_size = self._hasher.size
+        """Sign the durable tree's head as a checkpoint note and store it; returns the note.
+
+        Under the backend's lock, after taking in every entry durable so far (whichever
+        replica wrote it), so the note is of the whole log, never smaller than the last one
+        stored, and never of a fork (see `_sign_onto`)."""
+        where: Path | str = self._storage.checkpoints_where
+        with self._writer:
+            try:
+                with self._storage.locked() as held:
+                    self._admit(held.since(self._size), self._size)
+                    note = _sign_onto(held, where, self._hasher, key, origin)
+            except StorageError as exc:
+                raise AuditError(f"could not store a checkpoint of {self.where}: {exc}") from exc
+        self.last_checkpoint_size = _stated(note).size
         return note
 
     def latest_checkpoint(self) -> str | None:
         """The newest signed checkpoint note, or None if none was signed yet."""
-        found = read_checkpoints(checkpoints_path(self.path))
+        try:
+            found = storage_checkpoints(self._storage)
+        except StorageError as exc:
+            raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
         return found[-1] if found else None
 
     def entries(self, start: int, end: int) -> list[bytes]:
         """Durable entries [start, end) as an overseer sees them: each one's redacted form,
         the exact bytes its Merkle leaf hashes (`leaf_input`)."""
+        self._known(end)
         if not 0 <= start <= end <= self._size:
             raise ValueError(f"entries [{start}, {end}) are not within the log's {self._size}")
-        if start == end:
-            return []
-        stop = self._offsets[end] if end < self._size else self._offset
-        with self.path.open("rb") as fh:
-            fh.seek(self._offsets[start])
-            data = fh.read(stop - self._offsets[start])
-        return [leaf_input(json.loads(line)) for line in data.splitlines()]
+        try:
+            lines = self._storage.lines(start, end)
+        except StorageError as exc:
+            raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
+        return [leaf_input(json.loads(line)) for line in lines]
 
     def find(self, entry_id: str) -> int | None:
         """The index of the durable entry with this id (the one an answer named), or None.
 
-        Scans the file: fine for an overseer's occasional question, not for a hot path.
-        """
+        A file log is scanned: fine for an overseer's occasional question, not for a hot
+        path; a database looks the id up in its index."""
         if len(entry_id) != 32 or any(c not in "0123456789abcdef" for c in entry_id):
             return None
-        needle = b'"id":"' + entry_id.encode() + b'"'
-        with self.path.open("rb") as fh:
-            done, carry = 0, b""
-            while done < self._offset:
-                block = fh.read(min(1 << 20, self._offset - done))
-                if not block:
-                    break
-                data = carry + block
-                at = data.find(needle)
-                if at >= 0:
-                    position = done - len(carry) + at
-                    return bisect.bisect_right(self._offsets, position) - 1
-                done += len(block)
-                carry = data[-len(needle) :]
-        return None
-
-    def _recover(self) -> tuple[str, int, int]:
-        """Verify the existing chain; cut off a torn last line (it was never acknowledged)."""
-        if not self.path.exists():
-            return GENESIS, 0, 0
-        # A torn last line was written but never fsynced and acknowledged: discard below.
-        head, count, offset = _scan(self.path, self._tree, torn_ok=True, offsets=self._offsets)
-        if offset != self.path.stat().st_size:
-            os.truncate(self.path, offset)
-        return head, count, offset
+        try:
+            index = self._storage.find(entry_id)
+        except StorageError as exc:
+            raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
+        if index is not None and index >= self._size:
+            self.catch_up()
+        return index if index is not None and index < self._size else None
 
     async def append(self, record: AuditRecord) -> str:
         """Record one exchange; returns its entry id once the entry is durable."""
@@ -503,9 +592,9 @@ class AuditLog:
             self._flusher = asyncio.create_task(self._flush())
         return await future
 
-    def _encode(self, batch: list[_Pending]) -> tuple[list[bytes], list[bytes], str]:
-        """The batch's lines, chained on the durable head, with their leaves and new head."""
-        lines, leaves, head = [], [], self._head
+    def _encode(self, batch: list[_Pending]) -> tuple[list[bytes], list[bytes], list[str]]:
+        """The batch's lines, chained on the durable head, with their leaves and heads."""
+        lines, leaves, heads, head = [], [], [], self._head
         for seq, (body, _) in enumerate(batch, start=self._size):
             body["seq"], body["prev"] = seq, head
             canonical = _canonical(body)
@@ -513,7 +602,8 @@ class AuditLog:
             # The line is the canonical body with its hash appended as the last member.
             lines.append(canonical[:-1] + b',"hash":"' + head.encode() + b'"}\n')
             leaves.append(merkle.leaf_hash(leaf_input(body)))
-        return lines, leaves, head
+            heads.append(head)
+        return lines, leaves, heads
 
     async def _flush(self) -> None:
         while self._pending:
@@ -521,71 +611,93 @@ class AuditLog:
             # their entries now and share this write, at no cost to a lone request.
             await asyncio.sleep(0)
             batch, self._pending = self._pending, []
-            lines, leaves, head = self._encode(batch)
-            data = b"".join(lines)
             try:
-                await asyncio.to_thread(self._write, data)
-            except OSError as exc:
+                await asyncio.to_thread(self._commit, batch)
+            except AuditError as exc:
                 # Entries appended meanwhile are not chained onto this batch yet: they get
                 # their own attempt.
                 self._fail(batch, exc)
                 continue
-            start = self._offset
-            for leaf, line in zip(leaves, lines, strict=True):
-                self._tree.append(leaf)
-                self._offsets.append(start)
-                start += len(line)
             for body, future in batch:
                 if not future.done():
                     future.set_result(str(body["id"]))
-            self._size += len(batch)
-            self._offset += len(data)
-            self._head = head
 
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fdatasync(self._fd)  # the data and the new size; mtime need not be durable
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Write one batch in one locked write (a worker thread's work): take in what other
+        replicas wrote, chain the batch onto that head, write it durably.
 
-    def _fail(self, entries: list[_Pending], exc: OSError) -> None:
-        with contextlib.suppress(OSError):  # if not now, the torn tail is cut at next start
-            os.truncate(self.path, self._offset)
-        error = AuditError(
-            f"audit log {self.path} could not be written ({exc.strerror or exc}); "
-            "the request was refused and nothing was disclosed: free space or fix the volume"
-        )
+        If a database connection dies during the commit itself, the batch may have been
+        committed after all: its requests are refused (AuditError) and the entries, if
+        they were written, are taken in by the next catch-up like another replica's. An
+        exchange is then audited but not answered, never the other way round."""
+        with self._writer:
+            try:
+                with self._storage.locked() as held:
+                    self._admit(held.since(self._size), self._size)
+                    first = self._size
+                    lines, leaves, heads = self._encode(batch)
+                    held.append(first, lines, [str(body["id"]) for body, _ in batch])
+            except StorageError as exc:
+                raise AuditError(
+                    f"audit log {self.where} could not be written ({exc.detail}); the request "
+                    f"was refused and nothing was disclosed: {exc.hint}"
+                ) from exc
+            with self._state:
+                for seq, (leaf, head) in enumerate(zip(leaves, heads, strict=True), first):
+                    if seq == self._size:  # else a reader's catch_up took it in already
+                        self._tree.append(leaf)
+                        self._head, self._size = head, seq + 1
+
+    def _admit(self, lines: list[bytes], first: int) -> None:
+        """Take in durable entries `first`, `first + 1`, ... that this process has not seen
+        yet, checking that each chains onto the head (AuditCorrupt names one that does not)."""
+        if not lines:
+            return
+        with self._state:
+            for seq, raw in enumerate(lines, first):
+                if seq < self._size:
+                    continue
+                head, doc = _check_line(raw, self._size, self._head, self.where)
+                self._tree.append(merkle.leaf_hash(leaf_input(doc)))
+                self._head, self._size = head, self._size + 1
+
+    def _fail(self, entries: list[_Pending], error: AuditError) -> None:
         for _, future in entries:
             if not future.done():
                 future.set_exception(error)
 
     def recent(self, since: float) -> Iterator[dict[str, Any]]:
-        """Durable entries whose time is at or after `since` (Unix time), newest first.
-
-        Reads the file backwards, so a restart costs the freshness window, not the log.
-        """
-        with self.path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            end = fh.tell()
-            tail = b""
-            while end > 0:
-                start = max(0, end - 65536)
-                fh.seek(start)
-                block = fh.read(end - start) + tail
-                end = start
-                lines = block.split(b"\n")
-                tail = lines.pop(0) if start > 0 else b""
-                for raw in reversed(lines):
-                    if not raw:
-                        continue
-                    entry = json.loads(raw)
-                    when = entry_timestamp(str(entry.get("time", "")))
-                    if when is None or when < since:
-                        return
-                    yield entry
+        """Durable entries whose time is at or after `since` (Unix time), newest first,
+        whichever replica wrote them. Reads backwards, so a restart costs the freshness
+        window, not the log."""
+        try:
+            for raw in self._storage.newest_first():
+                entry = json.loads(raw)
+                when = entry_timestamp(str(entry.get("time", "")))
+                if when is None or when < since:
+                    return
+                yield entry
+        except StorageError as exc:
+            raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
 
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher
-        os.close(self._fd)
+        self._storage.close()
+
+
+def open_audit_log(store: str, path: Path, url: str) -> AuditLog:
+    """The audit log `[audit] store` names: a file at `path`, or tables in the database
+    at `url` (AuditError, saying what to do, if it cannot be opened)."""
+    if store == "database":
+        try:
+            storage: AuditStorage = DatabaseStorage(url)
+        except StorageError as exc:
+            where = make_url(url).render_as_string()
+            raise AuditError(
+                f"audit database {where} could not be opened ({exc.detail}): start it, or fix "
+                "[audit] url (or [store] url, which it defaults to); no request is answered "
+                "unaudited, so the node does not start without it"
+            ) from exc
+        return AuditLog(storage)
+    return AuditLog(path)

@@ -21,7 +21,8 @@ from federation.identity import InvalidIdentity
 from federation.pki import PkiError
 from node.agreements import PolicyDataError
 from node.audit import AuditError
-from node.config import ConfigError
+from node.audit_storage import AuditStorage
+from node.config import ConfigError, NodeConfig
 from node.importer import ImportFailed
 from node.policy.decision import PolicyUnavailable
 from node.policy.embedded import PolicyLoadError
@@ -202,6 +203,20 @@ def _directory_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_storage(config: NodeConfig) -> AuditStorage:
+    """The backend of a node's audit log, opened to read (and to sign checkpoints)."""
+    from node.audit_storage import DatabaseStorage, FileStorage, StorageError
+
+    if config.audit.store == "database":
+        try:
+            return DatabaseStorage(config.audit.url, create=False)
+        except StorageError as exc:
+            raise AuditError(f"audit database: {exc}") from exc
+    if not config.audit.path.exists():
+        raise FileNotFoundError(f"audit log {config.audit.path} not found")
+    return FileStorage(config.audit.path)
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from federation import notes
     from federation.pki import load_ed25519_private, public_key_from_text
@@ -210,8 +225,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
         CheckpointInvalid,
         audit_origin,
         verify_log,
-        verify_log_and_checkpoints,
+        verify_storage,
     )
+    from node.audit_storage import FileStorage, StorageError
     from node.config import load_config
 
     if args.export is not None:
@@ -223,36 +239,41 @@ def _audit_verify(args: argparse.Namespace) -> int:
     origin: str | None = args.origin
     public_key = public_key_from_text(args.public_key) if args.public_key else None
     if args.log is not None:
-        path = args.log
+        if not args.log.exists():
+            raise FileNotFoundError(f"audit log {args.log} not found")
+        storage: AuditStorage = FileStorage(args.log)
     else:
         config = load_config(args.config)
-        path = config.audit.path
         origin = origin or audit_origin(config.node.federation, config.node.id)
         if public_key is None:
             public_key = load_ed25519_private(config.trust.signing_key).public_key()
+        storage = _audit_storage(config)
     if public_key is not None and origin is None:
         raise ConfigError(
             "--public-key with --log needs --origin, e.g. liaison.example/DE-BKA/audit"
         )
-    if not path.exists():
-        raise FileNotFoundError(f"audit log {path} not found")
+    where = storage.where
     checked: int | None = None
     try:
         if public_key is None or origin is None:
-            count = verify_log(path)
+            count = verify_log(args.log)
         else:
             verifier = notes.Verifier.for_log(origin, public_key)
-            count, checked = verify_log_and_checkpoints(path, verifier, origin)
+            count, checked = verify_storage(storage, verifier, origin)
     except AuditCorrupt as exc:
-        print(f"{path}: BAD at entry {exc.index}: {exc.why}; keep a copy of this file")
+        print(f"{where}: BAD at entry {exc.index}: {exc.why}; keep a copy of this log")
         return 2
     except CheckpointInvalid as exc:
-        print(f"{path}: BAD: {exc}; keep a copy of both files")
+        print(f"{where}: BAD: {exc}; keep a copy of the log and its checkpoints")
         return 2
-    print(f"{path}: {count} entries, the chain is intact from entry 0")
+    except StorageError as exc:
+        raise AuditError(f"audit log {where} could not be read: {exc}") from exc
+    finally:
+        storage.close()
+    print(f"{where}: {count} entries, the chain is intact from entry 0")
     if checked is not None:
         print(
-            f"{path}: {checked} checkpoint(s) of {origin} verified with the node's key, "
+            f"{where}: {checked} checkpoint(s) of {origin} verified with the node's key, "
             "each matching the log's root at its size"
         )
     return 0
@@ -261,16 +282,24 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _audit_checkpoint(args: argparse.Namespace) -> int:
     from federation.merkle import TreeHasher
     from federation.pki import load_ed25519_private
-    from node.audit import audit_origin, issue_checkpoint, load_tree
+    from node.audit import AuditLog, audit_origin, issue_checkpoint, load_tree
     from node.config import load_config
 
     config = load_config(args.config)
-    path = config.audit.path
-    if not path.exists():
-        raise FileNotFoundError(f"audit log {path} not found")
     key = load_ed25519_private(config.trust.signing_key)
     origin = audit_origin(config.node.federation, config.node.id)
-    note = issue_checkpoint(path, TreeHasher(load_tree(path)), key, origin)
+    storage = _audit_storage(config)
+    if config.audit.store == "database":
+        # Under the log's lock, as a replica would: after every entry durable so far.
+        log = AuditLog(storage)
+        try:
+            note = log.checkpoint(key, origin)
+        finally:
+            storage.close()
+    else:
+        # Read only, so safe beside a running node: its torn last line is left alone.
+        path = config.audit.path
+        note = issue_checkpoint(path, TreeHasher(load_tree(path)), key, origin)
     sys.stdout.write(note)
     return 0
 
@@ -278,20 +307,27 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
 def _audit_prove(args: argparse.Namespace) -> int:
     from federation import merkle, notes
     from federation.pki import load_ed25519_private
-    from node.audit import audit_origin, checkpoints_path, leaf_input, load_tree, read_checkpoints
+    from node.audit import audit_origin, leaf_input, load_storage_tree, storage_checkpoints
+    from node.audit_storage import StorageError
     from node.config import load_config
 
     config = load_config(args.config)
-    path = config.audit.path
     index: int = args.entry
-    if not path.exists():
-        raise FileNotFoundError(f"audit log {path} not found")
-    store = load_tree(path)
-    if not 0 <= index < store.size:
-        raise AuditError(f"{path} has no entry {index} (it holds {store.size})")
-    found = read_checkpoints(checkpoints_path(path))
+    storage = _audit_storage(config)
+    where = storage.where
+    try:
+        store = load_storage_tree(storage)
+        if not 0 <= index < store.size:
+            raise AuditError(f"{where} has no entry {index} (it holds {store.size})")
+        found = storage_checkpoints(storage)
+        # What an overseer may see: the redacted entry, the exact bytes of its leaf.
+        line = leaf_input(json.loads(storage.lines(index, index + 1)[0])).decode()
+    except StorageError as exc:
+        raise AuditError(f"audit log {where} could not be read: {exc}") from exc
+    finally:
+        storage.close()
     if not found:
-        raise AuditError(f"{path} has no checkpoint yet: run `liaison audit checkpoint` first")
+        raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
     origin = audit_origin(config.node.federation, config.node.id)
     public = load_ed25519_private(config.trust.signing_key).public_key()
     try:
@@ -309,7 +345,7 @@ def _audit_prove(args: argparse.Namespace) -> int:
         )
     if checkpoint.size > store.size:
         raise AuditError(
-            f"{path} holds {store.size} entries, fewer than its latest checkpoint "
+            f"{where} holds {store.size} entries, fewer than its latest checkpoint "
             f"({checkpoint.size}): run `liaison audit verify`"
         )
     leaf = store.leaf(index)
@@ -318,15 +354,8 @@ def _audit_prove(args: argparse.Namespace) -> int:
         merkle.verify_inclusion(leaf, index, checkpoint.size, proof, checkpoint.root)
     except merkle.ProofError:
         raise AuditError(
-            f"{path} does not match its latest checkpoint: run `liaison audit verify`"
+            f"{where} does not match its latest checkpoint: run `liaison audit verify`"
         ) from None
-    line = ""
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh):
-            if number == index:
-                # What an overseer may see: the redacted entry, the exact bytes of its leaf.
-                line = leaf_input(json.loads(raw)).decode()
-                break
     print(
         json.dumps(
             {

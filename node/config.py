@@ -83,7 +83,13 @@ class PolicySection:
 
 @dataclass(frozen=True, slots=True)
 class AuditSection:
+    # Where the log is kept: "file" (`path`, one node process) or "database" (tables in
+    # `url`, shared by every replica of the node: one tree, appends serialised).
+    store: str = "file"
     path: Path = Path("audit.log")
+    # The database of store = "database"; empty means [store] url. Once loaded it is the
+    # URL in effect (SQLite paths resolved beside the config file).
+    url: str = ""
     # How often the running node signs a checkpoint of its audit tree (when it grew).
     checkpoint_interval_s: int = 60
 
@@ -123,6 +129,7 @@ _SECTIONS: dict[str, type] = {
 _ZERO_TURNS_OFF = frozenset({("witness", "interval_s")})
 ENGINES = ("embedded", "opa")
 PROFILES = ("bilateral", "eu-led", "strict")
+AUDIT_STORES = ("file", "database")
 
 
 def _unknown(where: str, key: str, known: list[str], source: Path) -> ConfigError:
@@ -175,18 +182,51 @@ def _section(name: str, cls: type, raw: Any, source: Path) -> Any:
         raise ConfigError(f"{source}: [{name}] lacks required key(s) {missing}") from None
 
 
-def _sqlite_beside(url: str, config: Path) -> str:
+def _sqlite_beside(url: str, config: Path, section: str = "store") -> str:
     """A relative SQLite path means "beside the config file", not "wherever we started"."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigError(f"{config}: [store] url {url!r} is not a database URL: {exc}") from None
+        raise ConfigError(
+            f"{config}: [{section}] url {url!r} is not a database URL: {exc}"
+        ) from None
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return url
     if database.startswith("file:") or Path(database).is_absolute():
         return url
     return parsed.set(database=str(config.parent / database)).render_as_string(hide_password=False)
+
+
+def _audit(audit: AuditSection, raw: dict[str, Any], store_url: str, path: Path) -> AuditSection:
+    """[audit] checked, its database URL the one in effect."""
+    if audit.store not in AUDIT_STORES:
+        raise ConfigError(
+            f"{path}: [audit] store {audit.store!r} is not one of {', '.join(AUDIT_STORES)}"
+        )
+    if audit.store == "file":
+        if "url" in raw:
+            raise ConfigError(f'{path}: [audit] url is for store = "database" (the log is a file)')
+        return audit
+    if "path" in raw:
+        raise ConfigError(
+            f'{path}: [audit] path is for store = "file" (the log is in the database at url)'
+        )
+    url = _sqlite_beside(audit.url, path, "audit") if audit.url else store_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"{path}: [audit] the audit database must be SQLite or PostgreSQL, "
+            f"not {parsed.get_backend_name()}"
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError(f"{path}: [audit] an in-memory SQLite database would lose the log")
+    return AuditSection(
+        store=audit.store,
+        path=audit.path,
+        url=url,
+        checkpoint_interval_s=audit.checkpoint_interval_s,
+    )
 
 
 def load_config(path: Path) -> NodeConfig:
@@ -206,6 +246,7 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: the [node] section (id, federation) is required")
     parts = {name: _section(name, cls, raw.get(name, {}), path) for name, cls in _SECTIONS.items()}
     parts["store"] = StoreSection(url=_sqlite_beside(parts["store"].url, path))
+    parts["audit"] = _audit(parts["audit"], raw.get("audit", {}), parts["store"].url, path)
     config = NodeConfig(source=path, **parts)
     try:
         check_node_id(config.node.id)

@@ -28,7 +28,7 @@ from federation.identity import country_of
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.admission import Admission
 from node.agreements import load_policy_data
-from node.audit import AuditError, AuditLog, audit_origin, entry_timestamp
+from node.audit import AuditError, AuditLog, audit_origin, entry_timestamp, open_audit_log
 from node.auth import PeerAuthenticator
 from node.config import NodeConfig
 from node.directory_state import DirectoryState, fetcher_for
@@ -82,7 +82,7 @@ class Node:
                     await task
         await self.server.stop(grace)
         # A last checkpoint, so the log a stopped node leaves behind is signed to its end.
-        _checkpoint_if_grown(self.audit, self._signing_key, self._origin)
+        await asyncio.to_thread(_checkpoint_if_grown, self.audit, self._signing_key, self._origin)
         await self.audit.close()
         self.engine.close()
         self.store.close()
@@ -95,7 +95,8 @@ def _checkpoint_if_grown(
     audit: AuditLog, key: ed25519.Ed25519PrivateKey | None, origin: str
 ) -> None:
     """Sign the audit tree's head if it grew since the last checkpoint; never raises (a
-    checkpoint that cannot be written is logged, and tried again next time)."""
+    checkpoint that cannot be written is logged, and tried again next time). Blocking:
+    the node runs it in a thread."""
     if key is None or audit.tree_size == 0 or audit.tree_size == audit.last_checkpoint_size:
         return
     try:
@@ -109,7 +110,7 @@ async def _checkpoint_every(
 ) -> None:
     while True:
         await asyncio.sleep(interval)
-        _checkpoint_if_grown(audit, key, origin)
+        await asyncio.to_thread(_checkpoint_if_grown, audit, key, origin)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -169,7 +170,11 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     engine = CachingEngine(reloading)
     store = RecordStore(config.store.url)
     store.create_schema()
-    audit = AuditLog(config.audit.path)
+    try:
+        audit = open_audit_log(config.audit.store, config.audit.path, config.audit.url)
+    except AuditError:
+        store.close()
+        raise
     metrics.track_audit_size(lambda: audit.size)
 
     skew = config.trust.max_clock_skew_s

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from node.audit import GENESIS, AuditCorrupt, AuditError, AuditLog, AuditRecord, verify_log
+from node.audit_storage import AuditStorage
 
 
 def _record(i: int, **changes: Any) -> AuditRecord:
@@ -210,20 +211,19 @@ def test_disk_full_refuses_keeps_the_file_and_recovers(tmp_path: Path) -> None:
 
 
 class _CountingLog(AuditLog):
-    """The real log, counting its write+fsync batches and optionally slowing them."""
+    """The real log, counting its locked writes (one fsync or transaction each) and the
+    entries in each, optionally slowing them."""
 
-    def __init__(self, path: Path, delay: float = 0.0) -> None:
-        super().__init__(path)
+    def __init__(self, target: Path | AuditStorage, delay: float = 0.0) -> None:
+        super().__init__(target)
         self.batches: list[int] = []
         self.delay = delay
 
-    def _write(self, data: bytes) -> None:
-        self.batches.append(data.count(b"\n"))
+    def _commit(self, batch: list[Any]) -> None:
+        self.batches.append(len(batch))
         if self.delay:
-            import time
-
             time.sleep(self.delay)
-        super()._write(data)
+        super()._commit(batch)
 
 
 def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
@@ -252,14 +252,12 @@ def test_entries_appended_during_a_failed_write_get_their_own_attempt(tmp_path: 
     before = path.read_bytes()
 
     class _FailingOnce(_CountingLog):
-        def _write(self, data: bytes) -> None:
+        def _commit(self, batch: list[Any]) -> None:
             if not self.batches:
-                self.batches.append(data.count(b"\n"))
-                import time
-
+                self.batches.append(len(batch))
                 time.sleep(self.delay)
-                raise OSError(errno.ENOSPC, "No space left on device")
-            super()._write(data)
+                raise AuditError("No space left on device")
+            super()._commit(batch)
 
     async def run() -> list[str]:
         log = _FailingOnce(path, delay=0.05)

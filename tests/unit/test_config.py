@@ -46,6 +46,7 @@ def test_minimal_config_gets_documented_defaults_beside_the_file(tmp_path: Path)
     assert config.policy.deadline_ms == 250
     assert config.audit.path == here / "audit.log"
     assert config.witness.interval_s == 60
+    assert config.audit.store == "file" and config.audit.url == ""
     assert config.store.url == f"sqlite:///{here / 'records.db'}"
 
 
@@ -133,7 +134,8 @@ def test_typo_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
 
 def test_unknown_key_without_near_match_lists_the_known_keys(tmp_path: Path) -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown key \[audit\] 'colour'; known: checkpoint_interval_s, path$"
+        ConfigError,
+        match=r"unknown key \[audit\] 'colour'; known: checkpoint_interval_s, path, store, url$",
     ):
         _load(tmp_path, NODE + '[audit]\ncolour = "red"\n')
 
@@ -292,3 +294,42 @@ def test_witness_interval_must_be_a_non_negative_integer(tmp_path: Path, value: 
 def test_witness_section_is_strict(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[witness\] 'interval' \(did you mean 'interval_s'"):
         _load(tmp_path, NODE + "[witness]\ninterval = 60\n")
+
+
+# --- [audit] store ------------------------------------------------------------------------
+
+
+def test_audit_in_the_database_defaults_to_the_store_url(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        NODE + '[store]\nurl = "sqlite:///records.db"\n[audit]\nstore = "database"\n',
+    )
+    assert config.audit.store == "database"
+    assert config.audit.url == config.store.url == f"sqlite:///{tmp_path.resolve()}/records.db"
+
+
+def test_audit_database_of_its_own_lives_beside_the_config(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path / "conf", NODE + '[audit]\nstore = "database"\nurl = "sqlite:///audit.db"\n'
+    )
+    assert config.audit.url == f"sqlite:///{(tmp_path / 'conf').resolve()}/audit.db"
+    pg = "postgresql+psycopg://liaison@db.example/liaison"
+    config = _load(tmp_path, NODE + f'[audit]\nstore = "database"\nurl = "{pg}"\n')
+    assert config.audit.url == pg
+
+
+@pytest.mark.parametrize(
+    ("audit", "message"),
+    [
+        ('store = "s3"', r"\[audit\] store 's3' is not one of file, database"),
+        ('url = "sqlite:///a.db"', r'\[audit\] url is for store = "database"'),
+        ('store = "database"\npath = "a.log"', r'\[audit\] path is for store = "file"'),
+        ('store = "database"\nurl = "a.db"', r"\[audit\] url 'a\.db' is not a database URL"),
+        ('store = "database"\nurl = "mysql://x/y"', r"must be SQLite or PostgreSQL, not mysql"),
+        ('store = "database"\nurl = "sqlite://"', r"in-memory SQLite database would lose the log"),
+        ("store = 1", r"\[audit\] store must be a string"),
+    ],
+)
+def test_bad_audit_store_settings(tmp_path: Path, audit: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, NODE + f"[audit]\n{audit}\n")

@@ -1,0 +1,193 @@
+"""Two replicas of one node (two real processes, one identity, two ports) keeping one audit
+log in one real PostgreSQL: one chain, one tree, checkpoints from both that agree."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from federation import merkle, notes
+from federation.client import PeerClient, match_query, new_envelope
+from federation.errors import PeerUnavailable
+from federation.model import MatchQuery
+from federation.pki import load_ed25519_private
+from node.audit import AuditLog, audit_origin, verify_database
+from node.audit_storage import DatabaseStorage
+from node.config import load_config
+from node.federation_kit import Federation, NodeHandle
+from node.server import start_node
+from tests.federation.helpers import ask, clone_node, set_keys
+from tests.federation.test_cli import liaison
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("LIAISON_TEST_POSTGRES_URL"),
+    reason="no PostgreSQL: set LIAISON_TEST_POSTGRES_URL (make test does)",
+)
+
+
+def _replica(fed: Federation, folder: Path, url: str) -> NodeHandle:
+    """A copy of FR-DGPN whose audit log is in the database at `url`."""
+    node = clone_node(fed, "FR-DGPN", folder, audit={"checkpoint_interval_s": "1"})
+    toml = node.config_path.read_text().replace('path = "audit.log"\n', "")
+    node.config_path.write_text(
+        set_keys(toml, "audit", {"store": '"database"', "url": json.dumps(url)})
+    )
+    return node
+
+
+def _rows(url: str, query: str) -> list[tuple[object, ...]]:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(query))]
+    finally:
+        engine.dispose()
+
+
+def test_two_replicas_answer_into_one_tree(
+    fed: Federation, postgres_url: str, tmp_path: Path
+) -> None:
+    replicas = [_replica(fed, tmp_path / f"FR-{n}", postgres_url) for n in (1, 2)]
+    config = replicas[0].config()
+    assert config.audit.store == "database" and config.audit.url == postgres_url
+    de = fed.nodes["DE-BKA"].identity()
+
+    def ask_many(node: NodeHandle) -> list[str]:
+        out = []
+        for i in range(15):
+            answer = ask(
+                de,
+                fed,
+                "FR-DGPN",
+                "vehicle",
+                [("vin", f"NOPE{i:013d}")],
+                endpoint=node.endpoint,
+            )
+            out.append(answer.audit_entry)
+        return out
+
+    for node in replicas:
+        node.start()
+    try:
+        for node in replicas:
+            node.wait_ready()
+        with ThreadPoolExecutor(8) as pool:
+            # Four callers per replica, all at once.
+            answered = [
+                entry
+                for entries in pool.map(ask_many, [r for r in replicas for _ in range(4)])
+                for entry in entries
+            ]
+        time.sleep(1.5)  # each replica signs a checkpoint of what it has seen
+    finally:
+        codes = [node.stop() for node in replicas]
+    assert codes == [0, 0]
+
+    lines = [str(r[0]) for r in _rows(postgres_url, "SELECT line FROM audit_entries ORDER BY seq")]
+    entries = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in entries] == list(range(len(entries)))
+    ids = [e["id"] for e in entries]
+    assert len(set(ids)) == len(ids)
+    assert len(answered) == 120 and set(answered) <= set(ids)
+
+    origin = audit_origin(config.node.federation, config.node.id)
+    public = load_ed25519_private(config.trust.signing_key).public_key()
+    verifier = notes.Verifier.for_log(origin, public)
+    count, checked = verify_database(postgres_url, verifier, origin)
+    assert count == len(entries) and checked >= 2
+    signed = [
+        notes.verify_checkpoint(str(r[0]), origin, verifier)
+        for r in _rows(postgres_url, "SELECT note FROM audit_checkpoints ORDER BY seq")
+    ]
+    assert signed[-1].size == count  # a stopping replica signs the log to its end
+    log = AuditLog(DatabaseStorage(postgres_url))
+    try:
+        for old in signed:
+            for new in signed:
+                if old.size <= new.size:
+                    proof = log.consistency_proof(old.size, new.size)
+                    merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
+    finally:
+        asyncio.run(log.close())
+
+    # The CLI on a replica's config: verify, prove an entry, sign by hand.
+    toml = str(replicas[1].config_path)
+    ok = liaison("audit", "verify", "--config", toml)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{count} entries" in ok.stdout and f"{checked} checkpoint(s)" in ok.stdout
+    proved = liaison("audit", "prove", "--config", toml, "--entry", str(count - 1))
+    assert proved.returncode == 0, proved.stdout + proved.stderr
+    doc = json.loads(proved.stdout)
+    shown = notes.verify_checkpoint(doc["checkpoint"], origin, verifier)
+    proof = [bytes.fromhex(h) for h in doc["inclusion_proof"]]
+    merkle.verify_inclusion(
+        merkle.leaf_hash(doc["entry"].encode()), count - 1, shown.size, proof, shown.root
+    )
+    made = liaison("audit", "checkpoint", "--config", toml)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert notes.verify_checkpoint(made.stdout, origin, verifier).size == count
+
+
+def test_a_node_refuses_while_its_audit_database_is_away_and_recovers(
+    fed: Federation, postgres_url: str, tmp_path: Path
+) -> None:
+    node_handle = _replica(fed, tmp_path / "FR", postgres_url)
+    name = make_url(postgres_url).database
+    admin = create_engine(
+        make_url(postgres_url).set(database="postgres"),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+    )
+
+    def sql(statement: str) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(statement))
+
+    async def scenario() -> None:
+        node = await start_node(load_config(node_handle.config_path))
+        member = fed.member("FR-DGPN")
+        client = PeerClient.for_member(
+            fed.nodes["DE-BKA"].identity(), member, endpoint=node_handle.endpoint
+        )
+
+        def query() -> MatchQuery:
+            env = new_envelope("DE-BKA", "criminal_investigation")
+            return match_query(env, "vehicle", [("vin", "NOPE0000000000009")])
+
+        try:
+            first = await client.match(query(), timeout=10)
+            # The database goes away: its sessions are cut and no new one is let in.
+            sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+                with pytest.raises(PeerUnavailable) as err:
+                    await client.match(query(), timeout=10)
+                assert err.value.reasons == ("audit_unavailable",)
+            finally:
+                sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            again = await client.match(query(), timeout=10)
+            assert node.audit.find(again.audit_entry) == 1
+            assert node.audit.find(first.audit_entry) == 0
+            failures = node.metrics.registry.get_sample_value("liaison_audit_failures_total")
+            assert failures == 1
+        finally:
+            await client.close()
+            await node.stop(0)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        admin.dispose()
+    assert verify_database(postgres_url, None) == (2, 0)
