@@ -548,10 +548,13 @@ class AuditLog:
     def latest_checkpoint(self) -> str | None:
         """The newest signed checkpoint note, or None if none was signed yet."""
         try:
-            found = storage_checkpoints(self._storage)
+            return self._storage.latest_checkpoint()
+        except UnicodeDecodeError:
+            raise CheckpointInvalid(
+                self._storage.checkpoints_where, -1, None, "not UTF-8 text"
+            ) from None
         except StorageError as exc:
             raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
-        return found[-1] if found else None
 
     def entries(self, start: int, end: int) -> list[bytes]:
         """Durable entries [start, end) as an overseer sees them: each one's redacted form,
@@ -684,6 +687,19 @@ class AuditLog:
         if self._flusher is not None:
             await self._flusher
         self._storage.close()
+
+
+def existing_storage(store: str, path: Path, url: str) -> AuditStorage:
+    """The backend of an existing audit log, opened to read (and to sign checkpoints): what
+    the `liaison audit` commands work on, whichever store the node's config names."""
+    if store == "database":
+        try:
+            return DatabaseStorage(url, create=False)
+        except StorageError as exc:
+            raise AuditError(f"audit database: {exc}") from exc
+    if not path.exists():
+        raise FileNotFoundError(f"audit log {path} not found")
+    return FileStorage(path)
 
 
 def open_audit_log(store: str, path: Path, url: str) -> AuditLog:

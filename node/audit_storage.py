@@ -127,6 +127,13 @@ class AuditStorage(Protocol):
         Raises UnicodeDecodeError if a checkpoints file is not UTF-8."""
         ...
 
+    def latest_checkpoint(self) -> str | None:
+        """The newest checkpoint note (None if none), cheaply: overseers and witnesses ask
+        for it on every call, and a log signs many.
+
+        Raises UnicodeDecodeError if a checkpoints file is not UTF-8."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -235,6 +242,8 @@ class FileStorage:
         self._offsets: array[int] = array("Q")
         self._end = 0
         self._fd = -1
+        # The checkpoints file read so far: bytes of complete records, and the last note.
+        self._notes_end, self._last_note = 0, ""
 
     def scan(self) -> Iterator[bytes]:
         self._offsets = array("Q")
@@ -336,6 +345,25 @@ class FileStorage:
         data = path.read_bytes()
         found, end = split_checkpoint_bytes(data)
         return found, end != len(data)
+
+    def latest_checkpoint(self) -> str | None:
+        # The file only grows by whole records (a torn one is cut before the next is
+        # written): read just what was added since the last call.
+        path = checkpoints_path(self.path)
+        try:
+            with path.open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self._notes_end:  # cut back (a torn record) or replaced
+                    self._notes_end, self._last_note = 0, ""
+                fh.seek(self._notes_end)
+                found, end = split_checkpoint_bytes(fh.read(size - self._notes_end))
+        except FileNotFoundError:
+            self._notes_end, self._last_note = 0, ""
+            return None
+        if found:
+            self._last_note = found[-1]
+        self._notes_end += end
+        return self._last_note or None
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -547,6 +575,15 @@ class DatabaseStorage:
                 return [str(n) for n in conn.execute(stmt).scalars()], False
         except SQLAlchemyError as exc:
             raise self._error(exc) from exc
+
+    def latest_checkpoint(self) -> str | None:
+        stmt = select(checkpoints_table.c.note).order_by(checkpoints_table.c.seq.desc()).limit(1)
+        try:
+            with self._engine.connect() as conn:
+                note = conn.execute(stmt).scalar()
+        except SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+        return None if note is None else str(note)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -204,17 +204,9 @@ def _directory_show(args: argparse.Namespace) -> int:
 
 
 def _audit_storage(config: NodeConfig) -> AuditStorage:
-    """The backend of a node's audit log, opened to read (and to sign checkpoints)."""
-    from node.audit_storage import DatabaseStorage, FileStorage, StorageError
+    from node.audit import existing_storage
 
-    if config.audit.store == "database":
-        try:
-            return DatabaseStorage(config.audit.url, create=False)
-        except StorageError as exc:
-            raise AuditError(f"audit database: {exc}") from exc
-    if not config.audit.path.exists():
-        raise FileNotFoundError(f"audit log {config.audit.path} not found")
-    return FileStorage(config.audit.path)
+    return existing_storage(config.audit.store, config.audit.path, config.audit.url)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

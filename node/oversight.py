@@ -204,8 +204,8 @@ class OversightHandlers:
 
     # --- the checkpoint that bounds everything -----------------------------------------------
 
-    def _latest(self) -> tuple[notes.Checkpoint, str]:
-        note = self._audit.latest_checkpoint()
+    async def _latest(self) -> tuple[notes.Checkpoint, str]:
+        note = await asyncio.to_thread(self._audit.latest_checkpoint)
         if note is None:
             raise Refusal(
                 Kind.NOT_YET,
@@ -229,14 +229,14 @@ class OversightHandlers:
                 if wait > 0:
                     await asyncio.sleep(wait)
             self._last_signed = self._monotonic()
-            self._sign_checkpoint()
+            await asyncio.to_thread(self._sign_checkpoint)
 
     # --- the RPCs ----------------------------------------------------------------------------
 
     async def _get_checkpoint(self, member: Member, raw: bytes) -> bytes:
         _parse(opb.GetCheckpointRequest, raw)
         await self._sign_fresh()
-        _, note = self._latest()
+        _, note = await self._latest()
         return opb.GetCheckpointResponse(note=self.extra_cosignatures(note)).SerializeToString()
 
     async def _get_consistency_proof(self, member: Member, raw: bytes) -> bytes:
@@ -244,15 +244,15 @@ class OversightHandlers:
         old, new = request.old_size, request.new_size
         if old > new:
             raise invalid("invalid_range", f"old_size {old} is larger than new_size {new}")
-        checkpoint, _ = self._latest()
+        checkpoint, _ = await self._latest()
         if new > checkpoint.size:
             raise _beyond(f"new_size {new}", checkpoint.size)
-        hashes = self._audit.consistency_proof(old, new)
+        hashes = await asyncio.to_thread(self._audit.consistency_proof, old, new)
         return opb.GetConsistencyProofResponse(hashes=hashes).SerializeToString()
 
     async def _get_inclusion_proof(self, member: Member, raw: bytes) -> bytes:
         request = _parse(opb.GetInclusionProofRequest, raw)
-        checkpoint, _ = self._latest()
+        checkpoint, _ = await self._latest()
         size = request.tree_size or checkpoint.size
         if size > checkpoint.size:
             raise _beyond(f"tree_size {size}", checkpoint.size)
@@ -262,7 +262,7 @@ class OversightHandlers:
             if index >= size:
                 raise invalid("invalid_range", f"entry {index} is not below tree size {size}")
         elif which == "entry_id":
-            found = self._audit.find(request.entry_id)
+            found = await asyncio.to_thread(self._audit.find, request.entry_id)
             if found is None or found >= self._audit.tree_size:
                 raise Refusal(
                     Kind.NOT_FOUND,
@@ -274,7 +274,7 @@ class OversightHandlers:
             index = found
         else:
             raise invalid("malformed_request", "name the entry by index or by entry_id")
-        entry = self._audit.entries(index, index + 1)[0]
+        entry = (await asyncio.to_thread(self._audit.entries, index, index + 1))[0]
         if not member.is_overseer and json.loads(entry).get("peer") != member.node_id:
             raise _member_refusal(
                 member,
@@ -283,7 +283,7 @@ class OversightHandlers:
                 f"a node may prove only the entries of its own requests; entry {index} "
                 f"is not one of {member.node_id}'s",
             )
-        hashes = self._audit.inclusion_proof(index, size)
+        hashes = await asyncio.to_thread(self._audit.inclusion_proof, index, size)
         return opb.GetInclusionProofResponse(
             index=index, tree_size=size, entry=entry, hashes=hashes
         ).SerializeToString()
@@ -303,14 +303,14 @@ class OversightHandlers:
             raise invalid(
                 "too_many_entries", f"at most {MAX_ENTRIES} entries per call; ask in batches"
             )
-        checkpoint, _ = self._latest()
+        checkpoint, _ = await self._latest()
         if end > checkpoint.size:
             raise _beyond(f"end {end}", checkpoint.size)
         entries: list[bytes] = []
         total = 0
         # A response stays under the message size limit: the node may return a prefix of
         # the range (at least one entry), and the caller asks again from where it stopped.
-        for entry in self._audit.entries(start, end):
+        for entry in await asyncio.to_thread(self._audit.entries, start, end):
             if entries and total + len(entry) > self._max_entry_bytes:
                 break
             entries.append(entry)

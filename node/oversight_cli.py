@@ -1,6 +1,6 @@
 """The commands behind `liaison audit export|verify --export` and `liaison oversight ...`.
 
-`audit export` is the operator's: a range of its own log, read from the files. `oversight
+`audit export` is the operator's: a range of its own log, read from its file or database. `oversight
 export|checkpoint|prove` are an overseer's: the same over the node's OversightService, with
 the overseer's identity (from `liaison oversight enroll`) and the signed directory. Both
 write the one export format of `federation.oversight`, which `audit verify --export` checks
@@ -22,26 +22,33 @@ from federation.pki import load_ed25519_private, public_key_from_text
 from node.audit import (
     AuditError,
     audit_origin,
-    checkpoints_path,
+    existing_storage,
     leaf_input,
-    load_tree,
-    read_checkpoints,
+    load_storage_tree,
+    storage_checkpoints,
 )
+from node.audit_storage import StorageError
 from node.config import ConfigError, NodeConfig
 
 
 def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
     """Entries [start, end) of the node's own log, against its latest checkpoint (read
-    only: safe on the log of a running node). Verified before it is returned."""
-    path = config.audit.path
-    if not path.exists():
-        raise FileNotFoundError(f"audit log {path} not found")
+    only: safe on the log of a running node, on either store). Verified before it is
+    returned."""
     if start > end:
         raise AuditError(f"--from {start} is after --to {end}")
-    store = load_tree(path)
-    found = read_checkpoints(checkpoints_path(path))
+    storage = existing_storage(config.audit.store, config.audit.path, config.audit.url)
+    where = storage.where
+    try:
+        store = load_storage_tree(storage)
+        found = storage_checkpoints(storage)
+        lines = storage.lines(start, min(end, store.size))
+    except StorageError as exc:
+        raise AuditError(f"audit log {where} could not be read: {exc}") from exc
+    finally:
+        storage.close()
     if not found:
-        raise AuditError(f"{path} has no checkpoint yet: run `liaison audit checkpoint` first")
+        raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
     origin = audit_origin(config.node.federation, config.node.id)
     public = load_ed25519_private(config.trust.signing_key).public_key()
     verifier = notes.Verifier.for_log(origin, public)
@@ -58,18 +65,12 @@ def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
         )
     if checkpoint.size > store.size:
         raise AuditError(
-            f"{path} holds {store.size} entries, fewer than its latest checkpoint "
+            f"{where} holds {store.size} entries, fewer than its latest checkpoint "
             f"({checkpoint.size}): run `liaison audit verify`"
         )
     left = merkle.CompactRange()
     left.extend(store.leaf(i) for i in range(start))
-    entries: list[bytes] = []
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh):
-            if number >= end:
-                break
-            if number >= start:
-                entries.append(leaf_input(json.loads(raw)))
+    entries = [leaf_input(json.loads(line)) for line in lines]
     proof = merkle.TreeHasher(store).consistency_proof(end, checkpoint.size)
     export = AuditExport.build(
         origin, notes.vkey(origin, public), found[-1], start, left.hashes, entries, proof
@@ -77,7 +78,7 @@ def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
     try:
         verify_export(export, verifier)
     except ExportInvalid as exc:
-        raise AuditError(f"{path} does not match its latest checkpoint ({exc})") from None
+        raise AuditError(f"{where} does not match its latest checkpoint ({exc})") from None
     return export
 
 

@@ -135,6 +135,18 @@ def test_two_replicas_answer_into_one_tree(
     made = liaison("audit", "checkpoint", "--config", toml)
     assert made.returncode == 0, made.stdout + made.stderr
     assert notes.verify_checkpoint(made.stdout, origin, verifier).size == count
+    # An export of a range, for an overseer, checked with the node's public key alone.
+    out = tmp_path / "export.json"
+    exported = liaison(
+        "audit", "export", "--config", toml, "--from", "10", "--to", "30", "--out", str(out)
+    )
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert [json.loads(e)["seq"] for e in json.loads(out.read_text())["entries"]] == list(
+        range(10, 30)
+    )
+    key = public.public_bytes_raw().hex()
+    checked_export = liaison("audit", "verify", "--export", str(out), "--public-key", key)
+    assert checked_export.returncode == 0, checked_export.stdout + checked_export.stderr
 
 
 def test_a_node_refuses_while_its_audit_database_is_away_and_recovers(

@@ -31,7 +31,13 @@ from node.audit import (
     verify_database,
     verify_storage,
 )
-from node.audit_storage import AuditStorage, DatabaseStorage, FileStorage, entries_table
+from node.audit_storage import (
+    AuditStorage,
+    DatabaseStorage,
+    FileStorage,
+    checkpoints_path,
+    entries_table,
+)
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
 
@@ -203,6 +209,34 @@ def test_checkpoints_proofs_and_reads(backend: Backend) -> None:
         await log.close()
 
     asyncio.run(run())
+
+
+def test_the_latest_checkpoint_follows_every_signer(backend: Backend) -> None:
+    """Overseers and witnesses read the newest note on every call: it must be the newest
+    whoever signed it (this process, another, or a replica), and a torn record never is."""
+    signed = _grow(backend, 5, checkpoint_at=(2, 5))
+
+    async def run() -> None:
+        log = backend.open()
+        assert log.latest_checkpoint() == signed[-1]
+        await _append_many(log, 5, 3)
+        other = backend.open()  # another signer: the CLI by hand, or a replica
+        try:
+            by_other = other.checkpoint(KEY, ORIGIN)
+        finally:
+            await other.close()
+        assert log.latest_checkpoint() == by_other
+        if backend.name == "file":  # a record torn by a crash is not a checkpoint
+            with checkpoints_path(backend.path).open("ab") as fh:
+                fh.write(by_other.encode()[:40])
+            assert log.latest_checkpoint() == by_other
+        mine = log.checkpoint(KEY, ORIGIN)  # cuts the torn record, appends
+        assert log.latest_checkpoint() == mine
+        assert notes.verify_checkpoint(mine, ORIGIN, VERIFIER).size == 8
+        await log.close()
+
+    asyncio.run(run())
+    assert backend.verify() == (8, 4)
 
 
 def test_a_log_that_lost_entries_is_not_signed_smaller(backend: Backend) -> None:
