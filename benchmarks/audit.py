@@ -30,7 +30,7 @@ repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothi
 Open, verify and the floor are printed as wall and CPU seconds: the log is read back from
 the page cache (the machine's memory holds it), so they are CPU-bound, and on a shared
 machine the CPU figure is the one other work distorts least (the load average is printed).
-About 900 bytes per entry: the default run writes about 1 GB, takes about three minutes on
+About 900 bytes per entry: the default run writes about 1 GB, takes two to three minutes on
 2 cores and removes its folder at the end.
 ``--quick`` (20,000 entries, 0.5 s per append row, one round) takes a few seconds.
 
