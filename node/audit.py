@@ -148,8 +148,15 @@ def entry_timestamp(text: str) -> float | None:
         return None
 
 
+# One encoder and one decoder for every entry: `json.dumps` with these options builds a new
+# encoder on each call, and `json.loads` of bytes first guesses their encoding (UTF-16,
+# UTF-32, a UTF-8 byte-order mark), where an entry is UTF-8 and nothing else.
+_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_decode_json = json.JSONDecoder().decode
+
+
 def _canonical(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode_json(body).encode()
 
 
 def _digest(prev: str, canonical: bytes) -> str:
@@ -159,7 +166,7 @@ def _digest(prev: str, canonical: bytes) -> str:
 def _check_line(line: bytes, index: int, prev: str, path: Path | str) -> tuple[str, dict[str, Any]]:
     """The entry's hash and body (without `hash`), if it is entry `index` chained on `prev`."""
     try:
-        doc = json.loads(line)
+        doc = _decode_json(line.decode())  # entries are UTF-8: no encoding is guessed
         stated = doc.pop("hash")
     except (ValueError, KeyError, AttributeError, TypeError):
         raise AuditCorrupt(path, index, "not a JSON entry with a hash") from None

@@ -40,3 +40,27 @@ def test_policy_benchmark_quick_run_exits_cleanly_with_its_ratio_and_target() ->
             in result.stdout
         )
     assert "(target ≤ 10%)" in result.stdout
+
+
+def test_audit_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "audit.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "files in " in out
+    for writers in ("1 writer:", "64 writers:"):
+        line = next(line for line in out.splitlines() if f"AuditLog.append, {writers}" in line)
+        assert "entries per fdatasync" in line
+        assert "ratio to baseline" in line
+    assert "inclusion proof at 20,000 from the AuditLog" in out
+    assert "consistency proof at 20,000 from the AuditLog" in out
+    assert "open (recover: chain checked, Merkle tree rebuilt):" in out
+    assert "verify_log_and_checkpoints:" in out
+    assert "liaison audit verify (subprocess, end to end):" in out
+    assert "target: liaison audit verify of 1,000,000 entries ≤ 30 s:" in out

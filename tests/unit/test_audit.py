@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import json
 import os
@@ -161,6 +162,23 @@ def test_a_recomputed_hash_does_not_hide_a_broken_chain(tmp_path: Path) -> None:
         r"entry before it\)",
     ):
         verify_log(path)
+
+
+def test_an_entry_in_another_encoding_is_not_an_entry(tmp_path: Path) -> None:
+    # Same JSON, same hash: only the bytes differ (a byte-order mark, then UTF-16).
+    for recode in (
+        lambda line: codecs.BOM_UTF8 + line,
+        lambda line: line.decode().encode("utf-16"),
+    ):
+        path = tmp_path / "audit.log"
+        _write_entries(path, 3)
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[1] = recode(lines[1][:-1]) + b"\n"
+        path.write_bytes(b"".join(lines))
+        with pytest.raises(AuditCorrupt, match=r"entry 1 is invalid \(not a JSON entry") as info:
+            verify_log(path)
+        assert info.value.index == 1
+        path.unlink()
 
 
 def test_garbage_line_is_not_an_entry(tmp_path: Path) -> None:

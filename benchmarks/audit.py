@@ -1,0 +1,631 @@
+"""The audit log on a real disk: group commit, proofs and verification at 1,000,000 entries.
+
+What issue 5 asks of ``node.audit``, measured in one process on real files in a temporary
+folder whose filesystem the report names (the system's temporary folder, or the
+repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothing):
+
+* **appends**: ``AuditLog.append`` awaited in a loop by 1 and by 64 asyncio tasks for
+  ``--seconds`` each, every entry durable when its await returns. Group commit writes the
+  entries that are waiting as one batch, one write and one fdatasync; the benchmark counts
+  the batches (a subclass of ``AuditLog`` counts and times its ``_write`` calls) to give
+  the mean batch size and the mean time of one write + fdatasync. **Baseline**, in the
+  same run: lines that ``AuditLog`` wrote (a warm-up log of the same records) written one
+  at a time with ``os.write`` + ``os.fdatasync`` each, what a log without group commit
+  does. The three rows take turns over ``--rounds``: the disk is shared, so its speed
+  drifts, and the time of one fdatasync is printed beside each row.
+* **build**: a ``--size`` log written through ``AuditLog.append`` itself by 1024 concurrent
+  writers, so every line is a real, chain-valid entry exactly as the node writes it.
+* **open**: ``AuditLog(path)`` on that log: the chain checked from entry 0 and the Merkle
+  tree rebuilt (what a node restart costs).
+* **proofs**: ``inclusion_proof`` at random indexes and ``consistency_proof`` from random
+  older sizes, from the opened ``AuditLog``, each timed alone (p50 and p99), beside plain
+  SHA-256 of 64 bytes (a node hash) measured in the same run; every proof timed is then
+  checked against the log's root (outside the timer).
+* **verify**: ``verify_log_and_checkpoints`` on the log with a checkpoint signed at its
+  full size, then ``liaison audit verify --log ... --public-key ... --origin ...`` end to
+  end as a subprocess. **Baseline**: SHA-256 and ``json.loads`` of every line, the floor
+  of any verifier written in Python. The target is the CLI at 1,000,000 entries in 30 s
+  or less (at another ``--size``, the CLI's time with the scan's share scaled linearly).
+
+Open, verify and the floor are printed as wall and CPU seconds: the log is read back from
+the page cache (the machine's memory holds it), so they are CPU-bound, and on a shared
+machine the CPU figure is the one other work distorts least (the load average is printed).
+About 900 bytes per entry: the default run writes about 1 GB, takes two to three minutes on
+2 cores and removes its folder at the end.
+``--quick`` (20,000 entries, 0.5 s per append row, one round) takes a few seconds.
+
+    python benchmarks/audit.py [--size 1000000] [--seconds 3] [--rounds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Final, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from federation import merkle, notes
+from federation.pki import public_key_text
+from node.audit import (
+    AuditLog,
+    AuditRecord,
+    audit_origin,
+    entry_leaf,
+    verify_log_and_checkpoints,
+)
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+DEFAULT_SIZE: Final = 1_000_000
+DEFAULT_SECONDS: Final = 3.0
+DEFAULT_ROUNDS: Final = 3
+DEFAULT_SAMPLES: Final = 1000
+WRITERS: Final = (1, 64)
+BUILD_WRITERS: Final = 1024
+TARGET_VERIFY_S: Final = 30.0
+TARGET_SIZE: Final = 1_000_000
+MEMORY_FILESYSTEMS: Final = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
+BYTES_PER_ENTRY_BOUND: Final = 1100  # the records below make lines of about 900 bytes
+ORIGIN: Final = audit_origin("liaison.example", "FR-DGPN")
+T = TypeVar("T")
+
+
+# --- where the files go ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem:
+    mount_point: str
+    kind: str
+    source: str
+
+    @property
+    def in_memory(self) -> bool:
+        return self.kind in MEMORY_FILESYSTEMS
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.source} mounted at {self.mount_point})"
+
+
+def _unescape(text: str) -> str:
+    """A /proc/self/mountinfo field: spaces and the like are written as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
+
+
+def filesystem_of(folder: Path) -> Filesystem:
+    """The mount holding `folder`, from /proc/self/mountinfo (the longest matching mount)."""
+    where = os.path.realpath(folder)
+    best = Filesystem("?", "unknown", "?")
+    try:
+        table = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return best
+    for row in table:
+        left, _, right = row.partition(" - ")
+        mount_point = _unescape(left.split()[4])
+        kind, source = right.split()[:2]
+        inside = mount_point == "/" or where == mount_point or where.startswith(mount_point + "/")
+        if inside and (best.mount_point == "?" or len(mount_point) >= len(best.mount_point)):
+            best = Filesystem(mount_point, kind, _unescape(source))
+    return best
+
+
+def choose_folder(asked: Path | None) -> tuple[Path, Filesystem]:
+    """`asked`, else the temporary folder, else the repository's, if on a disk."""
+    if asked is not None:
+        return asked, filesystem_of(asked)
+    candidates = [Path(tempfile.gettempdir()), ROOT]
+    for folder in candidates:
+        fs = filesystem_of(folder)
+        if not fs.in_memory:
+            return folder, fs
+    return candidates[0], filesystem_of(candidates[0])
+
+
+# --- the entries -----------------------------------------------------------------------------
+
+_T0: Final = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def record(i: int) -> AuditRecord:
+    """Exchange `i` as the node records a Match: digests, hex signatures, a case, a nonce."""
+    seed = i.to_bytes(8, "big")
+    allowed = i % 4 != 3
+    when = _T0 + timedelta(microseconds=1537 * i)
+    return AuditRecord(
+        time=when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        peer="DE-BKA",
+        method="Match",
+        purpose="criminal_investigation",
+        legal_basis="bilateral_agreement",
+        decision="allow" if allowed else "deny",
+        reasons=() if allowed else ("no_agreement",),
+        policy_revision="sha256:5f0c1e4b9a7d2c36",
+        request_sha256=hashlib.sha256(b"q" + seed).hexdigest(),
+        response_sha256=hashlib.sha256(b"a" + seed).hexdigest(),
+        category="vehicle",
+        case_reference=f"DE-BKA-2026-{i:07d}",
+        nonce=hashlib.sha256(b"n" + seed).hexdigest()[:32],  # 16 bytes, as an envelope's
+        request_signature=hashlib.sha512(b"q" + seed).hexdigest(),  # 64 bytes, as Ed25519
+        response_signature=hashlib.sha512(b"a" + seed).hexdigest(),
+    )
+
+
+class CountingLog(AuditLog):
+    """An AuditLog that counts its writes: each is one batch, one write, one fdatasync."""
+
+    def __init__(self, path: Path) -> None:
+        self.writes = 0
+        self.write_seconds = 0.0
+        super().__init__(path)
+
+    def _write(self, data: bytes) -> None:
+        start = time.perf_counter()
+        super()._write(data)
+        # One flusher at a time: the counts are never updated concurrently.
+        self.write_seconds += time.perf_counter() - start
+        self.writes += 1
+
+
+# --- signals ---------------------------------------------------------------------------------
+
+
+def _raise_exit(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`: the folder is removed
+
+
+def run_loop(main: Callable[[], Awaitable[T]]) -> T:
+    """`asyncio.run(main())`, SIGTERM cancelling it as Ctrl-C does (outside the loop,
+    `_raise_exit` handles it; inside, an exception raised by a signal handler could land
+    in a callback that swallows it)."""
+
+    async def guarded() -> T:
+        this = asyncio.current_task()
+        assert this is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
+        return await main()
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:  # by SIGTERM; the logs were closed on the way out
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        signal.signal(signal.SIGTERM, _raise_exit)  # the loop's handler went with it
+
+
+# --- appends ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Row:
+    """One append row summed over its rounds."""
+
+    label: str
+    appends: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+    syncs: int = 0
+    sync_seconds: float = 0.0  # inside write + fdatasync
+    rates: list[float] = field(default_factory=list)
+
+    def add(self, appends: int, seconds: float, cpu: float, syncs: int, sync_s: float) -> None:
+        self.appends += appends
+        self.seconds += seconds
+        self.cpu += cpu
+        self.syncs += syncs
+        self.sync_seconds += sync_s
+        self.rates.append(appends / seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.appends / self.seconds
+
+    @property
+    def batch(self) -> float:
+        return self.appends / self.syncs if self.syncs else float("nan")
+
+    @property
+    def sync_ms(self) -> float:
+        return self.sync_seconds / self.syncs * 1e3 if self.syncs else float("nan")
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / self.appends * 1e6
+
+
+async def _drive(
+    log: AuditLog, writers: int, seconds: float, records: Sequence[AuditRecord]
+) -> int:
+    """`writers` tasks, each awaiting one append at a time until the deadline."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def writer(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < deadline:
+            await log.append(records[i % len(records)])
+            done += 1
+            i += writers
+
+    await asyncio.gather(*(writer(k) for k in range(writers)))
+    return done
+
+
+def run_log(
+    path: Path, writers: int, seconds: float, records: Sequence[AuditRecord]
+) -> tuple[int, float, float, int, float]:
+    """A fresh log driven by `writers` tasks: appends, seconds, CPU seconds, fdatasyncs and
+    seconds spent in them."""
+    log = CountingLog(path)
+
+    async def main() -> int:
+        try:
+            return await _drive(log, writers, seconds, records)
+        finally:
+            await log.close()
+
+    cpu = time.process_time()
+    start = time.perf_counter()
+    appends = run_loop(main)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    assert log.size == appends, "an awaited append was not durable"
+    return appends, elapsed, cpu, log.writes, log.write_seconds
+
+
+def run_baseline(
+    path: Path, lines: Sequence[bytes], seconds: float
+) -> tuple[int, float, float, int, float]:
+    """`lines` written one at a time, each made durable before the next (no group commit);
+    the same figures as `run_log`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    done = 0
+    clock = time.perf_counter
+    try:
+        cpu = time.process_time()
+        start = clock()
+        deadline = start + seconds
+        sync_s = 0.0
+        while (now := clock()) < deadline:
+            line = lines[done % len(lines)]
+            if os.write(fd, line) != len(line):
+                raise OSError(f"short write to {path}")
+            os.fdatasync(fd)
+            sync_s += clock() - now
+            done += 1
+        elapsed = clock() - start
+        cpu = time.process_time() - cpu
+    finally:
+        os.close(fd)
+    return done, elapsed, cpu, done, sync_s
+
+
+def measure_appends(folder: Path, seconds: float, rounds: int) -> list[Row]:
+    records = [record(i) for i in range(4096)]
+    warm_up = folder / "warm-up.log"
+    run_log(warm_up, WRITERS[-1], min(seconds, 0.5), records)
+    lines = warm_up.read_bytes().splitlines(keepends=True)
+    warm_up.unlink()
+    baseline = Row("os.write + os.fdatasync per entry (baseline)")
+    rows = [baseline, *(Row(f"AuditLog.append, {w} writer{'s' if w > 1 else ''}") for w in WRITERS)]
+    for r in range(rounds):
+        order = list(range(len(rows)))
+        order = order[r % len(order) :] + order[: r % len(order)]  # rows take turns going first
+        for k in order:
+            path = folder / f"appends-{k}-{r}.log"
+            if k == 0:
+                rows[0].add(*run_baseline(path, lines, seconds))
+            else:
+                rows[k].add(*run_log(path, WRITERS[k - 1], seconds, records))
+            path.unlink()
+    return rows
+
+
+def report_appends(rows: Sequence[Row], seconds: float, rounds: int) -> None:
+    base = rows[0].rate
+    print(f"appends, {rounds} round(s) of {seconds:g} s per row, every entry durable:")
+    for row in rows:
+        spread = f"{min(row.rates):,.0f} to {max(row.rates):,.0f}" if len(row.rates) > 1 else ""
+        print(
+            f"  {row.label}: {row.rate:,.0f} appends/s"
+            + (f" (rounds {spread})" if spread else "")
+            + f", mean batch {row.batch:.1f} entries per fdatasync "
+            f"(write + fdatasync {row.sync_ms:.2f} ms), CPU {row.cpu_us:.0f} µs per append, "
+            f"ratio to baseline {row.rate / base:.2f}"
+        )
+
+
+# --- a large log: build, open, proofs --------------------------------------------------------
+
+
+def build_log(path: Path, size: int) -> tuple[float, int]:
+    """`size` entries appended through AuditLog by BUILD_WRITERS tasks: seconds, fdatasyncs."""
+    log = CountingLog(path)
+    taken = 0
+
+    async def writer() -> None:
+        nonlocal taken
+        while taken < size:
+            i = taken
+            taken += 1
+            await log.append(record(i))
+
+    async def main() -> None:
+        try:
+            await asyncio.gather(*(writer() for _ in range(min(BUILD_WRITERS, size))))
+        finally:
+            await log.close()
+
+    start = time.perf_counter()
+    run_loop(main)
+    elapsed = time.perf_counter() - start
+    assert log.size == size
+    return elapsed, log.writes
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall and CPU seconds of one task (CPU: this process's, or the child's)."""
+
+    wall: float
+    cpu: float
+
+    def per_entry(self, size: int) -> str:
+        return f"{self.wall / size * 1e6:.2f} µs per entry; CPU {self.cpu:.2f} s"
+
+    def ratio(self, base: Timing) -> str:
+        return f"ratio to baseline {self.wall / base.wall:.2f}, CPU {self.cpu / base.cpu:.2f}"
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, Timing]:
+    cpu = time.process_time()
+    start = time.perf_counter()
+    result = fn()
+    return result, Timing(time.perf_counter() - start, time.process_time() - cpu)
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _each_us(fn: Callable[[int], T], args: Sequence[int]) -> tuple[list[T], list[float]]:
+    """`fn` called once per argument, each call timed alone: results and µs."""
+    results: list[T] = []
+    times: list[float] = []
+    for a in args:
+        start = time.perf_counter()
+        result = fn(a)
+        times.append((time.perf_counter() - start) * 1e6)
+        results.append(result)
+    return results, times
+
+
+def check_proofs(
+    log: AuditLog,
+    indexes: Sequence[int],
+    inclusion: Sequence[list[bytes]],
+    olds: Sequence[int],
+    consistency: Sequence[list[bytes]],
+) -> None:
+    """The proofs that were timed verify (the entries read back from the file)."""
+    size, root = log.size, log.root()
+    wanted = dict(zip(indexes, inclusion, strict=True))
+    with log.path.open("rb") as fh:
+        for index, line in enumerate(fh):
+            proof = wanted.get(index)
+            if proof is not None:
+                merkle.verify_inclusion(entry_leaf(line), index, size, proof, root)
+    for old, proof in zip(olds, consistency, strict=True):
+        merkle.verify_consistency(old, size, log.root(old), root, proof)
+
+
+def plain_hash_us(count: int = 200_000) -> float:
+    """µs per SHA-256 of a 64-byte message: a node hash is SHA-256 over 65 bytes."""
+    messages = [i.to_bytes(8, "big") * 8 for i in range(count)]
+    sha = hashlib.sha256
+    start = time.perf_counter()
+    for m in messages:
+        sha(m).digest()
+    return (time.perf_counter() - start) / count * 1e6
+
+
+def floor_scan(path: Path) -> int:
+    """SHA-256 and json.loads of every line: the least any verifier in Python must do."""
+    sha, loads = hashlib.sha256, json.loads
+    count = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            sha(raw).digest()
+            loads(raw)
+            count += 1
+    return count
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def run(
+    size: int, seconds: float, rounds: int, samples: int, asked: Path | None, seed: int = 5
+) -> None:
+    folder_parent, fs = choose_folder(asked)
+    print(
+        f"{platform.python_implementation()} {platform.python_version()} on "
+        f"{platform.machine()}, {os.cpu_count()} cores; {size:,} entries"
+    )
+    print(f"files in {folder_parent}, on {fs}; {_load()}")
+    if fs.in_memory:
+        print("  WARNING: a memory-backed filesystem: fdatasync is free, the figures are no disk's")
+    need = size * BYTES_PER_ENTRY_BOUND + (64 << 20)
+    free = shutil.disk_usage(folder_parent).free
+    if free < need:
+        raise SystemExit(f"{folder_parent} has {free >> 20} MiB free; this run needs {need >> 20}")
+    folder = Path(tempfile.mkdtemp(prefix="liaison-audit-bench-", dir=folder_parent))
+    try:
+        _run_in(folder, size, seconds, rounds, samples, seed)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_in(folder: Path, size: int, seconds: float, rounds: int, samples: int, seed: int) -> None:
+    rng = random.Random(seed)
+    report_appends(measure_appends(folder, seconds, rounds), seconds, rounds)
+
+    path = folder / "audit.log"
+    build_s, syncs = build_log(path, size)
+    mib = path.stat().st_size / (1 << 20)
+    print(
+        f"build: {size:,} entries through AuditLog.append by {BUILD_WRITERS} writers in "
+        f"{build_s:.1f} s ({size / build_s:,.0f} appends/s, mean batch "
+        f"{size / syncs:,.0f} entries per fdatasync), {mib:,.0f} MiB "
+        f"({path.stat().st_size / size:.0f} bytes per entry)",
+        flush=True,
+    )
+
+    floor_count, floor = _timed(lambda: floor_scan(path))
+    assert floor_count == size
+    print(
+        f"baseline: SHA-256 + json.loads of every line: {floor.wall:.2f} s "
+        f"({floor.per_entry(size)})",
+        flush=True,
+    )
+
+    log, opened = _timed(lambda: AuditLog(path))
+    assert log.size == size
+    print(
+        f"open (recover: chain checked, Merkle tree rebuilt): {opened.wall:.2f} s "
+        f"({opened.per_entry(size)}; {opened.ratio(floor)})",
+        flush=True,
+    )
+
+    hash_us = plain_hash_us()
+    indexes = [rng.randrange(size) for _ in range(samples)]
+    olds = [rng.randrange(1, size) for _ in range(samples)]
+    inclusion, inc = _each_us(log.inclusion_proof, indexes)
+    consistency, con = _each_us(log.consistency_proof, olds)
+    check_proofs(log, indexes, inclusion, olds, consistency)
+    for label, times, what in (
+        ("inclusion", inc, "random entries"),
+        ("consistency", con, "random old sizes"),
+    ):
+        p50, p99 = _percentile(times, 0.5), _percentile(times, 0.99)
+        print(
+            f"{label} proof at {size:,} from the AuditLog ({samples} {what}): p50 {p50:.1f} µs, "
+            f"p99 {p99:.1f} µs (p50 = {p50 / hash_us:,.0f} plain SHA-256 of 64 bytes, "
+            f"{hash_us:.3f} µs each in this run)"
+        )
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    start = time.perf_counter()
+    log.checkpoint(key, ORIGIN)
+    checkpoint_s = time.perf_counter() - start
+    run_loop(log.close)
+    del log  # its tree: the verifier builds its own
+    print(f"checkpoint signed at {size:,} (root, Ed25519, fsync): {checkpoint_s * 1e3:.1f} ms")
+
+    verifier = notes.Verifier.for_log(ORIGIN, key.public_key())
+    counts, verified = _timed(lambda: verify_log_and_checkpoints(path, verifier, ORIGIN))
+    assert counts == (size, 1), counts
+    print(
+        f"verify_log_and_checkpoints: {verified.wall:.2f} s ({verified.per_entry(size)}; "
+        f"{verified.ratio(floor)})",
+        flush=True,
+    )
+
+    cli = run_cli(path, key.public_key())
+    print(
+        f"liaison audit verify (subprocess, end to end): {cli.wall:.2f} s (CPU {cli.cpu:.2f} s; "
+        f"{cli.ratio(floor)})"
+    )
+    print(_load())
+    # At another size, the scan scales with the entries; the CLI's start-up does not.
+    projected = cli.wall + verified.wall * (TARGET_SIZE / size - 1)
+    projected_cpu = cli.cpu + verified.cpu * (TARGET_SIZE / size - 1)
+    at = "" if size == TARGET_SIZE else f", projected from {size:,}: the scan scaled linearly"
+    met = "met" if projected <= TARGET_VERIFY_S else "NOT met"
+    print(
+        f"target: liaison audit verify of {TARGET_SIZE:,} entries ≤ {TARGET_VERIFY_S:.0f} s: "
+        f"{met} ({projected:.1f} s; CPU {projected_cpu:.1f} s{at})"
+    )
+
+
+def run_cli(path: Path, public: ed25519.Ed25519PublicKey) -> Timing:
+    """`liaison audit verify` on `path`, run as the operator would: wall and its CPU."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "audit",
+        "verify",
+        "--log",
+        str(path),
+        "--public-key",
+        public_key_text(public),
+        "--origin",
+        ORIGIN,
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if result.returncode != 0 or "1 checkpoint(s)" not in result.stdout:
+        raise RuntimeError(f"liaison audit verify failed: {result.stdout}{result.stderr}")
+    return Timing(elapsed, cpu)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="entries (default 1e6)")
+    parser.add_argument(
+        "--seconds", type=float, default=DEFAULT_SECONDS, help="per append row and round (3)"
+    )
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="append rounds (3)")
+    parser.add_argument(
+        "--samples", type=int, default=DEFAULT_SAMPLES, help="proofs of each kind (1000)"
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="where to write (default: the temporary folder, if on a disk)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20,000 entries, 0.5 s per append row, 1 round"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.seconds, args.rounds, args.samples = 20_000, 0.5, 1, 50
+    if args.size < 2 or args.seconds <= 0 or args.rounds < 1 or args.samples < 1:
+        parser.error("--size must be at least 2, --seconds positive, --rounds and --samples ≥ 1")
+    signal.signal(signal.SIGTERM, _raise_exit)  # clean up as on Ctrl-C
+    run(args.size, args.seconds, args.rounds, args.samples, args.dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
