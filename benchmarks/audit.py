@@ -7,7 +7,7 @@ repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothi
 * **appends**: ``AuditLog.append`` awaited in a loop by 1 and by 64 asyncio tasks for
   ``--seconds`` each, every entry durable when its await returns. Group commit writes the
   entries that are waiting as one batch, one write and one fdatasync; the benchmark counts
-  the batches (a subclass of ``AuditLog`` counts and times its ``_write`` calls) to give
+  the batches (a subclass of ``AuditLog`` counts and times its ``_commit`` calls) to give
   the mean batch size and the mean time of one write + fdatasync. **Baseline**, in the
   same run: lines that ``AuditLog`` wrote (a warm-up log of the same records) written one
   at a time with ``os.write`` + ``os.fdatasync`` each, what a log without group commit
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -177,9 +177,9 @@ class CountingLog(AuditLog):
         self.write_seconds = 0.0
         super().__init__(path)
 
-    def _write(self, data: bytes) -> None:
+    def _commit(self, batch: list[Any]) -> None:
         start = time.perf_counter()
-        super()._write(data)
+        super()._commit(batch)
         # One flusher at a time: the counts are never updated concurrently.
         self.write_seconds += time.perf_counter() - start
         self.writes += 1
@@ -435,6 +435,7 @@ def check_proofs(
     """The proofs that were timed verify (the entries read back from the file)."""
     size, root = log.size, log.root()
     wanted = dict(zip(indexes, inclusion, strict=True))
+    assert log.path is not None, "the benchmark's log is a file"
     with log.path.open("rb") as fh:
         for index, line in enumerate(fh):
             proof = wanted.get(index)
