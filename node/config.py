@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,10 @@ class WitnessSection:
     # extends the last one it saw, cosigns it, and compares views with the other
     # witnesses (node.witness); 0 turns witnessing off.
     interval_s: int = 60
+    # For tests and migrations: witness these peers (node id -> host:port) at another
+    # endpoint than the directory lists. mTLS still checks the peer's certificate and its
+    # key still verifies every checkpoint, so an override can only choose whom to ask.
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,12 @@ def _section(name: str, cls: type, raw: Any, source: Path) -> Any:
             if not isinstance(value, bool):
                 raise ConfigError(f"{source}: [{name}] {key} must be true or false")
             values[key] = value
+        elif kind.startswith("dict["):
+            if not isinstance(value, dict) or not all(
+                isinstance(v, str) and v for v in value.values()
+            ):
+                raise ConfigError(f"{source}: [{name}] {key} must be a table of non-empty strings")
+            values[key] = dict(value)
         elif kind == "int":
             zero_ok = (name, key) in _ZERO_TURNS_OFF
             if (
@@ -253,6 +263,16 @@ def load_config(path: Path) -> NodeConfig:
         check_federation(config.node.federation)
     except InvalidIdentity as exc:
         raise ConfigError(f"{path}: [node] {exc}") from None
+    for peer, endpoint in config.witness.endpoints.items():
+        try:
+            check_node_id(peer)
+        except InvalidIdentity as exc:
+            raise ConfigError(f"{path}: [witness] endpoints: {exc}") from None
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"{path}: [witness] endpoints: {peer} = {endpoint!r} must be host:port"
+            )
     if config.node.profile not in PROFILES:
         raise ConfigError(
             f"{path}: [node] profile {config.node.profile!r} is not one of {', '.join(PROFILES)}"

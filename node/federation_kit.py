@@ -156,11 +156,14 @@ def build_federation(
     federation: str = "liaison.example",
     seed: int = 7,
     overseers: Sequence[str] = (),
+    witness_interval_s: int = 0,
 ) -> Federation:
     """Lay out a federation under `root` (wiped first if the kit made it before).
 
     Each of `overseers` is enrolled as an overseer (identity in `root/<id>`, listed in the
-    directory with role overseer) and runs no node."""
+    directory with role overseer) and runs no node. The nodes witness each other every
+    `witness_interval_s` (`[witness] interval_s`); off by default, so that a test or a
+    benchmark finds in the audit logs only the calls it made."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).exists():
             raise FileExistsError(
@@ -188,6 +191,8 @@ def build_federation(
             policy_dir=None,
         )
         members.append(member.to_json())
+        with (folder / "node.toml").open("a") as toml:
+            toml.write(f"\n[witness]\ninterval_s = {witness_interval_s}\n")
         (folder / "agreements.json").write_text(
             json.dumps({"agreements": agreements.get(node_id, {})}, indent=2) + "\n"
         )

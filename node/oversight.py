@@ -17,8 +17,13 @@ served can be checked against a root the node has signed. GetCheckpoint answers 
 checkpoint that covers every entry durable when the call arrived: if the log grew since the
 last one it signs a new one, at most one every `min_sign_interval_s` (a caller arriving
 sooner waits for the next, and concurrent callers share it), so no caller can make the node
-sign in a loop. With no checkpoint at all (an empty log) the RPCs refuse with
-`no_checkpoint`; the refusal is itself an entry, so the next GetCheckpoint signs one.
+sign in a loop. Growth made only of OversightService calls (this service's own entries) does
+not count: every call is audited, so otherwise each witness's visit would leave the log grown
+for the next, every checkpoint would be replaced before the witnesses' cosignatures on it
+could be served, and watching the log would be what keeps it re-signing. Those entries are
+covered by the next scheduled checkpoint (`[audit] checkpoint_interval_s`) or by the next
+one an exchange entry calls for. With no checkpoint at all (an empty log) the RPCs refuse
+with `no_checkpoint`; the refusal is itself an entry, so the next GetCheckpoint signs one.
 
 Every call is audited durably before its answer and counted in
 `liaison_requests_total{peer,method,decision}`, like the ExchangeService's (`node.edge`).
@@ -51,6 +56,18 @@ from node.errors import Kind, Refusal, denied, invalid
 SERVICE_NAME = opb.DESCRIPTOR.services_by_name["OversightService"].full_name
 # Entries per GetEntries call, at most (the wire contract's limit).
 MAX_ENTRIES = 1000
+# This service's methods: entries of these alone do not make GetCheckpoint sign anew.
+METHODS = frozenset(
+    {
+        "GetCheckpoint",
+        "GetConsistencyProof",
+        "GetInclusionProof",
+        "GetEntries",
+        "GetWitnessedCheckpoints",
+    }
+)
+# Entries read at a time when looking back for one that is not an oversight call.
+_LOOKBACK_BATCH = 256
 # Room left in a response for everything but the entries.
 _ENVELOPE_BYTES = 64 * 1024
 
@@ -224,12 +241,30 @@ class OversightHandlers:
         async with self._signing:
             if self._audit.last_checkpoint_size >= wanted:
                 return
+            if await asyncio.to_thread(self._only_oversight_since, wanted):
+                return
             if self._last_signed is not None:
                 wait = self._last_signed + self._min_sign_interval - self._monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
             self._last_signed = self._monotonic()
             await asyncio.to_thread(self._sign_checkpoint)
+
+    def _only_oversight_since(self, wanted: int) -> bool:
+        """Whether a checkpoint exists and every entry after it (below `wanted`) is a call
+        of this service. Looks back from the newest entry, so exchange traffic (the usual
+        case when there is any) answers at once."""
+        signed = self._audit.last_checkpoint_size
+        if signed <= 0 or self._audit.latest_checkpoint() is None:
+            return False
+        end = wanted
+        while end > signed:
+            start = max(signed, end - _LOOKBACK_BATCH)
+            for raw in reversed(self._audit.entries(start, end)):
+                if json.loads(raw).get("method") not in METHODS:
+                    return False
+            end = start
+        return True
 
     # --- the RPCs ----------------------------------------------------------------------------
 

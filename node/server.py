@@ -44,6 +44,8 @@ from node.policy.reload import ReloadingEngine, reload_counter
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
 from node.tls import CertificateError, RotatingServerCredentials, TlsFiles
+from node.witness import Witness, WitnessStateError, state_path
+from node.witnessing import Witnessing
 
 log = logging.getLogger("liaison.node")
 
@@ -67,15 +69,18 @@ class Node:
     _http: WSGIServer | None = None
     _watcher: asyncio.Task[None] | None = None
     _checkpointer: asyncio.Task[None] | None = None
+    _witnessing: asyncio.Task[None] | None = None
     _signing_key: ed25519.Ed25519PrivateKey | None = None
     _origin: str = ""
     # The OversightService's handlers: witnessing sets its hooks (`views`,
     # `extra_cosignatures`) here.
     oversight: OversightHandlers | None = None
+    # This node as a witness of its peers' logs (None when `[witness] interval_s` is 0).
+    witness: Witness | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.directory.close()
-        for task in (self._watcher, self._checkpointer):
+        for task in (self._witnessing, self._watcher, self._checkpointer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -237,6 +242,22 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         max_response_bytes=config.server.max_message_bytes,
     )
 
+    witness = None
+    if config.witness.interval_s > 0:
+        try:
+            witness = Witness(
+                node_id,
+                config.node.federation,
+                signing_key,
+                lambda: directory_state.current,
+                state_path(config.audit.path),
+                metrics=metrics,
+            )
+        except WitnessStateError as exc:
+            raise StartupError(str(exc)) from None
+        oversight.views = witness
+        oversight.extra_cosignatures = witness.extra_cosignatures
+
     limit = config.server.max_message_bytes
     server = grpc.aio.server(
         options=[
@@ -289,6 +310,19 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     checkpointer = asyncio.create_task(
         _checkpoint_every(audit, signing_key, origin, config.audit.checkpoint_interval_s)
     )
+    witnessing = None
+    if witness is not None:
+        witnessing = asyncio.create_task(
+            Witnessing(
+                witness,
+                lambda: directory_state.current,
+                own_identity,
+                audit.latest_checkpoint,
+                config.witness.interval_s,
+                endpoints=config.witness.endpoints,
+                metrics=metrics,
+            ).run()
+        )
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
@@ -306,9 +340,11 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         _http=http,
         _watcher=watcher,
         _checkpointer=checkpointer,
+        _witnessing=witnessing,
         _signing_key=signing_key,
         _origin=origin,
         oversight=oversight,
+        witness=witness,
     )
 
 

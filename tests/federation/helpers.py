@@ -55,15 +55,19 @@ def clone_node(
     folder: Path,
     trust: dict[str, str] | None = None,
     audit: dict[str, str] | None = None,
+    witness: dict[str, str] | None = None,
     **policy: str,
 ) -> NodeHandle:
     """A copy of a federation node (same keys, records and agreements) on fresh ports, with
-    an empty audit log; `policy` and `trust` set [policy] and [trust] keys (TOML literals)."""
+    an empty audit log (and no witness state); `policy`, `trust`, `audit` and `witness` set
+    keys of those sections (TOML literals)."""
     source = fed.nodes[node_id]
     shutil.copytree(
         source.folder,
         folder,
-        ignore=shutil.ignore_patterns("audit.log", "*.log", "*.checkpoints", "directory.state"),
+        ignore=shutil.ignore_patterns(
+            "audit.log", "*.log", "*.checkpoints", "*.witness.json", "directory.state"
+        ),
     )
     endpoint, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     toml = folder / "node.toml"
@@ -72,6 +76,7 @@ def clone_node(
     text = text.replace(f'metrics = "{source.metrics}"', f'metrics = "{metrics}"')
     text = set_keys(text, "policy", policy)
     text = set_keys(text, "audit", audit or {})
+    text = set_keys(text, "witness", witness or {})
     toml.write_text(set_keys(text, "trust", trust or {}))
     return NodeHandle(node_id, folder, endpoint, metrics, source.rows)
 

@@ -311,3 +311,32 @@ def test_the_authority_enrols_an_overseer_and_lists_it(ofed: Federation, tmp_pat
     assert "DE-BFDI added" in added.stdout and "overseer" in added.stdout
     listed = {m["node_id"]: m for m in json.loads(members.read_text())}
     assert listed["DE-BFDI"]["roles"] == ["overseer"] and "roles" not in listed["DE-BKA"]
+
+
+def test_watching_the_log_does_not_make_it_sign_anew(
+    ofed: Federation, overseer: ClientIdentity
+) -> None:
+    """Calls of the OversightService alone leave the checkpoint as it is (else every
+    witness's visit would replace it before the cosignatures on it could be served); an
+    exchange entry makes the next GetCheckpoint sign one that covers it."""
+    match_entry(ofed, "DE-BKA")
+
+    async def watch(client: OversightClient) -> tuple[str, str]:
+        _, first = await client.get_checkpoint()
+        await client.get_witnessed_checkpoints()
+        checkpoint, _ = await client.get_checkpoint()
+        await client.get_consistency_proof(1, checkpoint.size)
+        return first, (await client.get_checkpoint())[1]
+
+    first, again = oversee(overseer, ofed, "FR-DGPN", watch)
+    assert again == first
+    entry_id = match_entry(ofed, "DE-BKA")
+
+    async def prove(client: OversightClient) -> int:
+        checkpoint, _ = await client.get_checkpoint()
+        return (await client.get_inclusion_proof(entry_id, checkpoint)).index
+
+    assert (
+        oversee(overseer, ofed, "FR-DGPN", prove)
+        >= notes.Checkpoint.from_note_body(first[: first.index("\n\n") + 1]).size
+    )

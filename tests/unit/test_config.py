@@ -47,6 +47,7 @@ def test_minimal_config_gets_documented_defaults_beside_the_file(tmp_path: Path)
     assert config.audit.path == here / "audit.log"
     assert config.witness.interval_s == 60
     assert config.audit.store == "file" and config.audit.url == ""
+    assert config.witness.endpoints == {}
     assert config.store.url == f"sqlite:///{here / 'records.db'}"
 
 
@@ -333,3 +334,22 @@ def test_audit_database_of_its_own_lives_beside_the_config(tmp_path: Path) -> No
 def test_bad_audit_store_settings(tmp_path: Path, audit: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _load(tmp_path, NODE + f"[audit]\n{audit}\n")
+
+
+def test_witness_endpoint_overrides_are_read(tmp_path: Path) -> None:
+    text = NODE + '[witness]\nendpoints = { "NL-KLPD" = "127.0.0.1:7003" }\n'
+    assert _load(tmp_path, text).witness.endpoints == {"NL-KLPD": "127.0.0.1:7003"}
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ('"NL-KLPD=127.0.0.1:7003"', "endpoints must be a table of non-empty strings"),
+        ('{ "NL-KLPD" = 7003 }', "endpoints must be a table of non-empty strings"),
+        ('{ "nl-klpd" = "127.0.0.1:7003" }', "endpoints: invalid node id 'nl-klpd'"),
+        ('{ "NL-KLPD" = "127.0.0.1" }', "endpoints: NL-KLPD = '127.0.0.1' must be host:port"),
+    ],
+)
+def test_witness_endpoint_overrides_are_checked(tmp_path: Path, value: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"[witness] {error}")):
+        _load(tmp_path, NODE + f"[witness]\nendpoints = {value}\n")
