@@ -1,25 +1,38 @@
 """`liaison demo`: three countries on loopback, a scripted set of federated queries, a table.
 
 DE-BKA's investigator asks FR-DGPN and NL-KLPD. The agreements are chosen so that one run
-shows a hit, a no-hit, and refusals by policy with their reasons.
+shows a hit, a no-hit, and refusals by policy with their reasons. Then an oversight body
+checks every node's audit log as an overseer would: the node's signed checkpoint, the
+cosignatures of the peers that witness it, and a proof that the first question's entry is
+in the log, with nothing but public keys from the directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from federation import notes
 from federation.client import MatchTransport, PeerClient, match_query, new_envelope
 from federation.fanout import match_all
 from federation.model import MatchQuery
+from federation.pki import public_key_from_text
 from node.federation_kit import Federation, build_federation
+from node.oversight_cli import load_overseer
 from node.querying import format_table, result_row
+from node.witness import witness_name
 
 ASKER = "DE-BKA"
 PEERS = ("FR-DGPN", "NL-KLPD")
+OVERSEER = "EU-EDPS"
+# How often the demo's nodes witness each other, and how long the overseer waits for a
+# checkpoint cosigned by every peer (a witnessing round or two).
+WITNESS_INTERVAL_S = 1
+COSIGNED_WITHIN_S = 20.0
 WINDOW = {"valid_from": "2025-01-01", "valid_until": "2030-12-31"}
 # Each owner's agreements with the peers that may ask it.
 AGREEMENTS: dict[str, dict[str, Any]] = {
@@ -100,31 +113,104 @@ def _query_maker(
     return make
 
 
-async def _ask(fed: Federation) -> None:
+async def _ask(fed: Federation) -> dict[str, str]:
+    """Ask the scripted questions; the audit entry each peer named for the first one."""
     asker = fed.nodes[ASKER]
     identity = asker.identity()
     clients = [PeerClient.for_member(identity, fed.member(p)) for p in PEERS]
+    named: dict[str, str] = {}
     try:
         for n, (title, purpose, category, identifiers) in enumerate(scenarios(fed), 1):
             results = await match_all(
                 clients, _query_maker(purpose, category, identifiers, f"DEMO-{n}"), timeout=5.0
             )
             print(f"\n{n}. {ASKER} asks: {title}\n   purpose={purpose} category={category}")
-            print("   " + format_table([result_row(r) for r in results]).replace("\n", "\n   "))
+            rows = [result_row(r) for r in results]
+            print("   " + format_table(rows).replace("\n", "\n   "))
+            if n == 1:
+                named = {str(r["peer"]): str(r.get("audit_entry") or "") for r in rows}
     finally:
         for c in clients:
             await c.close()
+    return named
+
+
+async def _oversee(fed: Federation, entries: Mapping[str, str]) -> list[dict[str, object]]:
+    """What the overseer checks of each node's log, all verified with directory keys."""
+    overseer = load_overseer(fed.root / OVERSEER, fed.root / "directory.json")
+    federation = overseer.directory.federation
+    rows: list[dict[str, object]] = []
+    for node in (ASKER, *PEERS):
+        witnesses = [p for p in (ASKER, *PEERS) if p != node]
+        verifiers = {
+            w: notes.Verifier.for_witness(
+                witness_name(federation, w),
+                public_key_from_text(fed.member(w).signing_public_key),
+            )
+            for w in witnesses
+        }
+        async with overseer.client(node, None) as client:
+            deadline = time.monotonic() + COSIGNED_WITHIN_S
+            while True:  # the checkpoint verified with the node's key, then its cosigners
+                checkpoint, note = await client.get_checkpoint()
+                cosigned = [w for w, v in verifiers.items() if _cosigned(note, v)]
+                if len(cosigned) == len(witnesses) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            row: dict[str, object] = {
+                "node": node,
+                "tree size": checkpoint.size,
+                "signed by node": "verified",
+                "cosigned by": ", ".join(cosigned) or "none yet",
+                "question 1 entry": "-",
+            }
+            if entries.get(node):
+                proven = await client.get_inclusion_proof(entries[node], checkpoint)
+                row["question 1 entry"] = f"index {proven.index}, proven"
+        rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict[str, object]]) -> str:
+    """Rows as aligned columns, headed by their keys."""
+    lines = [[key.upper() for key in rows[0]], *([str(v) for v in row.values()] for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _cosigned(note: str, witness: notes.Verifier) -> bool:
+    try:
+        notes.verify_cosignature(note, witness)
+    except notes.NoteError:
+        return False
+    return True
 
 
 def run_demo(root: Path, *, keep: bool = False, records: int = 3000) -> int:
     root = root.resolve()
     print(f"Building a three-country federation in {root} ({records} synthetic records each)")
-    fed = build_federation(root, (ASKER, *PEERS), AGREEMENTS, records=records)
+    fed = build_federation(
+        root,
+        (ASKER, *PEERS),
+        AGREEMENTS,
+        records=records,
+        overseers=(OVERSEER,),
+        witness_interval_s=WITNESS_INTERVAL_S,
+    )
     fed.start()
     try:
         for n in fed.nodes.values():
             print(f"  {n.node_id:<8} gRPC+mTLS {n.endpoint}   metrics http://{n.metrics}/metrics")
-        asyncio.run(_ask(fed))
+        entries = asyncio.run(_ask(fed))
+        print(
+            f"\n5. {OVERSEER} (an overseer) checks each node's audit log: its signed "
+            "checkpoint,\n   the peers' cosignatures, and the entry of question 1"
+        )
+        rows = asyncio.run(_oversee(fed, entries))
+        print("   " + _table(rows).replace("\n", "\n   "))
         print(f"\nAudit logs: {root}/<node>/audit.log   Node logs: {root}/<node>/node.log")
         if keep:
             print("Nodes stay up; press Ctrl-C to stop them.")

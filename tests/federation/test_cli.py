@@ -195,3 +195,24 @@ def test_audit_verify_names_the_first_bad_entry(fed: Federation, tmp_path: Path)
     bad = liaison("audit", "verify", "--log", str(log))
     assert bad.returncode == 2
     assert "BAD at entry 1: hash does not match its content" in bad.stdout
+
+
+def test_the_demo_runs_end_to_end_and_an_overseer_verifies_every_log(tmp_path: Path) -> None:
+    """The README's first command: queries answered, then every node's checkpoint verified,
+    cosigned by both peers, and the first question's entry proven in FR-DGPN's log."""
+    result = liaison("demo", "--dir", str(tmp_path / "demo"), "--records", "200", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "FR-DGPN  hit" in out and "category_not_agreed" in out
+    table = out[out.index("5. EU-EDPS") :]
+    rows = {
+        line.split()[0]: line
+        for line in table.splitlines()
+        if line.strip()[:2] in ("DE", "FR", "NL")
+    }
+    assert set(rows) == {"DE-BKA", "FR-DGPN", "NL-KLPD"}
+    for node, line in rows.items():
+        assert "verified" in line
+        assert all(peer in line for peer in ("DE-BKA", "FR-DGPN", "NL-KLPD") if peer != node), line
+    assert "proven" in rows["FR-DGPN"]
+    assert "All nodes stopped." in out
