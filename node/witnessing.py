@@ -68,6 +68,8 @@ class Witnessing:
         self._endpoints = dict(endpoints or {})
         self._timeout = timeout
         self._metrics = metrics
+        # The logs whose freshness is exported: those witnessed before (the state file's).
+        self._exported = {log_id for log_id, _ in witness.cosigned()}
 
     async def run(self) -> None:
         await asyncio.sleep(random.uniform(0, min(FIRST_ROUND_MAX_DELAY_S, self.interval / 2)))
@@ -103,6 +105,7 @@ class Witnessing:
             log.warning("not witnessing this round: %s", exc)
             return {}
         peers = self.peers(directory)
+        self._forget_gone({m.node_id for m in peers})
         if not peers:
             return {}
         identity = self._identity()
@@ -127,6 +130,20 @@ class Witnessing:
                 continue
             outcomes[peer] = result
         return outcomes
+
+    def _forget_gone(self, witnessed: set[str]) -> None:
+        """Stop exporting the freshness of logs no longer witnessed (a member suspended,
+        revoked or removed), or LiaisonWitnessStale would fire for them for ever. A split
+        view's gauge stays: it is evidence, not freshness."""
+        if self._metrics is not None:
+            for gone in self._exported - witnessed:
+                for gauge in (
+                    self._metrics.witness_last_success,
+                    self._metrics.witness_checkpoint_size,
+                ):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(gone)
+        self._exported = set(witnessed)
 
     async def _peer(self, peer: str, clients: Mapping[str, OversightClient]) -> Outcome:
         client = clients[peer]

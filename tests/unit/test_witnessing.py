@@ -182,3 +182,24 @@ def test_the_peers_cosignatures_on_our_checkpoint_are_collected(
     notes.verify_cosignature(served, notes.Verifier.for_witness(
         "liaison.example/DE-BKA/witness", KEYS["DE-BKA"].public_key()
     ))  # fmt: skip
+
+
+def test_a_log_no_longer_witnessed_stops_exporting_its_freshness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer suspended or removed is no longer witnessed: its freshness gauges go, or
+    LiaisonWitnessStale would fire for it for ever."""
+    revoked = {"IT-CC": {"status": MemberStatus.REVOKED}}
+    s = Setup(tmp_path, monkeypatch, _directory(**revoked))
+    for log in s.logs.values():
+        asyncio.run(log.grow(3))
+    current = [_directory(**revoked)]
+    s.runner._directory = lambda: current[0]
+    asyncio.run(s.runner.round())
+    last = "liaison_witness_last_success_timestamp_seconds"
+    assert s.value(last, log="NL-KLPD") is not None
+    current[0] = _directory(**revoked, **{"NL-KLPD": {"status": MemberStatus.SUSPENDED}})
+    assert asyncio.run(s.runner.round()) == {"DE-BKA": Outcome.COSIGNED}
+    assert s.value(last, log="NL-KLPD") is None
+    assert s.value("liaison_witness_checkpoint_size", log="NL-KLPD") is None
+    assert s.value(last, log="DE-BKA") is not None
