@@ -177,12 +177,13 @@ class CountingLog(AuditLog):
         self.write_seconds = 0.0
         super().__init__(path)
 
-    def _commit(self, batch: list[Any]) -> None:
+    def _commit(self, batch: list[Any]) -> list[Any]:
         start = time.perf_counter()
-        super()._commit(batch)
+        replays = super()._commit(batch)
         # One flusher at a time: the counts are never updated concurrently.
         self.write_seconds += time.perf_counter() - start
         self.writes += 1
+        return replays
 
 
 # --- signals ---------------------------------------------------------------------------------

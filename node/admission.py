@@ -29,6 +29,17 @@ def _unauthenticated(reason: str, message: str) -> Refusal:
     return Refusal(Kind.UNAUTHENTICATED, (reason,), message)
 
 
+REPLAYED = "replayed"
+
+
+def replayed() -> Refusal:
+    """The refusal of a request whose nonce was already received (by this node, or by
+    another replica of it: `node.audit.AuditReplay`)."""
+    return _unauthenticated(
+        REPLAYED, "this request (its nonce) was already received: send a new request"
+    )
+
+
 class ReplayCache:
     """(requester, nonce) pairs seen within the freshness window, oldest first."""
 
@@ -130,7 +141,4 @@ class Admission:
                 f"envelope.nonce must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} random bytes",
             )
         if not self.replay.first_time(member.node_id, envelope.nonce, now):
-            raise _unauthenticated(
-                "replayed",
-                "this request (its nonce) was already received: send a new request",
-            )
+            raise replayed()

@@ -37,6 +37,7 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -86,6 +87,11 @@ class AuditCorrupt(AuditError):
         )
         self.index = index
         self.why = why
+
+
+class AuditReplay(AuditError):
+    """Another replica of this node already audited a request with this requester and
+    nonce: the request is a replay, and its entry was not written."""
 
 
 class CheckpointInvalid(AuditError):
@@ -439,7 +445,7 @@ class AuditLog:
     (reads beyond the known size, and `checkpoint`, do so by themselves).
     """
 
-    def __init__(self, target: Path | AuditStorage) -> None:
+    def __init__(self, target: Path | AuditStorage, *, replay_window_s: float = 0.0) -> None:
         if isinstance(target, Path):
             self.path: Path | None = target
             self._storage: AuditStorage = FileStorage(target)
@@ -455,6 +461,11 @@ class AuditLog:
         # One locked write (batch or checkpoint) at a time in this process.
         self._writer = threading.Lock()
         self._head, self._size = GENESIS, 0
+        # (requester, nonce) of the entries other replicas wrote, by entry time, kept for
+        # `replay_window_s`: a request one replica answered and another receives is
+        # refused when its batch is committed (`AuditReplay`). 0 keeps none (one process).
+        self._replay_window = replay_window_s
+        self._foreign: dict[tuple[str, str], float] = {}
         try:
             self._recover()
         except BaseException:
@@ -622,17 +633,19 @@ class AuditLog:
             await asyncio.sleep(0)
             batch, self._pending = self._pending, []
             try:
-                await asyncio.to_thread(self._commit, batch)
+                replays = await asyncio.to_thread(self._commit, batch)
             except AuditError as exc:
                 # Entries appended meanwhile are not chained onto this batch yet: they get
                 # their own attempt.
                 self._fail(batch, exc)
                 continue
+            if replays:
+                self._fail(replays, AuditReplay("another replica already audited this nonce"))
             for body, future in batch:
                 if not future.done():
                     future.set_result(str(body["id"]))
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[_Pending]) -> list[_Pending]:
         """Write one batch in one locked write (a worker thread's work): take in what other
         replicas wrote, chain the batch onto that head, write it durably.
 
@@ -644,9 +657,14 @@ class AuditLog:
             try:
                 with self._storage.locked() as held:
                     self._admit(held.since(self._size), self._size)
+                    replays = self._replays(batch)
+                    if replays:
+                        refused = {id(future) for _, future in replays}
+                        batch = [p for p in batch if id(p[1]) not in refused]
                     first = self._size
                     lines, leaves, heads = self._encode(batch)
-                    held.append(first, lines, [str(body["id"]) for body, _ in batch])
+                    if batch:
+                        held.append(first, lines, [str(body["id"]) for body, _ in batch])
             except StorageError as exc:
                 raise AuditError(
                     f"audit log {self.where} could not be written ({exc.detail}); the request "
@@ -657,6 +675,7 @@ class AuditLog:
                     if seq == self._size:  # else a reader's catch_up took it in already
                         self._tree.append(leaf)
                         self._head, self._size = head, seq + 1
+        return replays
 
     def _admit(self, lines: list[bytes], first: int) -> None:
         """Take in durable entries `first`, `first + 1`, ... that this process has not seen
@@ -670,6 +689,27 @@ class AuditLog:
                 head, doc = _check_line(raw, self._size, self._head, self.where)
                 self._tree.append(merkle.leaf_hash(leaf_input(doc)))
                 self._head, self._size = head, self._size + 1
+                if self._replay_window and doc.get("nonce"):
+                    when = entry_timestamp(str(doc.get("time", ""))) or time.time()
+                    self._foreign[(str(doc.get("peer")), str(doc["nonce"]))] = when
+
+    def _replays(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch's answers (entries that allow) whose (requester, nonce) another
+        replica already audited (under the write lock, after taking in every entry written
+        so far). A refusal discloses nothing: it is written whatever its nonce."""
+        if not self._foreign:
+            return []
+        with self._state:
+            horizon = time.time() - self._replay_window
+            for key in [k for k, when in self._foreign.items() if when < horizon]:
+                del self._foreign[key]
+            return [
+                pending
+                for pending in batch
+                if pending[0].get("decision") == "allow"
+                and pending[0].get("nonce")
+                and (str(pending[0].get("peer")), str(pending[0]["nonce"])) in self._foreign
+            ]
 
     def _fail(self, entries: list[_Pending], error: AuditError) -> None:
         for _, future in entries:
@@ -709,9 +749,10 @@ def existing_storage(store: str, path: Path, url: str) -> AuditStorage:
     return FileStorage(path)
 
 
-def open_audit_log(store: str, path: Path, url: str) -> AuditLog:
+def open_audit_log(store: str, path: Path, url: str, *, replay_window_s: float = 0.0) -> AuditLog:
     """The audit log `[audit] store` names: a file at `path`, or tables in the database
-    at `url` (AuditError, saying what to do, if it cannot be opened)."""
+    at `url` (AuditError, saying what to do, if it cannot be opened). In a database, shared
+    by replicas, it refuses a request another replica audited within `replay_window_s`."""
     if store == "database":
         try:
             storage: AuditStorage = DatabaseStorage(url)
@@ -722,5 +763,5 @@ def open_audit_log(store: str, path: Path, url: str) -> AuditLog:
                 "[audit] url (or [store] url, which it defaults to); no request is answered "
                 "unaudited, so the node does not start without it"
             ) from exc
-        return AuditLog(storage)
+        return AuditLog(storage, replay_window_s=replay_window_s)
     return AuditLog(path)

@@ -17,7 +17,8 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from federation.serde import rich_status
-from node.audit import AuditError, AuditLog, AuditRecord
+from node.admission import replayed
+from node.audit import AuditError, AuditLog, AuditRecord, AuditReplay
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
 
@@ -65,6 +66,13 @@ class Recorder:
             written = await self.audit.append(record)
             if written != entry_id:
                 raise AuditError(f"audit entry {written} was written where {entry_id} was due")
+        except AuditReplay:
+            log.warning(
+                "refusing a %s from %s: a replay of a request another replica answered",
+                record.method,
+                record.peer,
+            )
+            return replayed()
         except AuditError as exc:
             log.error("refusing a %s from %s: %s", record.method, record.peer, exc)
             self.metrics.audit_failures.inc()

@@ -24,7 +24,7 @@ from federation.model import MatchAnswer, MatchQuery
 from federation.serde import WireError, match_answer_to_proto, match_query_from_proto
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
-from node.admission import Admission
+from node.admission import REPLAYED, Admission
 from node.audit import AuditLog, AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
@@ -119,6 +119,21 @@ class ExchangeHandlers:
             response_signature=response_signature.hex(),
         )
         failed = await self._recorder.make_durable(record, entry_id)
+        if failed is not None and failed.reasons == (REPLAYED,):
+            # Another replica answered this very request: refuse it as a replay, and
+            # audit that refusal instead of the answer that was never written.
+            refusal = failed
+            status = refusal_status(refusal, entry_id, revision)
+            body = status.SerializeToString()
+            response_signature = self._sign(raw, body, ok=False)
+            record = dataclasses.replace(
+                record,
+                decision=refusal.decision,
+                reasons=refusal.reasons,
+                response_sha256=hashlib.sha256(body).hexdigest(),
+                response_signature=response_signature.hex(),
+            )
+            failed = await self._recorder.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed
             status = refusal_status(refusal, entry_id, revision)

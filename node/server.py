@@ -175,14 +175,19 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     engine = CachingEngine(reloading)
     store = RecordStore(config.store.url)
     store.create_schema()
+    skew = config.trust.max_clock_skew_s
     try:
-        audit = open_audit_log(config.audit.store, config.audit.path, config.audit.url)
+        audit = open_audit_log(
+            config.audit.store,
+            config.audit.path,
+            config.audit.url,
+            replay_window_s=2 * skew,  # as long as the replay cache remembers a nonce
+        )
     except AuditError:
         store.close()
         raise
     metrics.track_audit_size(lambda: audit.size)
 
-    skew = config.trust.max_clock_skew_s
     admission = Admission(skew)
     # Nonces seen before a restart (even kill -9) are in the audit log's recent entries.
     seeded = admission.replay.seed(

@@ -20,6 +20,7 @@ from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
 from federation.pki import load_ed25519_private
+from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.audit import AuditLog, audit_origin, verify_database
 from node.audit_storage import DatabaseStorage
 from node.config import load_config
@@ -27,6 +28,7 @@ from node.federation_kit import Federation, NodeHandle
 from node.server import start_node
 from tests.federation.helpers import ask, clone_node, set_keys
 from tests.federation.test_cli import liaison
+from tests.federation.test_signed_requests import _body, _send, _signed
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("LIAISON_TEST_POSTGRES_URL"),
@@ -203,3 +205,40 @@ def test_a_node_refuses_while_its_audit_database_is_away_and_recovers(
     finally:
         admin.dispose()
     assert verify_database(postgres_url, None) == (2, 0)
+
+
+def test_a_request_is_answered_once_across_replicas(
+    fed: Federation, postgres_url: str, tmp_path: Path
+) -> None:
+    """The same signed request sent to both replicas at once, and again later: one answer
+    in all; every other copy is refused as a replay, and every copy is audited."""
+    replicas = [_replica(fed, tmp_path / f"FR-{n}", postgres_url) for n in (1, 2)]
+    de = fed.nodes["DE-BKA"].identity()
+    body = _body(fed)
+    signature = _signed(de, body)
+    nonce = pb.MatchRequest.FromString(body).envelope.nonce.hex()
+
+    async def both(n: int) -> list[tuple[str, tuple[str, ...], bytes, bytes]]:
+        sent = [_send(de, node.endpoint, body, signature, n=n) for node in replicas]
+        return [r for results in await asyncio.gather(*sent) for r in results]
+
+    for node in replicas:
+        node.start()
+    try:
+        for node in replicas:
+            node.wait_ready()
+        results = asyncio.run(both(20)) + asyncio.run(both(1))
+    finally:
+        for node in replicas:
+            node.stop()
+    outcomes = [r[:2] for r in results]
+    assert outcomes.count(("OK", ())) == 1, outcomes
+    assert set(outcomes) == {("OK", ()), ("UNAUTHENTICATED", ("replayed",))}
+    audited = [
+        json.loads(str(line))
+        for (line,) in _rows(postgres_url, "SELECT line FROM audit_entries ORDER BY seq")
+    ]
+    copies = [e for e in audited if e["nonce"] == nonce]
+    assert len(copies) == len(results)  # every copy, answered or refused, is audited
+    assert [e["decision"] for e in copies].count("allow") == 1
+    assert all(e["reasons"] == ["replayed"] for e in copies if e["decision"] != "allow")

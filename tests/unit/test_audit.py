@@ -237,11 +237,11 @@ class _CountingLog(AuditLog):
         self.batches: list[int] = []
         self.delay = delay
 
-    def _commit(self, batch: list[Any]) -> None:
+    def _commit(self, batch: list[Any]) -> list[Any]:
         self.batches.append(len(batch))
         if self.delay:
             time.sleep(self.delay)
-        super()._commit(batch)
+        return super()._commit(batch)
 
 
 def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
@@ -270,12 +270,12 @@ def test_entries_appended_during_a_failed_write_get_their_own_attempt(tmp_path: 
     before = path.read_bytes()
 
     class _FailingOnce(_CountingLog):
-        def _commit(self, batch: list[Any]) -> None:
+        def _commit(self, batch: list[Any]) -> list[Any]:
             if not self.batches:
                 self.batches.append(len(batch))
                 time.sleep(self.delay)
                 raise AuditError("No space left on device")
-            super()._commit(batch)
+            return super()._commit(batch)
 
     async def run() -> list[str]:
         log = _FailingOnce(path, delay=0.05)

@@ -24,6 +24,7 @@ from node.audit import (
     AuditCorrupt,
     AuditError,
     AuditLog,
+    AuditReplay,
     CheckpointInvalid,
     _canonical,
     _digest,
@@ -458,3 +459,42 @@ def test_postgresql_going_away_refuses_appends_until_it_returns(pg: Backend) -> 
     finally:
         engine.dispose()
     assert pg.verify() == (4, 0)
+
+
+def test_a_replica_refuses_to_answer_what_another_answered(database: Backend) -> None:
+    """Replica B takes in replica A's entries under the write lock: an answer to a request
+    (requester, nonce) A already audited is not written (AuditReplay), a refusal is."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    nonce, fresh = "aa" * 16, "bb" * 16
+
+    async def run() -> None:
+        a = AuditLog(database.storage(), replay_window_s=600)
+        b = AuditLog(database.storage(), replay_window_s=600)
+        unguarded = AuditLog(database.storage())  # a single process keeps no foreign nonces
+        try:
+            await a.append(_record(1, time=now, nonce=nonce))
+            with pytest.raises(AuditReplay):
+                await b.append(_record(3, time=now, nonce=nonce))
+            await b.append(_record(2, time=now, nonce=nonce))  # the refusal of the replay
+            await b.append(_record(5, time=now, nonce=fresh))
+            await b.append(_record(7, time=now, nonce=nonce, peer="DE-BKA"))  # another's
+            old = "2026-01-01T00:00:00Z"  # outside the window: the freshness check's business
+            await a.append(_record(9, time=old, nonce="cc" * 16))
+            await b.append(_record(11, time=now, nonce="cc" * 16))
+            await unguarded.append(_record(13, time=now, nonce=nonce))
+        finally:
+            for log in (a, b, unguarded):
+                await log.close()
+
+    asyncio.run(run())
+    entries = [json.loads(line) for line in database.lines()]
+    assert [(e["peer"], e["nonce"], e["decision"]) for e in entries] == [
+        ("FR-PN", nonce, "allow"),
+        ("FR-PN", nonce, "deny"),
+        ("FR-PN", fresh, "allow"),
+        ("DE-BKA", nonce, "allow"),
+        ("FR-PN", "cc" * 16, "allow"),
+        ("FR-PN", "cc" * 16, "allow"),
+        ("FR-PN", nonce, "allow"),
+    ]
+    assert database.verify()[0] == 7
