@@ -296,6 +296,20 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+ENTRY_HELP = "the entry: its index (from 0), or the 32-hex id an answer or refusal named"
+
+
+def _entry(text: str) -> int | str:
+    """An audit entry as a command names it: an index or an entry id."""
+    if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+        return text  # an id, even if all its digits are decimal (no log has 10^31 entries)
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither an entry index (0, 1, ...) nor an entry id (32 hex digits)"
+    )
+
+
 def _audit_prove(args: argparse.Namespace) -> int:
     from federation import merkle, notes
     from federation.pki import load_ed25519_private
@@ -304,11 +318,17 @@ def _audit_prove(args: argparse.Namespace) -> int:
     from node.config import load_config
 
     config = load_config(args.config)
-    index: int = args.entry
+    entry: int | str = args.entry
     storage = _audit_storage(config)
     where = storage.where
     try:
         store = load_storage_tree(storage)
+        if isinstance(entry, str):
+            found_at = storage.find(entry)
+            if found_at is None or found_at >= store.size:
+                raise AuditError(f"{where} has no entry with id {entry}")
+            entry = found_at
+        index = entry
         if not 0 <= index < store.size:
             raise AuditError(f"{where} has no entry {index} (it holds {store.size})")
         found = storage_checkpoints(storage)
@@ -422,7 +442,7 @@ def _oversight_prove(args: argparse.Namespace) -> int:
     from node.oversight_cli import load_overseer
 
     overseer = load_overseer(args.identity, args.directory, args.authority_key)
-    entry: int | str = args.entry_id if args.entry_id is not None else args.index
+    entry: int | str = args.entry
 
     async def run() -> dict[str, Any]:
         async with overseer.client(args.node, args.endpoint) as client:
@@ -641,9 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint, verify both and print them as JSON",
         _oversight_prove,
     )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--entry-id", help="the entry id an answer or refusal named")
-    which.add_argument("--index", type=int, help="the entry's index")
+    p.add_argument("entry", type=_entry, help=ENTRY_HELP)
 
     dirs = group("directory", "federation directory tasks")
     p = command(dirs, "sign", "sign a members file into a federation directory", _directory_sign)
@@ -750,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
         _audit_prove,
     )
     p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
-    p.add_argument("--entry", type=int, required=True, help="the entry's index (from 0)")
+    p.add_argument("entry", type=_entry, help=ENTRY_HELP)
     p = command(
         audit,
         "export",

@@ -48,7 +48,7 @@ def test_checkpoint_prove_and_verify_a_live_log(fed: Federation, tmp_path: Path)
         assert checkpoint.size >= 3
         assert checkpoints.read_text() == made.stdout + "\n"
 
-        proved = liaison("audit", "prove", "--config", toml, "--entry", "0")
+        proved = liaison("audit", "prove", "--config", toml, "0")
         assert proved.returncode == 0, proved.stdout + proved.stderr
         doc = json.loads(proved.stdout)
         # What an overseer does with the node's public key alone.
@@ -61,8 +61,17 @@ def test_checkpoint_prove_and_verify_a_live_log(fed: Federation, tmp_path: Path)
         merkle.verify_inclusion(leaf, 0, shown.size, proof, shown.root)
         assert json.loads(doc["entry"])["seq"] == 0
 
-        beyond = liaison("audit", "prove", "--config", toml, "--entry", str(10**6))
+        beyond = liaison("audit", "prove", "--config", toml, str(10**6))
         assert beyond.returncode == 2 and "has no entry" in beyond.stderr
+        # By the id an answer named, as well as by index.
+        entry_id = json.loads(doc["entry"])["id"]
+        by_id = liaison("audit", "prove", "--config", toml, entry_id)
+        assert by_id.returncode == 0, by_id.stdout + by_id.stderr
+        assert json.loads(by_id.stdout)["entry"] == doc["entry"]
+        unknown = liaison("audit", "prove", "--config", toml, "f" * 32)
+        assert unknown.returncode == 2 and "no entry with id" in unknown.stderr
+        garbled = liaison("audit", "prove", "--config", toml, "entry-7")
+        assert garbled.returncode == 2 and "neither an entry index" in garbled.stderr
 
         ok = liaison("audit", "verify", "--config", toml)
         assert ok.returncode == 0, ok.stdout + ok.stderr

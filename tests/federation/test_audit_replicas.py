@@ -126,7 +126,7 @@ def test_two_replicas_answer_into_one_tree(
     ok = liaison("audit", "verify", "--config", toml)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"{count} entries" in ok.stdout and f"{checked} checkpoint(s)" in ok.stdout
-    proved = liaison("audit", "prove", "--config", toml, "--entry", str(count - 1))
+    proved = liaison("audit", "prove", "--config", toml, str(count - 1))
     assert proved.returncode == 0, proved.stdout + proved.stderr
     doc = json.loads(proved.stdout)
     shown = notes.verify_checkpoint(doc["checkpoint"], origin, verifier)

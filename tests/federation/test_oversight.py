@@ -166,7 +166,7 @@ def test_the_overseer_reads_entries_and_exports_a_range_that_verifies(
     assert shown.returncode == 0, shown.stderr
     verifier = notes.Verifier.for_log("liaison.example/FR-DGPN/audit", public)
     assert notes.verify_checkpoint(shown.stdout, verifier.name, verifier).size >= 4
-    proved = liaison("oversight", "prove", *common, "--node", "FR-DGPN", "--index", "1")
+    proved = liaison("oversight", "prove", *common, "--node", "FR-DGPN", "1")
     assert proved.returncode == 0, proved.stderr
     assert json.loads(json.loads(proved.stdout)["entry"])["seq"] == 1
 
