@@ -11,8 +11,16 @@ repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothi
   the mean batch size and the mean time of one write + fdatasync. **Baseline**, in the
   same run: lines that ``AuditLog`` wrote (a warm-up log of the same records) written one
   at a time with ``os.write`` + ``os.fdatasync`` each, what a log without group commit
-  does. The three rows take turns over ``--rounds``: the disk is shared, so its speed
+  does. The rows take turns over ``--rounds``: the disk is shared, so its speed
   drifts, and the time of one fdatasync is printed beside each row.
+* **database appends**: the same two rows with the log in a database
+  (``node.audit_storage.DatabaseStorage``, as ``[audit] store = "database"``): SQLite, a
+  file in the same folder (WAL, ``synchronous=FULL``, as the backend sets them), and
+  PostgreSQL at ``--postgres-url`` (default: the environment's
+  ``LIAISON_TEST_POSTGRES_URL``; without one these rows are skipped with a note), in a
+  database the run creates and drops. A batch is one transaction; the mean batch and the
+  mean transaction time are counted as for the file, and each row's ratio is to the same
+  run's baseline.
 * **build**: a ``--size`` log written through ``AuditLog.append`` itself by 1024 concurrent
   writers, so every line is a real, chain-valid entry exactly as the node writes it.
 * **open**: ``AuditLog(path)`` on that log: the chain checked from entry 0 and the Merkle
@@ -23,7 +31,10 @@ repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothi
   checked against the log's root (outside the timer).
 * **verify**: ``verify_log_and_checkpoints`` on the log with a checkpoint signed at its
   full size, then ``liaison audit verify --log ... --public-key ... --origin ...`` end to
-  end as a subprocess. **Baseline**: SHA-256 and ``json.loads`` of every line, the floor
+  end as a subprocess; each first in this process only (``workers=1``, ``--workers 1``:
+  the sequential check) and then with the default, one worker process per available core
+  (a log of ``PARALLEL_MIN_ENTRIES`` or more is hashed in chunks by worker processes;
+  the open uses the default too). **Baseline**: SHA-256 and ``json.loads`` of every line, the floor
   of any verifier written in Python. The target is the CLI at 1,000,000 entries in 30 s
   or less (at another ``--size``, the CLI's time with the scan's share scaled linearly).
 
@@ -34,13 +45,16 @@ About 900 bytes per entry: the default run writes about 1 GB, takes two to three
 2 cores and removes its folder at the end.
 ``--quick`` (20,000 entries, 0.5 s per append row, one round) takes a few seconds.
 
-    python benchmarks/audit.py [--size 1000000] [--seconds 3] [--rounds 3] [--quick]
+    python benchmarks/audit.py [--size 1000000] [--seconds 3] [--rounds 3]
+                               [--postgres-url URL] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -48,13 +62,14 @@ import platform
 import random
 import re
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,16 +77,22 @@ from types import FrameType
 from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from federation import merkle, notes
 from federation.pki import public_key_text
 from node.audit import (
+    PARALLEL_MIN_ENTRIES,
     AuditLog,
     AuditRecord,
     audit_origin,
+    available_cores,
     entry_leaf,
     verify_log_and_checkpoints,
 )
+from node.audit_storage import AuditStorage, DatabaseStorage
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 DEFAULT_SIZE: Final = 1_000_000
@@ -85,6 +106,7 @@ TARGET_SIZE: Final = 1_000_000
 MEMORY_FILESYSTEMS: Final = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
 BYTES_PER_ENTRY_BOUND: Final = 1100  # the records below make lines of about 900 bytes
 ORIGIN: Final = audit_origin("liaison.example", "FR-DGPN")
+POSTGRES_ENV: Final = "LIAISON_TEST_POSTGRES_URL"
 T = TypeVar("T")
 
 
@@ -170,12 +192,13 @@ def record(i: int) -> AuditRecord:
 
 
 class CountingLog(AuditLog):
-    """An AuditLog that counts its writes: each is one batch, one write, one fdatasync."""
+    """An AuditLog that counts its writes: each is one batch, one write and one fdatasync
+    (a file) or one transaction (a database)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, target: Path | AuditStorage) -> None:
         self.writes = 0
         self.write_seconds = 0.0
-        super().__init__(path)
+        super().__init__(target)
 
     def _commit(self, batch: list[Any]) -> list[Any]:
         start = time.perf_counter()
@@ -220,6 +243,7 @@ class Row:
     """One append row summed over its rounds."""
 
     label: str
+    unit: str = "fdatasync"  # what one batch is: "fdatasync" or "transaction"
     appends: int = 0
     seconds: float = 0.0
     cpu: float = 0.0
@@ -272,11 +296,11 @@ async def _drive(
 
 
 def run_log(
-    path: Path, writers: int, seconds: float, records: Sequence[AuditRecord]
+    target: Path | AuditStorage, writers: int, seconds: float, records: Sequence[AuditRecord]
 ) -> tuple[int, float, float, int, float]:
-    """A fresh log driven by `writers` tasks: appends, seconds, CPU seconds, fdatasyncs and
-    seconds spent in them."""
-    log = CountingLog(path)
+    """A fresh log driven by `writers` tasks: appends, seconds, CPU seconds, batches
+    (fdatasyncs or transactions) and seconds spent in them."""
+    log = CountingLog(target)
 
     async def main() -> int:
         try:
@@ -320,25 +344,96 @@ def run_baseline(
     return done, elapsed, cpu, done, sync_s
 
 
-def measure_appends(folder: Path, seconds: float, rounds: int) -> list[Row]:
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """Where an append row keeps its log: a fresh one for each run (`open`), removed after
+    it (`clear`)."""
+
+    name: str
+    unit: str
+    open: Callable[[Path], Path | AuditStorage]
+    clear: Callable[[Path], None]
+
+
+def _unlink_all(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def file_backend() -> Backend:
+    return Backend("AuditLog.append", "fdatasync", lambda path: path, _unlink_all)
+
+
+def sqlite_backend() -> Backend:
+    def open_(path: Path) -> AuditStorage:
+        return DatabaseStorage(f"sqlite:///{path.with_suffix('.db')}")
+
+    return Backend(
+        "SQLite", "transaction", open_, lambda path: _unlink_all(path.with_suffix(".db"))
+    )
+
+
+def postgres_backend(url: str) -> Backend:
+    """Tables in the database at `url` (one the run created): dropped after every run."""
+
+    def clear(_path: Path) -> None:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("DROP TABLE IF EXISTS audit_entries, audit_checkpoints"))
+        finally:
+            engine.dispose()
+
+    return Backend("PostgreSQL", "transaction", lambda _path: DatabaseStorage(url), clear)
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database beside the one at `admin_url`, dropped at the end."""
+    admin = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    name = f"liaison_bench_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def measure_appends(
+    folder: Path, seconds: float, rounds: int, backends: Sequence[Backend]
+) -> list[Row]:
+    """The baseline, then 1 and 64 writers on each backend, taking turns over `rounds`."""
     records = [record(i) for i in range(4096)]
     warm_up = folder / "warm-up.log"
     run_log(warm_up, WRITERS[-1], min(seconds, 0.5), records)
     lines = warm_up.read_bytes().splitlines(keepends=True)
     warm_up.unlink()
     baseline = Row("os.write + os.fdatasync per entry (baseline)")
-    rows = [baseline, *(Row(f"AuditLog.append, {w} writer{'s' if w > 1 else ''}") for w in WRITERS)]
+    runs: list[tuple[Row, Backend | None, int]] = [(baseline, None, 1)]
+    for backend in backends:
+        for w in WRITERS:
+            label = f"{backend.name}, {w} writer{'s' if w > 1 else ''}"
+            runs.append((Row(label, backend.unit), backend, w))
     for r in range(rounds):
-        order = list(range(len(rows)))
+        order = list(range(len(runs)))
         order = order[r % len(order) :] + order[: r % len(order)]  # rows take turns going first
         for k in order:
+            row, where, writers = runs[k]
             path = folder / f"appends-{k}-{r}.log"
-            if k == 0:
-                rows[0].add(*run_baseline(path, lines, seconds))
-            else:
-                rows[k].add(*run_log(path, WRITERS[k - 1], seconds, records))
-            path.unlink()
-    return rows
+            if where is None:
+                row.add(*run_baseline(path, lines, seconds))
+                path.unlink()
+                continue
+            try:
+                row.add(*run_log(where.open(path), writers, seconds, records))
+            finally:
+                where.clear(path)
+    return [row for row, _, _ in runs]
 
 
 def report_appends(rows: Sequence[Row], seconds: float, rounds: int) -> None:
@@ -346,12 +441,14 @@ def report_appends(rows: Sequence[Row], seconds: float, rounds: int) -> None:
     print(f"appends, {rounds} round(s) of {seconds:g} s per row, every entry durable:")
     for row in rows:
         spread = f"{min(row.rates):,.0f} to {max(row.rates):,.0f}" if len(row.rates) > 1 else ""
+        what = "write + fdatasync" if row.unit == "fdatasync" else "transaction"
         print(
             f"  {row.label}: {row.rate:,.0f} appends/s"
             + (f" (rounds {spread})" if spread else "")
-            + f", mean batch {row.batch:.1f} entries per fdatasync "
-            f"(write + fdatasync {row.sync_ms:.2f} ms), CPU {row.cpu_us:.0f} µs per append, "
-            f"ratio to baseline {row.rate / base:.2f}"
+            + f", mean batch {row.batch:.1f} entries per {row.unit} "
+            f"({what} {row.sync_ms:.2f} ms), CPU {row.cpu_us:.0f} µs per append, "
+            f"ratio to baseline {row.rate / base:.2f}",
+            flush=True,
         )
 
 
@@ -397,11 +494,18 @@ class Timing:
         return f"ratio to baseline {self.wall / base.wall:.2f}, CPU {self.cpu / base.cpu:.2f}"
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(fn: Callable[[], T]) -> tuple[T, Timing]:
-    cpu = time.process_time()
+    """`fn()` timed: wall, and CPU of this process and of the worker processes it ended."""
+    cpu = time.process_time() + _children_cpu()
     start = time.perf_counter()
     result = fn()
-    return result, Timing(time.perf_counter() - start, time.process_time() - cpu)
+    elapsed = time.perf_counter() - start
+    return result, Timing(elapsed, time.process_time() + _children_cpu() - cpu)
 
 
 def _load() -> str:
@@ -472,7 +576,13 @@ def floor_scan(path: Path) -> int:
 
 
 def run(
-    size: int, seconds: float, rounds: int, samples: int, asked: Path | None, seed: int = 5
+    size: int,
+    seconds: float,
+    rounds: int,
+    samples: int,
+    asked: Path | None,
+    postgres_url: str = "",
+    seed: int = 5,
 ) -> None:
     folder_parent, fs = choose_folder(asked)
     print(
@@ -480,6 +590,10 @@ def run(
         f"{platform.machine()}, {os.cpu_count()} cores; {size:,} entries"
     )
     print(f"files in {folder_parent}, on {fs}; {_load()}")
+    print(
+        f"verify: a log of {PARALLEL_MIN_ENTRIES:,} entries or more is checked by "
+        f"{available_cores()} worker process(es) by default (one per available core)"
+    )
     if fs.in_memory:
         print("  WARNING: a memory-backed filesystem: fdatasync is free, the figures are no disk's")
     need = size * BYTES_PER_ENTRY_BOUND + (64 << 20)
@@ -488,14 +602,24 @@ def run(
         raise SystemExit(f"{folder_parent} has {free >> 20} MiB free; this run needs {need >> 20}")
     folder = Path(tempfile.mkdtemp(prefix="liaison-audit-bench-", dir=folder_parent))
     try:
-        _run_in(folder, size, seconds, rounds, samples, seed)
+        with contextlib.ExitStack() as stack:
+            backends = [file_backend(), sqlite_backend()]
+            if postgres_url:
+                scratch = stack.enter_context(scratch_database(postgres_url))
+                where = make_url(scratch).render_as_string(hide_password=True)
+                print(f"PostgreSQL: a scratch database, {where}")
+                backends.append(postgres_backend(scratch))
+            else:
+                print(f"PostgreSQL: skipped (no --postgres-url and {POSTGRES_ENV} is unset)")
+            rows = measure_appends(folder, seconds, rounds, backends)
+        report_appends(rows, seconds, rounds)
+        _run_in(folder, size, samples, seed)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_in(folder: Path, size: int, seconds: float, rounds: int, samples: int, seed: int) -> None:
+def _run_in(folder: Path, size: int, samples: int, seed: int) -> None:
     rng = random.Random(seed)
-    report_appends(measure_appends(folder, seconds, rounds), seconds, rounds)
 
     path = folder / "audit.log"
     build_s, syncs = build_log(path, size)
@@ -550,24 +674,35 @@ def _run_in(folder: Path, size: int, seconds: float, rounds: int, samples: int, 
     print(f"checkpoint signed at {size:,} (root, Ed25519, fsync): {checkpoint_s * 1e3:.1f} ms")
 
     verifier = notes.Verifier.for_log(ORIGIN, key.public_key())
-    counts, verified = _timed(lambda: verify_log_and_checkpoints(path, verifier, ORIGIN))
-    assert counts == (size, 1), counts
-    print(
-        f"verify_log_and_checkpoints: {verified.wall:.2f} s ({verified.per_entry(size)}; "
-        f"{verified.ratio(floor)})",
-        flush=True,
-    )
+    verified = Timing(0, 0)
+    for workers in (1, None):
+        how = "workers=1" if workers == 1 else "default workers"
+        counts, verified = _timed(
+            functools.partial(verify_log_and_checkpoints, path, verifier, ORIGIN, workers=workers)
+        )
+        assert counts == (size, 1), counts
+        print(
+            f"verify_log_and_checkpoints ({how}): {verified.wall:.2f} s "
+            f"({verified.per_entry(size)}; {verified.ratio(floor)})",
+            flush=True,
+        )
 
-    cli = run_cli(path, key.public_key())
-    print(
-        f"liaison audit verify (subprocess, end to end): {cli.wall:.2f} s (CPU {cli.cpu:.2f} s; "
-        f"{cli.ratio(floor)})"
-    )
+    cli = Timing(0, 0)
+    for workers in (1, None):
+        how = "--workers 1" if workers == 1 else "default workers"
+        cli = run_cli(path, key.public_key(), workers)
+        print(
+            f"liaison audit verify (subprocess, end to end, {how}): {cli.wall:.2f} s "
+            f"(CPU {cli.cpu:.2f} s; {cli.ratio(floor)})",
+            flush=True,
+        )
     print(_load())
     # At another size, the scan scales with the entries; the CLI's start-up does not.
     projected = cli.wall + verified.wall * (TARGET_SIZE / size - 1)
     projected_cpu = cli.cpu + verified.cpu * (TARGET_SIZE / size - 1)
     at = "" if size == TARGET_SIZE else f", projected from {size:,}: the scan scaled linearly"
+    if size < PARALLEL_MIN_ENTRIES:
+        at += ", checked in one process at this size"
     met = "met" if projected <= TARGET_VERIFY_S else "NOT met"
     print(
         f"target: liaison audit verify of {TARGET_SIZE:,} entries ≤ {TARGET_VERIFY_S:.0f} s: "
@@ -575,8 +710,9 @@ def _run_in(folder: Path, size: int, seconds: float, rounds: int, samples: int, 
     )
 
 
-def run_cli(path: Path, public: ed25519.Ed25519PublicKey) -> Timing:
-    """`liaison audit verify` on `path`, run as the operator would: wall and its CPU."""
+def run_cli(path: Path, public: ed25519.Ed25519PublicKey, workers: int | None) -> Timing:
+    """`liaison audit verify` on `path`, run as the operator would: wall and its CPU (its
+    workers' included)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [
@@ -591,6 +727,7 @@ def run_cli(path: Path, public: ed25519.Ed25519PublicKey) -> Timing:
         public_key_text(public),
         "--origin",
         ORIGIN,
+        *(["--workers", str(workers)] if workers is not None else []),
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -617,6 +754,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", type=Path, help="where to write (default: the temporary folder, if on a disk)"
     )
     parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(POSTGRES_ENV, ""),
+        help=f"a PostgreSQL server (SQLAlchemy URL) allowed to create databases; default "
+        f"${POSTGRES_ENV}; none: the PostgreSQL rows are skipped",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="20,000 entries, 0.5 s per append row, 1 round"
     )
     args = parser.parse_args(argv)
@@ -625,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.size < 2 or args.seconds <= 0 or args.rounds < 1 or args.samples < 1:
         parser.error("--size must be at least 2, --seconds positive, --rounds and --samples ≥ 1")
     signal.signal(signal.SIGTERM, _raise_exit)  # clean up as on Ctrl-C
-    run(args.size, args.seconds, args.rounds, args.samples, args.dir)
+    run(args.size, args.seconds, args.rounds, args.samples, args.dir, args.postgres_url)
     return 0
 
 

@@ -34,11 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
+import multiprocessing
+import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -169,8 +174,11 @@ def _digest(prev: str, canonical: bytes) -> str:
     return hashlib.sha256(prev.encode() + b"\n" + canonical).hexdigest()
 
 
-def _check_line(line: bytes, index: int, prev: str, path: Path | str) -> tuple[str, dict[str, Any]]:
-    """The entry's hash and body (without `hash`), if it is entry `index` chained on `prev`."""
+_NOT_CHAINED = "does not chain onto the entry before it"
+
+
+def _parse_line(line: bytes, index: int, path: Path | str) -> tuple[str, dict[str, Any]]:
+    """The hash an entry states and its body (without `hash`), if it is entry `index`."""
     try:
         doc = _decode_json(line.decode())  # entries are UTF-8: no encoding is guessed
         stated = doc.pop("hash")
@@ -178,12 +186,25 @@ def _check_line(line: bytes, index: int, prev: str, path: Path | str) -> tuple[s
         raise AuditCorrupt(path, index, "not a JSON entry with a hash") from None
     if doc.get("seq") != index:
         raise AuditCorrupt(path, index, f"sequence {doc.get('seq')!r} where {index} was due")
-    if doc.get("prev") != prev:
-        raise AuditCorrupt(path, index, "does not chain onto the entry before it")
+    return stated, doc
+
+
+def _check_content(
+    doc: dict[str, Any], prev: str, stated: Any, index: int, path: Path | str
+) -> None:
+    """An entry chained on `prev` (its `prev` checked already) hashes to what it states."""
     if _digest(prev, _canonical(doc)) != stated:
         raise AuditCorrupt(path, index, "hash does not match its content")
     if doc.get("v") != ENTRY_VERSION:
         raise AuditCorrupt(path, index, f"entry version {doc.get('v')!r}, not {ENTRY_VERSION}")
+
+
+def _check_line(line: bytes, index: int, prev: str, path: Path | str) -> tuple[str, dict[str, Any]]:
+    """The entry's hash and body (without `hash`), if it is entry `index` chained on `prev`."""
+    stated, doc = _parse_line(line, index, path)
+    if doc.get("prev") != prev:
+        raise AuditCorrupt(path, index, _NOT_CHAINED)
+    _check_content(doc, prev, stated, index, path)
     return str(stated), doc
 
 
@@ -197,7 +218,9 @@ def personal_digest(salt: str, value: str) -> str:
 
 def redact(entry: Mapping[str, Any]) -> dict[str, Any]:
     """An entry as an overseer sees it (and as its Merkle leaf commits to it)."""
-    out = {k: v for k, v in entry.items() if k not in _CHAIN_FIELDS}
+    out = dict(entry)
+    for name in _CHAIN_FIELDS:
+        out.pop(name, None)
     salt = str(entry.get("salt", ""))
     for name in PERSONAL_FIELDS:
         value = out.pop(name, "")
@@ -215,16 +238,46 @@ def entry_leaf(line: bytes) -> bytes:
     return merkle.leaf_hash(leaf_input(json.loads(line)))
 
 
+# A log at least this long is checked in worker processes when several cores are free (a
+# pool costs a few tenths of a second to start), in chunks of this many lines.
+PARALLEL_MIN_ENTRIES = 1 << 16
+CHUNK_LINES = 1 << 13
+# Workers are spawned, not forked: the caller may be a node with threads running.
+POOL_START = "spawn"
+
+
+def available_cores() -> int:
+    """The cores this process may run on: the default number of workers of a check."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _check_chain(
     lines: Iterable[bytes],
     where: Path | str,
     store: merkle.MemoryHashStore | None,
     *,
     torn_ok: bool,
+    workers: int | None = None,
 ) -> tuple[str, int]:
     """Check the chain from entry 0 (head, count); every checked entry's leaf goes into
     `store`. A torn last line (no newline) is an error unless `torn_ok`, when it ends the log.
+
+    A log of PARALLEL_MIN_ENTRIES or more is checked by `workers` processes (default: one
+    per available core; 1 checks in this process), with the same result and, for a bad
+    log, the same first bad entry and reason (`_check_chain_parallel`).
     """
+    lines = iter(lines)
+    workers = available_cores() if workers is None else workers
+    if workers > 1:
+        ahead = list(itertools.islice(lines, PARALLEL_MIN_ENTRIES))
+        if len(ahead) == PARALLEL_MIN_ENTRIES:
+            return _check_chain_parallel(
+                itertools.chain(ahead, lines), where, store, torn_ok=torn_ok, workers=workers
+            )
+        lines = iter(ahead)
     head, count = GENESIS, 0
     for raw in lines:
         if not raw.endswith(b"\n"):
@@ -238,9 +291,107 @@ def _check_chain(
     return head, count
 
 
-def verify_log(path: Path) -> int:
-    """Check the whole chain from entry 0; returns the entry count or raises AuditCorrupt."""
-    return _check_chain(file_lines(path), path, None, torn_ok=False)[1]
+# What a worker found in one chunk: the `prev` and `hash` each entry states, up to and
+# excluding the first entry that fails a check of its own; that entry's `prev` if it was
+# read (so `len(prevs) == len(hashes) + 1`); the leaves of the good entries, concatenated;
+# and the failure: (index, reason, torn) or None.
+_ChunkResult = tuple[list[Any], list[str], bytes, tuple[int, str, bool] | None]
+
+
+def _check_chunk(lines: list[bytes], first: int, leaves: bool) -> _ChunkResult:
+    """The checks of entries `first`, `first + 1`, ... that need no other entry: whole
+    line, JSON, `seq`, the hash over the entry's stated `prev`, version; and its leaf.
+
+    Only `prev` is left to check, against the entry before (`_check_chain_parallel`): once
+    it matches, the hash checked here is the hash `_check_line` checks."""
+    prevs: list[Any] = []
+    hashes: list[str] = []
+    out = bytearray()
+    for index, raw in enumerate(lines, first):
+        if not raw.endswith(b"\n"):
+            return prevs, hashes, bytes(out), (index, "torn final line", True)
+        try:
+            stated, doc = _parse_line(raw, index, "")
+            prev = doc.get("prev")
+            prevs.append(prev)
+            if not isinstance(prev, str):  # never the previous entry's hash
+                return prevs, hashes, bytes(out), (index, _NOT_CHAINED, False)
+            _check_content(doc, prev, stated, index, "")
+        except AuditCorrupt as exc:
+            return prevs, hashes, bytes(out), (index, exc.why, False)
+        hashes.append(str(stated))
+        if leaves:
+            out += merkle.leaf_hash(leaf_input(doc))
+    return prevs, hashes, bytes(out), None
+
+
+def _chunks(lines: Iterator[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    first = 0
+    while chunk := list(itertools.islice(lines, CHUNK_LINES)):
+        yield first, chunk
+        first += len(chunk)
+
+
+def _check_chain_parallel(
+    lines: Iterator[bytes],
+    where: Path | str,
+    store: merkle.MemoryHashStore | None,
+    *,
+    torn_ok: bool,
+    workers: int,
+) -> tuple[str, int]:
+    """`_check_chain` with the per-entry work (parse, hashes, leaf) done by `workers`
+    processes, chunk by chunk; this process reads the lines, checks that each entry's
+    `prev` is the hash the entry before it states, and builds the tree, in order. The first
+    failure in log order is raised, with the reason `_check_line` gives: a chunk's own
+    failure at entry i stands only if entries up to i chain (and, for a failure after its
+    `prev` was read, entry i's `prev` too, since `_check_line` checks it first)."""
+    head, count = GENESIS, 0
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(POOL_START))
+    pending: deque[Future[_ChunkResult]] = deque()
+
+    def take(result: _ChunkResult) -> bool:
+        """Take in a chunk's result; False if the log ends there (a torn line, allowed)."""
+        nonlocal head, count
+        prevs, hashes, leaves, failure = result
+        size = merkle.HASH_SIZE
+        for k, stated in enumerate(hashes):
+            if prevs[k] != head:
+                raise AuditCorrupt(where, count, _NOT_CHAINED)
+            head = stated
+            if store is not None:
+                store.append(leaves[k * size : (k + 1) * size])
+            count += 1
+        if failure is None:
+            return True
+        index, why, torn = failure
+        assert index == count
+        if torn:
+            if torn_ok:
+                return False
+            raise AuditCorrupt(where, index, why)
+        if len(prevs) > len(hashes) and prevs[-1] != head:
+            raise AuditCorrupt(where, index, _NOT_CHAINED)
+        raise AuditCorrupt(where, index, why)
+
+    try:
+        for first, chunk in _chunks(lines):
+            pending.append(pool.submit(_check_chunk, chunk, first, store is not None))
+            if len(pending) > 2 * workers and not take(pending.popleft().result()):
+                return head, count
+        while pending:
+            if not take(pending.popleft().result()):
+                return head, count
+        return head, count
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def verify_log(path: Path, *, workers: int | None = None) -> int:
+    """Check the whole chain from entry 0; returns the entry count or raises AuditCorrupt.
+    A large log is checked by `workers` processes (default: one per core; see
+    `_check_chain`)."""
+    return _check_chain(file_lines(path), path, None, torn_ok=False, workers=workers)[1]
 
 
 def load_tree(path: Path) -> merkle.MemoryHashStore:
@@ -355,15 +506,19 @@ def issue_checkpoint(
 
 
 def verify_log_and_checkpoints(
-    path: Path, verifier: notes.Verifier, origin: str | None = None
+    path: Path, verifier: notes.Verifier, origin: str | None = None, *, workers: int | None = None
 ) -> tuple[int, int]:
     """Check the chain of a log file, then every checkpoint against the tree recomputed
     from entry 0 (see `verify_storage`). Returns (entries, checkpoints)."""
-    return verify_storage(FileStorage(path), verifier, origin)
+    return verify_storage(FileStorage(path), verifier, origin, workers=workers)
 
 
 def verify_database(
-    url: str, verifier: notes.Verifier | None, origin: str | None = None
+    url: str,
+    verifier: notes.Verifier | None,
+    origin: str | None = None,
+    *,
+    workers: int | None = None,
 ) -> tuple[int, int]:
     """`verify_storage` for a log kept in the database at `url` (none there: AuditError).
     Without a verifier only the chain is checked (and no checkpoint is counted)."""
@@ -373,8 +528,11 @@ def verify_database(
         raise AuditError(f"audit log {make_url(url).render_as_string()}: {exc}") from exc
     try:
         if verifier is None:
-            return _check_chain(storage.scan(), storage.where, None, torn_ok=False)[1], 0
-        return verify_storage(storage, verifier, origin)
+            chain = _check_chain(
+                storage.scan(), storage.where, None, torn_ok=False, workers=workers
+            )
+            return chain[1], 0
+        return verify_storage(storage, verifier, origin, workers=workers)
     except StorageError as exc:
         raise AuditError(f"audit log {storage.where} could not be read: {exc}") from exc
     finally:
@@ -382,7 +540,11 @@ def verify_database(
 
 
 def verify_storage(
-    storage: AuditStorage, verifier: notes.Verifier, origin: str | None = None
+    storage: AuditStorage,
+    verifier: notes.Verifier,
+    origin: str | None = None,
+    *,
+    workers: int | None = None,
 ) -> tuple[int, int]:
     """Check the chain, then every checkpoint against the tree recomputed from entry 0.
 
@@ -390,9 +552,10 @@ def verify_storage(
     the verifier's name), no smaller than the one before, no larger than the log, and its
     root must be the log's root at its size. Returns (entries, checkpoints) or raises
     AuditCorrupt (the chain) or CheckpointInvalid (naming the checkpoint and its size).
+    A large log is checked by `workers` processes (default: one per core; `_check_chain`).
     """
     store = merkle.MemoryHashStore()
-    count = _check_chain(storage.scan(), storage.where, store, torn_ok=False)[1]
+    count = _check_chain(storage.scan(), storage.where, store, torn_ok=False, workers=workers)[1]
     tree = merkle.TreeHasher(store)
     cp_where = storage.checkpoints_where
     expected = verifier.name if origin is None else origin

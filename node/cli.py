@@ -209,6 +209,16 @@ def _audit_storage(config: NodeConfig) -> AuditStorage:
     return existing_storage(config.audit.store, config.audit.path, config.audit.url)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from federation import notes
     from federation.pki import load_ed25519_private, public_key_from_text
@@ -248,10 +258,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
     checked: int | None = None
     try:
         if public_key is None or origin is None:
-            count = verify_log(args.log)
+            count = verify_log(args.log, workers=args.workers)
         else:
             verifier = notes.Verifier.for_log(origin, public_key)
-            count, checked = verify_storage(storage, verifier, origin)
+            count, checked = verify_storage(storage, verifier, origin, workers=args.workers)
     except AuditCorrupt as exc:
         print(f"{where}: BAD at entry {exc.index}: {exc.why}; keep a copy of this log")
         return 2
@@ -751,6 +761,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--origin",
         help="the checkpoints' origin, e.g. liaison.example/DE-BKA/audit "
         "(needed with --log and --public-key)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="processes checking a large log (default: one per available core; 1: check "
+        "in this process only)",
     )
     p = command(
         audit,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,9 @@ def test_policy_benchmark_quick_run_exits_cleanly_with_its_ratio_and_target() ->
 
 
 def test_audit_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() -> None:
+    # PostgreSQL rows run if LIAISON_TEST_POSTGRES_URL is set (`make test` sets it), else
+    # they are skipped with a note.
+    postgres = bool(os.environ.get("LIAISON_TEST_POSTGRES_URL"))
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "audit.py"), "--quick"],
         capture_output=True,
@@ -54,13 +58,21 @@ def test_audit_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() ->
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     out = result.stdout
     assert "files in " in out
-    for writers in ("1 writer:", "64 writers:"):
-        line = next(line for line in out.splitlines() if f"AuditLog.append, {writers}" in line)
-        assert "entries per fdatasync" in line
-        assert "ratio to baseline" in line
+    backends = {"AuditLog.append": "fdatasync", "SQLite": "transaction"}
+    if postgres:
+        backends["PostgreSQL"] = "transaction"
+    else:
+        assert "PostgreSQL: skipped" in out
+    for backend, unit in backends.items():
+        for writers in ("1 writer:", "64 writers:"):
+            line = next(line for line in out.splitlines() if f"{backend}, {writers}" in line)
+            assert f"entries per {unit}" in line
+            assert "ratio to baseline" in line
     assert "inclusion proof at 20,000 from the AuditLog" in out
     assert "consistency proof at 20,000 from the AuditLog" in out
     assert "open (recover: chain checked, Merkle tree rebuilt):" in out
-    assert "verify_log_and_checkpoints:" in out
-    assert "liaison audit verify (subprocess, end to end):" in out
+    for how in ("workers=1", "default workers"):
+        assert f"verify_log_and_checkpoints ({how}):" in out
+    for how in ("--workers 1", "default workers"):
+        assert f"liaison audit verify (subprocess, end to end, {how}):" in out
     assert "target: liaison audit verify of 1,000,000 entries ≤ 30 s:" in out
