@@ -322,10 +322,10 @@ def _entry(text: str) -> int | str:
 
 def _audit_prove(args: argparse.Namespace) -> int:
     from federation import merkle, notes
-    from federation.pki import load_ed25519_private
-    from node.audit import audit_origin, leaf_input, load_storage_tree, storage_checkpoints
+    from node.audit import leaf_input, load_storage_tree, storage_checkpoints
     from node.audit_storage import StorageError
     from node.config import load_config
+    from node.oversight_cli import OwnCheckpoint
 
     config = load_config(args.config)
     entry: int | str = args.entry
@@ -348,27 +348,12 @@ def _audit_prove(args: argparse.Namespace) -> int:
         raise AuditError(f"audit log {where} could not be read: {exc}") from exc
     finally:
         storage.close()
-    if not found:
-        raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
-    origin = audit_origin(config.node.federation, config.node.id)
-    public = load_ed25519_private(config.trust.signing_key).public_key()
-    try:
-        checkpoint = notes.verify_checkpoint(
-            found[-1], origin, notes.Verifier.for_log(origin, public)
-        )
-    except notes.NoteError as exc:
-        raise AuditError(
-            f"the latest checkpoint does not verify ({exc}): run `liaison audit verify`"
-        ) from None
+    own = OwnCheckpoint.of(config, found, where, store.size)
+    checkpoint, origin = own.checkpoint, own.origin
     if index >= checkpoint.size:
         raise AuditError(
             f"entry {index} is not in the latest checkpoint (tree size {checkpoint.size}): "
             "run `liaison audit checkpoint` first"
-        )
-    if checkpoint.size > store.size:
-        raise AuditError(
-            f"{where} holds {store.size} entries, fewer than its latest checkpoint "
-            f"({checkpoint.size}): run `liaison audit verify`"
         )
     leaf = store.leaf(index)
     proof = merkle.inclusion_proof(index, checkpoint.size, merkle.TreeHasher(store))
@@ -382,12 +367,12 @@ def _audit_prove(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "origin": origin,
-                "verifier_key": notes.vkey(origin, public),
+                "verifier_key": notes.vkey(origin, own.public),
                 "index": index,
                 "entry": line,
                 "leaf_hash": leaf.hex(),
                 "tree_size": checkpoint.size,
-                "checkpoint": found[-1],
+                "checkpoint": own.note,
                 "inclusion_proof": [h.hex() for h in proof],
             },
             indent=2,

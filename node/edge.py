@@ -7,6 +7,7 @@ so every call the node answers, whatever the service, is audited and counted the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -39,6 +40,32 @@ def refusal_status(refusal: Refusal, entry_id: str, revision: str) -> status_pb2
         refusal.message,
         refusal.reasons,
         {"audit_entry": entry_id, "policy_revision": revision},
+    )
+
+
+def call_record(
+    entry_id: str,
+    peer: str,
+    method: str,
+    refusal: Refusal | None,
+    revision: str,
+    request: bytes,
+    response: bytes,
+) -> AuditRecord:
+    """The audit record of a call without an envelope (no purpose, legal basis or nonce):
+    GetDirectory, and every OversightService call."""
+    return AuditRecord(
+        entry_id=entry_id,
+        time=audit_time(),
+        peer=peer,
+        method=method,
+        purpose="",
+        legal_basis="",
+        decision=refusal.decision if refusal else "allow",
+        reasons=refusal.reasons if refusal else (),
+        policy_revision=revision,
+        request_sha256=hashlib.sha256(request).hexdigest(),
+        response_sha256=hashlib.sha256(response).hexdigest(),
     )
 
 

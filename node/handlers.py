@@ -28,7 +28,7 @@ from node.admission import REPLAYED, Admission
 from node.audit import AuditLog, AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
-from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
+from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, call_record, refusal_status
 from node.errors import Kind, Refusal, invalid
 from node.metrics import NodeMetrics
 from node.service import MatchService
@@ -175,19 +175,7 @@ class ExchangeHandlers:
             refusal, peer = exc, exc.peer or peer
             status = refusal_status(exc, entry_id, revision)
             response = status.SerializeToString()
-        record = AuditRecord(
-            entry_id=entry_id,
-            time=audit_time(),
-            peer=peer,
-            method="GetDirectory",
-            purpose="",
-            legal_basis="",
-            decision=refusal.decision if refusal else "allow",
-            reasons=refusal.reasons if refusal else (),
-            policy_revision=revision,
-            request_sha256=hashlib.sha256(raw).hexdigest(),
-            response_sha256=hashlib.sha256(response).hexdigest(),
-        )
+        record = call_record(entry_id, peer, "GetDirectory", refusal, revision, raw, response)
         failed = await self._recorder.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed

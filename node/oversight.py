@@ -36,7 +36,6 @@ serves (to attach the witnesses' cosignatures the node collected).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -48,9 +47,9 @@ from google.protobuf.message import DecodeError, Message
 from federation import notes
 from federation.directory import Member, MemberStatus
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
-from node.audit import AuditLog, AuditRecord, new_entry_id
+from node.audit import AuditLog, new_entry_id
 from node.auth import PeerAuthenticator
-from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
+from node.edge import UNIDENTIFIED, Recorder, abort, call_record, refusal_status
 from node.errors import Kind, Refusal, denied, invalid
 
 SERVICE_NAME = opb.DESCRIPTOR.services_by_name["OversightService"].full_name
@@ -197,19 +196,7 @@ class OversightHandlers:
             refusal, peer = exc, exc.peer or peer
             status = refusal_status(exc, entry_id, revision)
             response = status.SerializeToString()
-        record = AuditRecord(
-            entry_id=entry_id,
-            time=audit_time(),
-            peer=peer,
-            method=method,
-            purpose="",
-            legal_basis="",
-            decision=refusal.decision if refusal else "allow",
-            reasons=refusal.reasons if refusal else (),
-            policy_revision=revision,
-            request_sha256=hashlib.sha256(raw).hexdigest(),
-            response_sha256=hashlib.sha256(response).hexdigest(),
-        )
+        record = call_record(entry_id, peer, method, refusal, revision, raw, response)
         failed = await self._recorder.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from federation import merkle, notes
 from federation.client import ClientIdentity
 from federation.directory import Directory, DirectoryError, load_directory
@@ -31,6 +33,39 @@ from node.audit_storage import StorageError
 from node.config import ConfigError, NodeConfig
 
 
+@dataclass(frozen=True)
+class OwnCheckpoint:
+    """A node's newest checkpoint, verified with its own key, over a log that holds it."""
+
+    origin: str
+    public: ed25519.Ed25519PublicKey
+    verifier: notes.Verifier
+    note: str
+    checkpoint: notes.Checkpoint
+
+    @classmethod
+    def of(cls, config: NodeConfig, found: list[str], where: str, size: int) -> OwnCheckpoint:
+        """From the log's checkpoint notes (`found`) and its size; AuditError, saying what
+        to do, if there is none, it does not verify, or the log is smaller than it."""
+        if not found:
+            raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
+        origin = audit_origin(config.node.federation, config.node.id)
+        public = load_ed25519_private(config.trust.signing_key).public_key()
+        verifier = notes.Verifier.for_log(origin, public)
+        try:
+            checkpoint = notes.verify_checkpoint(found[-1], origin, verifier)
+        except notes.NoteError as exc:
+            raise AuditError(
+                f"the latest checkpoint does not verify ({exc}): run `liaison audit verify`"
+            ) from None
+        if checkpoint.size > size:
+            raise AuditError(
+                f"{where} holds {size} entries, fewer than its latest checkpoint "
+                f"({checkpoint.size}): run `liaison audit verify`"
+            )
+        return cls(origin, public, verifier, found[-1], checkpoint)
+
+
 def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
     """Entries [start, end) of the node's own log, against its latest checkpoint (read
     only: safe on the log of a running node, on either store). Verified before it is
@@ -47,33 +82,19 @@ def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
         raise AuditError(f"audit log {where} could not be read: {exc}") from exc
     finally:
         storage.close()
-    if not found:
-        raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
-    origin = audit_origin(config.node.federation, config.node.id)
-    public = load_ed25519_private(config.trust.signing_key).public_key()
-    verifier = notes.Verifier.for_log(origin, public)
-    try:
-        checkpoint = notes.verify_checkpoint(found[-1], origin, verifier)
-    except notes.NoteError as exc:
-        raise AuditError(
-            f"the latest checkpoint does not verify ({exc}): run `liaison audit verify`"
-        ) from None
+    own = OwnCheckpoint.of(config, found, where, store.size)
+    checkpoint, origin, verifier = own.checkpoint, own.origin, own.verifier
     if end > checkpoint.size:
         raise AuditError(
             f"--to {end} is beyond the latest checkpoint (tree size {checkpoint.size}): "
             "run `liaison audit checkpoint` first"
-        )
-    if checkpoint.size > store.size:
-        raise AuditError(
-            f"{where} holds {store.size} entries, fewer than its latest checkpoint "
-            f"({checkpoint.size}): run `liaison audit verify`"
         )
     left = merkle.CompactRange()
     left.extend(store.leaf(i) for i in range(start))
     entries = [leaf_input(json.loads(line)) for line in lines]
     proof = merkle.TreeHasher(store).consistency_proof(end, checkpoint.size)
     export = AuditExport.build(
-        origin, notes.vkey(origin, public), found[-1], start, left.hashes, entries, proof
+        origin, notes.vkey(origin, own.public), own.note, start, left.hashes, entries, proof
     )
     try:
         verify_export(export, verifier)
