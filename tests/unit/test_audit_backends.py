@@ -41,6 +41,7 @@ from node.audit_storage import (
 )
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
+from tests.unit.test_audit_merkle import _grow as grow
 
 
 @dataclass
@@ -127,19 +128,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _grow(backend: Backend, count: int, *, checkpoint_at: tuple[int, ...] = ()) -> list[str]:
-    async def run() -> list[str]:
-        log = backend.open()
-        signed: list[str] = []
-        done = log.size
-        for stop in sorted({*checkpoint_at, done + count}):
-            await _append_many(log, done, stop - done)
-            done = stop
-            if stop in checkpoint_at:
-                signed.append(log.checkpoint(KEY, ORIGIN))
-        await log.close()
-        return signed
-
-    return asyncio.run(run())
+    return grow(backend.open, count, checkpoint_at=checkpoint_at)
 
 
 def test_200_concurrent_appends_one_write_per_batch(backend: Backend) -> None:

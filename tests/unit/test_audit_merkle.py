@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,16 @@ def _leaves(path: Path) -> list[bytes]:
     return [merkle.leaf_hash(_redacted(line)) for line in path.read_bytes().splitlines()]
 
 
-def _grow(path: Path, count: int, *, checkpoint_at: tuple[int, ...] = ()) -> list[str]:
-    """Append `count` entries to the log at `path`, signing a checkpoint after each size in
-    `checkpoint_at` (and none otherwise); the checkpoint notes, in order."""
+def _grow(
+    target: Path | Callable[[], AuditLog], count: int, *, checkpoint_at: tuple[int, ...] = ()
+) -> list[str]:
+    """Append `count` entries to the log at `target` (a file, or a way to open any log),
+    signing a checkpoint after each size in `checkpoint_at` (and none otherwise); the
+    checkpoint notes, in order."""
+    opener = target if callable(target) else lambda: AuditLog(target)
 
     async def run() -> list[str]:
-        log = AuditLog(path)
+        log = opener()
         signed: list[str] = []
         done = log.size
         for stop in sorted({*checkpoint_at, done + count}):
