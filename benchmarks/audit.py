@@ -83,16 +83,15 @@ from sqlalchemy.pool import NullPool
 
 from federation import merkle, notes
 from federation.pki import public_key_text
-from node.audit import (
+from node.audit import AuditLog
+from node.audit_entries import AuditRecord, entry_leaf
+from node.audit_storage import AuditStorage, DatabaseStorage
+from node.audit_verify import (
     PARALLEL_MIN_ENTRIES,
-    AuditLog,
-    AuditRecord,
     audit_origin,
     available_cores,
-    entry_leaf,
     verify_log_and_checkpoints,
 )
-from node.audit_storage import AuditStorage, DatabaseStorage
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 DEFAULT_SIZE: Final = 1_000_000

@@ -20,7 +20,7 @@ from federation.errors import LiaisonError
 from federation.identity import InvalidIdentity
 from federation.pki import PkiError
 from node.agreements import PolicyDataError
-from node.audit import AuditError
+from node.audit_entries import AuditError
 from node.audit_storage import AuditStorage
 from node.config import ConfigError, NodeConfig
 from node.importer import ImportFailed
@@ -222,14 +222,9 @@ def _positive_int(text: str) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from federation import notes
     from federation.pki import load_ed25519_private, public_key_from_text
-    from node.audit import (
-        AuditCorrupt,
-        CheckpointInvalid,
-        audit_origin,
-        verify_log,
-        verify_storage,
-    )
+    from node.audit_entries import AuditCorrupt, CheckpointInvalid
     from node.audit_storage import FileStorage, StorageError
+    from node.audit_verify import audit_origin, verify_log, verify_storage
     from node.config import load_config
 
     if args.export is not None:
@@ -284,7 +279,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _audit_checkpoint(args: argparse.Namespace) -> int:
     from federation.merkle import TreeHasher
     from federation.pki import load_ed25519_private
-    from node.audit import AuditLog, audit_origin, issue_checkpoint, load_tree
+    from node.audit import AuditLog
+    from node.audit_verify import audit_origin, issue_checkpoint, load_tree
     from node.config import load_config
 
     config = load_config(args.config)
@@ -322,8 +318,9 @@ def _entry(text: str) -> int | str:
 
 def _audit_prove(args: argparse.Namespace) -> int:
     from federation import merkle, notes
-    from node.audit import leaf_input, load_storage_tree, storage_checkpoints
+    from node.audit_entries import leaf_input
     from node.audit_storage import StorageError
+    from node.audit_verify import load_storage_tree, storage_checkpoints
     from node.config import load_config
     from node.oversight_cli import OwnCheckpoint
 

@@ -19,7 +19,8 @@ from grpc_status import rpc_status
 
 from federation.serde import rich_status
 from node.admission import replayed
-from node.audit import AuditError, AuditLog, AuditRecord, AuditReplay
+from node.audit import AuditLog
+from node.audit_entries import AuditError, AuditRecord, AuditReplay
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
 

@@ -25,7 +25,8 @@ from federation.serde import WireError, match_answer_to_proto, match_query_from_
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.admission import REPLAYED, Admission
-from node.audit import AuditLog, AuditRecord, new_entry_id
+from node.audit import AuditLog
+from node.audit_entries import AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
 from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, call_record, refusal_status

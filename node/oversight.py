@@ -47,7 +47,8 @@ from google.protobuf.message import DecodeError, Message
 from federation import notes
 from federation.directory import Member, MemberStatus
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
-from node.audit import AuditLog, new_entry_id
+from node.audit import AuditLog
+from node.audit_entries import new_entry_id
 from node.auth import PeerAuthenticator
 from node.edge import UNIDENTIFIED, Recorder, abort, call_record, refusal_status
 from node.errors import Kind, Refusal, denied, invalid

@@ -17,7 +17,8 @@ from federation.client import PeerClient, match_query, new_envelope
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
 from federation.pki import load_ed25519_private
-from node.audit import audit_origin, checkpoints_path, load_tree, read_checkpoints
+from node.audit_storage import checkpoints_path
+from node.audit_verify import audit_origin, load_tree, read_checkpoints
 from node.federation_kit import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first
 from tests.federation.test_cli import liaison

@@ -12,7 +12,7 @@ import pytest
 from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
-from node.audit import verify_log
+from node.audit_verify import verify_log
 from node.config import load_config
 from node.federation_kit import Federation
 from node.server import start_node

@@ -21,8 +21,9 @@ from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
 from federation.pki import load_ed25519_private
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
-from node.audit import AuditLog, audit_origin, verify_database
+from node.audit import AuditLog
 from node.audit_storage import DatabaseStorage
+from node.audit_verify import audit_origin, verify_database
 from node.config import load_config
 from node.federation_kit import Federation, NodeHandle
 from node.server import start_node

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from federation.client import ClientIdentity
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
 from federation.identity import tls_name
-from node.audit import verify_log
+from node.audit_verify import verify_log
 from node.federation_kit import Federation
 from tests.federation.helpers import ask, audit_entry, first
 

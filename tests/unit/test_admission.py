@@ -15,7 +15,8 @@ from federation.model import Envelope
 from federation.pki import public_key_text
 from federation.signing import SIGNATURE_METADATA, request_message, sign
 from node.admission import Admission, ReplayCache
-from node.audit import AuditLog, AuditRecord
+from node.audit import AuditLog
+from node.audit_entries import AuditRecord
 from node.errors import Kind, Refusal
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

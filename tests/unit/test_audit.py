@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from node.audit import GENESIS, AuditCorrupt, AuditError, AuditLog, AuditRecord, verify_log
+from node.audit import AuditLog
+from node.audit_entries import GENESIS, AuditCorrupt, AuditError, AuditRecord
 from node.audit_storage import AuditStorage
+from node.audit_verify import verify_log
 
 
 def _record(i: int, **changes: Any) -> AuditRecord:

@@ -20,17 +20,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from federation import merkle, notes
-from node.audit import (
+from node.audit import AuditLog, open_audit_log
+from node.audit_entries import (
     AuditCorrupt,
     AuditError,
-    AuditLog,
     AuditReplay,
     CheckpointInvalid,
-    _canonical,
-    _digest,
-    open_audit_log,
-    verify_database,
-    verify_storage,
+    canonical,
+    chain_digest,
 )
 from node.audit_storage import (
     AuditStorage,
@@ -39,6 +36,7 @@ from node.audit_storage import (
     checkpoints_path,
     entries_table,
 )
+from node.audit_verify import verify_database, verify_storage
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
 from tests.unit.test_audit_merkle import _grow as grow
@@ -265,17 +263,17 @@ def test_a_rechained_edit_fails_the_checkpoint(backend: Backend) -> None:
     doc = json.loads(backend.lines()[3])
     doc.pop("hash")
     doc["peer"] = "XX-FORGED"
-    canonical = _canonical(doc)
+    encoded = canonical(doc)
     # Only the last entries can be rewritten without touching the next one's `prev`: so
     # rewrite all from 3 on, as a careful forger would.
-    prev = _digest(head, canonical)
-    backend.rewrite(3, canonical[:-1] + b',"hash":"' + prev.encode() + b'"}')
+    prev = chain_digest(head, encoded)
+    backend.rewrite(3, encoded[:-1] + b',"hash":"' + prev.encode() + b'"}')
     for i in range(4, 12):
         d = json.loads(backend.lines()[i])
         d.pop("hash")
         d["prev"] = prev
-        c = _canonical(d)
-        prev = _digest(prev, c)
+        c = canonical(d)
+        prev = chain_digest(prev, c)
         backend.rewrite(i, c[:-1] + b',"hash":"' + prev.encode() + b'"}')
     with pytest.raises(CheckpointInvalid, match="the log was altered"):
         backend.verify()

@@ -12,20 +12,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from federation import merkle, notes
-from node.audit import (
+from node.audit import AuditLog
+from node.audit_entries import (
     GENESIS,
     AuditCorrupt,
-    AuditLog,
     CheckpointInvalid,
-    _canonical,
-    _digest,
-    audit_origin,
-    checkpoints_path,
+    canonical,
+    chain_digest,
     leaf_input,
-    read_checkpoints,
-    verify_log,
-    verify_log_and_checkpoints,
 )
+from node.audit_storage import checkpoints_path
+from node.audit_verify import audit_origin, read_checkpoints, verify_log, verify_log_and_checkpoints
 from tests.unit.test_audit import _append_many
 
 ORIGIN = audit_origin("liaison.example", "DE-BKA")
@@ -172,9 +169,9 @@ def _rechain(path: Path, index: int, peer: str) -> None:
         if i == index:
             doc["peer"] = peer
         doc["prev"] = prev
-        canonical = _canonical(doc)
-        prev = _digest(prev, canonical)
-        out.append(canonical[:-1] + b',"hash":"' + prev.encode() + b'"}\n')
+        encoded = canonical(doc)
+        prev = chain_digest(prev, encoded)
+        out.append(encoded[:-1] + b',"hash":"' + prev.encode() + b'"}\n')
     path.write_bytes(b"".join(out))
 
 

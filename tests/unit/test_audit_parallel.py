@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from federation import merkle
-from node import audit
-from node.audit import AuditCorrupt, AuditLog, AuditRecord
+from node import audit_entries, audit_verify
+from node.audit import AuditLog
+from node.audit_entries import AuditCorrupt, AuditRecord
 
 COUNT = 100
 
@@ -49,7 +50,7 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 def _rehashed(doc: dict[str, Any]) -> bytes:
     """`doc` (without `hash`) as a line whose hash matches its content."""
-    digest = audit._digest(str(doc["prev"]), audit._canonical(doc))
+    digest = audit_entries.chain_digest(str(doc["prev"]), audit_entries.canonical(doc))
     return json.dumps({**doc, "hash": digest}).encode() + b"\n"
 
 
@@ -63,7 +64,7 @@ def _edit(lines: list[bytes], index: int, change: Callable[[dict[str, Any]], Non
 def _outcome(lines: list[bytes], workers: int, torn_ok: bool) -> tuple[Any, ...]:
     store = merkle.MemoryHashStore()
     try:
-        head, count = audit._check_chain(
+        head, count = audit_verify.check_chain(
             iter(lines), "audit.log", store, torn_ok=torn_ok, workers=workers
         )
     except AuditCorrupt as exc:
@@ -79,10 +80,10 @@ def _same(lines: list[bytes], *, torn_ok: bool = False) -> tuple[Any, ...]:
 
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    monkeypatch.setattr(audit, "PARALLEL_MIN_ENTRIES", 16)
-    monkeypatch.setattr(audit, "CHUNK_LINES", 8)
+    monkeypatch.setattr(audit_verify, "PARALLEL_MIN_ENTRIES", 16)
+    monkeypatch.setattr(audit_verify, "CHUNK_LINES", 8)
     if "spawned" not in request.node.name:  # forked workers start in milliseconds
-        monkeypatch.setattr(audit, "POOL_START", "fork")
+        monkeypatch.setattr(audit_verify, "POOL_START", "fork")
 
 
 def test_an_intact_log_gives_the_same_head_count_and_tree(lines: list[bytes]) -> None:
@@ -148,9 +149,9 @@ def test_a_log_file_is_verified_in_spawned_workers_end_to_end(
 ) -> None:
     path = tmp_path / "audit.log"
     path.write_bytes(b"".join(lines))
-    assert audit.verify_log(path) == COUNT
+    assert audit_verify.verify_log(path) == COUNT
     log = AuditLog(path)  # recover: the tree rebuilt from the workers' leaves
     assert log.size == COUNT and log.root() == merkle.root(
-        merkle.leaf_hash(audit.leaf_input(json.loads(line))) for line in lines
+        merkle.leaf_hash(audit_entries.leaf_input(json.loads(line))) for line in lines
     )
     asyncio.run(log.close())

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from federation import merkle
-from node.audit import (
-    AuditCorrupt,
-    AuditLog,
-    CheckpointInvalid,
-    checkpoints_path,
+from node.audit import AuditLog
+from node.audit_entries import AuditCorrupt, CheckpointInvalid
+from node.audit_storage import checkpoints_path
+from node.audit_verify import (
     issue_checkpoint,
     load_tree,
     read_checkpoints,

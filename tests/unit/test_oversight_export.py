@@ -16,7 +16,7 @@ from federation.oversight import (
     left_from_inclusion,
     verify_export,
 )
-from node.audit import audit_origin as node_audit_origin
+from node.audit_verify import audit_origin as node_audit_origin
 
 ORIGIN = audit_origin("liaison.example", "DE-BKA")
 KEY = ed25519.Ed25519PrivateKey.generate()

@@ -1,0 +1,194 @@
+"""Audit entries: what one entry records, its canonical encoding (version 1), the hash
+chain that links it to the one before, its redacted form and its Merkle leaf; and the
+errors of the audit log.
+
+An entry is a line of canonical JSON (sorted keys, no spaces, UTF-8) with `"v": 1`, its
+index `seq`, a random `id`, `prev` (the previous entry's hash) and `hash` (SHA-256 over
+`prev` and the entry). Its Merkle leaf (RFC 9162) hashes its *redacted* form (`redact`):
+without the chain fields, each personal field replaced by a salted SHA-256 of its value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from federation import merkle
+from node.audit_storage import (
+    CHECKPOINTS_SUFFIX as CHECKPOINTS_SUFFIX,
+)
+from node.audit_storage import (
+    checkpoints_path as checkpoints_path,
+)
+
+GENESIS = "0" * 64
+# The entry encoding: canonical JSON (sorted keys, no spaces, UTF-8), this version in `v`.
+ENTRY_VERSION = 1
+# Fields that may carry personal data (free text an investigator typed): an overseer gets
+# their salted digests, never their values.
+PERSONAL_FIELDS = ("case_reference",)
+# Fields of the local hash chain, not part of the Merkle leaf: `salt` would unmask the
+# personal digests, and `prev`/`hash` are over the unredacted entry.
+_CHAIN_FIELDS = frozenset({"prev", "hash", "salt"})
+
+
+class AuditError(Exception):
+    """The log could not record an entry: the request it belongs to must not be answered."""
+
+
+class AuditCorrupt(AuditError):
+    def __init__(self, path: Path | str, index: int, why: str) -> None:
+        super().__init__(
+            f"{path}: audit entry {index} is invalid ({why}); the log has been "
+            "altered or damaged: keep a copy and run `liaison audit verify`"
+        )
+        self.index = index
+        self.why = why
+
+
+class AuditReplay(AuditError):
+    """Another replica of this node already audited a request with this requester and
+    nonce: the request is a replay, and its entry was not written."""
+
+
+class CheckpointInvalid(AuditError):
+    """A signed checkpoint that is false, forged, torn, or out of order.
+
+    `index` is the checkpoint's position in the checkpoints file (0 is the first) or -1 when
+    the file as a whole is at fault; `size` is the tree size it states, if it could be read.
+    """
+
+    def __init__(self, path: Path | str, index: int, size: int | None, why: str) -> None:
+        where = f"checkpoint {index}" if index >= 0 else "the checkpoints file"
+        at = f" (tree size {size})" if size is not None else ""
+        super().__init__(f"{path}: {where}{at} is invalid: {why}")
+        self.index = index
+        self.size = size
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What is recorded of one exchange: no identifier values, only their digests."""
+
+    time: str
+    peer: str
+    method: str
+    purpose: str
+    legal_basis: str
+    decision: str
+    reasons: tuple[str, ...]
+    policy_revision: str
+    request_sha256: str
+    response_sha256: str
+    category: str = ""
+    case_reference: str = ""
+    nonce: str = ""
+    # Ed25519 signatures (hex) of the exact request and response bytes: proof, later, of
+    # who asked what and what this node answered.
+    request_signature: str = ""
+    response_signature: str = ""
+    # A random id, chosen before the entry is written so the answer can carry it (the
+    # entry's index is known only once it is written); `append` draws one if empty.
+    entry_id: str = ""
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "entry_id")
+
+
+def new_entry_id() -> str:
+    """A fresh audit entry id: 128 random bits, hex."""
+    return secrets.token_hex(16)
+
+
+def entry_timestamp(text: str) -> float | None:
+    """An entry's `time` as Unix time; None if unreadable."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# One encoder and one decoder for every entry: `json.dumps` with these options builds a new
+# encoder on each call, and `json.loads` of bytes first guesses their encoding (UTF-16,
+# UTF-32, a UTF-8 byte-order mark), where an entry is UTF-8 and nothing else.
+_encode_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_decode_json = json.JSONDecoder().decode
+
+
+def canonical(body: Mapping[str, Any]) -> bytes:
+    return _encode_json(body).encode()
+
+
+def chain_digest(prev: str, canonical: bytes) -> str:
+    return hashlib.sha256(prev.encode() + b"\n" + canonical).hexdigest()
+
+
+NOT_CHAINED = "does not chain onto the entry before it"
+
+
+def parse_line(line: bytes, index: int, path: Path | str) -> tuple[str, dict[str, Any]]:
+    """The hash an entry states and its body (without `hash`), if it is entry `index`."""
+    try:
+        doc = _decode_json(line.decode())  # entries are UTF-8: no encoding is guessed
+        stated = doc.pop("hash")
+    except (ValueError, KeyError, AttributeError, TypeError):
+        raise AuditCorrupt(path, index, "not a JSON entry with a hash") from None
+    if doc.get("seq") != index:
+        raise AuditCorrupt(path, index, f"sequence {doc.get('seq')!r} where {index} was due")
+    return stated, doc
+
+
+def check_content(
+    doc: dict[str, Any], prev: str, stated: Any, index: int, path: Path | str
+) -> None:
+    """An entry chained on `prev` (its `prev` checked already) hashes to what it states."""
+    if chain_digest(prev, canonical(doc)) != stated:
+        raise AuditCorrupt(path, index, "hash does not match its content")
+    if doc.get("v") != ENTRY_VERSION:
+        raise AuditCorrupt(path, index, f"entry version {doc.get('v')!r}, not {ENTRY_VERSION}")
+
+
+def check_line(line: bytes, index: int, prev: str, path: Path | str) -> tuple[str, dict[str, Any]]:
+    """The entry's hash and body (without `hash`), if it is entry `index` chained on `prev`."""
+    stated, doc = parse_line(line, index, path)
+    if doc.get("prev") != prev:
+        raise AuditCorrupt(path, index, NOT_CHAINED)
+    check_content(doc, prev, stated, index, path)
+    return str(stated), doc
+
+
+def personal_digest(salt: str, value: str) -> str:
+    """The salted digest standing for a personal value ("" for no value): the salt (128
+    random bits per entry) makes guessing a short value from its digest hopeless."""
+    if not value:
+        return ""
+    return hashlib.sha256(bytes.fromhex(salt) + value.encode()).hexdigest()
+
+
+def redact(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry as an overseer sees it (and as its Merkle leaf commits to it)."""
+    out = dict(entry)
+    for name in _CHAIN_FIELDS:
+        out.pop(name, None)
+    salt = str(entry.get("salt", ""))
+    for name in PERSONAL_FIELDS:
+        value = out.pop(name, "")
+        out[f"{name}_sha256"] = personal_digest(salt, str(value)) if salt else ""
+    return out
+
+
+def leaf_input(entry: Mapping[str, Any]) -> bytes:
+    """The bytes an entry's Merkle leaf hashes: its redacted form, canonical JSON."""
+    return canonical(redact(entry))
+
+
+def entry_leaf(line: bytes) -> bytes:
+    """An entry's Merkle leaf hash, from its line in the log."""
+    return merkle.leaf_hash(leaf_input(json.loads(line)))
