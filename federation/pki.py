@@ -255,6 +255,11 @@ def peer_certificate(pem: bytes, federation: str) -> PeerCertificate:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
         raise PkiError(f"unreadable peer certificate: {exc}") from None
+    return peer_of(cert, federation)
+
+
+def peer_of(cert: x509.Certificate, federation: str) -> PeerCertificate:
+    """`peer_certificate` for a certificate already parsed."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
