@@ -79,27 +79,24 @@ def load_certificate(path: Path) -> x509.Certificate:
         raise PkiError(f"{path} is not a PEM X.509 certificate: {exc}") from None
 
 
-def load_signing_key(pem: bytes) -> ed25519.Ed25519PrivateKey:
-    """An Ed25519 signing key from PEM bytes (as ClientIdentity carries it)."""
+def load_signing_key(pem: bytes, source: str = "the signing key") -> ed25519.Ed25519PrivateKey:
+    """An Ed25519 signing key from PEM bytes (as ClientIdentity carries it); errors name
+    `source`."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except ValueError as exc:
-        raise PkiError(f"not a PEM private key: {exc}") from None
+        raise PkiError(f"{source} is not a PEM private key: {exc}") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise PkiError("the signing key is not an Ed25519 private key")
+        raise PkiError(f"{source} is not an Ed25519 private key")
     return key
 
 
 def load_ed25519_private(path: Path) -> ed25519.Ed25519PrivateKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pem = path.read_bytes()
     except FileNotFoundError:
         raise PkiError(f"signing key file {path} not found") from None
-    except ValueError as exc:
-        raise PkiError(f"{path} is not a PEM private key: {exc}") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise PkiError(f"{path} is not an Ed25519 private key")
-    return key
+    return load_signing_key(pem, str(path))
 
 
 def public_key_text(key: ed25519.Ed25519PublicKey) -> str:
@@ -258,6 +255,11 @@ def peer_certificate(pem: bytes, federation: str) -> PeerCertificate:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
         raise PkiError(f"unreadable peer certificate: {exc}") from None
+    return peer_of(cert, federation)
+
+
+def peer_of(cert: x509.Certificate, federation: str) -> PeerCertificate:
+    """`peer_certificate` for a certificate already parsed."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

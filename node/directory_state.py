@@ -533,29 +533,21 @@ class DirectoryState:
 
     # --- the GetDirectory RPC ---------------------------------------------------------------
 
-    def answer(self, known_serial: int) -> tuple[int, bytes]:
-        """What GetDirectory returns: our serial and the signed bytes (whatever the caller
-        holds: it verifies and decides, and the bytes are small)."""
-        directory = self._directory
-        if directory is None:
-            raise DirectoryError("this node holds no federation directory", UNAVAILABLE)
-        return directory.serial, self._raw
-
     def respond(self, request: bytes) -> bytes:
         """GetDirectory from raw request bytes to raw response bytes, for the RPC edge
-        (which identifies the caller first); refusals are Refusals."""
+        (which identifies the caller first); refusals are Refusals. Whatever serial the
+        caller holds, it gets ours and the signed bytes: it verifies and decides."""
         try:
-            known = exchange_pb2.GetDirectoryRequest.FromString(request).known_serial
+            exchange_pb2.GetDirectoryRequest.FromString(request)
         except DecodeError:
             raise Refusal(
                 Kind.INVALID, ("malformed_request",), "GetDirectoryRequest does not parse"
             ) from None
-        try:
-            serial, raw = self.answer(known)
-        except DirectoryError as exc:
-            raise Refusal(Kind.UNAVAILABLE, (exc.reason,), "no directory to give") from None
+        directory = self._directory
+        if directory is None:
+            raise Refusal(Kind.UNAVAILABLE, (UNAVAILABLE,), "no directory to give")
         return exchange_pb2.GetDirectoryResponse(
-            serial=serial, signed_directory=raw
+            serial=directory.serial, signed_directory=self._raw
         ).SerializeToString()
 
     async def close(self) -> None:

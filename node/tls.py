@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from federation.identity import InvalidIdentity
-from federation.pki import PkiError, fingerprint, peer_certificate
+from federation.pki import PkiError, fingerprint, peer_of
 
 log = logging.getLogger("liaison.tls")
 
@@ -138,7 +138,7 @@ def validate(
     named = None
     if federation is not None:
         try:
-            named = peer_certificate(leaf.public_bytes(serialization.Encoding.PEM), federation)
+            named = peer_of(leaf, federation)
         except (PkiError, InvalidIdentity) as exc:
             raise CertificateError(f"{where} certificate has no node identity: {exc}") from None
         if node_id is not None and named.node_id != node_id:
