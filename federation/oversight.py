@@ -2,7 +2,7 @@
 
 `OversightClient` calls one node's OversightService over mTLS and returns plain, verified
 values, never protobuf: every checkpoint is verified with the node's signing key (from the
-directory) for the origin `audit_origin(federation, node)`, every proof against it. What
+directory) for the origin `notes.audit_origin(federation, node)`, every proof against it. What
 does not verify raises `ProofFailed`; refusals and transport failures raise the other
 `federation.errors` (the node's machine-readable reasons in `.reasons`).
 
@@ -56,12 +56,6 @@ MAX_ENTRIES_PER_CALL = 1000
 _SERVICE = "/liaison.exchange.v1.OversightService/"
 
 _Resp = TypeVar("_Resp", bound=Message)
-
-
-def audit_origin(federation: str, node_id: str) -> str:
-    """The origin of a node's audit checkpoints (as `node.audit.audit_origin`, which
-    `federation` may not import)."""
-    return f"{federation}/{node_id}/audit"
 
 
 class ExportInvalid(ValueError):
@@ -291,7 +285,7 @@ class OversightClient:
     ) -> None:
         self.peer = node_id
         self.endpoint = endpoint
-        self.origin = audit_origin(identity.federation, node_id)
+        self.origin = notes.audit_origin(identity.federation, node_id)
         key = (
             public_key_from_text(signing_public_key)
             if isinstance(signing_public_key, str)
