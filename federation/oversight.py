@@ -43,10 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import Message
 
 from federation import merkle, notes
-from federation.client import ClientIdentity, translate
+from federation.client import ClientIdentity, secure_channel, translate
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerError, ProofFailed
-from federation.identity import tls_name
 from federation.pki import public_key_from_text
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
@@ -293,16 +292,9 @@ class OversightClient:
         )
         self.verifier = notes.Verifier.for_log(self.origin, key)
         self.vkey = notes.vkey(self.origin, key)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=identity.ca,
-            private_key=identity.private_key,
-            certificate_chain=identity.certificate,
+        self._channel = secure_channel(
+            identity, node_id, endpoint, [("grpc.max_receive_message_length", 16 << 20)]
         )
-        options = [
-            ("grpc.ssl_target_name_override", tls_name(identity.federation, node_id)),
-            ("grpc.max_receive_message_length", 16 << 20),
-        ]
-        self._channel = grpc.aio.secure_channel(endpoint, creds, options=options)
 
     @classmethod
     def for_member(
