@@ -30,12 +30,11 @@ from node.audit_entries import AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
 from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, call_record, refusal_status
-from node.errors import Kind, Refusal, invalid
+from node.errors import Refusal, denied, invalid
 from node.metrics import NodeMetrics
 from node.service import MatchService
 
 log = logging.getLogger("liaison.node")
-__all__ = ["UNIDENTIFIED", "ExchangeHandlers", "parse_match", "require_node"]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExchangeService"].full_name
 
 
@@ -210,14 +209,11 @@ class ExchangeHandlers:
 def require_node(member: Member) -> None:
     """Refuse a member that is no node (an overseer): the ExchangeService is between nodes."""
     if not member.is_node:
-        refusal = Refusal(
-            Kind.DENIED,
+        raise denied(
             ("not_a_node",),
             f"{member.node_id} is listed as {', '.join(member.roles)}, not as a node: the "
             "ExchangeService answers nodes only (overseers use the OversightService)",
         )
-        refusal.peer = member.node_id
-        raise refusal
 
 
 def parse_match(raw: bytes) -> MatchQuery:

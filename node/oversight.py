@@ -100,12 +100,6 @@ def _parse(kind: type[_M], raw: bytes) -> _M:
         raise invalid("malformed_request", f"request is not a {kind.__name__}") from None
 
 
-def _member_refusal(member: Member, kind: Kind, reason: str, message: str) -> Refusal:
-    refusal = Refusal(kind, (reason,), message)
-    refusal.peer = member.node_id
-    return refusal
-
-
 def _beyond(what: str, size: int) -> Refusal:
     return Refusal(
         Kind.NOT_YET,
@@ -186,10 +180,8 @@ class OversightHandlers:
             member = self._auth.identify(context.auth_context())
             peer = member.node_id
             if member.status is not MemberStatus.ACTIVE:
-                raise _member_refusal(
-                    member,
-                    Kind.DENIED,
-                    "member_suspended",
+                raise denied(
+                    ("member_suspended",),
                     f"{member.node_id} is {member.status.value} in the federation directory",
                 )
             response = await decide(member, raw)
@@ -299,10 +291,8 @@ class OversightHandlers:
             raise invalid("malformed_request", "name the entry by index or by entry_id")
         entry = (await asyncio.to_thread(self._audit.entries, index, index + 1))[0]
         if not member.is_overseer and json.loads(entry).get("peer") != member.node_id:
-            raise _member_refusal(
-                member,
-                Kind.DENIED,
-                "not_your_entry",
+            raise denied(
+                ("not_your_entry",),
                 f"a node may prove only the entries of its own requests; entry {index} "
                 f"is not one of {member.node_id}'s",
             )
