@@ -82,13 +82,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from federation import merkle, notes
+from federation.notes import audit_origin
 from federation.pki import public_key_text
 from node.audit import AuditLog
 from node.audit_entries import AuditRecord, entry_leaf
 from node.audit_storage import AuditStorage, DatabaseStorage
 from node.audit_verify import (
     PARALLEL_MIN_ENTRIES,
-    audit_origin,
     available_cores,
     verify_log_and_checkpoints,
 )

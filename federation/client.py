@@ -90,6 +90,23 @@ class ClientIdentity:
         return f"ClientIdentity(node_id={self.node_id!r}, federation={self.federation!r})"
 
 
+def secure_channel(
+    identity: ClientIdentity,
+    peer: str,
+    endpoint: str,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """An mTLS channel with our certificate that accepts only `peer`'s: its certificate
+    must hold the DNS name binding it to that node id, whatever the endpoint's host."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=identity.ca,
+        private_key=identity.private_key,
+        certificate_chain=identity.certificate,
+    )
+    target = ("grpc.ssl_target_name_override", tls_name(identity.federation, peer))
+    return grpc.aio.secure_channel(endpoint, creds, options=[target, *options])
+
+
 class MatchTransport(Protocol):
     """What fan-out needs of a peer; `PeerClient` over gRPC, or an in-memory twin in tests."""
 
@@ -146,20 +163,12 @@ class PeerClient:
     ) -> None:
         self.peer = peer
         self.endpoint = endpoint
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=identity.ca,
-            private_key=identity.private_key,
-            certificate_chain=identity.certificate,
-        )
-        options = [
-            ("grpc.ssl_target_name_override", tls_name(identity.federation, peer)),
-            ("grpc.keepalive_time_ms", 60_000),
-        ]
-        self._identity = identity
         self._key = load_signing_key(identity.signing_key)
         self._peer_key = public_key_from_text(peer_signing_key)
         self._serial = serial
-        self._channel = grpc.aio.secure_channel(endpoint, creds, options=options)
+        self._channel = secure_channel(
+            identity, peer, endpoint, [("grpc.keepalive_time_ms", 60_000)]
+        )
         # No (de)serialisers: we sign the bytes we send and verify the bytes we receive.
         self._match: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
             MATCH_METHOD

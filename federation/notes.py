@@ -332,6 +332,12 @@ def add_signature_lines(note: str, lines: Sequence[str]) -> str:
 # --- checkpoints ------------------------------------------------------------------------------
 
 
+def audit_origin(federation: str, node_id: str) -> str:
+    """The origin of a Liaison node's audit log checkpoints, and the name of the key
+    signing them."""
+    return f"{federation}/{node_id}/audit"
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """A log's tree head as c2sp.org/tlog-checkpoint writes it."""

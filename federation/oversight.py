@@ -2,7 +2,7 @@
 
 `OversightClient` calls one node's OversightService over mTLS and returns plain, verified
 values, never protobuf: every checkpoint is verified with the node's signing key (from the
-directory) for the origin `audit_origin(federation, node)`, every proof against it. What
+directory) for the origin `notes.audit_origin(federation, node)`, every proof against it. What
 does not verify raises `ProofFailed`; refusals and transport failures raise the other
 `federation.errors` (the node's machine-readable reasons in `.reasons`).
 
@@ -43,10 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import Message
 
 from federation import merkle, notes
-from federation.client import ClientIdentity, translate
+from federation.client import ClientIdentity, secure_channel, translate
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerError, ProofFailed
-from federation.identity import tls_name
 from federation.pki import public_key_from_text
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
@@ -56,12 +55,6 @@ MAX_ENTRIES_PER_CALL = 1000
 _SERVICE = "/liaison.exchange.v1.OversightService/"
 
 _Resp = TypeVar("_Resp", bound=Message)
-
-
-def audit_origin(federation: str, node_id: str) -> str:
-    """The origin of a node's audit checkpoints (as `node.audit.audit_origin`, which
-    `federation` may not import)."""
-    return f"{federation}/{node_id}/audit"
 
 
 class ExportInvalid(ValueError):
@@ -291,7 +284,7 @@ class OversightClient:
     ) -> None:
         self.peer = node_id
         self.endpoint = endpoint
-        self.origin = audit_origin(identity.federation, node_id)
+        self.origin = notes.audit_origin(identity.federation, node_id)
         key = (
             public_key_from_text(signing_public_key)
             if isinstance(signing_public_key, str)
@@ -299,16 +292,9 @@ class OversightClient:
         )
         self.verifier = notes.Verifier.for_log(self.origin, key)
         self.vkey = notes.vkey(self.origin, key)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=identity.ca,
-            private_key=identity.private_key,
-            certificate_chain=identity.certificate,
+        self._channel = secure_channel(
+            identity, node_id, endpoint, [("grpc.max_receive_message_length", 16 << 20)]
         )
-        options = [
-            ("grpc.ssl_target_name_override", tls_name(identity.federation, node_id)),
-            ("grpc.max_receive_message_length", 16 << 20),
-        ]
-        self._channel = grpc.aio.secure_channel(endpoint, creds, options=options)
 
     @classmethod
     def for_member(

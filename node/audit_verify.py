@@ -217,11 +217,6 @@ def load_storage_tree(storage: AuditStorage) -> merkle.MemoryHashStore:
     return store
 
 
-def audit_origin(federation: str, node_id: str) -> str:
-    """The origin of a node's audit log checkpoints, and the name of the key signing them."""
-    return f"{federation}/{node_id}/audit"
-
-
 def read_checkpoints(path: Path) -> list[str]:
     """The signed notes of a checkpoints file, oldest first (none if there is no file).
 

@@ -221,10 +221,11 @@ def _positive_int(text: str) -> int:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     from federation import notes
+    from federation.notes import audit_origin
     from federation.pki import load_ed25519_private, public_key_from_text
     from node.audit_entries import AuditCorrupt, CheckpointInvalid
     from node.audit_storage import FileStorage, StorageError
-    from node.audit_verify import audit_origin, verify_log, verify_storage
+    from node.audit_verify import verify_log, verify_storage
     from node.config import load_config
 
     if args.export is not None:
@@ -278,9 +279,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _audit_checkpoint(args: argparse.Namespace) -> int:
     from federation.merkle import TreeHasher
+    from federation.notes import audit_origin
     from federation.pki import load_ed25519_private
     from node.audit import AuditLog
-    from node.audit_verify import audit_origin, issue_checkpoint, load_tree
+    from node.audit_verify import issue_checkpoint, load_tree
     from node.config import load_config
 
     config = load_config(args.config)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import grpc
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from federation.directory import Member
 from federation.serde import rich_status
 from node.admission import replayed
 from node.audit import AuditLog
-from node.audit_entries import AuditError, AuditRecord, AuditReplay
+from node.audit_entries import AuditError, AuditRecord, AuditReplay, new_entry_id
+from node.auth import PeerAuthenticator
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
 
@@ -111,6 +113,38 @@ class Recorder:
             )
         self.metrics.audit_entries.inc()
         return None
+
+    async def serve_call(
+        self,
+        auth: PeerAuthenticator,
+        method: str,
+        revision: str,
+        raw: bytes,
+        context: grpc.aio.ServicerContext[bytes, bytes],
+        decide: Callable[[Member], Awaitable[bytes]],
+    ) -> bytes:
+        """A call without an envelope (GetDirectory, every OversightService call): identify
+        the caller, decide, audit durably, count, then answer or refuse."""
+        started = time.perf_counter()
+        peer, refusal, status = UNIDENTIFIED, None, None
+        entry_id = new_entry_id()
+        try:
+            member = auth.identify(context.auth_context())
+            peer = member.node_id
+            response = await decide(member)
+        except Refusal as exc:
+            refusal, peer = exc, exc.peer or peer
+            status = refusal_status(exc, entry_id, revision)
+            response = status.SerializeToString()
+        record = call_record(entry_id, peer, method, refusal, revision, raw, response)
+        failed = await self.make_durable(record, entry_id)
+        if failed is not None:
+            refusal = failed
+            status = refusal_status(failed, entry_id, revision)
+        self.count(peer, method, refusal, started)
+        if status is not None:
+            await abort(context, status)
+        return response
 
     def count(self, peer: str, method: str, refusal: Refusal | None, started: float) -> None:
         """`liaison_requests_total{peer,method,decision}`, the duration, and each reason of

@@ -29,13 +29,12 @@ from node.audit import AuditLog
 from node.audit_entries import AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
-from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, call_record, refusal_status
-from node.errors import Kind, Refusal, invalid
+from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
+from node.errors import Refusal, denied, invalid
 from node.metrics import NodeMetrics
 from node.service import MatchService
 
 log = logging.getLogger("liaison.node")
-__all__ = ["UNIDENTIFIED", "ExchangeHandlers", "parse_match", "require_node"]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExchangeService"].full_name
 
 
@@ -163,28 +162,14 @@ class ExchangeHandlers:
         Audited like every request (who fetched which serial), though it discloses nothing
         but the federation's public membership list.
         """
-        started = time.perf_counter()
-        peer, refusal, status = UNIDENTIFIED, None, None
-        entry_id = new_entry_id()
-        revision = self._service.policy_revision
-        try:
-            member = self._auth.identify(context.auth_context())
-            peer = member.node_id
+
+        async def respond(member: Member) -> bytes:
             self._learn(member, dict(context.invocation_metadata() or ()))
-            response = self._directory.respond(raw)
-        except Refusal as exc:
-            refusal, peer = exc, exc.peer or peer
-            status = refusal_status(exc, entry_id, revision)
-            response = status.SerializeToString()
-        record = call_record(entry_id, peer, "GetDirectory", refusal, revision, raw, response)
-        failed = await self._recorder.make_durable(record, entry_id)
-        if failed is not None:
-            refusal = failed
-            status = refusal_status(refusal, entry_id, revision)
-        self._count(peer, None, None, refusal, started, method="GetDirectory")
-        if status is not None:
-            await abort(context, status)
-        return response
+            return self._directory.respond(raw)
+
+        return await self._recorder.serve_call(
+            self._auth, "GetDirectory", self._service.policy_revision, raw, context, respond
+        )
 
     def _sign(self, request: bytes, body: bytes, ok: bool) -> bytes:
         """This node's signature binding its answer (or refusal) to the exact request."""
@@ -197,9 +182,8 @@ class ExchangeHandlers:
         answer: MatchAnswer | None,
         refusal: Refusal | None,
         started: float,
-        method: str = "Match",
     ) -> None:
-        self._recorder.count(peer, method, refusal, started)
+        self._recorder.count(peer, "Match", refusal, started)
         m = self._metrics
         if query is not None and peer != UNIDENTIFIED:
             m.legal_basis.labels(peer, query.envelope.legal_basis.value).inc()
@@ -210,14 +194,11 @@ class ExchangeHandlers:
 def require_node(member: Member) -> None:
     """Refuse a member that is no node (an overseer): the ExchangeService is between nodes."""
     if not member.is_node:
-        refusal = Refusal(
-            Kind.DENIED,
+        raise denied(
             ("not_a_node",),
             f"{member.node_id} is listed as {', '.join(member.roles)}, not as a node: the "
             "ExchangeService answers nodes only (overseers use the OversightService)",
         )
-        refusal.peer = member.node_id
-        raise refusal
 
 
 def parse_match(raw: bytes) -> MatchQuery:

@@ -48,9 +48,8 @@ from federation import notes
 from federation.directory import Member, MemberStatus
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 from node.audit import AuditLog
-from node.audit_entries import new_entry_id
 from node.auth import PeerAuthenticator
-from node.edge import UNIDENTIFIED, Recorder, abort, call_record, refusal_status
+from node.edge import Recorder
 from node.errors import Kind, Refusal, denied, invalid
 
 SERVICE_NAME = opb.DESCRIPTOR.services_by_name["OversightService"].full_name
@@ -98,12 +97,6 @@ def _parse(kind: type[_M], raw: bytes) -> _M:
         return kind.FromString(raw)
     except DecodeError:
         raise invalid("malformed_request", f"request is not a {kind.__name__}") from None
-
-
-def _member_refusal(member: Member, kind: Kind, reason: str, message: str) -> Refusal:
-    refusal = Refusal(kind, (reason,), message)
-    refusal.peer = member.node_id
-    return refusal
 
 
 def _beyond(what: str, size: int) -> Refusal:
@@ -177,35 +170,17 @@ class OversightHandlers:
         raw: bytes,
         context: grpc.aio.ServicerContext[bytes, bytes],
     ) -> bytes:
-        """Identify, decide, audit durably, count, then answer or refuse."""
-        started = time.perf_counter()
-        peer, refusal, status = UNIDENTIFIED, None, None
-        entry_id = new_entry_id()
-        revision = self._revision()
-        try:
-            member = self._auth.identify(context.auth_context())
-            peer = member.node_id
+        async def decide_active(member: Member) -> bytes:
             if member.status is not MemberStatus.ACTIVE:
-                raise _member_refusal(
-                    member,
-                    Kind.DENIED,
-                    "member_suspended",
+                raise denied(
+                    ("member_suspended",),
                     f"{member.node_id} is {member.status.value} in the federation directory",
                 )
-            response = await decide(member, raw)
-        except Refusal as exc:
-            refusal, peer = exc, exc.peer or peer
-            status = refusal_status(exc, entry_id, revision)
-            response = status.SerializeToString()
-        record = call_record(entry_id, peer, method, refusal, revision, raw, response)
-        failed = await self._recorder.make_durable(record, entry_id)
-        if failed is not None:
-            refusal = failed
-            status = refusal_status(failed, entry_id, revision)
-        self._recorder.count(peer, method, refusal, started)
-        if status is not None:
-            await abort(context, status)
-        return response
+            return await decide(member, raw)
+
+        return await self._recorder.serve_call(
+            self._auth, method, self._revision(), raw, context, decide_active
+        )
 
     # --- the checkpoint that bounds everything -----------------------------------------------
 
@@ -299,10 +274,8 @@ class OversightHandlers:
             raise invalid("malformed_request", "name the entry by index or by entry_id")
         entry = (await asyncio.to_thread(self._audit.entries, index, index + 1))[0]
         if not member.is_overseer and json.loads(entry).get("peer") != member.node_id:
-            raise _member_refusal(
-                member,
-                Kind.DENIED,
-                "not_your_entry",
+            raise denied(
+                ("not_your_entry",),
                 f"a node may prove only the entries of its own requests; entry {index} "
                 f"is not one of {member.node_id}'s",
             )

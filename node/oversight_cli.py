@@ -19,12 +19,13 @@ from federation import merkle, notes
 from federation.client import ClientIdentity
 from federation.directory import Directory, DirectoryError, load_directory
 from federation.errors import InvalidRequest
+from federation.notes import audit_origin
 from federation.oversight import AuditExport, ExportInvalid, OversightClient, verify_export
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.audit import existing_storage
 from node.audit_entries import AuditError, leaf_input
 from node.audit_storage import StorageError
-from node.audit_verify import audit_origin, load_storage_tree, storage_checkpoints
+from node.audit_verify import load_storage_tree, storage_checkpoints
 from node.config import ConfigError, NodeConfig
 
 

@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from federation.client import ClientIdentity
 from federation.identity import country_of
+from federation.notes import audit_origin
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.admission import Admission
 from node.agreements import load_policy_data
 from node.audit import AuditLog, open_audit_log
 from node.audit_entries import AuditError, entry_timestamp
-from node.audit_verify import audit_origin
 from node.auth import PeerAuthenticator
 from node.config import NodeConfig
 from node.directory_state import DirectoryState, fetcher_for

@@ -48,8 +48,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from federation import merkle, notes
 from federation.directory import Directory
 from federation.identity import InvalidIdentity, check_node_id
+from federation.notes import audit_origin
 from federation.pki import PkiError, public_key_from_text
-from node.audit_verify import audit_origin
 from node.files import write_atomically
 from node.metrics import NodeMetrics
 

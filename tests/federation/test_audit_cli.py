@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 from federation import merkle, notes
+from federation.notes import audit_origin
 from federation.pki import load_ed25519_private
 from node.audit_storage import checkpoints_path
-from node.audit_verify import audit_origin, read_checkpoints, verify_log_and_checkpoints
+from node.audit_verify import read_checkpoints, verify_log_and_checkpoints
 from node.federation_kit import Federation
 from tests.federation.helpers import ask, clone_node
 from tests.federation.test_cli import liaison

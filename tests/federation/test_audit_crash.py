@@ -16,9 +16,10 @@ from federation import merkle, notes
 from federation.client import PeerClient, match_query, new_envelope
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
+from federation.notes import audit_origin
 from federation.pki import load_ed25519_private
 from node.audit_storage import checkpoints_path
-from node.audit_verify import audit_origin, load_tree, read_checkpoints
+from node.audit_verify import load_tree, read_checkpoints
 from node.federation_kit import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first
 from tests.federation.test_cli import liaison

@@ -19,11 +19,12 @@ from federation import merkle, notes
 from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
+from federation.notes import audit_origin
 from federation.pki import load_ed25519_private
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.audit import AuditLog
 from node.audit_storage import DatabaseStorage
-from node.audit_verify import audit_origin, verify_database
+from node.audit_verify import verify_database
 from node.config import load_config
 from node.federation_kit import Federation, NodeHandle
 from node.server import start_node

@@ -18,7 +18,8 @@ import pytest
 
 from federation import notes
 from federation.client import ClientIdentity
-from federation.oversight import OversightClient, audit_origin
+from federation.notes import audit_origin
+from federation.oversight import OversightClient
 from federation.pki import public_key_from_text
 from node.demo import AGREEMENTS
 from node.federation_kit import Federation, NodeHandle, build_federation

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from federation import merkle, notes
+from federation.notes import audit_origin
 from node.audit import AuditLog
 from node.audit_entries import (
     GENESIS,
@@ -22,7 +23,7 @@ from node.audit_entries import (
     leaf_input,
 )
 from node.audit_storage import checkpoints_path
-from node.audit_verify import audit_origin, read_checkpoints, verify_log, verify_log_and_checkpoints
+from node.audit_verify import read_checkpoints, verify_log, verify_log_and_checkpoints
 from tests.unit.test_audit import _append_many
 
 ORIGIN = audit_origin("liaison.example", "DE-BKA")

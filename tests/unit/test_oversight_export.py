@@ -9,14 +9,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from federation import merkle, notes
+from federation.notes import audit_origin
 from federation.oversight import (
     AuditExport,
     ExportInvalid,
-    audit_origin,
     left_from_inclusion,
     verify_export,
 )
-from node.audit_verify import audit_origin as node_audit_origin
 
 ORIGIN = audit_origin("liaison.example", "DE-BKA")
 KEY = ed25519.Ed25519PrivateKey.generate()
@@ -49,10 +48,6 @@ def _tamper_entry(export: AuditExport, offset: int) -> AuditExport:
     entries = list(export.entries)
     entries[offset] = entries[offset].replace(b'"allow"', b'"deny"')
     return replace(export, entries=tuple(entries))
-
-
-def test_the_origin_is_the_nodes() -> None:
-    assert node_audit_origin("liaison.example", "DE-BKA") == ORIGIN
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from federation import notes
 from federation.directory import Directory, Member
+from federation.notes import audit_origin
 from federation.pki import public_key_text
 from node.audit import AuditLog
-from node.audit_verify import audit_origin
 from node.metrics import NodeMetrics
 from node.witness import (
     FAILURES,
