@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hashlib
 import os
 import platform
 import random
@@ -527,7 +528,7 @@ def signing_cost_us(queries: Queries, signing_key: bytes, rounds: int = 2000) ->
     started = time.process_time()
     for body, metadata in requests:
         verify(public, metadata[0][1], request_message(METHOD, body), "request")
-        sign(key, response_message(METHOD, body, answer, ok=True))
+        sign(key, response_message(METHOD, hashlib.sha256(body).digest(), answer, ok=True))
     return (time.process_time() - started) / rounds * 1e6
 
 

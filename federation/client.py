@@ -6,6 +6,7 @@ The channel verifies the peer against the DNS name that binds its certificate to
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -209,7 +210,7 @@ class PeerClient:
             verify(
                 self._peer_key,
                 signature if isinstance(signature, bytes) else None,
-                response_message(MATCH_METHOD, request, body, ok),
+                response_message(MATCH_METHOD, hashlib.sha256(request).digest(), body, ok),
                 f"answer from {self.peer}",
             )
         except BadSignature as exc:

@@ -18,8 +18,6 @@ response's trailing metadata), so the messages themselves stay unchanged.
 
 from __future__ import annotations
 
-import hashlib
-
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -37,12 +35,14 @@ def request_message(method: str, body: bytes) -> bytes:
     return _REQUEST + method.encode() + b"\x00" + body
 
 
-def response_message(method: str, request_body: bytes, body: bytes, ok: bool) -> bytes:
+def response_message(method: str, request_sha256: bytes, body: bytes, ok: bool) -> bytes:
+    """What a node signs to answer (or refuse) a request: bound to the request by its
+    SHA-256, which the caller has already computed (the node audits it too)."""
     return (
         _RESPONSE
         + method.encode()
         + b"\x00"
-        + hashlib.sha256(request_body).digest()
+        + request_sha256
         + (b"ok" if ok else b"refused")
         + b"\x00"
         + body

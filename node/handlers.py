@@ -98,7 +98,8 @@ class ExchangeHandlers:
             revision = exc.policy_revision or revision
             status = refusal_status(exc, entry_id, revision)
             response = status.SerializeToString()
-        response_signature = self._sign(raw, response, ok=refusal is None)
+        request_sha256 = hashlib.sha256(raw).digest()
+        response_signature = self._sign(request_sha256, response, ok=refusal is None)
         env = query.envelope if query else None
         record = AuditRecord(
             entry_id=entry_id,
@@ -110,7 +111,7 @@ class ExchangeHandlers:
             decision=refusal.decision if refusal else "allow",
             reasons=refusal.reasons if refusal else (),
             policy_revision=revision,
-            request_sha256=hashlib.sha256(raw).hexdigest(),
+            request_sha256=request_sha256.hex(),
             response_sha256=hashlib.sha256(response).hexdigest(),
             category=query.category[:64] if query else "",
             case_reference=env.case_reference[:128] if env else "",
@@ -125,7 +126,7 @@ class ExchangeHandlers:
             refusal = failed
             status = refusal_status(refusal, entry_id, revision)
             body = status.SerializeToString()
-            response_signature = self._sign(raw, body, ok=False)
+            response_signature = self._sign(request_sha256, body, ok=False)
             record = dataclasses.replace(
                 record,
                 decision=refusal.decision,
@@ -137,7 +138,7 @@ class ExchangeHandlers:
         if failed is not None:
             refusal = failed
             status = refusal_status(refusal, entry_id, revision)
-            response_signature = self._sign(raw, status.SerializeToString(), ok=False)
+            response_signature = self._sign(request_sha256, status.SerializeToString(), ok=False)
         self._count(peer, query, answer, refusal, started)
         trailers = ((SIGNATURE_METADATA, response_signature),)
         if status is not None:
@@ -171,9 +172,9 @@ class ExchangeHandlers:
             self._auth, "GetDirectory", self._service.policy_revision, raw, context, respond
         )
 
-    def _sign(self, request: bytes, body: bytes, ok: bool) -> bytes:
+    def _sign(self, request_sha256: bytes, body: bytes, ok: bool) -> bytes:
         """This node's signature binding its answer (or refusal) to the exact request."""
-        return sign(self._key, response_message(MATCH_METHOD, request, body, ok))
+        return sign(self._key, response_message(MATCH_METHOD, request_sha256, body, ok))
 
     def _count(
         self,

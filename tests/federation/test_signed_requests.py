@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,10 @@ from federation.signing import (
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.federation_kit import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first, scrape
+
+
+def _sha256(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
 
 
 def _body(fed: Federation, issued_at: datetime | None = None, hit: bool = True) -> bytes:
@@ -105,9 +110,14 @@ def test_answer_is_signed_and_bound_to_the_request(
     )
     assert status == "OK"
     assert match_answer_from_proto(pb.MatchResponse.FromString(raw)).hit
-    verify(fr_key, signature, response_message(MATCH_METHOD, body, raw, ok=True), "answer")
+    verify(fr_key, signature, response_message(MATCH_METHOD, _sha256(body), raw, ok=True), "answer")
     with pytest.raises(ValueError):  # bound to this request: not valid for another one
-        verify(fr_key, signature, response_message(MATCH_METHOD, body + b"x", raw, ok=True), "a")
+        verify(
+            fr_key,
+            signature,
+            response_message(MATCH_METHOD, _sha256(body + b"x"), raw, ok=True),
+            "a",
+        )
     audit = (fed.nodes["FR-DGPN"].folder / "audit.log").read_text().splitlines()
     entry = json.loads(next(line for line in reversed(audit) if signature.hex() in line))
     assert entry["request_signature"] == _signed(de, body).hex()
@@ -158,7 +168,7 @@ def test_refusals_are_specific_signed_audited_and_counted(
     verify(
         fr_key,
         answer_signature,
-        response_message(MATCH_METHOD, body, status_bytes, ok=False),
+        response_message(MATCH_METHOD, _sha256(body), status_bytes, ok=False),
         "refusal",
     )
     assert scrape(fr, "liaison_denials_total", {"peer": "DE-BKA", "reason": reason}) == before + 1
