@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -171,12 +171,14 @@ class Directory:
     issued_at: datetime
     expires_at: datetime
     members: tuple[Member, ...]
+    # Members by node id: every request looks its caller up here.
+    _by_id: dict[str, Member] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {m.node_id: m for m in self.members})
 
     def member(self, node_id: str) -> Member | None:
-        for m in self.members:
-            if m.node_id == node_id:
-                return m
-        return None
+        return self._by_id.get(node_id)
 
     def payload(self) -> bytes:
         doc = {
