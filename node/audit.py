@@ -65,16 +65,10 @@ from node.audit_entries import (
     new_entry_id,
 )
 from node.audit_storage import (
-    CHECKPOINTS_SUFFIX as CHECKPOINTS_SUFFIX,
-)
-from node.audit_storage import (
     AuditStorage,
     DatabaseStorage,
     FileStorage,
     StorageError,
-)
-from node.audit_storage import (
-    checkpoints_path as checkpoints_path,
 )
 from node.audit_verify import (
     check_chain,

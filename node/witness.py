@@ -83,14 +83,6 @@ class Outcome(StrEnum):
     INCONSISTENT = "inconsistent"  # split view: the consistency proof does not verify
     PROOF_REFUSED = "proof_refused"  # split view: the log refused to prove consistency
 
-    @property
-    def failed(self) -> bool:
-        return self not in _GOOD
-
-    @property
-    def split_view(self) -> bool:
-        return self in SPLIT_VIEWS
-
 
 _GOOD: Final = frozenset({Outcome.COSIGNED, Outcome.CONSISTENT, Outcome.NOT_WITNESSED})
 FAILURES: Final = frozenset(o.value for o in Outcome if o not in _GOOD)
