@@ -218,7 +218,7 @@ class Witness:
                 kept = notes.keep_verified(note, [verifier])
                 checkpoint = notes.verify_checkpoint(kept, verifier.name, verifier)
             except notes.NoteError as exc:
-                return self._fail(log_id, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
+                return self.fail(log_id, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
             old = self._views.get(log_id)
             if old is not None:
                 outcome = await self._extends(log_id, old, kept, checkpoint, fetch_proof)
@@ -236,7 +236,7 @@ class Witness:
                         del self._views[log_id]
                     else:
                         self._views[log_id] = old
-                    return self._fail(
+                    return self.fail(
                         log_id, Outcome.STATE_UNWRITABLE, f"cannot write {self.path}: {exc}"
                     )
             if self._metrics is not None:
@@ -255,7 +255,7 @@ class Witness:
         """None if `new` extends `old` (or is it); else the failure, counted and recorded."""
         was = old.checkpoint
         if new.size < was.size:
-            return self._fail(
+            return self.fail(
                 log_id,
                 Outcome.ROLLBACK,
                 f"it shows a tree of {new.size} entries after signing one of {was.size}",
@@ -269,7 +269,7 @@ class Witness:
         except ProofRefused:
             return await self._split(log_id, Outcome.PROOF_REFUSED, "observe", old.note, note)
         except Exception as exc:  # whatever the transport raises: not the log's proof
-            return self._fail(
+            return self.fail(
                 log_id,
                 Outcome.PROOF_UNAVAILABLE,
                 f"no consistency proof {was.size} -> {new.size}: {exc}",
@@ -323,14 +323,14 @@ class Witness:
         try:
             theirs = notes.verify_checkpoint(note, verifier.name, verifier)
         except notes.NoteError as exc:
-            return self._fail(
+            return self.fail(
                 log_id, Outcome.BAD_NOTE, f"{witness_id} passed on a checkpoint refused: {exc}"
             )
         try:
             notes.verify_cosignature(note, witness, origin=verifier.name)
             kept = notes.keep_verified(note, [verifier, witness])
         except notes.NoteError as exc:
-            return self._fail(
+            return self.fail(
                 log_id, Outcome.BAD_COSIGNATURE, f"{witness_id}'s cosignature is refused: {exc}"
             )
         async with self._lock(log_id):
@@ -348,7 +348,7 @@ class Witness:
             except ProofRefused:
                 return await self._split(log_id, Outcome.PROOF_REFUSED, witness_id, ours.note, kept)
             except Exception as exc:  # whatever the transport raises: not the log's proof
-                return self._fail(
+                return self.fail(
                     log_id,
                     Outcome.PROOF_UNAVAILABLE,
                     f"no consistency proof {small.size} -> {large.size}: {exc}",
@@ -378,7 +378,7 @@ class Witness:
                     notes.verify_cosignature(note, witness, origin=self.origin)
                     kept = notes.keep_verified(note, [witness])
                 except notes.NoteError as exc:
-                    self._fail(
+                    self.fail(
                         self.node_id,
                         Outcome.BAD_COSIGNATURE,
                         f"{witness_id}'s cosignature on our checkpoint is refused: {exc}",
@@ -431,7 +431,8 @@ class Witness:
     def _lock(self, log_id: str) -> asyncio.Lock:
         return self._locks.setdefault(log_id, asyncio.Lock())
 
-    def _fail(self, log_id: str, outcome: Outcome, why: str) -> Outcome:
+    def fail(self, log_id: str, outcome: Outcome, why: str) -> Outcome:
+        """Log and count a failure to witness `log_id` (not a split view: `_split`)."""
         log.warning("witnessing %s: %s (%s)", log_id, why, outcome.value)
         if self._metrics is not None:
             self._metrics.witness_failures.labels(log_id, outcome.value).inc()

@@ -150,16 +150,16 @@ class Witnessing:
         try:
             note = await self._checkpoint(client)
         except ProofFailed as exc:
-            return self._failed(peer, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
+            return self.witness.fail(peer, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
         except (LiaisonError, TimeoutError) as exc:
-            return self._failed(peer, Outcome.UNREACHABLE, f"no checkpoint: {exc}")
+            return self.witness.fail(peer, Outcome.UNREACHABLE, f"no checkpoint: {exc}")
         outcome = await self.witness.observe(
             peer, note, lambda old, new: self._proof(client, old, new)
         )
         try:
             views = await client.get_witnessed_checkpoints(self._timeout)
         except (LiaisonError, TimeoutError) as exc:
-            self._failed(peer, Outcome.UNREACHABLE, f"no witnessed checkpoints: {exc}")
+            self.witness.fail(peer, Outcome.UNREACHABLE, f"no witnessed checkpoints: {exc}")
             return outcome
 
         async def from_log(log_id: str, old: int, new: int) -> Sequence[bytes]:
@@ -192,9 +192,3 @@ class Witnessing:
             if PROOF_REFUSALS.intersection(exc.reasons):
                 raise ProofRefused(f"{client.peer} refused a proof {old} -> {new}: {exc}") from exc
             raise
-
-    def _failed(self, peer: str, outcome: Outcome, why: str) -> Outcome:
-        log.warning("witnessing %s: %s (%s)", peer, why, outcome.value)
-        if self._metrics is not None:
-            self._metrics.witness_failures.labels(peer, outcome.value).inc()
-        return outcome
