@@ -109,13 +109,18 @@ class Witnessing:
         if not peers:
             return {}
         identity = self._identity()
+        try:  # it reads the checkpoints file or the database: not on the event loop
+            own = await asyncio.to_thread(self._own_checkpoint)
+        except Exception as exc:  # the peers are still witnessed; nothing is collected
+            log.error("not collecting cosignatures this round: %r", exc)
+            own = None
         clients: dict[str, OversightClient] = {}
         try:
             for member in peers:
                 endpoint = self._endpoints.get(member.node_id) or None
                 clients[member.node_id] = OversightClient.for_member(identity, member, endpoint)
             results = await asyncio.gather(
-                *(self._peer(peer, clients) for peer in clients), return_exceptions=True
+                *(self._peer(peer, clients, own) for peer in clients), return_exceptions=True
             )
         finally:
             for client in clients.values():
@@ -145,7 +150,11 @@ class Witnessing:
                         gauge.remove(gone)
         self._exported = set(witnessed)
 
-    async def _peer(self, peer: str, clients: Mapping[str, OversightClient]) -> Outcome:
+    async def _peer(
+        self, peer: str, clients: Mapping[str, OversightClient], own: str | None
+    ) -> Outcome:
+        """Witness one peer's log, compare its views with ours, and collect its cosignature
+        on `own` (this node's latest checkpoint, read once for the round)."""
         client = clients[peer]
         try:
             note = await self._checkpoint(client)
@@ -169,7 +178,6 @@ class Witnessing:
             return await self._proof(other, old, new)
 
         await self.witness.compare(peer, views, from_log)
-        own = self._own_checkpoint()
         if own is not None:
             self.witness.collect(peer, views, own)
         return outcome
