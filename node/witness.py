@@ -260,24 +260,40 @@ class Witness:
                 Outcome.ROLLBACK,
                 f"it shows a tree of {new.size} entries after signing one of {was.size}",
             )
-        if new.size == was.size:
-            if new.root == was.root:
+        return await self._one_tree(log_id, "observe", old.note, note, was, new, fetch_proof)
+
+    async def _one_tree(
+        self,
+        log_id: str,
+        via: str,
+        ours: str,
+        theirs: str,
+        mine: notes.Checkpoint,
+        other: notes.Checkpoint,
+        fetch_proof: ProofFetcher,
+    ) -> Outcome | None:
+        """None if two checkpoints of a log (`mine` from note `ours`, `other` from `theirs`)
+        are heads of one tree: the same root at one size, or a consistency proof from the
+        smaller to the larger. Else a split view (see `_split`), or `proof_unavailable`."""
+        if mine.size == other.size:
+            if mine.root == other.root:
                 return None
-            return await self._split(log_id, Outcome.FORK, "observe", old.note, note)
+            return await self._split(log_id, Outcome.FORK, via, ours, theirs)
+        small, large = sorted((mine, other), key=lambda c: c.size)
         try:
-            proof = tuple(await fetch_proof(was.size, new.size))
+            proof = tuple(await fetch_proof(small.size, large.size))
         except ProofRefused:
-            return await self._split(log_id, Outcome.PROOF_REFUSED, "observe", old.note, note)
+            return await self._split(log_id, Outcome.PROOF_REFUSED, via, ours, theirs)
         except Exception as exc:  # whatever the transport raises: not the log's proof
             return self.fail(
                 log_id,
                 Outcome.PROOF_UNAVAILABLE,
-                f"no consistency proof {was.size} -> {new.size}: {exc}",
+                f"no consistency proof {small.size} -> {large.size}: {exc}",
             )
         try:
-            merkle.verify_consistency(was.size, new.size, was.root, new.root, proof)
+            merkle.verify_consistency(small.size, large.size, small.root, large.root, proof)
         except merkle.ProofError:
-            return await self._split(log_id, Outcome.INCONSISTENT, "observe", old.note, note, proof)
+            return await self._split(log_id, Outcome.INCONSISTENT, via, ours, theirs, proof)
         return None
 
     # --- gossip: another witness's views -------------------------------------------------
@@ -337,29 +353,16 @@ class Witness:
             ours = self._views.get(log_id)
             if ours is None:
                 return Outcome.NOT_WITNESSED
-            mine = ours.checkpoint
-            if theirs.size == mine.size:
-                if theirs.root == mine.root:
-                    return Outcome.CONSISTENT
-                return await self._split(log_id, Outcome.FORK, witness_id, ours.note, kept)
-            small, large = sorted((mine, theirs), key=lambda c: c.size)
-            try:
-                proof = tuple(await fetch_proof(log_id, small.size, large.size))
-            except ProofRefused:
-                return await self._split(log_id, Outcome.PROOF_REFUSED, witness_id, ours.note, kept)
-            except Exception as exc:  # whatever the transport raises: not the log's proof
-                return self.fail(
-                    log_id,
-                    Outcome.PROOF_UNAVAILABLE,
-                    f"no consistency proof {small.size} -> {large.size}: {exc}",
-                )
-            try:
-                merkle.verify_consistency(small.size, large.size, small.root, large.root, proof)
-            except merkle.ProofError:
-                return await self._split(
-                    log_id, Outcome.INCONSISTENT, witness_id, ours.note, kept, proof
-                )
-            return Outcome.CONSISTENT
+            outcome = await self._one_tree(
+                log_id,
+                witness_id,
+                ours.note,
+                kept,
+                ours.checkpoint,
+                theirs,
+                lambda old, new: fetch_proof(log_id, old, new),
+            )
+            return Outcome.CONSISTENT if outcome is None else outcome
 
     # --- as a log: cosignatures on our own checkpoint ------------------------------------
 
