@@ -128,17 +128,6 @@ class AuditLog:
         self._flusher: asyncio.Task[None] | None = None
         self.last_checkpoint_size = self._last_signed_size()
 
-    @property
-    def _fd(self) -> int:
-        """The file backend's descriptor (tests swap it for /dev/full)."""
-        assert isinstance(self._storage, FileStorage)
-        return self._storage._fd
-
-    @_fd.setter
-    def _fd(self, fd: int) -> None:
-        assert isinstance(self._storage, FileStorage)
-        self._storage._fd = fd
-
     def _recover(self) -> None:
         """Verify the existing chain from entry 0 and build the tree (AuditCorrupt names
         the first bad entry); a file's torn last line, never acknowledged, is cut off."""
@@ -147,9 +136,7 @@ class AuditLog:
                 self._storage.scan(), self.where, self._tree, torn_ok=True
             )
             self._storage.keep(count)
-        except StorageError as exc:
-            raise AuditError(f"audit log {self.where} could not be opened: {exc}") from exc
-        except OSError as exc:
+        except (StorageError, OSError) as exc:
             raise AuditError(f"audit log {self.where} could not be opened: {exc}") from exc
 
     def _last_signed_size(self) -> int:
