@@ -65,16 +65,10 @@ from node.audit_entries import (
     new_entry_id,
 )
 from node.audit_storage import (
-    CHECKPOINTS_SUFFIX as CHECKPOINTS_SUFFIX,
-)
-from node.audit_storage import (
     AuditStorage,
     DatabaseStorage,
     FileStorage,
     StorageError,
-)
-from node.audit_storage import (
-    checkpoints_path as checkpoints_path,
 )
 from node.audit_verify import (
     check_chain,
@@ -111,14 +105,15 @@ class AuditLog:
             self.path = target.path if isinstance(target, FileStorage) else None
             self._storage = target
         self.where = self._storage.where
-        # The Merkle tree of the durable entries (only they become leaves), the chain's
-        # head and length; changed only under `_state`, by whichever thread sees entries.
+        # The Merkle tree of the durable entries (only they become leaves; its size is the
+        # log's) and the chain's head; changed only under `_state`, by whichever thread
+        # sees entries.
         self._tree = merkle.MemoryHashStore()
         self._hasher = merkle.TreeHasher(self._tree)
         self._state = threading.Lock()
         # One locked write (batch or checkpoint) at a time in this process.
         self._writer = threading.Lock()
-        self._head, self._size = GENESIS, 0
+        self._head = GENESIS
         # (requester, nonce) of the entries other replicas wrote, by entry time, kept for
         # `replay_window_s`: a request one replica answered and another receives is
         # refused when its batch is committed (`AuditReplay`). 0 keeps none (one process).
@@ -133,28 +128,15 @@ class AuditLog:
         self._flusher: asyncio.Task[None] | None = None
         self.last_checkpoint_size = self._last_signed_size()
 
-    @property
-    def _fd(self) -> int:
-        """The file backend's descriptor (tests swap it for /dev/full)."""
-        assert isinstance(self._storage, FileStorage)
-        return self._storage._fd
-
-    @_fd.setter
-    def _fd(self, fd: int) -> None:
-        assert isinstance(self._storage, FileStorage)
-        self._storage._fd = fd
-
     def _recover(self) -> None:
         """Verify the existing chain from entry 0 and build the tree (AuditCorrupt names
         the first bad entry); a file's torn last line, never acknowledged, is cut off."""
         try:
-            self._head, self._size = check_chain(
+            self._head, count = check_chain(
                 self._storage.scan(), self.where, self._tree, torn_ok=True
             )
-            self._storage.keep(self._size)
-        except StorageError as exc:
-            raise AuditError(f"audit log {self.where} could not be opened: {exc}") from exc
-        except OSError as exc:
+            self._storage.keep(count)
+        except (StorageError, OSError) as exc:
             raise AuditError(f"audit log {self.where} could not be opened: {exc}") from exc
 
     def _last_signed_size(self) -> int:
@@ -169,7 +151,7 @@ class AuditLog:
     @property
     def size(self) -> int:
         """Entries durable in the backend, as far as this process has seen."""
-        return self._size
+        return self._tree.size
 
     @property
     def tree_size(self) -> int:
@@ -180,13 +162,13 @@ class AuditLog:
         """Take in the entries other replicas appended since this process last looked
         (their chain checked); returns the size. Nothing to do for a file log."""
         try:
-            self._admit(self._storage.since(self._size), self._size)
+            self._admit(self._storage.since(self._tree.size), self._tree.size)
         except StorageError as exc:
             raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
-        return self._size
+        return self._tree.size
 
     def _known(self, size: int | None) -> None:
-        if size is not None and size > self._size:
+        if size is not None and size > self._tree.size:
             self.catch_up()
 
     def root(self, size: int | None = None) -> bytes:
@@ -214,7 +196,7 @@ class AuditLog:
         with self._writer:
             try:
                 with self._storage.locked() as held:
-                    self._admit(held.since(self._size), self._size)
+                    self._admit(held.since(self._tree.size), self._tree.size)
                     note = sign_onto(held, where, self._hasher, key, origin)
             except StorageError as exc:
                 raise AuditError(f"could not store a checkpoint of {self.where}: {exc}") from exc
@@ -236,8 +218,8 @@ class AuditLog:
         """Durable entries [start, end) as an overseer sees them: each one's redacted form,
         the exact bytes its Merkle leaf hashes (`leaf_input`)."""
         self._known(end)
-        if not 0 <= start <= end <= self._size:
-            raise ValueError(f"entries [{start}, {end}) are not within the log's {self._size}")
+        if not 0 <= start <= end <= self._tree.size:
+            raise ValueError(f"entries [{start}, {end}) are not within the log's {self._tree.size}")
         try:
             lines = self._storage.lines(start, end)
         except StorageError as exc:
@@ -255,9 +237,9 @@ class AuditLog:
             index = self._storage.find(entry_id)
         except StorageError as exc:
             raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
-        if index is not None and index >= self._size:
+        if index is not None and index >= self._tree.size:
             self.catch_up()
-        return index if index is not None and index < self._size else None
+        return index if index is not None and index < self._tree.size else None
 
     async def append(self, record: AuditRecord) -> str:
         """Record one exchange; returns its entry id once the entry is durable."""
@@ -274,7 +256,7 @@ class AuditLog:
     def _encode(self, batch: list[_Pending]) -> tuple[list[bytes], list[bytes], list[str]]:
         """The batch's lines, chained on the durable head, with their leaves and heads."""
         lines, leaves, heads, head = [], [], [], self._head
-        for seq, (body, _) in enumerate(batch, start=self._size):
+        for seq, (body, _) in enumerate(batch, start=self._tree.size):
             body["seq"], body["prev"] = seq, head
             encoded = canonical(body)
             head = chain_digest(head, encoded)
@@ -314,12 +296,12 @@ class AuditLog:
         with self._writer:
             try:
                 with self._storage.locked() as held:
-                    self._admit(held.since(self._size), self._size)
+                    self._admit(held.since(self._tree.size), self._tree.size)
                     replays = self._replays(batch)
                     if replays:
                         refused = {id(future) for _, future in replays}
                         batch = [p for p in batch if id(p[1]) not in refused]
-                    first = self._size
+                    first = self._tree.size
                     lines, leaves, heads = self._encode(batch)
                     if batch:
                         held.append(first, lines, [str(body["id"]) for body, _ in batch])
@@ -330,9 +312,9 @@ class AuditLog:
                 ) from exc
             with self._state:
                 for seq, (leaf, head) in enumerate(zip(leaves, heads, strict=True), first):
-                    if seq == self._size:  # else a reader's catch_up took it in already
+                    if seq == self._tree.size:  # else a reader's catch_up took it in already
                         self._tree.append(leaf)
-                        self._head, self._size = head, seq + 1
+                        self._head = head
         return replays
 
     def _admit(self, lines: list[bytes], first: int) -> None:
@@ -342,11 +324,11 @@ class AuditLog:
             return
         with self._state:
             for seq, raw in enumerate(lines, first):
-                if seq < self._size:
+                if seq < self._tree.size:
                     continue
-                head, doc = check_line(raw, self._size, self._head, self.where)
+                head, doc = check_line(raw, self._tree.size, self._head, self.where)
                 self._tree.append(merkle.leaf_hash(leaf_input(doc)))
-                self._head, self._size = head, self._size + 1
+                self._head = head
                 if self._replay_window and doc.get("nonce"):
                     when = entry_timestamp(str(doc.get("time", ""))) or time.time()
                     self._foreign[(str(doc.get("peer")), str(doc["nonce"]))] = when

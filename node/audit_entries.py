@@ -20,12 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from federation import merkle
-from node.audit_storage import (
-    CHECKPOINTS_SUFFIX as CHECKPOINTS_SUFFIX,
-)
-from node.audit_storage import (
-    checkpoints_path as checkpoints_path,
-)
 
 GENESIS = "0" * 64
 # The entry encoding: canonical JSON (sorted keys, no spaces, UTF-8), this version in `v`.

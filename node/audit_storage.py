@@ -587,10 +587,3 @@ class DatabaseStorage:
 
     def close(self) -> None:
         self._engine.dispose()
-
-
-def open_storage(store: str, path: Path, url: str) -> AuditStorage:
-    """The backend `[audit] store` names: "file" (at `path`) or "database" (at `url`)."""
-    if store == "database":
-        return DatabaseStorage(url)
-    return FileStorage(path)

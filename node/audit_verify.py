@@ -30,19 +30,14 @@ from node.audit_entries import (
     parse_line,
 )
 from node.audit_storage import (
-    CHECKPOINTS_SUFFIX as CHECKPOINTS_SUFFIX,
-)
-from node.audit_storage import (
     AuditStorage,
     DatabaseStorage,
     FileStorage,
     Locked,
     StorageError,
+    checkpoints_path,
     file_lines,
     split_checkpoint_bytes,
-)
-from node.audit_storage import (
-    checkpoints_path as checkpoints_path,
 )
 
 # A log at least this long is checked in worker processes when several cores are free (a

@@ -83,14 +83,6 @@ class Outcome(StrEnum):
     INCONSISTENT = "inconsistent"  # split view: the consistency proof does not verify
     PROOF_REFUSED = "proof_refused"  # split view: the log refused to prove consistency
 
-    @property
-    def failed(self) -> bool:
-        return self not in _GOOD
-
-    @property
-    def split_view(self) -> bool:
-        return self in SPLIT_VIEWS
-
 
 _GOOD: Final = frozenset({Outcome.COSIGNED, Outcome.CONSISTENT, Outcome.NOT_WITNESSED})
 FAILURES: Final = frozenset(o.value for o in Outcome if o not in _GOOD)
@@ -226,7 +218,7 @@ class Witness:
                 kept = notes.keep_verified(note, [verifier])
                 checkpoint = notes.verify_checkpoint(kept, verifier.name, verifier)
             except notes.NoteError as exc:
-                return self._fail(log_id, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
+                return self.fail(log_id, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
             old = self._views.get(log_id)
             if old is not None:
                 outcome = await self._extends(log_id, old, kept, checkpoint, fetch_proof)
@@ -244,7 +236,7 @@ class Witness:
                         del self._views[log_id]
                     else:
                         self._views[log_id] = old
-                    return self._fail(
+                    return self.fail(
                         log_id, Outcome.STATE_UNWRITABLE, f"cannot write {self.path}: {exc}"
                     )
             if self._metrics is not None:
@@ -263,29 +255,45 @@ class Witness:
         """None if `new` extends `old` (or is it); else the failure, counted and recorded."""
         was = old.checkpoint
         if new.size < was.size:
-            return self._fail(
+            return self.fail(
                 log_id,
                 Outcome.ROLLBACK,
                 f"it shows a tree of {new.size} entries after signing one of {was.size}",
             )
-        if new.size == was.size:
-            if new.root == was.root:
+        return await self._one_tree(log_id, "observe", old.note, note, was, new, fetch_proof)
+
+    async def _one_tree(
+        self,
+        log_id: str,
+        via: str,
+        ours: str,
+        theirs: str,
+        mine: notes.Checkpoint,
+        other: notes.Checkpoint,
+        fetch_proof: ProofFetcher,
+    ) -> Outcome | None:
+        """None if two checkpoints of a log (`mine` from note `ours`, `other` from `theirs`)
+        are heads of one tree: the same root at one size, or a consistency proof from the
+        smaller to the larger. Else a split view (see `_split`), or `proof_unavailable`."""
+        if mine.size == other.size:
+            if mine.root == other.root:
                 return None
-            return await self._split(log_id, Outcome.FORK, "observe", old.note, note)
+            return await self._split(log_id, Outcome.FORK, via, ours, theirs)
+        small, large = sorted((mine, other), key=lambda c: c.size)
         try:
-            proof = tuple(await fetch_proof(was.size, new.size))
+            proof = tuple(await fetch_proof(small.size, large.size))
         except ProofRefused:
-            return await self._split(log_id, Outcome.PROOF_REFUSED, "observe", old.note, note)
+            return await self._split(log_id, Outcome.PROOF_REFUSED, via, ours, theirs)
         except Exception as exc:  # whatever the transport raises: not the log's proof
-            return self._fail(
+            return self.fail(
                 log_id,
                 Outcome.PROOF_UNAVAILABLE,
-                f"no consistency proof {was.size} -> {new.size}: {exc}",
+                f"no consistency proof {small.size} -> {large.size}: {exc}",
             )
         try:
-            merkle.verify_consistency(was.size, new.size, was.root, new.root, proof)
+            merkle.verify_consistency(small.size, large.size, small.root, large.root, proof)
         except merkle.ProofError:
-            return await self._split(log_id, Outcome.INCONSISTENT, "observe", old.note, note, proof)
+            return await self._split(log_id, Outcome.INCONSISTENT, via, ours, theirs, proof)
         return None
 
     # --- gossip: another witness's views -------------------------------------------------
@@ -331,43 +339,30 @@ class Witness:
         try:
             theirs = notes.verify_checkpoint(note, verifier.name, verifier)
         except notes.NoteError as exc:
-            return self._fail(
+            return self.fail(
                 log_id, Outcome.BAD_NOTE, f"{witness_id} passed on a checkpoint refused: {exc}"
             )
         try:
             notes.verify_cosignature(note, witness, origin=verifier.name)
             kept = notes.keep_verified(note, [verifier, witness])
         except notes.NoteError as exc:
-            return self._fail(
+            return self.fail(
                 log_id, Outcome.BAD_COSIGNATURE, f"{witness_id}'s cosignature is refused: {exc}"
             )
         async with self._lock(log_id):
             ours = self._views.get(log_id)
             if ours is None:
                 return Outcome.NOT_WITNESSED
-            mine = ours.checkpoint
-            if theirs.size == mine.size:
-                if theirs.root == mine.root:
-                    return Outcome.CONSISTENT
-                return await self._split(log_id, Outcome.FORK, witness_id, ours.note, kept)
-            small, large = sorted((mine, theirs), key=lambda c: c.size)
-            try:
-                proof = tuple(await fetch_proof(log_id, small.size, large.size))
-            except ProofRefused:
-                return await self._split(log_id, Outcome.PROOF_REFUSED, witness_id, ours.note, kept)
-            except Exception as exc:  # whatever the transport raises: not the log's proof
-                return self._fail(
-                    log_id,
-                    Outcome.PROOF_UNAVAILABLE,
-                    f"no consistency proof {small.size} -> {large.size}: {exc}",
-                )
-            try:
-                merkle.verify_consistency(small.size, large.size, small.root, large.root, proof)
-            except merkle.ProofError:
-                return await self._split(
-                    log_id, Outcome.INCONSISTENT, witness_id, ours.note, kept, proof
-                )
-            return Outcome.CONSISTENT
+            outcome = await self._one_tree(
+                log_id,
+                witness_id,
+                ours.note,
+                kept,
+                ours.checkpoint,
+                theirs,
+                lambda old, new: fetch_proof(log_id, old, new),
+            )
+            return Outcome.CONSISTENT if outcome is None else outcome
 
     # --- as a log: cosignatures on our own checkpoint ------------------------------------
 
@@ -386,7 +381,7 @@ class Witness:
                     notes.verify_cosignature(note, witness, origin=self.origin)
                     kept = notes.keep_verified(note, [witness])
                 except notes.NoteError as exc:
-                    self._fail(
+                    self.fail(
                         self.node_id,
                         Outcome.BAD_COSIGNATURE,
                         f"{witness_id}'s cosignature on our checkpoint is refused: {exc}",
@@ -439,7 +434,8 @@ class Witness:
     def _lock(self, log_id: str) -> asyncio.Lock:
         return self._locks.setdefault(log_id, asyncio.Lock())
 
-    def _fail(self, log_id: str, outcome: Outcome, why: str) -> Outcome:
+    def fail(self, log_id: str, outcome: Outcome, why: str) -> Outcome:
+        """Log and count a failure to witness `log_id` (not a split view: `_split`)."""
         log.warning("witnessing %s: %s (%s)", log_id, why, outcome.value)
         if self._metrics is not None:
             self._metrics.witness_failures.labels(log_id, outcome.value).inc()

@@ -109,13 +109,18 @@ class Witnessing:
         if not peers:
             return {}
         identity = self._identity()
+        try:  # it reads the checkpoints file or the database: not on the event loop
+            own = await asyncio.to_thread(self._own_checkpoint)
+        except Exception as exc:  # the peers are still witnessed; nothing is collected
+            log.error("not collecting cosignatures this round: %r", exc)
+            own = None
         clients: dict[str, OversightClient] = {}
         try:
             for member in peers:
                 endpoint = self._endpoints.get(member.node_id) or None
                 clients[member.node_id] = OversightClient.for_member(identity, member, endpoint)
             results = await asyncio.gather(
-                *(self._peer(peer, clients) for peer in clients), return_exceptions=True
+                *(self._peer(peer, clients, own) for peer in clients), return_exceptions=True
             )
         finally:
             for client in clients.values():
@@ -145,21 +150,25 @@ class Witnessing:
                         gauge.remove(gone)
         self._exported = set(witnessed)
 
-    async def _peer(self, peer: str, clients: Mapping[str, OversightClient]) -> Outcome:
+    async def _peer(
+        self, peer: str, clients: Mapping[str, OversightClient], own: str | None
+    ) -> Outcome:
+        """Witness one peer's log, compare its views with ours, and collect its cosignature
+        on `own` (this node's latest checkpoint, read once for the round)."""
         client = clients[peer]
         try:
             note = await self._checkpoint(client)
         except ProofFailed as exc:
-            return self._failed(peer, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
+            return self.witness.fail(peer, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
         except (LiaisonError, TimeoutError) as exc:
-            return self._failed(peer, Outcome.UNREACHABLE, f"no checkpoint: {exc}")
+            return self.witness.fail(peer, Outcome.UNREACHABLE, f"no checkpoint: {exc}")
         outcome = await self.witness.observe(
             peer, note, lambda old, new: self._proof(client, old, new)
         )
         try:
             views = await client.get_witnessed_checkpoints(self._timeout)
         except (LiaisonError, TimeoutError) as exc:
-            self._failed(peer, Outcome.UNREACHABLE, f"no witnessed checkpoints: {exc}")
+            self.witness.fail(peer, Outcome.UNREACHABLE, f"no witnessed checkpoints: {exc}")
             return outcome
 
         async def from_log(log_id: str, old: int, new: int) -> Sequence[bytes]:
@@ -169,7 +178,6 @@ class Witnessing:
             return await self._proof(other, old, new)
 
         await self.witness.compare(peer, views, from_log)
-        own = self._own_checkpoint()
         if own is not None:
             self.witness.collect(peer, views, own)
         return outcome
@@ -192,9 +200,3 @@ class Witnessing:
             if PROOF_REFUSALS.intersection(exc.reasons):
                 raise ProofRefused(f"{client.peer} refused a proof {old} -> {new}: {exc}") from exc
             raise
-
-    def _failed(self, peer: str, outcome: Outcome, why: str) -> Outcome:
-        log.warning("witnessing %s: %s (%s)", peer, why, outcome.value)
-        if self._metrics is not None:
-            self._metrics.witness_failures.labels(peer, outcome.value).inc()
-        return outcome

@@ -12,6 +12,7 @@ import pytest
 from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
+from node.audit_storage import FileStorage
 from node.audit_verify import verify_log
 from node.config import load_config
 from node.federation_kit import Federation
@@ -37,13 +38,15 @@ def test_full_disk_refuses_with_audit_unavailable_and_discloses_nothing(
 
         try:
             assert (await client.match(query(), timeout=10)).hit
-            good_fd = node.audit._fd
-            node.audit._fd = os.open("/dev/full", os.O_WRONLY)  # a real ENOSPC
+            storage = node.audit._storage
+            assert isinstance(storage, FileStorage)
+            good_fd = storage._fd
+            storage._fd = os.open("/dev/full", os.O_WRONLY)  # a real ENOSPC
             with pytest.raises(PeerUnavailable) as err:
                 await client.match(query(), timeout=10)
             assert err.value.reasons == ("audit_unavailable",)
-            os.close(node.audit._fd)
-            node.audit._fd = good_fd
+            os.close(storage._fd)
+            storage._fd = good_fd
             answer = await client.match(query(), timeout=10)
             assert answer.hit and answer.audit_entry == _last_entry_id(node.audit.path)
             failures = node.metrics.registry.get_sample_value("liaison_audit_failures_total")

@@ -16,7 +16,7 @@ import pytest
 
 from node.audit import AuditLog
 from node.audit_entries import GENESIS, AuditCorrupt, AuditError, AuditRecord
-from node.audit_storage import AuditStorage
+from node.audit_storage import AuditStorage, FileStorage
 from node.audit_verify import verify_log
 
 
@@ -198,9 +198,10 @@ def test_disk_full_refuses_keeps_the_file_and_recovers(tmp_path: Path) -> None:
     before = path.read_bytes()
 
     async def run() -> None:
-        log = AuditLog(path)
-        good_fd = log._fd
-        log._fd = os.open("/dev/full", os.O_WRONLY)
+        storage = FileStorage(path)
+        log = AuditLog(storage)
+        good_fd = storage._fd
+        storage._fd = os.open("/dev/full", os.O_WRONLY)
         try:
             results = await asyncio.gather(
                 *(log.append(_record(3 + i)) for i in range(5)), return_exceptions=True
@@ -217,10 +218,10 @@ def test_disk_full_refuses_keeps_the_file_and_recovers(tmp_path: Path) -> None:
                 await log.append(_record(9))
             assert log.size == 3
         finally:
-            os.close(log._fd)
-            log._fd = good_fd
+            os.close(storage._fd)
+            storage._fd = good_fd
         os.close(good_fd)
-        log._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        storage._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         ids = [await log.append(_record(3)), await log.append(_record(4))]
         await log.close()
         assert [e["id"] for e in _lines(path)[3:]] == ids
