@@ -150,12 +150,8 @@ class AuditLog:
 
     @property
     def size(self) -> int:
-        """Entries durable in the backend, as far as this process has seen."""
-        return self._tree.size
-
-    @property
-    def tree_size(self) -> int:
-        """Leaves of the Merkle tree: the durable entries this process has seen."""
+        """Entries durable in the backend, as far as this process has seen: the leaves of
+        its Merkle tree."""
         return self._tree.size
 
     def catch_up(self) -> int:

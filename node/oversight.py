@@ -200,7 +200,7 @@ class OversightHandlers:
         at most one signature every `min_sign_interval_s`, shared by concurrent callers."""
         if self._sign_checkpoint is None:
             return
-        wanted = self._audit.tree_size
+        wanted = self._audit.size
         async with self._signing:
             if self._audit.last_checkpoint_size >= wanted:
                 return
@@ -261,7 +261,7 @@ class OversightHandlers:
                 raise invalid("invalid_range", f"entry {index} is not below tree size {size}")
         elif which == "entry_id":
             found = await asyncio.to_thread(self._audit.find, request.entry_id)
-            if found is None or found >= self._audit.tree_size:
+            if found is None or found >= self._audit.size:
                 raise Refusal(
                     Kind.NOT_FOUND,
                     ("unknown_entry",),

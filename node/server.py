@@ -104,7 +104,7 @@ def _checkpoint_if_grown(
     """Sign the audit tree's head if it grew since the last checkpoint; never raises (a
     checkpoint that cannot be written is logged, and tried again next time). Blocking:
     the node runs it in a thread."""
-    if key is None or audit.tree_size == 0 or audit.tree_size == audit.last_checkpoint_size:
+    if key is None or audit.size == 0 or audit.size == audit.last_checkpoint_size:
         return
     try:
         audit.checkpoint(key, origin)

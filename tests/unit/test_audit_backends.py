@@ -152,13 +152,13 @@ def test_reopen_continues_the_tree(backend: Backend) -> None:
     async def first() -> tuple[int, bytes, list[bytes]]:
         log = backend.open()
         await _append_many(log, 0, 21)
-        state = (log.tree_size, log.root(), log.consistency_proof(5))
+        state = (log.size, log.root(), log.consistency_proof(5))
         await log.close()
         return state
 
     async def again() -> tuple[int, bytes, list[bytes], bytes]:
         log = backend.open()
-        state = (log.tree_size, log.root(), log.consistency_proof(5))
+        state = (log.size, log.root(), log.consistency_proof(5))
         await _append_many(log, 21, 4)
         grown = log.root()
         await log.close()

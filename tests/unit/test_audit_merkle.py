@@ -82,7 +82,7 @@ def test_leaves_are_the_lines_and_the_root_matches(tmp_path: Path) -> None:
     async def run() -> tuple[int, bytes, list[bytes]]:
         log = AuditLog(path)
         await _append_many(log, 0, 37)
-        result = (log.tree_size, log.root(), [log.root(n) for n in range(38)])
+        result = (log.size, log.root(), [log.root(n) for n in range(38)])
         await log.close()
         return result
 
@@ -99,13 +99,13 @@ def test_tree_rebuilt_on_reopen_equals_the_one_before(tmp_path: Path) -> None:
     async def first() -> tuple[int, bytes, list[bytes]]:
         log = AuditLog(path)
         await _append_many(log, 0, 21)
-        state = (log.tree_size, log.root(), log.consistency_proof(5))
+        state = (log.size, log.root(), log.consistency_proof(5))
         await log.close()
         return state
 
     async def again() -> tuple[int, bytes, list[bytes], bytes]:
         log = AuditLog(path)
-        state = (log.tree_size, log.root(), log.consistency_proof(5))
+        state = (log.size, log.root(), log.consistency_proof(5))
         await _append_many(log, 21, 4)
         grown = log.root()
         await log.close()
