@@ -203,10 +203,6 @@ class AuditLog:
         """The newest signed checkpoint note, or None if none was signed yet."""
         try:
             return self._storage.latest_checkpoint()
-        except UnicodeDecodeError:
-            raise CheckpointInvalid(
-                self._storage.checkpoints_where, -1, None, "not UTF-8 text"
-            ) from None
         except StorageError as exc:
             raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
 

@@ -51,6 +51,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from node.audit_entries import CheckpointInvalid
+
 CHECKPOINTS_SUFFIX = ".checkpoints"
 
 
@@ -124,14 +126,14 @@ class AuditStorage(Protocol):
     def checkpoints(self) -> tuple[list[str], bool]:
         """The checkpoint notes, oldest first, and whether a torn record follows them.
 
-        Raises UnicodeDecodeError if a checkpoints file is not UTF-8."""
+        Raises CheckpointInvalid if a checkpoints file is not UTF-8."""
         ...
 
     def latest_checkpoint(self) -> str | None:
         """The newest checkpoint note (None if none), cheaply: overseers and witnesses ask
         for it on every call, and a log signs many.
 
-        Raises UnicodeDecodeError if a checkpoints file is not UTF-8."""
+        Raises CheckpointInvalid if a checkpoints file is not UTF-8."""
         ...
 
     def close(self) -> None: ...
@@ -142,21 +144,24 @@ def checkpoints_path(path: Path) -> Path:
     return path.with_name(path.name + CHECKPOINTS_SUFFIX)
 
 
-def split_checkpoint_bytes(data: bytes) -> tuple[list[str], int]:
+def split_checkpoint_bytes(data: bytes, where: Path | str) -> tuple[list[str], int]:
     """The complete notes of a checkpoints file and the number of bytes they take.
 
     Each record is a note then one blank line. A checkpoint's text and its signature block
     hold no blank line, so splitting at blank lines yields text, signatures, text, ...
     It splits bytes, not text: a record torn inside a multi-byte character (the signature
     line's em dash) is a torn record, not a file that is not UTF-8. A complete note that
-    is not UTF-8 raises UnicodeDecodeError.
+    is not UTF-8 is CheckpointInvalid, naming the file (`where`).
     """
     chunks = data.split(b"\n\n")
     found: list[str] = []
     end = 0
     for i in range(0, len(chunks) - 2, 2):
         note = chunks[i] + b"\n\n" + chunks[i + 1] + b"\n"
-        found.append(note.decode("utf-8"))
+        try:
+            found.append(note.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise CheckpointInvalid(where, -1, None, "not UTF-8 text") from None
         end += len(note) + 1
     return found, end
 
@@ -200,8 +205,9 @@ class _FileLocked:
 
     def checkpoints(self) -> list[str]:
         fd = self._checkpoints_fd()
-        data = checkpoints_path(self._storage.path).read_bytes()
-        found, end = split_checkpoint_bytes(data)
+        path = checkpoints_path(self._storage.path)
+        data = path.read_bytes()
+        found, end = split_checkpoint_bytes(data, path)
         if end != len(data):  # a record torn by a crash was never returned: cut it off
             os.ftruncate(fd, end)
         return found
@@ -343,7 +349,7 @@ class FileStorage:
         if not path.exists():
             return [], False
         data = path.read_bytes()
-        found, end = split_checkpoint_bytes(data)
+        found, end = split_checkpoint_bytes(data, path)
         return found, end != len(data)
 
     def latest_checkpoint(self) -> str | None:
@@ -356,7 +362,7 @@ class FileStorage:
                 if size < self._notes_end:  # cut back (a torn record) or replaced
                     self._notes_end, self._last_note = 0, ""
                 fh.seek(self._notes_end)
-                found, end = split_checkpoint_bytes(fh.read(size - self._notes_end))
+                found, end = split_checkpoint_bytes(fh.read(size - self._notes_end), path)
         except FileNotFoundError:
             self._notes_end, self._last_note = 0, ""
             return None

@@ -219,10 +219,7 @@ def read_checkpoints(path: Path) -> list[str]:
     """
     if not path.exists():
         return []
-    try:
-        found, end = split_checkpoint_bytes(path.read_bytes())
-    except UnicodeDecodeError:
-        raise CheckpointInvalid(path, -1, None, "not UTF-8 text") from None
+    found, end = split_checkpoint_bytes(path.read_bytes(), path)
     if end != path.stat().st_size:
         raise CheckpointInvalid(path, len(found), None, "torn or malformed final record")
     return found
@@ -230,10 +227,7 @@ def read_checkpoints(path: Path) -> list[str]:
 
 def storage_checkpoints(storage: AuditStorage) -> list[str]:
     """The notes a backend holds, oldest first; CheckpointInvalid if a record is torn."""
-    try:
-        found, torn = storage.checkpoints()
-    except UnicodeDecodeError:
-        raise CheckpointInvalid(storage.checkpoints_where, -1, None, "not UTF-8 text") from None
+    found, torn = storage.checkpoints()
     if torn:
         raise CheckpointInvalid(
             storage.checkpoints_where, len(found), None, "torn or malformed final record"
@@ -260,10 +254,7 @@ def sign_onto(
     """
     size = tree.size
     note = notes.sign_checkpoint(notes.Checkpoint(origin, size, tree.root(size)), origin, key)
-    try:
-        found = held.checkpoints()
-    except UnicodeDecodeError:
-        raise CheckpointInvalid(where, -1, None, "not UTF-8 text") from None
+    found = held.checkpoints()
     if found:
         index = len(found) - 1
         try:
