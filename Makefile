@@ -26,6 +26,8 @@ lint: setup
 	cd proto && ../.venv/tools/buf lint
 	.venv/tools/opa fmt --list --fail policies
 	.venv/tools/opa check --strict policies
+	.venv/tools/opa test policies
+	@# The coverage report goes to stdout, which would bury failures; they showed above.
 	.venv/tools/opa test --coverage --threshold 90 policies > /dev/null
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

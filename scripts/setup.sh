@@ -9,20 +9,12 @@ if ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/nu
   echo "setup: Liaison needs Python 3.11 as \$PYTHON or python3" >&2
   exit 2
 fi
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
-  touch "$stamp"
-fi
-
-# Debian packages the tests use: promtool (from `prometheus`) checks the alerting rules;
-# `postgresql` gives the server binaries (initdb, pg_ctl) that scripts/postgres.sh runs a
-# throwaway test cluster with (Debian keeps them in /usr/lib/postgresql/<major>/bin).
+# Debian packages: promtool (from `prometheus`) checks the alerting rules; `postgresql`
+# gives the server binaries (initdb, pg_ctl) that scripts/postgres.sh runs a throwaway test
+# cluster with (Debian keeps them in /usr/lib/postgresql/<major>/bin); and Debian's Python
+# leaves out ensurepip, without which `python3 -m venv` fails: python3.11-venv restores it.
 need_apt=()
+"$PYTHON" -c 'import ensurepip' 2>/dev/null || need_apt+=(python3.11-venv)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ -z "${PG_BIN:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null &&
   ! { command -v initdb >/dev/null && command -v pg_ctl >/dev/null; }; then
@@ -30,16 +22,35 @@ if [ -z "${PG_BIN:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
-    echo "setup: install ${need_apt[*]} with your package manager (promtool and the" \
-      "PostgreSQL server binaries are needed; PG_BIN may name the latter's folder)" >&2
+    echo "setup: install ${need_apt[*]} with your package manager (promtool, the" \
+      "PostgreSQL server binaries and Python's venv are needed; PG_BIN may name the" \
+      "PostgreSQL binaries' folder)" >&2
     exit 2
   fi
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || {
+      echo "setup: installing ${need_apt[*]} needs root or sudo; neither is at hand" >&2
+      exit 2
+    }
+    sudo="sudo"
+  fi
   echo "setup: installing Debian package(s): ${need_apt[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     "${need_apt[@]}" >/dev/null
+fi
+
+# The virtualenv; its pip is the mark of a finished one (a venv that failed halfway, e.g.
+# for want of ensurepip, has a python but no pip, and is made again).
+if [ ! -x .venv/bin/pip ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
 fi
 
 # Go-built tools, each cached under ~/.cache/liaison-tools/<name>/<version>/.

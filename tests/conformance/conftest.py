@@ -58,7 +58,6 @@ class EngineBank:
         self._opa: OpaEngine | None = None
         self._opa_document: str | None = None
         self._decisions: dict[tuple[str, str], Decision] = {}
-        self.opa_pushes = 0
 
     def engine(self, kind: str, document: str) -> PolicyEngine:
         if document not in self._documents:
@@ -76,7 +75,6 @@ class EngineBank:
                     self._opa_url, POLICIES, self._documents[document], deadline=OPA_DEADLINE
                 )
                 self._opa_document = document
-                self.opa_pushes += 1
             return self._opa
         raise KeyError(f"no engine {kind!r}")
 

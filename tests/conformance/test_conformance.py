@@ -8,16 +8,13 @@ does not do what the documents say.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from node.policy.corpus import Case, judge, load_corpus
 from node.policy.decision import KNOWN_OBLIGATIONS
 
-from .conftest import ENGINES, EngineBank, contract_reasons
+from .conftest import CORPUS_DIR, ENGINES, EngineBank, contract_reasons
 
-CORPUS_DIR = Path(__file__).resolve().parent
 DOCUMENTS, CASES = load_corpus(CORPUS_DIR)
 
 MIN_CASES = 80
