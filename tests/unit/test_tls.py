@@ -41,6 +41,7 @@ from node.tls import (
 from tests.certificate_examples import NO_DIGITAL_SIGNATURE
 
 FED = "liaison.example"
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,12 @@ def other_authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _issue(authority: Path, folder: Path, node_id: str = "FR-DGPN", **options: object) -> Path:
+    """Issued on the module's clock, NOW, so validation at NOW holds however late it runs.
+
+    On the wall clock a certificate issued minutes after NOW (a long suite reaches this file
+    late) would not yet be valid at NOW.
+    """
+    options.setdefault("now", NOW)
     issue_node_certificate(authority, FED, node_id, folder, **options)  # type: ignore[arg-type]
     return folder
 
@@ -83,9 +90,6 @@ def _swap(source: Path, live: Path) -> None:
     for name in ("tls.key", "tls.crt"):
         shutil.copy(source / name, live / f".{name}.new")
         os.replace(live / f".{name}.new", live / name)
-
-
-NOW = datetime.now(UTC)
 
 
 # --- validate -------------------------------------------------------------------------
