@@ -126,10 +126,6 @@ def rich_status(
     return status_pb2.Status(code=code.value[0], message=message, details=details)
 
 
-def reasons_from_status(status: status_pb2.Status | None) -> tuple[str, ...]:
-    return refusal_from_status(status)[0]
-
-
 def refusal_from_status(
     status: status_pb2.Status | None,
 ) -> tuple[tuple[str, ...], dict[str, str]]:

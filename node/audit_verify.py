@@ -37,7 +37,6 @@ from node.audit_storage import (
     StorageError,
     checkpoints_path,
     file_lines,
-    split_checkpoint_bytes,
 )
 
 # A log at least this long is checked in worker processes when several cores are free (a
@@ -210,19 +209,6 @@ def load_storage_tree(storage: AuditStorage) -> merkle.MemoryHashStore:
     store = merkle.MemoryHashStore()
     check_chain(storage.scan(), storage.where, store, torn_ok=True)
     return store
-
-
-def read_checkpoints(path: Path) -> list[str]:
-    """The signed notes of a checkpoints file, oldest first (none if there is no file).
-
-    Raises CheckpointInvalid if its last record is torn. The notes are not verified here.
-    """
-    if not path.exists():
-        return []
-    found, end = split_checkpoint_bytes(path.read_bytes(), path)
-    if end != path.stat().st_size:
-        raise CheckpointInvalid(path, len(found), None, "torn or malformed final record")
-    return found
 
 
 def storage_checkpoints(storage: AuditStorage) -> list[str]:

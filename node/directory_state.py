@@ -268,12 +268,6 @@ class DirectoryState:
             ) from None
 
     @property
-    def latest(self) -> Directory | None:
-        """The last good directory even if expired: for finding peers to fetch a fresh one
-        from and for showing what the node holds, never for admitting anyone."""
-        return self._directory
-
-    @property
     def raw(self) -> bytes:
         """The signed bytes of the directory in force, exactly as the authority signed them."""
         return self._raw

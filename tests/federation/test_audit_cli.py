@@ -9,8 +9,8 @@ from pathlib import Path
 from federation import merkle, notes
 from federation.notes import audit_origin
 from federation.pki import load_ed25519_private
-from node.audit_storage import checkpoints_path
-from node.audit_verify import read_checkpoints, verify_log_and_checkpoints
+from node.audit_storage import FileStorage, checkpoints_path
+from node.audit_verify import storage_checkpoints, verify_log_and_checkpoints
 from node.federation_kit import Federation
 from tests.federation.helpers import ask, clone_node
 from tests.federation.test_cli import liaison
@@ -119,16 +119,16 @@ def test_the_running_node_signs_checkpoints_by_itself(fed: Federation, tmp_path:
         origin = audit_origin(config.node.federation, config.node.id)
         public = load_ed25519_private(config.trust.signing_key).public_key()
         verifier = notes.Verifier.for_log(origin, public)
-        checkpoints = checkpoints_path(config.audit.path)
+        stored = FileStorage(config.audit.path)
         deadline = time.monotonic() + 15
-        while not (checkpoints.exists() and read_checkpoints(checkpoints)):
+        while not storage_checkpoints(stored):
             assert time.monotonic() < deadline, "the node signed no checkpoint"
             time.sleep(0.1)
-        signed = notes.verify_checkpoint(read_checkpoints(checkpoints)[-1], origin, verifier)
+        signed = notes.verify_checkpoint(storage_checkpoints(stored)[-1], origin, verifier)
         assert signed.size >= 3
     finally:
         fr.stop()
     # Stopped, it has signed its log to the end, and everything verifies from entry 0.
     entries, count = verify_log_and_checkpoints(config.audit.path, verifier, origin)
-    last = notes.verify_checkpoint(read_checkpoints(checkpoints)[-1], origin, verifier)
+    last = notes.verify_checkpoint(storage_checkpoints(stored)[-1], origin, verifier)
     assert last.size == entries and count >= 1

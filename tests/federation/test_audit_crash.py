@@ -18,8 +18,8 @@ from federation.directory import Member
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
 from federation.notes import audit_origin
 from federation.pki import load_ed25519_private
-from node.audit_storage import checkpoints_path
-from node.audit_verify import load_tree, read_checkpoints
+from node.audit_storage import FileStorage
+from node.audit_verify import load_tree, storage_checkpoints
 from node.federation_kit import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first
 from tests.federation.test_cli import liaison
@@ -173,7 +173,7 @@ def test_kill_9_under_load_loses_no_answer_and_keeps_one_consistent_log(
     verifier = notes.Verifier.for_log(origin, public)
     signed = [
         notes.verify_checkpoint(note, origin, verifier)
-        for note in read_checkpoints(checkpoints_path(path))
+        for note in storage_checkpoints(FileStorage(path))
     ]
     sizes = [c.size for c in signed]
     assert sizes == sorted(sizes), sizes

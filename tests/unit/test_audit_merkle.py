@@ -22,8 +22,8 @@ from node.audit_entries import (
     chain_digest,
     leaf_input,
 )
-from node.audit_storage import checkpoints_path
-from node.audit_verify import read_checkpoints, verify_log, verify_log_and_checkpoints
+from node.audit_storage import FileStorage, checkpoints_path
+from node.audit_verify import storage_checkpoints, verify_log, verify_log_and_checkpoints
 from tests.unit.test_audit import _append_many
 
 ORIGIN = audit_origin("liaison.example", "DE-BKA")
@@ -122,7 +122,7 @@ def test_every_entry_of_50_has_an_inclusion_proof_in_the_checkpoint(tmp_path: Pa
     [note] = _grow(path, 50, checkpoint_at=(50,))
     checkpoint = notes.verify_checkpoint(note, ORIGIN, VERIFIER)
     assert checkpoint.size == 50
-    assert read_checkpoints(checkpoints_path(path)) == [note]
+    assert storage_checkpoints(FileStorage(path)) == [note]
 
     async def proofs() -> list[list[bytes]]:
         log = AuditLog(path)

@@ -20,11 +20,11 @@ import pytest
 from federation import merkle
 from node.audit import AuditLog
 from node.audit_entries import AuditCorrupt, CheckpointInvalid
-from node.audit_storage import checkpoints_path
+from node.audit_storage import FileStorage, checkpoints_path
 from node.audit_verify import (
     issue_checkpoint,
     load_tree,
-    read_checkpoints,
+    storage_checkpoints,
     verify_log,
     verify_log_and_checkpoints,
 )
@@ -124,11 +124,11 @@ def test_a_checkpoints_file_torn_at_any_byte_of_its_last_note_is_named_and_cut(
     for cut in range(len(last)):  # 0 .. len-1 bytes of the last note kept
         cp_file.write_bytes(kept + last[:cut])
         if cut == 0:
-            assert read_checkpoints(cp_file) == signed[:-1]
+            assert storage_checkpoints(FileStorage(path)) == signed[:-1]
         else:
             # Named, by the reader and by the verifier: checkpoint `torn` is torn.
             for read in (
-                lambda: read_checkpoints(cp_file),
+                lambda: storage_checkpoints(FileStorage(path)),
                 lambda: verify_log_and_checkpoints(path, VERIFIER),
             ):
                 with pytest.raises(CheckpointInvalid) as err:
@@ -137,7 +137,7 @@ def test_a_checkpoints_file_torn_at_any_byte_of_its_last_note_is_named_and_cut(
                 assert f"checkpoint {torn} is invalid: torn" in str(err.value)
         note = issue_checkpoint(path, tree, KEY, ORIGIN)
         assert cp_file.read_bytes() == kept + (note + "\n").encode(), f"cut at byte {cut}"
-        assert read_checkpoints(cp_file) == [*signed[:-1], note]
+        assert storage_checkpoints(FileStorage(path)) == [*signed[:-1], note]
         assert verify_log_and_checkpoints(path, VERIFIER) == (5, torn + 1)
 
 

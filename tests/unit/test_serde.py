@@ -19,7 +19,7 @@ from federation.serde import (
     match_answer_to_proto,
     match_query_from_proto,
     match_query_to_proto,
-    reasons_from_status,
+    refusal_from_status,
     rich_status,
 )
 from federation.vocabulary import LegalBasis
@@ -147,7 +147,7 @@ def test_rich_status_round_trips_reasons_through_bytes() -> None:
     assert status.code == 7
     assert status.message == "refused by policy"
     back = status_pb2.Status.FromString(status.SerializeToString())
-    assert reasons_from_status(back) == ("no_agreement", "purpose_not_agreed")
+    assert refusal_from_status(back)[0] == ("no_agreement", "purpose_not_agreed")
     info = error_details_pb2.ErrorInfo()
     assert back.details[0].Unpack(info)
     assert info.domain == ERROR_DOMAIN
@@ -158,11 +158,11 @@ def test_rich_status_without_reasons() -> None:
     status = rich_status(grpc.StatusCode.UNAVAILABLE, "policy engine down", [])
     assert status.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert list(status.details) == []
-    assert reasons_from_status(status) == ()
+    assert refusal_from_status(status)[0] == ()
 
 
 def test_reasons_from_no_status() -> None:
-    assert reasons_from_status(None) == ()
+    assert refusal_from_status(None)[0] == ()
 
 
 def test_error_info_of_another_domain_and_other_details_are_ignored() -> None:
@@ -173,4 +173,4 @@ def test_error_info_of_another_domain_and_other_details_are_ignored() -> None:
     other.Pack(error_details_pb2.RetryInfo())
     status.details.extend([foreign, other])
     back = status_pb2.Status.FromString(status.SerializeToString())
-    assert reasons_from_status(back) == ("ours",)
+    assert refusal_from_status(back)[0] == ("ours",)
