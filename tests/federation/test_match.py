@@ -219,10 +219,18 @@ def test_health_and_reflection_are_served_over_mtls(fed: Federation, de: ClientI
 def test_record_restricted_from_the_requester_is_not_even_a_hit(
     fed: Federation, de: ClientIdentity
 ) -> None:
-    row = next(
-        r
-        for r in fed.nodes["FR-DGPN"].rows
-        if r["category"] == "travel_document" and "DE" in r.get("source_restrictions", [])
-    )
-    doc = str(row["document_number"])
+    def restricted(hidden_from_de: bool) -> str:
+        row = next(
+            r
+            for r in fed.nodes["FR-DGPN"].rows
+            if r["category"] == "travel_document"
+            and r.get("source_restrictions")
+            and ("DE" in r["source_restrictions"]) is hidden_from_de
+        )
+        return str(row["document_number"])
+
+    doc = restricted(hidden_from_de=True)
     assert ask(de, fed, "FR-DGPN", "travel_document", [("document_number", doc)]).hit is False
+    # The restriction is per country: a record restricted only from others is DE's hit.
+    doc = restricted(hidden_from_de=False)
+    assert ask(de, fed, "FR-DGPN", "travel_document", [("document_number", doc)]).hit is True
