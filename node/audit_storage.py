@@ -7,7 +7,8 @@ checkpoint notes in order, and serialises writers (`locked`).
 
 - `FileStorage`: `audit.log` (a line per entry, appended with O_APPEND, one fdatasync per
   batch) and `audit.log.checkpoints` (notes, each followed by a blank line, appended under
-  an exclusive flock). One node process writes it.
+  an exclusive flock). One node process writes it: it holds an exclusive flock on the log
+  while open, and a second one is refused.
 - `DatabaseStorage`: the tables `audit_entries` (seq, id, line) and `audit_checkpoints`
   (seq, size, note) in SQLite or PostgreSQL, shared by every replica of a node. A writer
   holds one lock per transaction (PostgreSQL: a transaction-scoped advisory lock; SQLite:
@@ -264,10 +265,22 @@ class FileStorage:
             self._end = self._offsets[count]
             del self._offsets[count:]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # Two writers would interleave their chains: the second one is refused before
+            # it changes a byte (a torn tail it saw may be the first one's write).
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(
+                f"{self.path} is in use by another node process",
+                "stop that process first; one process writes a file audit log (replicas "
+                'share a database one: [audit] store = "database")',
+            ) from None
         # A torn last line was written but never fsynced and acknowledged: cut it off.
-        if self.path.exists() and self.path.stat().st_size != self._end:
-            os.truncate(self.path, self._end)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if os.fstat(fd).st_size != self._end:
+            os.ftruncate(fd, self._end)
+        self._fd = fd
 
     def since(self, seq: int) -> list[bytes]:
         return []

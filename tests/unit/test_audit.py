@@ -120,6 +120,29 @@ def test_reopen_after_close_continues_the_chain(tmp_path: Path) -> None:
     assert _lines(path)[5]["prev"] == head
 
 
+def test_a_second_writer_of_one_file_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """Two processes appending to one file would interleave two chains; a torn tail the
+    second one saw may be the first one's write in flight, so it must not cut it either."""
+    path = tmp_path / "audit.log"
+    _write_entries(path, 3)
+
+    async def run() -> None:
+        first = AuditLog(path)
+        with path.open("ab") as fh:
+            fh.write(b'{"v":1,"torn')  # as if the first were mid-write
+        before = path.read_bytes()
+        with pytest.raises(AuditError, match="in use by another node process; stop that"):
+            AuditLog(path)
+        assert path.read_bytes() == before
+        await first.close()
+        second = AuditLog(path)  # once the first is closed, it may (and cuts the tail)
+        await second.append(_record(3))
+        await second.close()
+
+    asyncio.run(run())
+    assert verify_log(path) == 4
+
+
 def test_an_empty_log_verifies_with_zero_entries(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     path.touch()

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from federation import merkle, notes
+from federation.merkle import TreeHasher
 from node.audit import AuditLog, open_audit_log
 from node.audit_entries import (
     AuditCorrupt,
@@ -36,7 +37,7 @@ from node.audit_storage import (
     checkpoints_path,
     entries_table,
 )
-from node.audit_verify import verify_database, verify_storage
+from node.audit_verify import issue_checkpoint, load_tree, verify_database, verify_storage
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
 from tests.unit.test_audit_merkle import _grow as grow
@@ -53,6 +54,17 @@ class Backend:
 
     def open(self) -> AuditLog:
         return AuditLog(self.storage())
+
+    async def sign_beside(self) -> str:
+        """A checkpoint signed beside the open log, as `liaison audit checkpoint` does: for
+        a file, read only (the node holds it); for a database, as another replica."""
+        if self.name == "file":
+            return issue_checkpoint(self.path, TreeHasher(load_tree(self.path)), KEY, ORIGIN)
+        other = self.open()
+        try:
+            return other.checkpoint(KEY, ORIGIN)
+        finally:
+            await other.close()
 
     def _sql(self, statement: str, **params: object) -> list[tuple[object, ...]]:
         engine = create_engine(self.url, poolclass=NullPool)
@@ -208,11 +220,7 @@ def test_the_latest_checkpoint_follows_every_signer(backend: Backend) -> None:
         log = backend.open()
         assert log.latest_checkpoint() == signed[-1]
         await _append_many(log, 5, 3)
-        other = backend.open()  # another signer: the CLI by hand, or a replica
-        try:
-            by_other = other.checkpoint(KEY, ORIGIN)
-        finally:
-            await other.close()
+        by_other = await backend.sign_beside()  # another signer: the CLI, or a replica
         assert log.latest_checkpoint() == by_other
         if backend.name == "file":  # a record torn by a crash is not a checkpoint
             with checkpoints_path(backend.path).open("ab") as fh:
