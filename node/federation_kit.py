@@ -69,15 +69,7 @@ class NodeHandle:
         return load_config(self.config_path)
 
     def identity(self) -> ClientIdentity:
-        c = self.config()
-        return ClientIdentity.from_files(
-            c.node.id,
-            c.node.federation,
-            c.tls.certificate,
-            c.tls.key,
-            c.tls.ca,
-            c.trust.signing_key,
-        )
+        return self.config().client_identity()
 
     def start(self, log_path: Path | None = None) -> None:
         log = (log_path or self.folder / "node.log").open("ab")

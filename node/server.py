@@ -214,14 +214,7 @@ async def _start(
     def own_identity() -> ClientIdentity:
         """Our credentials as they are now (they may have rotated), to fetch a newer
         directory from the peer that advertised it."""
-        return ClientIdentity.from_files(
-            node_id,
-            config.node.federation,
-            config.tls.certificate,
-            config.tls.key,
-            config.tls.ca,
-            config.trust.signing_key,
-        )
+        return config.client_identity()
 
     authenticator = PeerAuthenticator(
         config.node.federation,
