@@ -43,8 +43,7 @@ from typing import Any, Final, TypeAlias
 
 import grpc
 
-from federation.client import ClientIdentity, match_query, new_envelope
-from federation.identity import tls_name
+from federation.client import ClientIdentity, match_query, new_envelope, secure_channel
 from federation.pki import load_signing_key
 from federation.serde import match_query_to_proto
 from federation.signing import (
@@ -298,9 +297,7 @@ async def measure(
 
 def open_channel(identity: ClientIdentity, endpoint: str) -> grpc.aio.Channel:
     """One channel, one mTLS handshake: both servers present the owner's certificate."""
-    creds = grpc.ssl_channel_credentials(identity.ca, identity.private_key, identity.certificate)
-    options = [("grpc.ssl_target_name_override", tls_name(identity.federation, OWNER))]
-    return grpc.aio.secure_channel(endpoint, creds, options=options)
+    return secure_channel(identity, OWNER, endpoint)
 
 
 async def check_node(call: Call, queries: Queries) -> bytes:

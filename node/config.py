@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from federation.client import ClientIdentity
 from federation.identity import InvalidIdentity, check_federation, check_node_id
 
 
@@ -117,6 +118,18 @@ class NodeConfig:
     policy: PolicySection
     audit: AuditSection
     witness: WitnessSection
+
+    def client_identity(self) -> ClientIdentity:
+        """This node's credentials for calling peers, read now from the files `[tls]` and
+        `[trust] signing_key` name (so a rotated certificate is the one presented)."""
+        return ClientIdentity.from_files(
+            self.node.id,
+            self.node.federation,
+            self.tls.certificate,
+            self.tls.key,
+            self.tls.ca,
+            self.trust.signing_key,
+        )
 
 
 _SECTIONS: dict[str, type] = {

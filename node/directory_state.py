@@ -32,12 +32,12 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError
 
+from federation.client import ClientIdentity, secure_channel
 from federation.directory import (
     EXPIRED,
     MALFORMED,
@@ -47,16 +47,12 @@ from federation.directory import (
     check_not_older,
     verify_directory,
 )
-from federation.identity import tls_name
 from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2, exchange_pb2_grpc
 from node.config import NodeConfig
 from node.errors import Kind, Refusal
 from node.files import write_atomically
 from node.metrics import NodeMetrics
-
-if TYPE_CHECKING:
-    from federation.client import ClientIdentity
 
 log = logging.getLogger("liaison.directory")
 
@@ -177,13 +173,7 @@ def fetcher_for(
     (fetches are rare: rate-limited, and only when a peer advertises a newer serial)."""
 
     async def fetch() -> bytes:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=identity.ca,
-            private_key=identity.private_key,
-            certificate_chain=identity.certificate,
-        )
-        options = [("grpc.ssl_target_name_override", tls_name(identity.federation, peer))]
-        async with grpc.aio.secure_channel(endpoint, credentials, options=options) as channel:
+        async with secure_channel(identity, peer, endpoint) as channel:
             return await fetch_directory(channel, known_serial(), timeout=timeout)
 
     return fetch

@@ -22,9 +22,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation.client import ClientIdentity
+from federation.client import ClientIdentity, blocking_secure_channel
 from federation.directory import Member, load_directory
-from federation.identity import tls_name
 from federation.pki import create_authority, public_key_from_text
 from node.config import NodeConfig, load_config
 from node.enrol import enrol_node, enrol_overseer, sign_members
@@ -70,15 +69,7 @@ class NodeHandle:
         return load_config(self.config_path)
 
     def identity(self) -> ClientIdentity:
-        c = self.config()
-        return ClientIdentity.from_files(
-            c.node.id,
-            c.node.federation,
-            c.tls.certificate,
-            c.tls.key,
-            c.tls.ca,
-            c.trust.signing_key,
-        )
+        return self.config().client_identity()
 
     def start(self, log_path: Path | None = None) -> None:
         log = (log_path or self.folder / "node.log").open("ab")
@@ -93,11 +84,8 @@ class NodeHandle:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until the node answers a health check over mTLS, or raise with its log."""
-        ident = self.identity()
-        creds = grpc.ssl_channel_credentials(ident.ca, ident.private_key, ident.certificate)
         deadline = time.monotonic() + timeout
-        opts = [("grpc.ssl_target_name_override", tls_name(ident.federation, self.node_id))]
-        with grpc.secure_channel(self.endpoint, creds, options=opts) as channel:
+        with blocking_secure_channel(self.identity(), self.node_id, self.endpoint) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from federation.client import ClientIdentity, PeerClient, match_query, new_envelope
+from federation.client import PeerClient, match_query, new_envelope
 from federation.directory import MemberStatus
 from federation.errors import InvalidRequest
 from federation.fanout import PeerResult, match_all
@@ -76,14 +76,7 @@ async def run_match_command(args: argparse.Namespace) -> int:
     # The directory the node itself would use: its file, or a newer one it learned from a
     # peer (remembered in directory.state), never an older one.
     directory = directory_for_node(config, authority).load()
-    identity = ClientIdentity.from_files(
-        config.node.id,
-        config.node.federation,
-        config.tls.certificate,
-        config.tls.key,
-        config.tls.ca,
-        config.trust.signing_key,
-    )
+    identity = config.client_identity()
     if args.all:
         peers = [
             m

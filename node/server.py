@@ -135,8 +135,19 @@ def _split(address: str, what: str) -> tuple[str, int]:
 
 
 async def start_node(config: NodeConfig, registry: CollectorRegistry | None = None) -> Node:
+    """Build the node from `config` and start serving. If a step fails, whatever the steps
+    before it opened (policy engine, record store, audit log, server) is released, in
+    reverse order, and that step's own error is raised."""
+    async with contextlib.AsyncExitStack() as opened:
+        node = await _start(config, registry or CollectorRegistry(), opened)
+        opened.pop_all()  # the node owns them now: Node.stop releases them
+    return node
+
+
+async def _start(
+    config: NodeConfig, registry: CollectorRegistry, opened: contextlib.AsyncExitStack
+) -> Node:
     node_id = config.node.id
-    registry = registry or CollectorRegistry()
     metrics = NodeMetrics(registry)
     authority = public_key_from_text(
         _read(config.trust.authority_public_key, "authority public key").decode()
@@ -175,19 +186,18 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         on_reload=reload_counter(registry),
     )
     engine = CachingEngine(reloading)
+    opened.callback(engine.close)  # and the reloading engine under it
     store = RecordStore(config.store.url)
+    opened.callback(store.close)
     store.create_schema()
     skew = config.trust.max_clock_skew_s
-    try:
-        audit = open_audit_log(
-            config.audit.store,
-            config.audit.path,
-            config.audit.url,
-            replay_window_s=2 * skew,  # as long as the replay cache remembers a nonce
-        )
-    except AuditError:
-        store.close()
-        raise
+    audit = open_audit_log(
+        config.audit.store,
+        config.audit.path,
+        config.audit.url,
+        replay_window_s=2 * skew,  # as long as the replay cache remembers a nonce
+    )
+    opened.push_async_callback(audit.close)
     metrics.track_audit_size(lambda: audit.size)
 
     admission = Admission(skew)
@@ -204,14 +214,7 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     def own_identity() -> ClientIdentity:
         """Our credentials as they are now (they may have rotated), to fetch a newer
         directory from the peer that advertised it."""
-        return ClientIdentity.from_files(
-            node_id,
-            config.node.federation,
-            config.tls.certificate,
-            config.tls.key,
-            config.tls.ca,
-            config.trust.signing_key,
-        )
+        return config.client_identity()
 
     authenticator = PeerAuthenticator(
         config.node.federation,
@@ -272,6 +275,7 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
             ("grpc.max_send_message_length", limit),
         ]
     )
+    opened.push_async_callback(server.stop, 0)
     server.add_generic_rpc_handlers([handlers.generic_handler(), oversight.generic_handler()])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -286,9 +290,10 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
     )
     credentials = tls.server_credentials()
     host, port = _split(config.server.listen, "[server] listen")
-    bound = server.add_secure_port(f"{host}:{port}", credentials)
-    if bound == 0:
-        raise StartupError(f"cannot listen on {config.server.listen}: address in use?")
+    try:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    except RuntimeError:  # grpc's "Failed to bind to address" (it never returns 0 for it)
+        raise StartupError(f"cannot listen on {config.server.listen}: address in use?") from None
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(OVERSIGHT_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -300,7 +305,6 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
         try:
             http, _ = start_http_server(mport, mhost, registry=registry)
         except OSError as exc:
-            await server.stop(0)
             raise StartupError(f"cannot serve metrics on {config.server.metrics}: {exc}") from None
         metrics_port = http.server_port
     log.info(
