@@ -266,7 +266,7 @@ class ConstantEngine:
     def revision(self) -> str:
         return "floor"
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         return self._decision
 
     def close(self) -> None:
