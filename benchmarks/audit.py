@@ -73,7 +73,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -84,6 +83,7 @@ from sqlalchemy.pool import NullPool
 from federation import merkle, notes
 from federation.notes import audit_origin
 from federation.pki import public_key_text
+from measuring import each_us, percentiles, raise_exit
 from node.audit import AuditLog
 from node.audit_entries import AuditRecord, entry_leaf
 from node.audit_storage import AuditStorage, DatabaseStorage
@@ -211,13 +211,9 @@ class CountingLog(AuditLog):
 # --- signals ---------------------------------------------------------------------------------
 
 
-def _raise_exit(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through `finally`: the folder is removed
-
-
 def run_loop(main: Callable[[], Awaitable[T]]) -> T:
     """`asyncio.run(main())`, SIGTERM cancelling it as Ctrl-C does (outside the loop,
-    `_raise_exit` handles it; inside, an exception raised by a signal handler could land
+    `raise_exit` handles it; inside, an exception raised by a signal handler could land
     in a callback that swallows it)."""
 
     async def guarded() -> T:
@@ -231,7 +227,7 @@ def run_loop(main: Callable[[], Awaitable[T]]) -> T:
     except asyncio.CancelledError:  # by SIGTERM; the logs were closed on the way out
         raise SystemExit(128 + signal.SIGTERM) from None
     finally:
-        signal.signal(signal.SIGTERM, _raise_exit)  # the loop's handler went with it
+        signal.signal(signal.SIGTERM, raise_exit)  # the loop's handler went with it
 
 
 # --- appends ---------------------------------------------------------------------------------
@@ -512,23 +508,6 @@ def _load() -> str:
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _each_us(fn: Callable[[int], T], args: Sequence[int]) -> tuple[list[T], list[float]]:
-    """`fn` called once per argument, each call timed alone: results and µs."""
-    results: list[T] = []
-    times: list[float] = []
-    for a in args:
-        start = time.perf_counter()
-        result = fn(a)
-        times.append((time.perf_counter() - start) * 1e6)
-        results.append(result)
-    return results, times
-
-
 def check_proofs(
     log: AuditLog,
     indexes: Sequence[int],
@@ -650,14 +629,14 @@ def _run_in(folder: Path, size: int, samples: int, seed: int) -> None:
     hash_us = plain_hash_us()
     indexes = [rng.randrange(size) for _ in range(samples)]
     olds = [rng.randrange(1, size) for _ in range(samples)]
-    inclusion, inc = _each_us(log.inclusion_proof, indexes)
-    consistency, con = _each_us(log.consistency_proof, olds)
+    inclusion, inc = each_us(log.inclusion_proof, [(i,) for i in indexes])
+    consistency, con = each_us(log.consistency_proof, [(m,) for m in olds])
     check_proofs(log, indexes, inclusion, olds, consistency)
     for label, times, what in (
         ("inclusion", inc, "random entries"),
         ("consistency", con, "random old sizes"),
     ):
-        p50, p99 = _percentile(times, 0.5), _percentile(times, 0.99)
+        p50, p99 = percentiles(times, 0.5, 0.99)
         print(
             f"{label} proof at {size:,} from the AuditLog ({samples} {what}): p50 {p50:.1f} µs, "
             f"p99 {p99:.1f} µs (p50 = {p50 / hash_us:,.0f} plain SHA-256 of 64 bytes, "
@@ -766,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.size, args.seconds, args.rounds, args.samples = 20_000, 0.5, 1, 50
     if args.size < 2 or args.seconds <= 0 or args.rounds < 1 or args.samples < 1:
         parser.error("--size must be at least 2, --seconds positive, --rounds and --samples ≥ 1")
-    signal.signal(signal.SIGTERM, _raise_exit)  # clean up as on Ctrl-C
+    signal.signal(signal.SIGTERM, raise_exit)  # clean up as on Ctrl-C
     run(args.size, args.seconds, args.rounds, args.samples, args.dir, args.postgres_url)
     return 0
 

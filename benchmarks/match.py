@@ -38,7 +38,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final, TypeAlias
 
 import grpc
@@ -54,6 +53,7 @@ from federation.signing import (
     verify,
 )
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from measuring import percentiles, process_cpu, raise_exit
 from node.demo import AGREEMENTS
 from node.federation_kit import NodeHandle, build_federation, stop_process
 
@@ -185,12 +185,6 @@ class EchoProcess:
 # --- the load generator --------------------------------------------------------------------
 
 
-def process_cpu(pid: int) -> float:
-    """utime + stime of every thread of ``pid``, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Queries:
     """Serialised MatchRequests, half hits (the owner's document numbers), half no-hits."""
 
@@ -223,12 +217,6 @@ class Queries:
         return [self.one(self._rng.random() < HIT_SHARE) for _ in range(n)]
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def drive(
     call: Call, requests: Sequence[Request], in_flight: int, seconds: float, pid: int, target: str
 ) -> Measurement:
@@ -256,15 +244,15 @@ async def drive(
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = clock() - started
     server_cpu, client_cpu = process_cpu(pid) - server0, time.process_time() - client0
-    latencies.sort()
+    p50, p99 = percentiles(latencies, 0.50, 0.99)
     return Measurement(
         target,
         in_flight,
         len(latencies),
         errors,
         elapsed,
-        _percentile(latencies, 0.50),
-        _percentile(latencies, 0.99),
+        p50,
+        p99,
         server_cpu,
         client_cpu,
         pool_ran_out=cursor >= len(requests),
@@ -449,12 +437,8 @@ def report(results: Sequence[Measurement], request_bytes: int, response_bytes: i
     )
 
 
-def _raise_exit(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
-    signal.signal(signal.SIGTERM, _raise_exit)  # clean up as on Ctrl-C (outside the loop)
+    signal.signal(signal.SIGTERM, raise_exit)  # clean up as on Ctrl-C (outside the loop)
     cpus = sorted(os.sched_getaffinity(0))
     client_cpus, server_cpus = ({cpus[0]}, {cpus[1]}) if pinned and len(cpus) > 1 else (None, None)
     if client_cpus is not None:
@@ -488,7 +472,7 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
         except asyncio.CancelledError:  # by SIGTERM; everything started is stopped by now
             raise SystemExit(128 + signal.SIGTERM) from None
         finally:
-            signal.signal(signal.SIGTERM, _raise_exit)  # the loop's handler went with it
+            signal.signal(signal.SIGTERM, raise_exit)  # the loop's handler went with it
         request_bytes = len(queries.one(hit=True)[0])
         crypto_us = signing_cost_us(queries, identity.signing_key)
         response_bytes = len((root / "echo-response.bin").read_bytes())

@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 from federation.merkle import (
     CompactRange,
@@ -40,11 +40,11 @@ from federation.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from measuring import each_us, percentiles
 
 DEFAULT_SIZE: Final = 1_000_000
 DEFAULT_SAMPLES: Final = 1000
 TARGET_PROOF_MS: Final = 50.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,25 +75,6 @@ def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _each_us(
-    fn: Callable[..., T], calls: Sequence[tuple[object, ...]]
-) -> tuple[list[T], list[float]]:
-    """`fn` called once per argument tuple, each call timed alone: results and µs."""
-    results: list[T] = []
-    times: list[float] = []
-    for args in calls:
-        start = time.perf_counter()
-        result = fn(*args)
-        times.append((time.perf_counter() - start) * 1e6)
-        results.append(result)
-    return results, times
 
 
 def measure(n: int, samples: int, seed: int = 9162) -> Figures:
@@ -128,23 +109,29 @@ def measure(n: int, samples: int, seed: int = 9162) -> Figures:
 
         indexes = [rng.randrange(n) for _ in range(samples)]
         olds = [rng.randrange(1, n) for _ in range(samples)]
-        inclusion, inc_us = _each_us(hasher.inclusion_proof, [(i, n) for i in indexes])
-        consistency, con_us = _each_us(hasher.consistency_proof, [(m, n) for m in olds])
+        inclusion, inc_us = each_us(hasher.inclusion_proof, [(i, n) for i in indexes])
+        consistency, con_us = each_us(hasher.consistency_proof, [(m, n) for m in olds])
         old_roots = [hasher.root(m) for m in olds]
-        _, vinc_us = _each_us(
+        _, vinc_us = each_us(
             verify_inclusion,
             [(leaves[i], i, n, p, root) for i, p in zip(indexes, inclusion, strict=True)],
         )
-        _, vcon_us = _each_us(
+        _, vcon_us = each_us(
             verify_consistency,
             [(m, n, r, root, p) for m, r, p in zip(olds, old_roots, consistency, strict=True)],
         )
 
         bare = TreeHasher(_BareStore(leaves))
         first_ms = _timed(lambda: bare.inclusion_proof(indexes[0], n)) * 1e3
-        _, bare_us = _each_us(bare.inclusion_proof, [(i, n) for i in indexes[1:]])
+        _, bare_us = each_us(bare.inclusion_proof, [(i, n) for i in indexes[1:]])
     finally:
         gc.enable()
+
+    inclusion_p50, inclusion_p99 = percentiles(inc_us, 0.5, 0.99)
+    consistency_p50, consistency_p99 = percentiles(con_us, 0.5, 0.99)
+    (verify_inclusion_p50,) = percentiles(vinc_us, 0.5)
+    (verify_consistency_p50,) = percentiles(vcon_us, 0.5)
+    (bare_next_p50,) = percentiles(bare_us or [first_ms * 1e3], 0.5)
 
     return Figures(
         n=n,
@@ -153,14 +140,14 @@ def measure(n: int, samples: int, seed: int = 9162) -> Figures:
         append_s=append_s,
         store_build_s=store_build_s,
         root_us=root_us,
-        inclusion_p50_us=_percentile(inc_us, 0.5),
-        inclusion_p99_us=_percentile(inc_us, 0.99),
-        consistency_p50_us=_percentile(con_us, 0.5),
-        consistency_p99_us=_percentile(con_us, 0.99),
-        verify_inclusion_p50_us=_percentile(vinc_us, 0.5),
-        verify_consistency_p50_us=_percentile(vcon_us, 0.5),
+        inclusion_p50_us=inclusion_p50,
+        inclusion_p99_us=inclusion_p99,
+        consistency_p50_us=consistency_p50,
+        consistency_p99_us=consistency_p99,
+        verify_inclusion_p50_us=verify_inclusion_p50,
+        verify_consistency_p50_us=verify_consistency_p50,
         bare_first_proof_ms=first_ms,
-        bare_next_p50_us=_percentile(bare_us or [first_ms * 1e3], 0.5),
+        bare_next_p50_us=bare_next_p50,
     )
 
 

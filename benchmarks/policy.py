@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
+from measuring import percentiles, process_cpu, raise_exit
 from node.policy.cache import CachingEngine
 from node.policy.decision import Decision, PolicyEngine
 from node.policy.embedded import EmbeddedEngine
@@ -266,17 +266,11 @@ class ConstantEngine:
     def revision(self) -> str:
         return "floor"
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         return self._decision
 
     def close(self) -> None:
         pass
-
-
-def process_cpu(pid: int) -> float:
-    """utime + stime of every thread of ``pid``, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -371,7 +365,7 @@ class Meter:
         return process_cpu(self._opa_pid) if self._opa_pid is not None else 0.0
 
     def sample(self) -> Sample:
-        p50, p99 = _percentiles(self._hits + self._misses)
+        p50, p99 = percentiles(self._hits + self._misses, 0.50, 0.99)
         calls = self._hit_count + len(self._misses)
         return Sample(
             self.label,
@@ -385,17 +379,6 @@ class Meter:
             sum(self._misses) / len(self._misses) if self._misses else float("nan"),
             self._hit_sum / self._hit_count if self._hit_count else float("nan"),
         )
-
-
-def _percentiles(latencies: array[float]) -> tuple[float, float]:
-    if not latencies:
-        return float("nan"), float("nan")
-    ordered = sorted(latencies)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return pick(0.50), pick(0.99)
 
 
 def cycling(inputs: Sequence[Mapping[str, Any]]) -> Callable[[], Mapping[str, Any]]:
@@ -573,14 +556,10 @@ def uncached_cost_us(sample: Sample) -> float:
     return max(sample.mean, cpu) * 1e6
 
 
-def _raise_exit(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(
     seconds: float, rounds: int, warmup: float, match_cpu_us: float, match_cpu_source: str
 ) -> int:
-    signal.signal(signal.SIGTERM, _raise_exit)  # clean up as on Ctrl-C
+    signal.signal(signal.SIGTERM, raise_exit)  # clean up as on Ctrl-C
     data = json.loads(DATA_FILE.read_text(encoding="utf-8"))
     print(
         f"Policy engines over {POLICY_DIR.relative_to(ROOT)}/ and "

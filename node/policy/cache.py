@@ -51,12 +51,13 @@ class CachingEngine:
             self._entries.clear()
             self._revision = revision
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
+        # The key is always this module's own spelling (sorted keys), whatever was given.
         try:
             text = canonical_json(policy_input)
         except (TypeError, ValueError):
             self.misses += 1  # not keyable: the engine will judge (and deny) it
-            return self._engine.decide(policy_input)
+            return self._engine.decide(policy_input, input_json=input_json)
         with self._lock:
             self._sync_revision(self._engine.revision)
             key = (self._revision, text)
@@ -66,7 +67,8 @@ class CachingEngine:
                 self.hits += 1
                 return cached
             self.misses += 1
-        decision = self._engine.decide(policy_input)
+        # The key's text is the input's JSON: the engine need not serialise it again.
+        decision = self._engine.decide(policy_input, input_json=text)
         if UNCACHEABLE_REASONS.intersection(decision.reasons):
             return decision
         # Shared between callers: freeze the one mutable part.

@@ -95,12 +95,14 @@ class EmbeddedEngine:
             self._local.engine = engine
         return engine
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         if self._closed:
             raise PolicyUnavailable("embedded engine is closed")
         engine = self._engine()
         try:
-            engine.set_input_json(json.dumps(policy_input, allow_nan=False))
+            if input_json is None:
+                input_json = json.dumps(policy_input, allow_nan=False)
+            engine.set_input_json(input_json)
             raw = json.loads(engine.eval_rule_as_json(ENTRY_POINT))
         except BaseException as exc:
             if not is_engine_failure(exc):

@@ -331,7 +331,7 @@ class OpaEngine:
 
     # --- the hot path ---------------------------------------------------------------------
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         """``POST /v1/data/liaison/exchange/decision`` on a pooled keep-alive connection.
 
         Bounded by the deadline as a whole (connect + send + read); blocking is acceptable
@@ -340,9 +340,12 @@ class OpaEngine:
         if self._closed:
             raise PolicyUnavailable("OPA engine is closed")
         try:
-            # An input that is not JSON is the embedded engine's policy_error too.
-            body = json.dumps({"input": policy_input}, allow_nan=False).encode()
-        except (TypeError, ValueError):
+            # An input that is not JSON (or not UTF-8: a lone surrogate) is the embedded
+            # engine's policy_error too.
+            if input_json is None:
+                input_json = json.dumps(policy_input, allow_nan=False)
+            body = b'{"input":' + input_json.encode() + b"}"
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
             return Decision.deny("policy_error", self._revision)
         try:
             response = self._decision_pool.urlopen(

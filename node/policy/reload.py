@@ -199,14 +199,14 @@ class ReloadingEngine:
     def revision(self) -> str:
         return self._slot.engine.revision
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         with self._lock:
             if self._closed:
                 raise PolicyUnavailable("the policy engine is closed")
             slot = self._slot
             slot.users += 1
         try:
-            return slot.engine.decide(policy_input)
+            return slot.engine.decide(policy_input, input_json=input_json)
         finally:
             self._release(slot)
 

@@ -10,6 +10,7 @@ tampered proof, index, size and root tried.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -473,8 +474,13 @@ def test_large_store_proofs_verify() -> None:
 # --- the benchmark runs ---------------------------------------------------------------------------
 
 
-def test_benchmark_quick_function_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks import merkle as bench
+def test_benchmark_quick_function_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Imported as `python benchmarks/merkle.py` runs it: its folder first on sys.path, where
+    # it finds its sibling `measuring`.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    bench = importlib.import_module("merkle")
 
     figures = bench.quick(n=3000, samples=20)
     out = capsys.readouterr().out

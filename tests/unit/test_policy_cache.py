@@ -33,6 +33,7 @@ class SwappableEngine:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.inner = EmbeddedEngine(POLICIES, data)
         self.calls = 0
+        self.input_json: str | None = None
 
     @property
     def revision(self) -> str:
@@ -41,9 +42,10 @@ class SwappableEngine:
     def swap(self, data: Mapping[str, Any]) -> None:
         self.inner = EmbeddedEngine(POLICIES, data)
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         self.calls += 1
-        return self.inner.decide(policy_input)
+        self.input_json = input_json
+        return self.inner.decide(policy_input, input_json=input_json)
 
     def close(self) -> None:
         self.inner.close()
@@ -56,7 +58,7 @@ class ScriptedEngine:
         self.decisions = list(decisions)
         self.revision = "r1"
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         return self.decisions.pop(0)
 
     def close(self) -> None:
@@ -70,6 +72,13 @@ def test_hit_after_miss_and_key_order_does_not_matter() -> None:
     second = cache.decide(dict(reversed(list(INPUT.items()))))
     assert first == second and first.allow
     assert (cache.hits, cache.misses, engine.calls) == (1, 1, 1)
+
+
+def test_a_miss_hands_the_engine_the_input_already_serialised() -> None:
+    engine = SwappableEngine(DATA)
+    decision = CachingEngine(engine).decide(INPUT)
+    assert engine.input_json is not None and json.loads(engine.input_json) == INPUT
+    assert decision == engine.inner.decide(INPUT)  # as the engine decides on its own
 
 
 def test_never_serves_a_decision_from_an_older_revision() -> None:

@@ -22,7 +22,7 @@ from node.policy.decision import Decision, PolicyUnavailable
 from node.policy.embedded import EmbeddedEngine, PolicyLoadError
 from node.policy.opa import GUARD_ID, OpaEngine
 from node.policy.opa_process import OpaNotFound, OpaServer, OpaTls, find_opa, start_opa
-from node.policy.revision import policy_revision
+from node.policy.revision import canonical_json, policy_revision
 from tests.unit.policy_examples import ALLOW_INPUT, DATA, POLICIES
 
 # Generous for equality tests on a loaded CI box; the deadline tests set their own.
@@ -114,6 +114,17 @@ def test_decisions_equal_the_embedded_engines(
     opa_engine: OpaEngine, embedded: EmbeddedEngine, policy_input: dict[str, Any]
 ) -> None:
     assert opa_engine.decide(policy_input) == embedded.decide(policy_input)
+
+
+@pytest.mark.parametrize("policy_input", INPUTS, ids=range(len(INPUTS)))
+def test_decisions_on_the_input_already_serialised_are_the_same(
+    opa_engine: OpaEngine, embedded: EmbeddedEngine, policy_input: dict[str, Any]
+) -> None:
+    # What the decision cache hands over on a miss: its key (sorted keys, compact).
+    text = canonical_json(policy_input)
+    own = embedded.decide(policy_input)
+    assert embedded.decide(policy_input, input_json=text) == own
+    assert opa_engine.decide(policy_input, input_json=text) == own
 
 
 def test_inputs_cover_allow_and_deny(opa_engine: OpaEngine) -> None:

@@ -360,7 +360,7 @@ class GateEngine:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         self.entered.set()
         assert self.release.wait(TIMEOUT)
         return Decision(allow=True, revision=self.revision)

@@ -271,7 +271,7 @@ class FixedEngine:
     def revision(self) -> str:
         return "rev-fixed"
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         self.inputs.append(policy_input)
         if self._decision is None:
             raise PolicyUnavailable("engine down")
@@ -363,9 +363,11 @@ def test_policy_engine_down_is_unavailable_not_allow(store: RecordStore) -> None
 
 def test_a_decision_past_the_deadline_is_not_used(store: RecordStore) -> None:
     class SlowEngine(FixedEngine):
-        def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        def decide(
+            self, policy_input: Mapping[str, Any], *, input_json: str | None = None
+        ) -> Decision:
             time.sleep(0.05)
-            return super().decide(policy_input)
+            return super().decide(policy_input, input_json=input_json)
 
     registry = CollectorRegistry()
     engine = SlowEngine(Decision(allow=True, revision="rev-slow"))

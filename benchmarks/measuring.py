@@ -1,0 +1,51 @@
+"""What the benchmark scripts share: per-call timing, percentiles, a process's CPU from
+/proc, and the SIGTERM handler that makes a run clean up as on Ctrl-C.
+
+The scripts are run as ``python benchmarks/x.py``, which puts this folder first on
+``sys.path``: they import this module as ``measuring`` (a sibling), not as a package.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def each_us(
+    fn: Callable[..., T], calls: Sequence[tuple[object, ...]]
+) -> tuple[list[T], list[float]]:
+    """`fn` called once per argument tuple, each call timed alone: results and µs."""
+    results: list[T] = []
+    times: list[float] = []
+    for args in calls:
+        start = time.perf_counter()
+        result = fn(*args)
+        times.append((time.perf_counter() - start) * 1e6)
+        results.append(result)
+    return results, times
+
+
+def percentiles(values: Iterable[float], *qs: float) -> tuple[float, ...]:
+    """The value at rank ``int(q · n)`` of the sorted `values` (the last at most) for each
+    ``q`` in `qs`, sorting once; NaN for each if there are no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return tuple(float("nan") for _ in qs)
+    return tuple(ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in qs)
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of every thread of ``pid``, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_exit(signum: int, _frame: FrameType | None) -> None:
+    """A signal handler (for SIGTERM): exit as Ctrl-C would, unwinding through `finally`."""
+    raise SystemExit(128 + signum)
