@@ -91,6 +91,8 @@ class Node:
         # A last checkpoint, so the log a stopped node leaves behind is signed to its end.
         await asyncio.to_thread(_checkpoint_if_grown, self.audit, self._signing_key, self._origin)
         await self.audit.close()
+        if self.witness is not None:
+            self.witness.close()
         self.engine.close()
         self.store.close()
         if self._http is not None:
@@ -265,6 +267,7 @@ async def _start(
             )
         except WitnessStateError as exc:
             raise StartupError(str(exc)) from None
+        opened.callback(witness.close)
         oversight.views = witness
         oversight.extra_cosignatures = witness.extra_cosignatures
 

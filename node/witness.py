@@ -27,15 +27,25 @@ metric labels stay bounded.
 
 The state file (`<audit log>.witness.json`) is written atomically; a restart reads it and
 so still refuses a rollback. One that cannot be read stops the node: starting afresh would
-forget both the rollback floor and the evidence.
+forget both the rollback floor and the evidence. The running node holds an exclusive lock
+(`<audit log>.witness.lock`) for as long as its witness runs, since it keeps the state in
+memory and would write over any other writer's.
+
+A split view keeps that log from being witnessed (each new checkpoint conflicts with the
+view kept) until an operator, having investigated, runs `liaison witness forget LOG` on the
+stopped node (`forget`): the view is dropped, so the log's next checkpoint is trusted
+afresh, and the evidence is kept, marked resolved with the operator's words.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +67,7 @@ log = logging.getLogger("liaison.witness")
 
 STATE_FORMAT: Final = "liaison-witness-state/v1"
 STATE_SUFFIX: Final = ".witness.json"
+LOCK_SUFFIX: Final = ".witness.lock"
 # Split-view evidence kept per log: the first ones prove the case; more add nothing.
 MAX_EVIDENCE_PER_LOG: Final = 16
 
@@ -109,6 +120,11 @@ def state_path(audit_path: Path) -> Path:
     return audit_path.with_name(audit_path.name + STATE_SUFFIX)
 
 
+def lock_path(audit_path: Path) -> Path:
+    """The lock a running witness holds (beside the state: that file is replaced whole)."""
+    return audit_path.with_name(audit_path.name + LOCK_SUFFIX)
+
+
 def _body(note: str) -> str:
     """A note's text (before the blank line), signatures unchecked; ValueError if none."""
     split = note.rfind("\n\n")
@@ -149,6 +165,160 @@ class Evidence:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Split-view evidence an operator marked resolved (`forget`): kept, never deleted."""
+
+    evidence: Evidence
+    resolved_at: int
+    resolution: str  # the operator's words: what was found, who decided
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.evidence.to_json(),
+            "resolved_at": self.resolved_at,
+            "resolution": self.resolution,
+        }
+
+
+@dataclass(slots=True)
+class WitnessState:
+    """What the state file holds: the newest verified view of each log, and split views."""
+
+    views: dict[str, View]
+    evidence: list[Evidence]
+    resolved: list[Resolved]
+
+    def to_bytes(self, witness: str) -> bytes:
+        doc = {
+            "format": STATE_FORMAT,
+            "witness": witness,
+            "logs": {
+                log_id: {
+                    "note": view.note,
+                    "cosigned": view.cosigned,
+                    "witnessed_at": view.witnessed_at,
+                }
+                for log_id, view in sorted(self.views.items())
+            },
+            "split_views": [e.to_json() for e in self.evidence],
+            "resolved_split_views": [r.to_json() for r in self.resolved],
+        }
+        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def read_state(path: Path, federation: str, node_id: str) -> WitnessState:
+    """The state file of witness `node_id` (empty if there is none); WitnessStateError,
+    saying what to do, if it cannot be read. Reading needs no lock: it is replaced whole."""
+    state = WitnessState({}, [], [])
+    if not path.exists():
+        return state
+    name = witness_name(federation, node_id)
+    try:
+        try:
+            doc = json.loads(path.read_bytes().decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError
+            raise ValueError(f"not JSON, torn or damaged: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+            raise ValueError(f"not {STATE_FORMAT}")
+        if doc.get("witness") != name:
+            raise ValueError(f"it is the state of witness {doc.get('witness')!r}")
+        for log_id, raw in dict(doc["logs"]).items():
+            state.views[log_id] = _read_view(federation, log_id, raw)
+        state.evidence = [_read_evidence(raw) for raw in list(doc["split_views"])]
+        for raw in list(doc.get("resolved_split_views", [])):
+            at, words = raw["resolved_at"], raw["resolution"]
+            if type(at) is not int or not isinstance(words, str):
+                raise ValueError("a resolved split view has a wrong time or resolution")
+            state.resolved.append(Resolved(_read_evidence(raw), at, words))
+    except (OSError, ValueError, KeyError, TypeError, InvalidIdentity) as exc:
+        raise WitnessStateError(
+            f"witness state file {path} is unreadable ({exc}). It holds the newest "
+            "checkpoint this node verified of each peer's audit log (its guard against "
+            "a rollback) and any split-view evidence: restore it from a backup; if there "
+            "is none, move it aside (keep it: it may hold evidence) and restart, and "
+            "this node will trust each peer's next checkpoint afresh"
+        ) from None
+    return state
+
+
+def _read_view(federation: str, log_id: str, raw: Any) -> View:
+    check_node_id(log_id)
+    note, cosigned, at = raw["note"], raw["cosigned"], raw["witnessed_at"]
+    if not isinstance(note, str) or not isinstance(cosigned, str) or type(at) is not int:
+        raise ValueError(f"the view of {log_id} has fields of the wrong type")
+    checkpoint = notes.Checkpoint.from_note_body(_body(note))
+    if checkpoint.origin != audit_origin(federation, log_id):
+        raise ValueError(f"the view of {log_id} is a checkpoint of {checkpoint.origin!r}")
+    if _body(cosigned) != _body(note):
+        raise ValueError(f"the cosigned view of {log_id} is not its checkpoint")
+    return View(note, checkpoint, cosigned, at)
+
+
+def _read_evidence(raw: Any) -> Evidence:
+    check_node_id(str(raw["log"]))
+    pair = tuple(raw["notes"])
+    if len(pair) != 2 or not all(isinstance(n, str) for n in pair):
+        raise ValueError("split-view evidence must hold two notes")
+    for n in pair:
+        notes.Checkpoint.from_note_body(_body(n))
+    proof = tuple(base64.b64decode(h, validate=True) for h in raw["proof"])
+    outcome = Outcome(raw["reason"])
+    if outcome not in SPLIT_VIEWS or type(raw["detected_at"]) is not int:
+        raise ValueError("split-view evidence has a wrong reason or time")
+    return Evidence(
+        str(raw["log"]), outcome, raw["detected_at"], str(raw["via"]), (pair[0], pair[1]), proof
+    )
+
+
+def _hold_lock(path: Path) -> int:
+    """An exclusive lock on the witness of the log whose state is at `path`."""
+    lock = path.with_name(path.name.removesuffix(STATE_SUFFIX) + LOCK_SUFFIX)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise WitnessStateError(
+            f"cannot create the witness lock {lock} ({exc}): fix that folder (the audit "
+            "log's) so this node can write there"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WitnessStateError(
+            f"the witness state {path} is in use: the node is running (it holds {lock}); "
+            "stop it first"
+        ) from None
+    return fd
+
+
+def forget(
+    path: Path, federation: str, node_id: str, log_id: str, resolution: str, now: int
+) -> tuple[View | None, list[Evidence]]:
+    """After a split view of `log_id` was investigated: drop the view kept of it, so its
+    next checkpoint is trusted afresh, and mark its evidence resolved (kept, with the
+    operator's `resolution`). The node must be stopped. Returns what was dropped."""
+    if not resolution.strip():
+        raise WitnessStateError("say why the split view is resolved (--resolution)")
+    fd = _hold_lock(path)
+    try:
+        state = read_state(path, federation, node_id)
+        view = state.views.pop(log_id, None)
+        dropped = [e for e in state.evidence if e.log == log_id]
+        if view is None and not dropped:
+            raise WitnessStateError(
+                f"this node holds no view and no split-view evidence of {log_id}'s log "
+                f"(see `liaison witness status`)"
+            )
+        state.evidence = [e for e in state.evidence if e.log != log_id]
+        state.resolved.extend(Resolved(e, now, resolution.strip()) for e in dropped)
+        write_atomically(path, state.to_bytes(witness_name(federation, node_id)), 0o600)
+    finally:
+        os.close(fd)
+    return view, dropped
+
+
 class Witness:
     """This node as a witness of its peers' logs, and as a log collecting cosignatures.
 
@@ -176,33 +346,38 @@ class Witness:
         self._directory = directory
         self._metrics = metrics
         self._clock = clock
-        self._views: dict[str, View] = {}
-        self._evidence: list[Evidence] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self._save_lock = asyncio.Lock()
         # As a log: witness node id -> (our checkpoint text it cosigned, its cosignature line)
         self._collected: dict[str, tuple[str, str]] = {}
-        self._load()
+        self._lock_fd = _hold_lock(path)
+        try:
+            self._state = read_state(path, federation, node_id)
+        except BaseException:
+            self.close()
+            raise
         if metrics is not None:
-            for log_id, view in self._views.items():
+            for log_id, view in self._state.views.items():
                 metrics.witness_checkpoint_size.labels(log_id).set(view.checkpoint.size)
                 metrics.witness_last_success.labels(log_id).set(view.witnessed_at)
-            for evidence in self._evidence:
+            for evidence in self._state.evidence:
                 metrics.witness_split_view.labels(evidence.log).set(1)
 
     # --- what others read ----------------------------------------------------------------
 
     def view(self, log_id: str) -> View | None:
-        return self._views.get(log_id)
+        return self._state.views.get(log_id)
 
     @property
     def evidence(self) -> tuple[Evidence, ...]:
-        return tuple(self._evidence)
+        return tuple(self._state.evidence)
 
     def cosigned(self) -> list[tuple[str, str]]:
         """(log node id, its newest verified checkpoint cosigned by this node), per log:
         what GetWitnessedCheckpoints serves."""
-        return [(log_id, self._views[log_id].cosigned) for log_id in sorted(self._views)]
+        return [
+            (log_id, self._state.views[log_id].cosigned) for log_id in sorted(self._state.views)
+        ]
 
     # --- witnessing a peer ---------------------------------------------------------------
 
@@ -219,23 +394,23 @@ class Witness:
                 checkpoint = notes.verify_checkpoint(kept, verifier.name, verifier)
             except notes.NoteError as exc:
                 return self.fail(log_id, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
-            old = self._views.get(log_id)
+            old = self._state.views.get(log_id)
             if old is not None:
                 outcome = await self._extends(log_id, old, kept, checkpoint, fetch_proof)
                 if outcome is not None:
                     return outcome
             now = int(self._clock())
             view = View(kept, checkpoint, notes.cosign(kept, self.name, self._key, now), now)
-            self._views[log_id] = view
+            self._state.views[log_id] = view
             if old is None or old.checkpoint.size != checkpoint.size:
                 # Durable before it is cosigned for anyone to see (c2sp.org/tlog-witness).
                 try:
                     await self._save()
                 except OSError as exc:
                     if old is None:
-                        del self._views[log_id]
+                        del self._state.views[log_id]
                     else:
-                        self._views[log_id] = old
+                        self._state.views[log_id] = old
                     return self.fail(
                         log_id, Outcome.STATE_UNWRITABLE, f"cannot write {self.path}: {exc}"
                     )
@@ -350,7 +525,7 @@ class Witness:
                 log_id, Outcome.BAD_COSIGNATURE, f"{witness_id}'s cosignature is refused: {exc}"
             )
         async with self._lock(log_id):
-            ours = self._views.get(log_id)
+            ours = self._state.views.get(log_id)
             if ours is None:
                 return Outcome.NOT_WITNESSED
             outcome = await self._one_tree(
@@ -463,13 +638,13 @@ class Witness:
             self._metrics.witness_failures.labels(log_id, outcome.value).inc()
             self._metrics.witness_split_view.labels(log_id).set(1)
         pair = {_body(ours), _body(theirs)}
-        known = [e for e in self._evidence if e.log == log_id]
+        known = [e for e in self._state.evidence if e.log == log_id]
         if len(known) >= MAX_EVIDENCE_PER_LOG or any(
             {_body(n) for n in e.notes} == pair for e in known
         ):
             return outcome
         now = int(self._clock())
-        self._evidence.append(Evidence(log_id, outcome, now, via, (ours, theirs), proof))
+        self._state.evidence.append(Evidence(log_id, outcome, now, via, (ours, theirs), proof))
         try:
             await self._save()
         except OSError as exc:
@@ -478,69 +653,12 @@ class Witness:
 
     async def _save(self) -> None:
         async with self._save_lock:  # each write holds the state as of its turn
-            doc = {
-                "format": STATE_FORMAT,
-                "witness": self.name,
-                "logs": {
-                    log_id: {
-                        "note": view.note,
-                        "cosigned": view.cosigned,
-                        "witnessed_at": view.witnessed_at,
-                    }
-                    for log_id, view in sorted(self._views.items())
-                },
-                "split_views": [e.to_json() for e in self._evidence],
-            }
-            data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+            data = self._state.to_bytes(self.name)
             await asyncio.to_thread(write_atomically, self.path, data, 0o600)
 
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        try:
-            try:
-                doc = json.loads(self.path.read_bytes().decode("utf-8"))
-            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError
-                raise ValueError(f"not JSON, torn or damaged: {exc}") from None
-            if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
-                raise ValueError(f"not {STATE_FORMAT}")
-            if doc.get("witness") != self.name:
-                raise ValueError(f"it is the state of witness {doc.get('witness')!r}")
-            for log_id, raw in dict(doc["logs"]).items():
-                self._views[log_id] = self._read_view(log_id, raw)
-            self._evidence = [self._read_evidence(raw) for raw in list(doc["split_views"])]
-        except (OSError, ValueError, KeyError, TypeError, InvalidIdentity) as exc:
-            raise WitnessStateError(
-                f"witness state file {self.path} is unreadable ({exc}). It holds the newest "
-                "checkpoint this node verified of each peer's audit log (its guard against "
-                "a rollback) and any split-view evidence: restore it from a backup; if there "
-                "is none, move it aside (keep it: it may hold evidence) and restart, and "
-                "this node will trust each peer's next checkpoint afresh"
-            ) from None
-
-    def _read_view(self, log_id: str, raw: Any) -> View:
-        check_node_id(log_id)
-        note, cosigned, at = raw["note"], raw["cosigned"], raw["witnessed_at"]
-        if not isinstance(note, str) or not isinstance(cosigned, str) or type(at) is not int:
-            raise ValueError(f"the view of {log_id} has fields of the wrong type")
-        checkpoint = notes.Checkpoint.from_note_body(_body(note))
-        if checkpoint.origin != audit_origin(self.federation, log_id):
-            raise ValueError(f"the view of {log_id} is a checkpoint of {checkpoint.origin!r}")
-        if _body(cosigned) != _body(note):
-            raise ValueError(f"the cosigned view of {log_id} is not its checkpoint")
-        return View(note, checkpoint, cosigned, at)
-
-    def _read_evidence(self, raw: Any) -> Evidence:
-        check_node_id(str(raw["log"]))
-        pair = tuple(raw["notes"])
-        if len(pair) != 2 or not all(isinstance(n, str) for n in pair):
-            raise ValueError("split-view evidence must hold two notes")
-        for n in pair:
-            notes.Checkpoint.from_note_body(_body(n))
-        proof = tuple(base64.b64decode(h, validate=True) for h in raw["proof"])
-        outcome = Outcome(raw["reason"])
-        if outcome not in SPLIT_VIEWS or type(raw["detected_at"]) is not int:
-            raise ValueError("split-view evidence has a wrong reason or time")
-        return Evidence(
-            str(raw["log"]), outcome, raw["detected_at"], str(raw["via"]), (pair[0], pair[1]), proof
-        )
+    def close(self) -> None:
+        """Let go of the state (`liaison witness forget` may then change it)."""
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1

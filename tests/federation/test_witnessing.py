@@ -25,6 +25,7 @@ from node.demo import AGREEMENTS
 from node.federation_kit import Federation, NodeHandle, build_federation
 from node.witness import SPLIT_VIEWS, state_path, witness_name
 from tests.federation.helpers import clone_node, scrape, set_keys
+from tests.federation.test_cli import liaison
 
 NODES = ("DE-BKA", "FR-DGPN", "NL-KLPD")
 FEDERATION = "liaison.example"
@@ -186,5 +187,38 @@ def test_a_log_showing_two_histories_is_caught(wfed: Federation, tmp_path: Path)
             for log in NODES:
                 if log not in (w.node_id, "NL-KLPD"):
                     assert scrape(w, "liaison_witness_split_view", {"log": log}) is None
+        # DE-BKA, shown the forged tree, finds out through FR-DGPN's view of the real one.
+        until(lambda: de in caught(), 30, "DE-BKA caught the split view too")
     finally:
         forger.stop()
+    _resolve_the_split_view(de)
+
+
+def _resolve_the_split_view(detector: NodeHandle) -> None:
+    """What an operator does once the split view is investigated and the forger gone: the
+    detector, whose view is the forged tree, is told to forget it."""
+    config = str(detector.config_path)
+    shown = liaison("witness", "status", "--config", config)
+    assert shown.returncode == 0, shown.stderr
+    assert "UNRESOLVED NL-KLPD: " in shown.stdout
+    running = liaison("witness", "forget", "NL-KLPD", "--config", config, "--resolution", "x")
+    assert running.returncode == 2 and "the node is running" in running.stderr
+    assert detector.stop(timeout=10) == 0
+    why = "forger's host seized (case 2026/117); NL-KLPD's own log is the real one"
+    done = liaison("witness", "forget", "NL-KLPD", "--config", config, "--resolution", why)
+    assert done.returncode == 0, done.stderr
+    assert "split view(s) marked resolved" in done.stdout
+    shown = liaison("witness", "status", "--config", config)
+    assert "UNRESOLVED" not in shown.stdout
+    assert "resolved   NL-KLPD: " in shown.stdout and why in shown.stdout
+    state = json.loads(state_path(detector.folder / "audit.log").read_text())
+    assert "NL-KLPD" not in state["logs"] and state["split_views"] == []
+    assert {e["log"] for e in state["resolved_split_views"]} == {"NL-KLPD"}
+    # Pointed at the real NL-KLPD again, it witnesses that log afresh, and no alert stands.
+    detector.config_path.write_text(
+        set_keys(detector.config_path.read_text(), "witness", {"endpoints": "{}"})
+    )
+    detector.start()
+    detector.wait_ready()
+    until(lambda: witnessed(detector, "NL-KLPD") > 0, 30, "NL-KLPD witnessed afresh")
+    assert scrape(detector, "liaison_witness_split_view", {"log": "NL-KLPD"}) is None

@@ -87,15 +87,14 @@ def test_a_taken_port_is_reported_and_what_was_opened_is_closed(
     node: NodeHandle, tmp_path: Path, taken_port: int, closed: list[str]
 ) -> None:
     config = node.folder / "taken-port.toml"  # relative paths in it: the node's files
-    config.write_text(
-        set_keys(
-            node.config_path.read_text().replace(
-                f'listen = "{node.endpoint}"', f'listen = "127.0.0.1:{taken_port}"'
-            ),
-            "audit",
-            {"path": repr(str(tmp_path / "audit.log"))},
-        )
+    text = set_keys(
+        node.config_path.read_text().replace(
+            f'listen = "{node.endpoint}"', f'listen = "127.0.0.1:{taken_port}"'
+        ),
+        "audit",
+        {"path": repr(str(tmp_path / "audit.log"))},
     )
+    config.write_text(set_keys(text, "witness", {"interval_s": "60"}))  # its lock, too
     with pytest.raises(StartupError, match=rf"cannot listen on 127\.0\.0\.1:{taken_port}: address"):
         _start_and_stop(config)
     assert closed == ["audit", "store", "engine"]  # the reverse of the order they were opened

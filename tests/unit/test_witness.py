@@ -30,6 +30,8 @@ from node.witness import (
     ProofRefused,
     Witness,
     WitnessStateError,
+    forget,
+    read_state,
     state_path,
     witness_name,
 )
@@ -351,9 +353,8 @@ def test_notes_signed_by_the_wrong_key_or_for_the_wrong_log_are_refused(tmp_path
 
 def test_nothing_is_cosigned_that_could_not_be_made_durable(tmp_path: Path) -> None:
     log = Log(tmp_path / "de" / "audit.log")
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the state's folder should be\n")
-    witness, registry, _ = _witness(blocker)
+    witness, registry, _ = _witness(tmp_path / "fr")
+    state_path(tmp_path / "fr" / "audit.log").mkdir()  # a folder where the file should be
 
     async def go() -> None:
         outcome = await witness.observe("DE-BKA", await log.grow(2), _no_proof)
@@ -385,6 +386,9 @@ def test_a_restarted_witness_remembers_its_views_and_evidence(tmp_path: Path) ->
         assert await witness.observe("DE-BKA", held["forged"], _no_proof) == Outcome.FORK
 
     run(before())
+    with pytest.raises(WitnessStateError, match="in use: the node is running"):
+        _witness(tmp_path / "fr")  # a second witness would write over the first one's state
+    witness.close()
     again, registry, _ = _witness(tmp_path / "fr")
     assert again.cosigned() == witness.cosigned()
     assert again.evidence == witness.evidence
@@ -403,6 +407,53 @@ def test_a_restarted_witness_remembers_its_views_and_evidence(tmp_path: Path) ->
 
     run(after())
     assert len(again.evidence) == 1  # the same fork, not recorded twice
+
+
+def test_forget_lets_the_other_tree_be_witnessed_and_keeps_the_evidence(tmp_path: Path) -> None:
+    """After an investigation: the split view stops being an alert, the log's next head is
+    trusted afresh, and the evidence stays (resolved) through later saves."""
+    honest = Log(tmp_path / "de" / "audit.log")
+    rewritten = Log(tmp_path / "de-forged" / "audit.log")
+    witness, _, _ = _witness(tmp_path / "fr")
+    path = witness.path
+    held: dict[str, str] = {}
+
+    async def before() -> None:
+        held["honest"] = await honest.grow(3)
+        held["forged"] = await rewritten.grow(3)
+        await witness.observe("DE-BKA", held["honest"], _no_proof)
+        assert await witness.observe("DE-BKA", held["forged"], _no_proof) == Outcome.FORK
+
+    run(before())
+    with pytest.raises(WitnessStateError, match=r"in use: the node is running .* stop it first"):
+        forget(path, FED, "FR-DGPN", "DE-BKA", "checked", NOW)
+    witness.close()
+    with pytest.raises(WitnessStateError, match="say why"):
+        forget(path, FED, "FR-DGPN", "DE-BKA", "  ", NOW)
+    with pytest.raises(WitnessStateError, match="no view and no split-view evidence of NL-KLPD"):
+        forget(path, FED, "FR-DGPN", "NL-KLPD", "checked", NOW)
+    kept = witness.view("DE-BKA")
+    view, resolved = forget(path, FED, "FR-DGPN", "DE-BKA", "DE restored its backup", NOW + 9)
+    assert view is not None and kept is not None and view.note == kept.note
+    assert resolved == list(witness.evidence)
+
+    again, registry, _ = _witness(tmp_path / "fr")
+    assert again.view("DE-BKA") is None and again.evidence == ()
+    assert _value(registry, "liaison_witness_split_view", log="DE-BKA") is None
+
+    async def after() -> None:
+        assert await again.observe("DE-BKA", held["forged"], _no_proof) == Outcome.COSIGNED
+        await honest.audit.close()
+        await rewritten.audit.close()
+
+    run(after())
+    again.close()
+    state = read_state(path, FED, "FR-DGPN")
+    assert [r.evidence for r in state.resolved] == resolved
+    assert [(r.resolved_at, r.resolution) for r in state.resolved] == [
+        (NOW + 9, "DE restored its backup")
+    ]
+    assert state.views["DE-BKA"].note == held["forged"]
 
 
 @pytest.mark.parametrize(
