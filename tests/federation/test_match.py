@@ -5,14 +5,12 @@ from __future__ import annotations
 import dataclasses
 import urllib.request
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from federation.client import ClientIdentity
+from federation.client import ClientIdentity, blocking_secure_channel
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
-from federation.identity import tls_name
 from node.audit_verify import verify_log
 from node.federation_kit import Federation
 from tests.federation.helpers import ask, audit_entry, first
@@ -200,9 +198,7 @@ def test_every_request_is_audited_and_counted_without_personal_values(
 
 
 def test_health_and_reflection_are_served_over_mtls(fed: Federation, de: ClientIdentity) -> None:
-    creds = grpc.ssl_channel_credentials(de.ca, de.private_key, de.certificate)
-    options = [("grpc.ssl_target_name_override", tls_name(de.federation, "FR-DGPN"))]
-    with grpc.secure_channel(fed.nodes["FR-DGPN"].endpoint, creds, options=options) as channel:
+    with blocking_secure_channel(de, "FR-DGPN", fed.nodes["FR-DGPN"].endpoint) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service="liaison.exchange.v1.ExchangeService"),
             timeout=5,

@@ -9,14 +9,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from federation import merkle, notes
-from federation.client import ClientIdentity
+from federation.client import ClientIdentity, blocking_secure_channel
 from federation.errors import InvalidRequest, PeerRefused
-from federation.identity import tls_name
 from federation.oversight import AuditExport, OversightClient, verify_export
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.demo import AGREEMENTS
@@ -261,9 +259,7 @@ def test_a_member_not_in_the_directory_is_refused(ofed: Federation, tmp_path: Pa
 def test_the_service_is_in_health_and_reflection(ofed: Federation) -> None:
     node = ofed.nodes["DE-BKA"]
     ident = node.identity()
-    creds = grpc.ssl_channel_credentials(ident.ca, ident.private_key, ident.certificate)
-    opts = [("grpc.ssl_target_name_override", tls_name(ident.federation, node.node_id))]
-    with grpc.secure_channel(node.endpoint, creds, options=opts) as channel:
+    with blocking_secure_channel(ident, node.node_id, node.endpoint) as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
         )

@@ -19,10 +19,10 @@ from federation.client import (
     PeerClient,
     match_query,
     new_envelope,
+    secure_channel,
     translate,
 )
 from federation.errors import LiaisonError, PeerError, PeerRefused
-from federation.identity import tls_name
 from federation.pki import (
     create_signing_key,
     load_signing_key,
@@ -59,11 +59,9 @@ async def _send(
     identity: ClientIdentity, endpoint: str, body: bytes, signature: bytes | None, n: int = 1
 ) -> list[tuple[str, tuple[str, ...], bytes, bytes]]:
     """Send the same bytes n times (at most 32 at once): (status, reasons, body, signature)."""
-    creds = grpc.ssl_channel_credentials(identity.ca, identity.private_key, identity.certificate)
-    options = [("grpc.ssl_target_name_override", tls_name(identity.federation, "FR-DGPN"))]
     metadata = ((SIGNATURE_METADATA, signature),) if signature is not None else ()
     gate = asyncio.Semaphore(32)
-    async with grpc.aio.secure_channel(endpoint, creds, options=options) as channel:
+    async with secure_channel(identity, "FR-DGPN", endpoint) as channel:
         call_of = channel.unary_unary(MATCH_METHOD)
 
         async def one() -> tuple[str, tuple[str, ...], bytes, bytes]:
