@@ -120,11 +120,6 @@ def state_path(audit_path: Path) -> Path:
     return audit_path.with_name(audit_path.name + STATE_SUFFIX)
 
 
-def lock_path(audit_path: Path) -> Path:
-    """The lock a running witness holds (beside the state: that file is replaced whole)."""
-    return audit_path.with_name(audit_path.name + LOCK_SUFFIX)
-
-
 def _body(note: str) -> str:
     """A note's text (before the blank line), signatures unchecked; ValueError if none."""
     split = note.rfind("\n\n")
@@ -272,7 +267,8 @@ def _read_evidence(raw: Any) -> Evidence:
 
 
 def _hold_lock(path: Path) -> int:
-    """An exclusive lock on the witness of the log whose state is at `path`."""
+    """An exclusive lock on the witness whose state is at `path`, held in a file beside it
+    (the state file itself is replaced whole, so a lock on it would not last)."""
     lock = path.with_name(path.name.removesuffix(STATE_SUFFIX) + LOCK_SUFFIX)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
