@@ -428,7 +428,7 @@ class _DatabaseLocked:
         self._conn = conn
 
     def since(self, seq: int) -> list[bytes]:
-        return _rows_since(self._conn, seq)
+        return _entry_lines(self._conn, seq)
 
     def append(self, seq: int, lines: Sequence[bytes], ids: Sequence[str]) -> None:
         rows = [
@@ -438,8 +438,7 @@ class _DatabaseLocked:
         self._conn.execute(insert(entries_table), rows)
 
     def checkpoints(self) -> list[str]:
-        stmt = select(checkpoints_table.c.note).order_by(checkpoints_table.c.seq)
-        return [str(n) for n in self._conn.execute(stmt).scalars()]
+        return _notes(self._conn)
 
     def add_checkpoint(self, size: int, note: str) -> None:
         count = self._conn.execute(select(func.count()).select_from(checkpoints_table))
@@ -447,11 +446,20 @@ class _DatabaseLocked:
         self._conn.execute(insert(checkpoints_table), {"seq": seq, "size": size, "note": note})
 
 
-def _rows_since(conn: Connection, seq: int) -> list[bytes]:
-    stmt = (
-        select(entries_table.c.line).where(entries_table.c.seq >= seq).order_by(entries_table.c.seq)
-    )
+def _entry_lines(
+    conn: Connection, start: int, end: int | None = None, limit: int | None = None
+) -> list[bytes]:
+    """Entry lines from `start` (up to `end`, at most `limit`), in order, each with its newline."""
+    seq = entries_table.c.seq
+    stmt = select(entries_table.c.line).where(seq >= start).order_by(seq).limit(limit)
+    if end is not None:
+        stmt = stmt.where(seq < end)
     return [line.encode() + b"\n" for line in conn.execute(stmt).scalars()]
+
+
+def _notes(conn: Connection) -> list[str]:
+    stmt = select(checkpoints_table.c.note).order_by(checkpoints_table.c.seq)
+    return [str(n) for n in conn.execute(stmt).scalars()]
 
 
 class DatabaseStorage:
@@ -519,20 +527,20 @@ class DatabaseStorage:
         except SQLAlchemyError as exc:
             raise self._error(exc) from exc
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection to read on, without the lock; a database error as StorageError."""
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise self._error(exc) from exc
+
     def scan(self) -> Iterator[bytes]:
         done = 0
         while True:
-            try:
-                with self._engine.connect() as conn:
-                    stmt = (
-                        select(entries_table.c.line)
-                        .where(entries_table.c.seq >= done)
-                        .order_by(entries_table.c.seq)
-                        .limit(_CHUNK)
-                    )
-                    rows = [line.encode() + b"\n" for line in conn.execute(stmt).scalars()]
-            except SQLAlchemyError as exc:
-                raise self._error(exc) from exc
+            with self._reading() as conn:
+                rows = _entry_lines(conn, done, limit=_CHUNK)
             yield from rows
             if len(rows) < _CHUNK:
                 return
@@ -542,31 +550,17 @@ class DatabaseStorage:
         pass  # a transaction commits whole: there is no torn tail to cut
 
     def since(self, seq: int) -> list[bytes]:
-        try:
-            with self._engine.connect() as conn:
-                return _rows_since(conn, seq)
-        except SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+        with self._reading() as conn:
+            return _entry_lines(conn, seq)
 
     def lines(self, start: int, end: int) -> list[bytes]:
-        stmt = (
-            select(entries_table.c.line)
-            .where(entries_table.c.seq >= start, entries_table.c.seq < end)
-            .order_by(entries_table.c.seq)
-        )
-        try:
-            with self._engine.connect() as conn:
-                return [line.encode() + b"\n" for line in conn.execute(stmt).scalars()]
-        except SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+        with self._reading() as conn:
+            return _entry_lines(conn, start, end)
 
     def find(self, entry_id: str) -> int | None:
         stmt = select(entries_table.c.seq).where(entries_table.c.id == entry_id)
-        try:
-            with self._engine.connect() as conn:
-                found = conn.execute(stmt).scalar_one_or_none()
-        except SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+        with self._reading() as conn:
+            found = conn.execute(stmt).scalar_one_or_none()
         return None if found is None else int(found)
 
     def newest_first(self) -> Iterator[bytes]:
@@ -576,11 +570,8 @@ class DatabaseStorage:
             if below is not None:
                 stmt = stmt.where(entries_table.c.seq < below)
             stmt = stmt.order_by(entries_table.c.seq.desc()).limit(_CHUNK // 10)
-            try:
-                with self._engine.connect() as conn:
-                    rows = conn.execute(stmt).all()
-            except SQLAlchemyError as exc:
-                raise self._error(exc) from exc
+            with self._reading() as conn:
+                rows = conn.execute(stmt).all()
             for seq, line in rows:
                 below = int(seq)
                 yield line.encode()
@@ -588,20 +579,13 @@ class DatabaseStorage:
                 return
 
     def checkpoints(self) -> tuple[list[str], bool]:
-        stmt = select(checkpoints_table.c.note).order_by(checkpoints_table.c.seq)
-        try:
-            with self._engine.connect() as conn:
-                return [str(n) for n in conn.execute(stmt).scalars()], False
-        except SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+        with self._reading() as conn:
+            return _notes(conn), False
 
     def latest_checkpoint(self) -> str | None:
         stmt = select(checkpoints_table.c.note).order_by(checkpoints_table.c.seq.desc()).limit(1)
-        try:
-            with self._engine.connect() as conn:
-                note = conn.execute(stmt).scalar()
-        except SQLAlchemyError as exc:
-            raise self._error(exc) from exc
+        with self._reading() as conn:
+            note = conn.execute(stmt).scalar()
         return None if note is None else str(note)
 
     def close(self) -> None:
