@@ -289,21 +289,6 @@ class _SequenceStore:
         return self._leaves[index]
 
 
-class _CallableStore:
-    __slots__ = ("_get", "_size")
-
-    def __init__(self, get: Callable[[int], bytes], size: int) -> None:
-        self._get = get
-        self._size = size
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def leaf(self, index: int) -> bytes:
-        return self._get(index)
-
-
 class MemoryHashStore:
     """Leaf hashes in memory, with every complete subtree's hash kept as leaves arrive.
 
@@ -362,17 +347,20 @@ class TreeHasher:
     Complete subtrees of 2**`min_level` leaves or more are kept in a dict once computed
     (they never change in an append-only log), so memory stays below one hash per
     2**`min_level` leaves while a cold subtree costs at most that many leaf reads to
-    rebuild. A store that keeps subtrees itself (`SubtreeStore`) is asked first. Reuse
-    one TreeHasher for many proofs: that is what makes the second proof cheap. It must not
-    outlive a rewrite of the store's leaves, which an append-only log never does.
+    rebuild. A store that keeps subtrees itself (`SubtreeStore`) is asked first; a plain
+    sequence of leaf hashes is a store with nothing but its leaves. Reuse one TreeHasher
+    for many proofs: that is what makes the second proof cheap. It must not outlive a
+    rewrite of the store's leaves, which an append-only log never does.
     """
 
     __slots__ = ("_memo", "_min_level", "_store", "_subtree")
 
-    def __init__(self, store: HashStore, *, min_level: int = 4) -> None:
+    def __init__(self, store: HashStore | Sequence[bytes], *, min_level: int = 4) -> None:
         if min_level < 1:
             raise ValueError("min_level must be at least 1")
-        self._store = store
+        if isinstance(store, Sequence):
+            store = _SequenceStore(store)
+        self._store: HashStore = store
         self._min_level = min_level
         self._memo: dict[tuple[int, int], bytes] = {}
         self._subtree: Callable[[int, int], bytes | None] | None = (
@@ -472,28 +460,21 @@ class TreeHasher:
         return path
 
 
-LeafSource = HashStore | Sequence[bytes] | Callable[[int], bytes]
+def _hasher(source: HashStore | Sequence[bytes]) -> TreeHasher:
+    return source if isinstance(source, TreeHasher) else TreeHasher(source)
 
 
-def _hasher(source: LeafSource, size: int) -> TreeHasher:
-    if isinstance(source, TreeHasher):
-        return source
-    if isinstance(source, Sequence):
-        return TreeHasher(_SequenceStore(source))
-    if callable(source):
-        return TreeHasher(_CallableStore(source, size))
-    return TreeHasher(source)
-
-
-def inclusion_proof(index: int, size: int, source: LeafSource) -> list[bytes]:
+def inclusion_proof(index: int, size: int, source: HashStore | Sequence[bytes]) -> list[bytes]:
     """The inclusion proof of leaf `index` in the tree of `size`.
 
-    `source` is a `HashStore` (pass a `TreeHasher` to keep its memo across calls), a
-    sequence of leaf hashes, or a function from index to leaf hash.
+    `source` is a `HashStore` (pass a `TreeHasher` to keep its memo across calls) or a
+    sequence of leaf hashes.
     """
-    return _hasher(source, size).inclusion_proof(index, size)
+    return _hasher(source).inclusion_proof(index, size)
 
 
-def consistency_proof(old_size: int, new_size: int, source: LeafSource) -> list[bytes]:
+def consistency_proof(
+    old_size: int, new_size: int, source: HashStore | Sequence[bytes]
+) -> list[bytes]:
     """The consistency proof from the tree of `old_size` to the tree of `new_size`."""
-    return _hasher(source, new_size).consistency_proof(old_size, new_size)
+    return _hasher(source).consistency_proof(old_size, new_size)

@@ -192,9 +192,8 @@ def test_every_consistency_proof_up_to_64_leaves_matches_the_reference_and_verif
 def test_leaf_sources_give_the_same_proofs() -> None:
     n = 37
     leaves = LEAVES[:n]
-    sources: list[merkle.LeafSource] = [
+    sources: list[merkle.HashStore | list[bytes]] = [
         leaves,
-        leaves.__getitem__,
         MemoryHashStore(leaves),
         TreeHasher(MemoryHashStore(leaves), min_level=1),
     ]
