@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sqlalchemy.engine import make_url
 
 from federation import merkle, notes
 from node.audit_entries import (
@@ -31,7 +30,6 @@ from node.audit_entries import (
 )
 from node.audit_storage import (
     AuditStorage,
-    DatabaseStorage,
     FileStorage,
     Locked,
     StorageError,
@@ -285,30 +283,6 @@ def verify_log_and_checkpoints(
     """Check the chain of a log file, then every checkpoint against the tree recomputed
     from entry 0 (see `verify_storage`). Returns (entries, checkpoints)."""
     return verify_storage(FileStorage(path), verifier, origin, workers=workers)
-
-
-def verify_database(
-    url: str,
-    verifier: notes.Verifier | None,
-    origin: str | None = None,
-    *,
-    workers: int | None = None,
-) -> tuple[int, int]:
-    """`verify_storage` for a log kept in the database at `url` (none there: AuditError).
-    Without a verifier only the chain is checked (and no checkpoint is counted)."""
-    try:
-        storage = DatabaseStorage(url, create=False)
-    except StorageError as exc:
-        raise AuditError(f"audit log {make_url(url).render_as_string()}: {exc}") from exc
-    try:
-        if verifier is None:
-            chain = check_chain(storage.scan(), storage.where, None, torn_ok=False, workers=workers)
-            return chain[1], 0
-        return verify_storage(storage, verifier, origin, workers=workers)
-    except StorageError as exc:
-        raise AuditError(f"audit log {storage.where} could not be read: {exc}") from exc
-    finally:
-        storage.close()
 
 
 def verify_storage(

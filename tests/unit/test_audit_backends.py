@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from federation import merkle, notes
 from federation.merkle import TreeHasher
-from node.audit import AuditLog, open_audit_log
+from node.audit import AuditLog, existing_storage, open_audit_log
 from node.audit_entries import (
     AuditCorrupt,
     AuditError,
@@ -37,7 +37,7 @@ from node.audit_storage import (
     checkpoints_path,
     entries_table,
 )
-from node.audit_verify import issue_checkpoint, load_tree, verify_database, verify_storage
+from node.audit_verify import issue_checkpoint, load_tree, verify_storage
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
 from tests.unit.test_audit_merkle import _grow as grow
@@ -407,8 +407,8 @@ def test_a_database_down_at_start_says_what_to_do(tmp_path: Path) -> None:
     url = "postgresql+psycopg://liaison:x@127.0.0.1:1/nowhere"
     with pytest.raises(AuditError, match=r"could not be opened.*start it, or fix \[audit\] url"):
         open_audit_log("database", tmp_path / "unused.log", url)
-    with pytest.raises(AuditError, match="no table audit_entries"):
-        verify_database(f"sqlite:///{tmp_path / 'empty.db'}", VERIFIER)
+    with pytest.raises(AuditError, match="no table audit_entries"):  # `liaison audit ...`
+        existing_storage("database", tmp_path / "unused.log", f"sqlite:///{tmp_path / 'empty.db'}")
 
 
 @pytest.fixture
