@@ -270,24 +270,6 @@ class _CountingLog(AuditLog):
         return super()._commit(batch)
 
 
-def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
-    path = tmp_path / "audit.log"
-
-    async def run() -> list[int]:
-        log = _CountingLog(path, delay=0.01)
-        first = asyncio.ensure_future(log.append(_record(0)))
-        await asyncio.sleep(0)  # the flusher has started
-        await _append_many(log, 1, 199)
-        await first
-        await log.close()
-        return log.batches
-
-    batches = asyncio.run(run())
-    assert sum(batches) == 200
-    assert len(batches) < 10  # appends made while a write is under way go out together
-    assert verify_log(path) == 200
-
-
 def test_entries_appended_during_a_failed_write_get_their_own_attempt(tmp_path: Path) -> None:
     """An entry is chained (given its index and `prev`) only when its batch is written, so
     one that arrives while a write fails is not dragged down with it."""

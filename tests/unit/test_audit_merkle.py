@@ -93,30 +93,6 @@ def test_leaves_are_the_lines_and_the_root_matches(tmp_path: Path) -> None:
     assert roots == [merkle.root(leaves[:n]) for n in range(38)]
 
 
-def test_tree_rebuilt_on_reopen_equals_the_one_before(tmp_path: Path) -> None:
-    path = tmp_path / "audit.log"
-
-    async def first() -> tuple[int, bytes, list[bytes]]:
-        log = AuditLog(path)
-        await _append_many(log, 0, 21)
-        state = (log.size, log.root(), log.consistency_proof(5))
-        await log.close()
-        return state
-
-    async def again() -> tuple[int, bytes, list[bytes], bytes]:
-        log = AuditLog(path)
-        state = (log.size, log.root(), log.consistency_proof(5))
-        await _append_many(log, 21, 4)
-        grown = log.root()
-        await log.close()
-        return (*state, grown)
-
-    before = asyncio.run(first())
-    size, root, proof, grown = asyncio.run(again())
-    assert (size, root, proof) == before
-    assert grown == merkle.root(_leaves(path))
-
-
 def test_every_entry_of_50_has_an_inclusion_proof_in_the_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     [note] = _grow(path, 50, checkpoint_at=(50,))
