@@ -14,25 +14,10 @@ import pytest
 from federation import merkle
 from node import audit_entries, audit_verify
 from node.audit import AuditLog
-from node.audit_entries import AuditCorrupt, AuditRecord
+from node.audit_entries import AuditCorrupt
+from tests.unit.test_audit import _record
 
 COUNT = 100
-
-
-def _record(i: int) -> AuditRecord:
-    return AuditRecord(
-        time=f"2026-03-01T12:00:{i % 60:02d}Z",
-        peer="FR-PN",
-        method="Match",
-        purpose="criminal_investigation",
-        legal_basis="bilateral_agreement",
-        decision="allow",
-        reasons=(),
-        policy_revision="rev-1",
-        request_sha256=f"{i:064x}",
-        response_sha256=f"{i + 1:064x}",
-        case_reference=f"CASE-{i}" if i % 3 else "",
-    )
 
 
 @pytest.fixture(scope="module")
