@@ -130,8 +130,11 @@ def test_a_torn_last_line_ends_the_log_when_allowed(lines: list[bytes]) -> None:
 
 
 def test_a_log_file_is_verified_in_spawned_workers_end_to_end(
-    tmp_path: Path, lines: list[bytes]
+    tmp_path: Path, lines: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Two workers by default, however many cores this machine lets the test use (with one,
+    # both checks below would run in this process and prove nothing about the workers).
+    monkeypatch.setattr(audit_verify, "available_cores", lambda: 2)
     path = tmp_path / "audit.log"
     path.write_bytes(b"".join(lines))
     assert audit_verify.verify_log(path) == COUNT
