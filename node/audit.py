@@ -266,10 +266,12 @@ class AuditLog:
             batch, self._pending = self._pending, []
             try:
                 replays = await asyncio.to_thread(self._commit, batch)
-            except AuditError as exc:
+            except Exception as exc:
                 # Entries appended meanwhile are not chained onto this batch yet: they get
-                # their own attempt.
-                self._fail(batch, exc)
+                # their own attempt. Any other error (an entry that is not UTF-8, a bug)
+                # refuses the batch too, rather than leave its requests waiting for ever;
+                # its text may quote an entry, so only its type is told.
+                self._fail(batch, exc if isinstance(exc, AuditError) else self._unwritten(exc))
                 continue
             if replays:
                 self._fail(replays, AuditReplay("another replica already audited this nonce"))
@@ -342,6 +344,14 @@ class AuditLog:
                 and pending[0].get("nonce")
                 and (str(pending[0].get("peer")), str(pending[0]["nonce"])) in self._foreign
             ]
+
+    def _unwritten(self, exc: Exception) -> AuditError:
+        error = AuditError(
+            f"audit log {self.where}: a batch could not be written ({type(exc).__name__}); "
+            "the request was refused and nothing was disclosed"
+        )
+        error.__cause__ = exc
+        return error
 
     def _fail(self, entries: list[_Pending], error: AuditError) -> None:
         for _, future in entries:

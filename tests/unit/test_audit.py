@@ -303,3 +303,37 @@ def test_entries_appended_during_a_failed_write_get_their_own_attempt(tmp_path: 
     assert verify_log(path) == 3
     assert _lines(path)[2]["id"] == ids[0]
     assert _lines(path)[2]["nonce"] == "n3"
+
+
+def test_an_entry_that_cannot_be_encoded_refuses_its_batch_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    """Whatever goes wrong while a batch is written, every request in it is refused (with
+    no personal value in the message) and the log goes on: none is left waiting for ever."""
+    path = tmp_path / "audit.log"
+    _write_entries(path, 2)
+    before = path.read_bytes()
+    bad = "CASE-\udc80"  # a lone surrogate: not UTF-8, so not an entry
+
+    async def run() -> list[str]:
+        log = AuditLog(path)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    log.append(_record(2, case_reference=bad)),
+                    log.append(_record(3)),
+                    return_exceptions=True,
+                ),
+                timeout=10,
+            )
+            assert all(isinstance(r, AuditError) for r in results), results
+            assert "nothing was disclosed" in str(results[0])
+            assert "CASE-" not in str(results[0])
+            assert path.read_bytes() == before and log.size == 2
+            return [await log.append(_record(4))]
+        finally:
+            await log.close()
+
+    ids = asyncio.run(run())
+    assert verify_log(path) == 3
+    assert _lines(path)[2]["id"] == ids[0]
