@@ -53,7 +53,7 @@ from federation.signing import (
     verify,
 )
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
-from measuring import percentiles, process_cpu, raise_exit
+from measuring import percentiles, print_table, process_cpu, raise_exit
 from node.demo import AGREEMENTS
 from node.federation_kit import NodeHandle, build_federation, stop_process
 
@@ -395,14 +395,7 @@ def report(results: Sequence[Measurement], request_bytes: int, response_bytes: i
         )
         for m in sorted(results, key=lambda m: (m.in_flight, m.target != "echo"))
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for row in rows:
-        print(
-            "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
+    print_table(rows)
     for m in results:
         if m.pool_ran_out:
             print(

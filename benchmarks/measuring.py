@@ -1,5 +1,5 @@
 """What the benchmark scripts share: per-call timing, percentiles, a process's CPU from
-/proc, and the SIGTERM handler that makes a run clean up as on Ctrl-C.
+/proc, a table printer, and the SIGTERM handler that makes a run clean up as on Ctrl-C.
 
 The scripts are run as ``python benchmarks/x.py``, which puts this folder first on
 ``sys.path``: they import this module as ``measuring`` (a sibling), not as a package.
@@ -44,6 +44,19 @@ def process_cpu(pid: int) -> float:
     """utime + stime of every thread of ``pid``, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows of cells (the first row the heading) in aligned columns: the first column to
+    the left, the figures to the right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
 
 
 def raise_exit(signum: int, _frame: FrameType | None) -> None:

@@ -41,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from measuring import percentiles, process_cpu, raise_exit
+from measuring import percentiles, print_table, process_cpu, raise_exit
 from node.policy.cache import CachingEngine
 from node.policy.decision import Decision, PolicyEngine
 from node.policy.embedded import EmbeddedEngine
@@ -486,15 +486,8 @@ def report(samples: Sequence[Sample], match_cpu_us: float, match_cpu_source: str
         )
         for s in samples
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     print()
-    for row in rows:
-        print(
-            "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
+    print_table(rows)
     print(
         "\n(own CPU includes the loop's work outside decide(): building each cached row's "
         "fresh input, the clock; OPA CPU is the OPA server process's, per call)"

@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.policy.revision import policy_files as node_policy_files
+
 ROOT = Path(__file__).resolve().parent.parent
-POLICY_DIR = ROOT / "policies" / "liaison" / "exchange"
+# The whole library, as the node loads it: the entry point calls into base/ and profiles/.
+POLICY_DIR = ROOT / "policies"
 ENTRY = "data.liaison.exchange.decision"
 MARK = "@@report "
 
@@ -62,7 +65,7 @@ DENY_INPUT: dict[str, Any] = {
     **ALLOW_INPUT,
     "now": "2028-01-01T00:00:00Z",
     "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "suspended"},
-    "request": {"method": "Fetch", "category": "firearm", "identifier_kinds": ["x"]},
+    "request": {"method": "Match", "category": "firearm", "identifier_kinds": ["x"]},
 }
 
 
@@ -150,7 +153,8 @@ CASES: list[Case] = [
 
 
 def expected_decision(policy_input: Any) -> dict[str, Any]:
-    """The policy written out in Python: the speed baseline and the oracle for its cases."""
+    """The policy for a Match under the `bilateral` profile written out in Python: the speed
+    baseline and the oracle for its cases."""
     inp = policy_input if isinstance(policy_input, dict) else {}
 
     def get(*path: str) -> Any:
@@ -164,6 +168,8 @@ def expected_decision(policy_input: Any) -> dict[str, Any]:
     reasons: set[str] = set()
     if get("version") != 1 or isinstance(get("version"), bool):
         reasons.add("unsupported_input_version")
+    if get("node", "profile") != "bilateral":
+        return {"allow": False, "reasons": sorted(reasons | {"unknown_profile"}), "obligations": {}}
     if get("requester", "status") != "active":
         reasons.add("requester_not_active")
     purpose = get("envelope", "purpose")
@@ -212,6 +218,13 @@ DECISION_INPUTS: dict[str, Any] = {
 # --------------------------------------------------------------------------- worker side
 
 
+def policy_files() -> list[tuple[str, str]]:
+    """(name, text) of every file the node loads, named by their path under POLICY_DIR."""
+    return [
+        (p.relative_to(POLICY_DIR).as_posix(), p.read_text()) for p in node_policy_files(POLICY_DIR)
+    ]
+
+
 def _adapter(kind: str) -> tuple[str, Callable[[str, Any, Any], Any], Callable[[], Any]]:
     """Returns (distribution, evaluate(modules_text, data, input) -> value, decide_factory)."""
     if kind == "regopy":
@@ -229,9 +242,8 @@ def _adapter(kind: str) -> tuple[str, Callable[[str, Any, Any], Any], Callable[[
 
         def regopy_decider() -> Callable[[Any], Any]:
             interp = regopy.Interpreter()
-            for path in sorted(POLICY_DIR.glob("*.rego")):
-                if not path.name.endswith("_test.rego"):
-                    interp.add_module(path.name, path.read_text())
+            for name, text in policy_files():
+                interp.add_module(name, text)
             interp.add_data(DATA)
             bundle = interp.build(ENTRY)  # compiled once, as a node would (plain query()
             # recompiles per call: ~10x slower)
@@ -260,13 +272,6 @@ def _adapter(kind: str) -> tuple[str, Callable[[str, Any, Any], Any], Callable[[
         ),
         "regorus?",
     )
-
-    def policy_files() -> list[tuple[str, str]]:
-        return [
-            (p.name, p.read_text())
-            for p in sorted(POLICY_DIR.glob("*.rego"))
-            if not p.name.endswith("_test.rego")
-        ]
 
     if kind == "regorus-rvm":
         rvm: Any = regorus  # only some builds ship the RVM

@@ -397,11 +397,6 @@ def _report(path: Path, problems: Sequence[Problem]) -> str:
     return "\n".join([f"{path}: {len(problems)} problems in the policy data:", *lines])
 
 
-def _keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Repeated keys are found (with their lines) by locate(); the last one wins, as in JSON.
-    return dict(pairs)
-
-
 def load_policy_data(path: Path) -> dict[str, Any]:
     """Read and validate the policy data file; raise :class:`PolicyDataError` naming every
     problem (file:line:column: json.path: what was expected)."""
@@ -412,7 +407,8 @@ def load_policy_data(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise PolicyDataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_keep_pairs)
+        # A repeated key is reported (with its line) by check_policy_data, through locate().
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PolicyDataError(
             f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"

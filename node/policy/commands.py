@@ -152,8 +152,11 @@ def explain(engine: PolicyEngine, policy_input: Mapping[str, Any]) -> dict[str, 
         out["explanation"] = engine.explain(policy_input)
     elif isinstance(engine, EmbeddedEngine):
         document = engine.evaluate("data.liaison", policy_input) or {}
-        # Only the profile this node selected speaks for it; the others are noise here.
-        profile = str(policy_input.get("node", {}).get("profile", "")).replace("-", "_")
+        # Only the profile this node selected speaks for it; the others are noise here. The
+        # input may be of any shape (odd inputs are what explain is for).
+        node = policy_input.get("node") if isinstance(policy_input, Mapping) else None
+        profile = node.get("profile") if isinstance(node, Mapping) else None
+        profile = str(profile).replace("-", "_")
         profiles = document.get("profiles", {})
         if isinstance(profiles, dict):
             document["profiles"] = {k: v for k, v in profiles.items() if k == profile}

@@ -28,6 +28,9 @@ from types import TracebackType
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_VAR = "LIAISON_OPA"
 VENV_BINARY = REPO_ROOT / ".venv" / "tools" / "opa"
+LOOPBACK = "127.0.0.1"
+READY_TIMEOUT = 10.0  # seconds for a started OPA to serve
+ATTEMPTS = 3  # ports tried when another process wins the race for a free one
 
 
 class OpaNotFound(FileNotFoundError):
@@ -100,24 +103,21 @@ def opa_command(
     return cmd
 
 
-def free_loopback_port(host: str = "127.0.0.1") -> int:
+def free_loopback_port() -> int:
     """A port the kernel just handed out; racy by nature, so :func:`start_opa` retries."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
 class OpaServer:
-    """A running OPA process; a context manager that always stops it."""
+    """A running OPA process; a context manager that always stops it (and removes its log)."""
 
-    def __init__(
-        self, process: subprocess.Popen[bytes], url: str, log_path: Path, own_log: bool
-    ) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
         self.process = process
         self.url = url
         self.log_path = log_path
-        self._own_log = own_log
 
     @property
     def pid(self) -> int:
@@ -158,8 +158,7 @@ class OpaServer:
                 self.process.wait()
             except ProcessLookupError:  # gone between poll() and kill()
                 self.process.wait()
-        if self._own_log:
-            self.log_path.unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> OpaServer:
         return self
@@ -190,62 +189,42 @@ def _healthy(url: str) -> bool:
 
 
 def start_opa(
-    *,
-    binary: Path | None = None,
-    tls: OpaTls | None = None,
-    args: Sequence[str] = (),
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    log_path: Path | None = None,
-    ready_timeout: float = 10.0,
-    attempts: int = 3,
+    *, tls: OpaTls | None = None, args: Sequence[str] = (), port: int | None = None
 ) -> OpaServer:
-    """Start ``opa run --server`` on ``host`` (loopback) and wait until it serves.
+    """Start ``opa run --server`` on a loopback port and wait until it serves.
 
     Readiness is ``GET /health`` == 200 over plain HTTP; with TLS it is the port accepting
     connections (OPA opens its listeners only once its policies and plugins are loaded, and
     a TLS probe would need a client certificate). ``args`` go last: policy or data paths
-    to load at start-up, extra flags.
+    to load at start-up, extra flags. ``port`` (default: a free one) is tried once.
     """
-    binary = binary or find_opa()
+    binary = find_opa()
     last_error = ""
-    for _ in range(attempts if port is None else 1):
-        chosen = port if port is not None else free_loopback_port(host)
-        own_log = log_path is None
-        if log_path is None:
-            fd, name = tempfile.mkstemp(prefix="liaison-opa-", suffix=".log")
-            os.close(fd)
-            path = Path(name)
-        else:
-            path = log_path
+    for _ in range(ATTEMPTS if port is None else 1):
+        chosen = port if port is not None else free_loopback_port()
+        fd, name = tempfile.mkstemp(prefix="liaison-opa-", suffix=".log")
+        os.close(fd)
+        path = Path(name)
         scheme = "https" if tls is not None else "http"
-        url = f"{scheme}://{host}:{chosen}"
+        url = f"{scheme}://{LOOPBACK}:{chosen}"
+        command = opa_command(binary, f"{LOOPBACK}:{chosen}", tls=tls, args=args)
         with path.open("wb") as log:
             process = subprocess.Popen(
-                opa_command(binary, f"{host}:{chosen}", tls=tls, args=args),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
-        server = OpaServer(process, url, path, own_log)
-        deadline = time.monotonic() + ready_timeout
+        server = OpaServer(process, url, path)
+        deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
-            ready = _listening(host, chosen) if tls is not None else _healthy(url)
+            ready = _listening(LOOPBACK, chosen) if tls is not None else _healthy(url)
             if ready:
                 return server
             time.sleep(0.02)
         exited = process.poll() is not None
         log_text = server.log().strip()
-        server._own_log = False  # keep the log for the message, then remove it ourselves
         server.stop()
-        if own_log:
-            path.unlink(missing_ok=True)
         if exited and "address already in use" in log_text:
             last_error = log_text
             continue  # lost the port race: pick another
         state = f"exited with status {process.returncode}" if exited else "not ready in time"
-        raise OpaProcessError(
-            f"OPA {state} ({' '.join(opa_command(binary, f'{host}:{chosen}', tls=tls))}): "
-            f"{log_text or 'no output'}"
-        )
+        raise OpaProcessError(f"OPA {state} ({' '.join(command)}): {log_text or 'no output'}")
     raise OpaProcessError(f"OPA could not bind a loopback port: {last_error}")

@@ -30,7 +30,6 @@ import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +189,6 @@ class ReloadingEngine:
         self._next_seq = 1
         self._installed_seq = 0
         self._closed = False
-        self.loaded_at = datetime.now(UTC)
-        self.last_error: str | None = None
 
     # --- the PolicyEngine protocol ------------------------------------------------------
 
@@ -323,7 +320,6 @@ class ReloadingEngine:
             why = "the engine is closed" if self._closed else "superseded by a newer reload"
             return ReloadResult(False, previous, previous, trigger, why)
         if prepared.engine is None:
-            self.last_error = prepared.error
             log.error(
                 "policy reload (%s) failed; still deciding with revision %s: %s",
                 trigger,
@@ -333,8 +329,6 @@ class ReloadingEngine:
             self._notify(False, prepared.error)
             return ReloadResult(False, previous, previous, trigger, prepared.error)
         self._release(old, retiring=True)
-        self.last_error = None
-        self.loaded_at = datetime.now(UTC)
         revision = prepared.engine.revision
         if revision == previous:
             log.info("policy reload (%s): unchanged, revision %s", trigger, revision)

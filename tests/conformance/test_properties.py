@@ -21,6 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from federation import vocabulary
+from federation.vocabulary import LegalBasis
 from node.policy.decision import KNOWN_OBLIGATIONS, Decision
 
 from .conftest import EngineBank
@@ -51,16 +53,9 @@ PEERS = {
 }
 COUNTRIES = ["FR", "ES", "NL", "AT", "PL", "BY", "DE", "US", "XX"]
 PROFILES = ["eu-led", "bilateral", "strict"]
-PURPOSES = [
-    "criminal_investigation",
-    "crime_prevention",
-    "counter_terrorism",
-    "execution_of_sentence",
-    "border_control",
-    "missing_person_search",
-]
-CATEGORIES = ["wanted_person", "missing_person", "travel_document", "vehicle", "firearm"]
-LEGAL_BASES = ["none", "bilateral_agreement", "mlat", "jit", "treaty"]
+PURPOSES = sorted(vocabulary.PURPOSES)
+CATEGORIES = sorted(vocabulary.CATEGORIES)
+LEGAL_BASES = [basis.value for basis in LegalBasis]
 CASE_REFERENCES = [
     "CASE-2026-0042",
     "JIT-2026-017",
@@ -75,7 +70,7 @@ CASE_REFERENCES = [
     "JIT-BAD-TYPE",
     "JIT-BAD-WINDOW",
 ]
-HANDLING_CODES = ["H0", "H1", "H2", "H3"]
+HANDLING_CODES = sorted(vocabulary.HANDLING_CODES)
 FETCH_LEGAL_BASES = ("bilateral_agreement", "mlat", "jit", "treaty")
 
 # Every bound of an agreement or team window in the data documents, and the days around.

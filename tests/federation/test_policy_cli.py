@@ -111,3 +111,18 @@ def test_explain_shows_reasons_and_what_fired_on_both_engines(tmp_path: Path) ->
     out = json.loads(result.stdout)
     assert out["engine"] == "opa" and out["reasons"] == ["purpose_not_agreed"]
     assert out["explanation"], "OPA gave no explanation"
+
+
+def test_explain_takes_an_input_of_any_shape(tmp_path: Path) -> None:
+    """An odd input is what explain is for: it is decided (denied) and explained, no crash."""
+    case = tmp_path / "case.json"
+    for odd, reasons in (
+        ({**INPUT, "node": []}, ["unknown_profile"]),
+        (["not", "an", "object"], ["unknown_profile", "unsupported_input_version"]),
+    ):
+        case.write_text(json.dumps(odd))
+        result = liaison("policy", "explain", *_flags(), "--input", str(case))
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert (out["allow"], out["reasons"]) == (False, reasons)
+        assert f"data.liaison.exchange.reasons = {json.dumps(reasons)}" in out["fired"]

@@ -660,19 +660,6 @@ def test_locate_points_at_every_value_in_any_document(
             assert key == path[-1]
 
 
-# --- the files the node ships ----------------------------------------------------------------
-
-
-def test_the_shipped_example_data_is_valid() -> None:
-    load_policy_data(REPO / "policies" / "data" / "agreements.example.json")
-
-
-def test_a_refusal_carries_no_partial_data(tmp_path: Path) -> None:
-    error = _refusal(tmp_path, json.dumps({"settings": {"retention_days": 0}}))
-    assert isinstance(error, ValueError)
-    assert all(p.line >= 1 and p.column >= 1 for p in error.problems)
-
-
 def test_an_agreement_may_name_fields_to_redact_per_category(tmp_path: Path) -> None:
     doc = json.loads(json.dumps(VALID))
     doc["agreements"]["FR-DGPN"]["redact"] = {"wanted_person": ["nickname", "tattoos"]}

@@ -132,8 +132,8 @@ def test_inputs_cover_allow_and_deny(opa_engine: OpaEngine) -> None:
     assert any(d.allow for d in decisions), "no input is allowed: the comparison is one-sided"
     assert any(not d.allow for d in decisions)
     allowed = opa_engine.decide(ALLOW_INPUT)
-    if allowed.allow and "max_results" in allowed.obligations:
-        assert type(allowed.obligations["max_results"]) is int  # 5, not 5.0
+    assert allowed.allow  # every allowed Match carries max_results
+    assert type(allowed.obligations["max_results"]) is int  # 5, not 5.0
 
 
 def test_input_that_is_not_json_is_policy_error(
