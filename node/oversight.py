@@ -48,6 +48,7 @@ from federation import notes
 from federation.directory import Member, MemberStatus
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 from node.audit import AuditLog
+from node.audit_verify import stated_checkpoint
 from node.auth import PeerAuthenticator
 from node.edge import Recorder
 from node.errors import Kind, Refusal, denied, invalid
@@ -193,7 +194,7 @@ class OversightHandlers:
                 "the node has signed no audit checkpoint yet: call GetCheckpoint, or ask "
                 "again after its next scheduled checkpoint",
             )
-        return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1]), note
+        return stated_checkpoint(note), note
 
     async def _sign_fresh(self) -> None:
         """Sign the log's head unless a checkpoint already covers every entry durable now;
@@ -218,7 +219,7 @@ class OversightHandlers:
         of this service. Looks back from the newest entry, so exchange traffic (the usual
         case when there is any) answers at once."""
         signed = self._audit.last_checkpoint_size
-        if signed <= 0 or self._audit.latest_checkpoint() is None:
+        if signed <= 0:  # set from a stored checkpoint: there is one
             return False
         end = wanted
         while end > signed:
