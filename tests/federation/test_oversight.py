@@ -274,10 +274,10 @@ def test_a_fresh_log_has_no_checkpoint_until_its_first_entry(
     refusal is itself audited, so the next GetCheckpoint signs a tree of one entry."""
 
     async def fetch(client: OversightClient) -> notes.Checkpoint:
-        try:
-            return (await client.get_checkpoint())[0]
-        except InvalidRequest as exc:
-            assert exc.reasons == ("no_checkpoint",) and exc.status == "FAILED_PRECONDITION"
+        with pytest.raises(InvalidRequest) as refused:
+            await client.get_checkpoint()
+        assert refused.value.reasons == ("no_checkpoint",)
+        assert refused.value.status == "FAILED_PRECONDITION"
         return (await client.get_checkpoint())[0]
 
     checkpoint = oversee(overseer, ofed, "NL-KLPD", fetch)
