@@ -50,7 +50,7 @@ from federation.pki import public_key_from_text
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
 EXPORT_FORMAT = "liaison-audit-export/v1"
-# Entries per GetEntries call, at most (the wire contract's limit).
+# Entries per GetEntries call, at most (the wire contract's limit, which the node enforces).
 MAX_ENTRIES_PER_CALL = 1000
 _SERVICE = "/liaison.exchange.v1.OversightService/"
 
@@ -413,7 +413,7 @@ class OversightClient:
 
     async def get_entries(self, start: int, end: int, timeout: float = 30.0) -> list[bytes]:
         """Entries [start, end), redacted (overseers only), asked in batches of at most
-        1000. Unverified alone: `export` checks a range against the signed root."""
+        MAX_ENTRIES_PER_CALL. Unverified alone: `export` checks a range against the signed root."""
         entries: list[bytes] = []
         position = start
         while position < end:

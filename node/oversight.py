@@ -46,6 +46,7 @@ from google.protobuf.message import DecodeError, Message
 
 from federation import notes
 from federation.directory import Member, MemberStatus
+from federation.oversight import MAX_ENTRIES_PER_CALL
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 from node.audit import AuditLog
 from node.audit_verify import stated_checkpoint
@@ -53,19 +54,10 @@ from node.auth import PeerAuthenticator
 from node.edge import Recorder
 from node.errors import Kind, Refusal, denied, invalid
 
-SERVICE_NAME = opb.DESCRIPTOR.services_by_name["OversightService"].full_name
-# Entries per GetEntries call, at most (the wire contract's limit).
-MAX_ENTRIES = 1000
+_SERVICE = opb.DESCRIPTOR.services_by_name["OversightService"]
+SERVICE_NAME = _SERVICE.full_name
 # This service's methods: entries of these alone do not make GetCheckpoint sign anew.
-METHODS = frozenset(
-    {
-        "GetCheckpoint",
-        "GetConsistencyProof",
-        "GetInclusionProof",
-        "GetEntries",
-        "GetWitnessedCheckpoints",
-    }
-)
+METHODS = frozenset(method.name for method in _SERVICE.methods)
 # Entries read at a time when looking back for one that is not an oversight call.
 _LOOKBACK_BATCH = 256
 # Room left in a response for everything but the entries.
@@ -296,9 +288,10 @@ class OversightHandlers:
         start, end = request.start, request.end
         if start > end:
             raise invalid("invalid_range", f"start {start} is after end {end}")
-        if end - start > MAX_ENTRIES:
+        if end - start > MAX_ENTRIES_PER_CALL:
             raise invalid(
-                "too_many_entries", f"at most {MAX_ENTRIES} entries per call; ask in batches"
+                "too_many_entries",
+                f"at most {MAX_ENTRIES_PER_CALL} entries per call; ask in batches",
             )
         checkpoint, _ = await self._latest()
         if end > checkpoint.size:
