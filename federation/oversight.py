@@ -39,7 +39,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import Message
 
 from federation import merkle, notes
@@ -280,16 +279,12 @@ class OversightClient:
         identity: ClientIdentity,
         node_id: str,
         endpoint: str,
-        signing_public_key: str | ed25519.Ed25519PublicKey,
+        signing_public_key: str,
     ) -> None:
         self.peer = node_id
         self.endpoint = endpoint
         self.origin = notes.audit_origin(identity.federation, node_id)
-        key = (
-            public_key_from_text(signing_public_key)
-            if isinstance(signing_public_key, str)
-            else signing_public_key
-        )
+        key = public_key_from_text(signing_public_key)
         self.verifier = notes.Verifier.for_log(self.origin, key)
         self.vkey = notes.vkey(self.origin, key)
         self._channel = secure_channel(
