@@ -109,12 +109,10 @@ class OversightHandlers:
         audit: AuditLog,
         recorder: Recorder,
         *,
+        sign_checkpoint: Callable[[], None],
         revision: Callable[[], str] = lambda: "",
-        sign_checkpoint: Callable[[], None] | None = None,
         min_sign_interval_s: float = 0.5,
         max_response_bytes: int = 1 << 20,
-        views: CosignedViews | None = None,
-        extra_cosignatures: Callable[[str], str] = no_extra_cosignatures,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._node_id = node_id
@@ -128,9 +126,9 @@ class OversightHandlers:
         self._signing = asyncio.Lock()
         self._max_entry_bytes = max(max_response_bytes - _ENVELOPE_BYTES, 1)
         self._monotonic = monotonic
-        # Hooks for witnessing: set them here or later, before or while serving.
-        self.views: CosignedViews = views or NoCosignedViews()
-        self.extra_cosignatures = extra_cosignatures
+        # Hooks for witnessing, set before serving (see the module's docstring).
+        self.views: CosignedViews = NoCosignedViews()
+        self.extra_cosignatures: Callable[[str], str] = no_extra_cosignatures
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         methods: dict[str, Callable[[Member, bytes], Awaitable[bytes]]] = {
@@ -191,8 +189,6 @@ class OversightHandlers:
     async def _sign_fresh(self) -> None:
         """Sign the log's head unless a checkpoint already covers every entry durable now;
         at most one signature every `min_sign_interval_s`, shared by concurrent callers."""
-        if self._sign_checkpoint is None:
-            return
         wanted = self._audit.size
         async with self._signing:
             if self._audit.last_checkpoint_size >= wanted:
@@ -254,7 +250,7 @@ class OversightHandlers:
                 raise invalid("invalid_range", f"entry {index} is not below tree size {size}")
         elif which == "entry_id":
             found = await asyncio.to_thread(self._audit.find, request.entry_id)
-            if found is None or found >= self._audit.size:
+            if found is None:
                 raise Refusal(
                     Kind.NOT_FOUND,
                     ("unknown_entry",),
