@@ -39,7 +39,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import Message
 
 from federation import merkle, notes
@@ -50,7 +49,7 @@ from federation.pki import public_key_from_text
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
 EXPORT_FORMAT = "liaison-audit-export/v1"
-# Entries per GetEntries call, at most (the wire contract's limit).
+# Entries per GetEntries call, at most (the wire contract's limit, which the node enforces).
 MAX_ENTRIES_PER_CALL = 1000
 _SERVICE = "/liaison.exchange.v1.OversightService/"
 
@@ -280,16 +279,12 @@ class OversightClient:
         identity: ClientIdentity,
         node_id: str,
         endpoint: str,
-        signing_public_key: str | ed25519.Ed25519PublicKey,
+        signing_public_key: str,
     ) -> None:
         self.peer = node_id
         self.endpoint = endpoint
         self.origin = notes.audit_origin(identity.federation, node_id)
-        key = (
-            public_key_from_text(signing_public_key)
-            if isinstance(signing_public_key, str)
-            else signing_public_key
-        )
+        key = public_key_from_text(signing_public_key)
         self.verifier = notes.Verifier.for_log(self.origin, key)
         self.vkey = notes.vkey(self.origin, key)
         self._channel = secure_channel(
@@ -413,7 +408,7 @@ class OversightClient:
 
     async def get_entries(self, start: int, end: int, timeout: float = 30.0) -> list[bytes]:
         """Entries [start, end), redacted (overseers only), asked in batches of at most
-        1000. Unverified alone: `export` checks a range against the signed root."""
+        MAX_ENTRIES_PER_CALL. Unverified alone: `export` checks a range against the signed root."""
         entries: list[bytes] = []
         position = start
         while position < end:

@@ -46,25 +46,18 @@ from google.protobuf.message import DecodeError, Message
 
 from federation import notes
 from federation.directory import Member, MemberStatus
+from federation.oversight import MAX_ENTRIES_PER_CALL
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 from node.audit import AuditLog
+from node.audit_verify import stated_checkpoint
 from node.auth import PeerAuthenticator
 from node.edge import Recorder
 from node.errors import Kind, Refusal, denied, invalid
 
-SERVICE_NAME = opb.DESCRIPTOR.services_by_name["OversightService"].full_name
-# Entries per GetEntries call, at most (the wire contract's limit).
-MAX_ENTRIES = 1000
+_SERVICE = opb.DESCRIPTOR.services_by_name["OversightService"]
+SERVICE_NAME = _SERVICE.full_name
 # This service's methods: entries of these alone do not make GetCheckpoint sign anew.
-METHODS = frozenset(
-    {
-        "GetCheckpoint",
-        "GetConsistencyProof",
-        "GetInclusionProof",
-        "GetEntries",
-        "GetWitnessedCheckpoints",
-    }
-)
+METHODS = frozenset(method.name for method in _SERVICE.methods)
 # Entries read at a time when looking back for one that is not an oversight call.
 _LOOKBACK_BATCH = 256
 # Room left in a response for everything but the entries.
@@ -116,12 +109,10 @@ class OversightHandlers:
         audit: AuditLog,
         recorder: Recorder,
         *,
+        sign_checkpoint: Callable[[], None],
         revision: Callable[[], str] = lambda: "",
-        sign_checkpoint: Callable[[], None] | None = None,
         min_sign_interval_s: float = 0.5,
         max_response_bytes: int = 1 << 20,
-        views: CosignedViews | None = None,
-        extra_cosignatures: Callable[[str], str] = no_extra_cosignatures,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._node_id = node_id
@@ -135,9 +126,9 @@ class OversightHandlers:
         self._signing = asyncio.Lock()
         self._max_entry_bytes = max(max_response_bytes - _ENVELOPE_BYTES, 1)
         self._monotonic = monotonic
-        # Hooks for witnessing: set them here or later, before or while serving.
-        self.views: CosignedViews = views or NoCosignedViews()
-        self.extra_cosignatures = extra_cosignatures
+        # Hooks for witnessing, set before serving (see the module's docstring).
+        self.views: CosignedViews = NoCosignedViews()
+        self.extra_cosignatures: Callable[[str], str] = no_extra_cosignatures
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         methods: dict[str, Callable[[Member, bytes], Awaitable[bytes]]] = {
@@ -193,13 +184,11 @@ class OversightHandlers:
                 "the node has signed no audit checkpoint yet: call GetCheckpoint, or ask "
                 "again after its next scheduled checkpoint",
             )
-        return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1]), note
+        return stated_checkpoint(note), note
 
     async def _sign_fresh(self) -> None:
         """Sign the log's head unless a checkpoint already covers every entry durable now;
         at most one signature every `min_sign_interval_s`, shared by concurrent callers."""
-        if self._sign_checkpoint is None:
-            return
         wanted = self._audit.size
         async with self._signing:
             if self._audit.last_checkpoint_size >= wanted:
@@ -218,7 +207,7 @@ class OversightHandlers:
         of this service. Looks back from the newest entry, so exchange traffic (the usual
         case when there is any) answers at once."""
         signed = self._audit.last_checkpoint_size
-        if signed <= 0 or self._audit.latest_checkpoint() is None:
+        if signed <= 0:  # set from a stored checkpoint: there is one
             return False
         end = wanted
         while end > signed:
@@ -261,7 +250,7 @@ class OversightHandlers:
                 raise invalid("invalid_range", f"entry {index} is not below tree size {size}")
         elif which == "entry_id":
             found = await asyncio.to_thread(self._audit.find, request.entry_id)
-            if found is None or found >= self._audit.size:
+            if found is None:
                 raise Refusal(
                     Kind.NOT_FOUND,
                     ("unknown_entry",),
@@ -295,9 +284,10 @@ class OversightHandlers:
         start, end = request.start, request.end
         if start > end:
             raise invalid("invalid_range", f"start {start} is after end {end}")
-        if end - start > MAX_ENTRIES:
+        if end - start > MAX_ENTRIES_PER_CALL:
             raise invalid(
-                "too_many_entries", f"at most {MAX_ENTRIES} entries per call; ask in batches"
+                "too_many_entries",
+                f"at most {MAX_ENTRIES_PER_CALL} entries per call; ask in batches",
             )
         checkpoint, _ = await self._latest()
         if end > checkpoint.size:

@@ -48,7 +48,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -344,6 +344,8 @@ class Witness:
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._save_lock = asyncio.Lock()
+        # Views being written (each under its log's lock): saved with the others, not served.
+        self._pending: dict[str, View] = {}
         # As a log: witness node id -> (our checkpoint text it cosigned, its cosignature line)
         self._collected: dict[str, tuple[str, str]] = {}
         self._lock_fd = _hold_lock(path)
@@ -397,19 +399,19 @@ class Witness:
                     return outcome
             now = int(self._clock())
             view = View(kept, checkpoint, notes.cosign(kept, self.name, self._key, now), now)
-            self._state.views[log_id] = view
             if old is None or old.checkpoint.size != checkpoint.size:
-                # Durable before it is cosigned for anyone to see (c2sp.org/tlog-witness).
+                # Durable before it is cosigned for anyone to see (c2sp.org/tlog-witness):
+                # written as pending, and only then one of the views `cosigned` serves.
+                self._pending[log_id] = view
                 try:
                     await self._save()
                 except OSError as exc:
-                    if old is None:
-                        del self._state.views[log_id]
-                    else:
-                        self._state.views[log_id] = old
                     return self.fail(
                         log_id, Outcome.STATE_UNWRITABLE, f"cannot write {self.path}: {exc}"
                     )
+                finally:
+                    del self._pending[log_id]
+            self._state.views[log_id] = view
             if self._metrics is not None:
                 self._metrics.witness_checkpoint_size.labels(log_id).set(checkpoint.size)
                 self._metrics.witness_last_success.labels(log_id).set(now)
@@ -649,7 +651,8 @@ class Witness:
 
     async def _save(self) -> None:
         async with self._save_lock:  # each write holds the state as of its turn
-            data = self._state.to_bytes(self.name)
+            views = {**self._state.views, **self._pending}
+            data = replace(self._state, views=views).to_bytes(self.name)
             await asyncio.to_thread(write_atomically, self.path, data, 0o600)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,9 @@ from federation import notes
 from federation.directory import Directory, Member
 from federation.notes import audit_origin
 from federation.pki import public_key_text
+from node import witness as witness_module
 from node.audit import AuditLog
+from node.files import write_atomically
 from node.metrics import NodeMetrics
 from node.witness import (
     FAILURES,
@@ -366,6 +369,40 @@ def test_nothing_is_cosigned_that_could_not_be_made_durable(tmp_path: Path) -> N
     assert witness.view("DE-BKA") is None
     failures = "liaison_witness_failures_total"
     assert _value(registry, failures, log="DE-BKA", reason="state_unwritable") == 1
+
+
+def test_a_cosignature_is_served_only_once_its_view_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the state file is being written (in a thread, the event loop serving calls),
+    GetWitnessedCheckpoints still gets the view written before, not the one being written."""
+    log = Log(tmp_path / "de" / "audit.log")
+    witness, _, _ = _witness(tmp_path / "fr")
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write(path: Path, data: bytes, mode: int) -> None:
+        writing.set()
+        assert release.wait(10)
+        write_atomically(path, data, mode)
+
+    async def go() -> tuple[list[int], list[int], Outcome]:
+        assert await witness.observe("DE-BKA", await log.grow(3), _no_proof) == Outcome.COSIGNED
+        monkeypatch.setattr(witness_module, "write_atomically", slow_write)
+        observing = asyncio.create_task(witness.observe("DE-BKA", await log.grow(2), log.proof))
+        await asyncio.to_thread(writing.wait, 10)
+        during = [_cosigned_size(note) for _, note in witness.cosigned()]
+        release.set()
+        outcome = await observing
+        await log.audit.close()
+        return during, [_cosigned_size(note) for _, note in witness.cosigned()], outcome
+
+    during, after, outcome = run(go())
+    assert (during, after, outcome) == ([3], [5], Outcome.COSIGNED)
+    assert read_state(witness.path, FED, "FR-DGPN").views["DE-BKA"].checkpoint.size == 5
+
+
+def _cosigned_size(note: str) -> int:
+    return notes.verify_cosignature(note, _cosigner("FR-DGPN"))[0].size
 
 
 # --- restart ----------------------------------------------------------------------------------

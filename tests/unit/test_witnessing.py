@@ -17,6 +17,7 @@ from federation.client import ClientIdentity
 from federation.directory import Directory, Member, MemberStatus
 from federation.errors import InvalidRequest, PeerUnavailable
 from node import witnessing
+from node.audit_verify import stated_checkpoint
 from node.metrics import NodeMetrics
 from node.witness import Outcome, Witness, state_path
 from node.witnessing import Witnessing
@@ -48,7 +49,7 @@ class FakeClient:
             raise InvalidRequest(self.peer, "no checkpoint yet", reasons=("no_checkpoint",))
         note = self.log.audit.latest_checkpoint()
         assert note is not None
-        return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1]), note
+        return stated_checkpoint(note), note
 
     async def get_consistency_proof(self, old: int, new: int, timeout: float) -> list[bytes]:
         if self.refuse_proofs:
