@@ -43,11 +43,11 @@ class PeerCertificate:
     node_id: str
     sha256: str
     not_after: datetime
-    not_before: datetime | None = None
+    not_before: datetime
     # An extendedKeyUsage that lists clientAuth (the federation's profile requires it).
-    client_auth: bool = True
+    client_auth: bool
     # No keyUsage extension, or one that allows digitalSignature (ECDSA in TLS 1.2/1.3).
-    digital_signature: bool = True
+    digital_signature: bool
 
 
 def _write_private(path: Path, data: bytes) -> None:
