@@ -5,7 +5,6 @@ directory whose serial only ever grows."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from federation.pki import (
     public_key_from_text,
     public_key_text,
 )
+from node.files import write_atomically
 
 # The highest serial this authority ever signed, kept in its folder: a directory written to
 # a new --out must still outgrow every one before it, or nodes would see two directories
@@ -148,12 +148,6 @@ def enrol_overseer(authority: Path, overseer_id: str, out: Path) -> Member:
     return member
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def read_members(members_file: Path, *, missing_ok: bool = False) -> list[Member]:
     """The authority's members list: a JSON list of entries as `node enroll` writes them."""
     try:
@@ -178,7 +172,7 @@ def read_members(members_file: Path, *, missing_ok: bool = False) -> list[Member
 def write_members(members_file: Path, members: list[Member]) -> None:
     """Sorted by node id, so the file diffs cleanly under version control."""
     entries = [m.to_json() for m in sorted(members, key=lambda m: m.node_id)]
-    _write_text_atomically(members_file, json.dumps(entries, indent=2) + "\n")
+    write_atomically(members_file, (json.dumps(entries, indent=2) + "\n").encode())
 
 
 def _check_member_certificate(authority: Path, federation: str, member: Member, cert: Path) -> None:
@@ -352,7 +346,6 @@ def sign_members(
     data = sign_directory(directory, key)
     # Never hand out what a node would refuse: verify it as a node will.
     verify_directory(data, key.public_key(), source=str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomically(out, data.decode())
-    _write_text_atomically(authority / SERIAL_FILE, f"{serial}\n")
+    write_atomically(out, data)
+    write_atomically(authority / SERIAL_FILE, f"{serial}\n".encode())
     return directory
