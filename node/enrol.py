@@ -8,8 +8,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature as InvalidSignatureError
-
 from federation.directory import (
     OVERSEER,
     Directory,
@@ -26,9 +24,10 @@ from federation.pki import (
     create_signing_key,
     fingerprint,
     issue_node_certificate,
+    issued_by,
     load_certificate,
     load_ed25519_private,
-    peer_certificate,
+    peer_of,
     public_key_from_text,
     public_key_text,
 )
@@ -178,15 +177,11 @@ def write_members(members_file: Path, members: list[Member]) -> None:
 def _check_member_certificate(authority: Path, federation: str, member: Member, cert: Path) -> None:
     """When the node's certificate lies beside its member entry, check the entry against it:
     issued by this authority's CA, for this node id, with the fingerprint the entry states."""
-    pem = cert.read_bytes()
     issued = load_certificate(cert)
-    ca = load_certificate(authority / "ca.crt")
+    if not issued_by(issued, load_certificate(authority / "ca.crt")):
+        raise PkiError(f"{cert} was not issued by the authority in {authority}")
     try:
-        issued.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignatureError):
-        raise PkiError(f"{cert} was not issued by the authority in {authority}") from None
-    try:
-        identity = peer_certificate(pem, federation)
+        identity = peer_of(issued, federation)
     except InvalidIdentity as exc:
         raise PkiError(f"{cert}: {exc}") from None
     if identity.node_id != member.node_id:

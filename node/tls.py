@@ -27,12 +27,11 @@ from typing import cast
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from federation.identity import InvalidIdentity
-from federation.pki import PkiError, fingerprint, peer_of
+from federation.pki import PkiError, fingerprint, issued_by, peer_of
 
 log = logging.getLogger("liaison.tls")
 
@@ -122,7 +121,7 @@ def validate(
         authorities = x509.load_pem_x509_certificates(ca_pem)
     except ValueError as exc:
         raise CertificateError(f"{where} CA bundle is not PEM X.509: {exc}") from None
-    if not any(_issued_by(leaf, ca) for ca in authorities):
+    if not any(issued_by(leaf, ca) for ca in authorities):
         raise CertificateError(
             f"{where} certificate (issuer {leaf.issuer.rfc4514_string()}) is not signed by "
             "any CA in the bundle"
@@ -154,14 +153,6 @@ def validate(
         not_after=leaf.not_valid_after_utc,
         node_id=named.node_id if named else None,
     )
-
-
-def _issued_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        leaf.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _read(files: TlsFiles) -> tuple[bytes, bytes, bytes]:
