@@ -162,7 +162,7 @@ async def fetch_directory(
 
 
 def fetcher_for(
-    identity: ClientIdentity,
+    identity: Callable[[], ClientIdentity],
     peer: str,
     endpoint: str,
     known_serial: Callable[[], int],
@@ -170,10 +170,15 @@ def fetcher_for(
     timeout: float = 10.0,
 ) -> Callable[[], Awaitable[bytes]]:
     """A `fetch` for `learn_from_peer`: one short-lived mTLS channel to the peer per fetch
-    (fetches are rare: rate-limited, and only when a peer advertises a newer serial)."""
+    (fetches are rare: rate-limited, and only when a peer advertises a newer serial).
+
+    `identity` (our credentials, read from their files) is called when a fetch runs, not
+    when it is made: a fetch is made on every call that advertises a newer serial, and
+    `learn_from_peer` drops most of them unrun."""
 
     async def fetch() -> bytes:
-        async with secure_channel(identity, peer, endpoint) as channel:
+        own = await asyncio.to_thread(identity)
+        async with secure_channel(own, peer, endpoint) as channel:
             return await fetch_directory(channel, known_serial(), timeout=timeout)
 
     return fetch

@@ -760,6 +760,11 @@ def test_fetcher_for_speaks_mtls_to_the_peer(
         ca=(tmp_path / "fr" / "ca.crt").read_bytes(),
     )
     peers: list[bytes] = []
+    read: list[str] = []
+
+    def identity() -> ClientIdentity:
+        read.append(me.node_id)
+        return me
 
     async def get_directory(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         peers.extend(context.auth_context().get("x509_pem_cert", ()))
@@ -788,10 +793,12 @@ def test_fetcher_for_speaks_mtls_to_the_peer(
         port = server.add_secure_port("127.0.0.1:0", credentials)
         await server.start()
         try:
-            fetch = fetcher_for(me, "DE-BKA", f"127.0.0.1:{port}", lambda: 1, timeout=5)
+            fetch = fetcher_for(identity, "DE-BKA", f"127.0.0.1:{port}", lambda: 1, timeout=5)
+            assert read == []  # making a fetch reads no credentials: most are never run
             return await fetch()
         finally:
             await server.stop(0)
 
     assert asyncio.run(run()) == state.raw
     assert peers == [(tmp_path / "fr" / "tls.crt").read_bytes()]
+    assert read == ["FR-DGPN"]
