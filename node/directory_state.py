@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,20 +122,14 @@ def load_from(source: str, *, timeout: float = 10.0, ca_file: Path | None = None
     return data
 
 
-def advertised_serial(
-    metadata: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None,
-) -> int | None:
+def advertised_serial(metadata: Mapping[str, object]) -> int | None:
     """The directory serial a caller advertised in `liaison-directory-serial`, or None when
     it sent none or something that is not a serial (which is never an error: it is news).
-    Takes `context.invocation_metadata()` as it is, or the dict the handler makes of it."""
-    pairs = metadata.items() if isinstance(metadata, Mapping) else (metadata or ())
-    for key, value in pairs:
-        if key != SERIAL_METADATA:
-            continue
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-        if text.isdigit() and len(text) <= _MAX_SERIAL_DIGITS:
-            return int(text)
-        return None
+    Takes the dict the handler makes of `context.invocation_metadata()`."""
+    value = metadata.get(SERIAL_METADATA)
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    if isinstance(text, str) and text.isdigit() and len(text) <= _MAX_SERIAL_DIGITS:
+        return int(text)
     return None
 
 
