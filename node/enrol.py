@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from federation.directory import (
+    DEFAULT_ROLES,
     OVERSEER,
     Directory,
     DirectoryError,
@@ -84,6 +85,36 @@ def _federation_of(authority: Path) -> str:
         ) from None
 
 
+def _enrol(
+    authority: Path,
+    member_id: str,
+    out: Path,
+    *,
+    endpoint: str,
+    hosts: tuple[str, ...],
+    roles: tuple[str, ...] = DEFAULT_ROLES,
+) -> tuple[Member, str]:
+    """What every member gets in its folder: a TLS certificate from the authority's CA, an
+    Ed25519 signing key, the authority's public key, and its member entry (member.json).
+    Returns the entry and the federation."""
+    check_node_id(member_id)
+    federation = _federation_of(authority)
+    if (out / "tls.key").exists():
+        raise PkiError(f"{out} already holds a member's keys; refusing to overwrite them")
+    cert = issue_node_certificate(authority, federation, member_id, out, hosts=hosts)
+    signing = create_signing_key(out / "signing.key")
+    (out / "authority.pub").write_bytes((authority / "authority.pub").read_bytes())
+    member = Member(
+        node_id=member_id,
+        endpoint=endpoint,
+        certificate_sha256=fingerprint(cert),
+        signing_public_key=public_key_text(signing),
+        roles=roles,
+    )
+    (out / "member.json").write_text(json.dumps(member.to_json(), indent=2) + "\n")
+    return member, federation
+
+
 def enrol_node(
     authority: Path,
     node_id: str,
@@ -94,20 +125,9 @@ def enrol_node(
     metrics: str,
     policy_dir: Path | None,
 ) -> Member:
-    check_node_id(node_id)
-    federation = _federation_of(authority)
-    if (out / "tls.key").exists():
-        raise PkiError(f"{out} already holds a node's keys; refusing to overwrite them")
-    cert = issue_node_certificate(authority, federation, node_id, out, hosts=hosts)
-    signing = create_signing_key(out / "signing.key")
-    (out / "authority.pub").write_bytes((authority / "authority.pub").read_bytes())
-    member = Member(
-        node_id=node_id,
-        endpoint=endpoint,
-        certificate_sha256=fingerprint(cert),
-        signing_public_key=public_key_text(signing),
-    )
-    (out / "member.json").write_text(json.dumps(member.to_json(), indent=2) + "\n")
+    """A node's folder: its identity (see `_enrol`), a starter node.toml and an empty
+    agreements file (neither overwritten)."""
+    member, federation = _enrol(authority, node_id, out, endpoint=endpoint, hosts=hosts)
     config = out / "node.toml"
     if not config.exists():
         config.write_text(
@@ -126,24 +146,10 @@ def enrol_node(
 
 
 def enrol_overseer(authority: Path, overseer_id: str, out: Path) -> Member:
-    """An overseer's identity: an mTLS client certificate (the same kind a node has, so the
-    same checks identify it), an Ed25519 signing key, the authority's public key, and its
-    member entry (`roles: ["overseer"]`, no endpoint: it only calls nodes)."""
-    check_node_id(overseer_id)
-    federation = _federation_of(authority)
-    if (out / "tls.key").exists():
-        raise PkiError(f"{out} already holds an identity's keys; refusing to overwrite them")
-    cert = issue_node_certificate(authority, federation, overseer_id, out, hosts=())
-    signing = create_signing_key(out / "signing.key")
-    (out / "authority.pub").write_bytes((authority / "authority.pub").read_bytes())
-    member = Member(
-        node_id=overseer_id,
-        endpoint="",
-        certificate_sha256=fingerprint(cert),
-        signing_public_key=public_key_text(signing),
-        roles=(OVERSEER,),
-    )
-    (out / "member.json").write_text(json.dumps(member.to_json(), indent=2) + "\n")
+    """An overseer's identity: the same kind of mTLS client certificate as a node's (so the
+    same checks identify it) and signing key, and a member entry with `roles: ["overseer"]`
+    and no endpoint: it only calls nodes."""
+    member, _ = _enrol(authority, overseer_id, out, endpoint="", hosts=(), roles=(OVERSEER,))
     return member
 
 
