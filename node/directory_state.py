@@ -291,12 +291,12 @@ class DirectoryState:
         try:
             raw = load_from(self.source, timeout=self._fetch_timeout, ca_file=self._ca_file)
         except DirectoryError as exc:
-            if self._directory is None or self.is_expired():
+            if self.is_expired():  # no directory, or only an expired one, to fall back on
                 raise
             self._refused(exc, self.source)
         else:
             _, error = self._offer(raw, self.source, "startup")
-            if error is not None and (self._directory is None or self.is_expired()):
+            if error is not None and self.is_expired():
                 raise error
         return self.current
 
