@@ -29,11 +29,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError
 
@@ -133,28 +132,6 @@ def advertised_serial(metadata: Mapping[str, object]) -> int | None:
     return None
 
 
-async def fetch_directory(
-    channel: grpc.aio.Channel,
-    known_serial: int,
-    *,
-    timeout: float = 10.0,
-    metadata: Sequence[tuple[str, str | bytes]] = (),
-) -> bytes:
-    """Ask a peer, over an open channel, for the signed directory it holds.
-
-    The answer is only bytes to offer: nothing a peer sends is trusted before `offer` has
-    verified it. Our own serial travels in the request and in the metadata, like on every
-    call. `metadata` adds e.g. a request signature if the peer requires one.
-    """
-    stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
-    response = await stub.GetDirectory(
-        exchange_pb2.GetDirectoryRequest(known_serial=known_serial),
-        timeout=timeout,
-        metadata=((SERIAL_METADATA, str(known_serial)), *metadata),
-    )
-    return response.signed_directory
-
-
 def fetcher_for(
     identity: Callable[[], ClientIdentity],
     peer: str,
@@ -172,8 +149,14 @@ def fetcher_for(
 
     async def fetch() -> bytes:
         own = await asyncio.to_thread(identity)
+        known = known_serial()  # in the request and in the metadata, like on every call
         async with secure_channel(own, peer, endpoint) as channel:
-            return await fetch_directory(channel, known_serial(), timeout=timeout)
+            response = await exchange_pb2_grpc.ExchangeServiceStub(channel).GetDirectory(
+                exchange_pb2.GetDirectoryRequest(known_serial=known),
+                timeout=timeout,
+                metadata=((SERIAL_METADATA, str(known)),),
+            )
+        return response.signed_directory  # only bytes to offer: `offer` verifies them
 
     return fetch
 
