@@ -73,7 +73,7 @@ class ServingCertificate:
     sha256: str
     not_before: datetime
     not_after: datetime
-    node_id: str | None
+    node_id: str
 
     def __repr__(self) -> str:  # never let the private key reach a log
         return (
@@ -96,8 +96,8 @@ def validate(
     ca_pem: bytes,
     *,
     now: datetime,
-    federation: str | None = None,
-    node_id: str | None = None,
+    federation: str,
+    node_id: str,
     where: str = "TLS",
 ) -> ServingCertificate:
     """Everything that must hold before a certificate is served, or CertificateError.
@@ -134,16 +134,14 @@ def validate(
         raise CertificateError(
             f"{where} certificate expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M}Z"
         )
-    named = None
-    if federation is not None:
-        try:
-            named = peer_of(leaf, federation)
-        except (PkiError, InvalidIdentity) as exc:
-            raise CertificateError(f"{where} certificate has no node identity: {exc}") from None
-        if node_id is not None and named.node_id != node_id:
-            raise CertificateError(
-                f"{where} certificate names node {named.node_id}, this node is {node_id}"
-            )
+    try:
+        named = peer_of(leaf, federation)
+    except (PkiError, InvalidIdentity) as exc:
+        raise CertificateError(f"{where} certificate has no node identity: {exc}") from None
+    if named.node_id != node_id:
+        raise CertificateError(
+            f"{where} certificate names node {named.node_id}, this node is {node_id}"
+        )
     return ServingCertificate(
         certificate_pem=certificate_pem,
         key_pem=key_pem,
@@ -151,7 +149,7 @@ def validate(
         sha256=fingerprint(leaf),
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
-        node_id=named.node_id if named else None,
+        node_id=named.node_id,
     )
 
 
@@ -173,8 +171,8 @@ class RotatingServerCredentials:
         self,
         files: TlsFiles,
         *,
-        federation: str | None = None,
-        node_id: str | None = None,
+        federation: str,
+        node_id: str,
         on_change: Callable[[ServingCertificate], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_rejected_after: float = 60.0,
