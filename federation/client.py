@@ -135,15 +135,19 @@ class MatchTransport(Protocol):
     async def match(self, query: MatchQuery, timeout: float) -> MatchAnswer: ...
 
 
+def _trailers(exc: grpc.RpcError) -> Any:
+    """The trailing metadata of a failed call, () when it has none."""
+    trailers_of = getattr(exc, "trailing_metadata", None)
+    return (trailers_of() if callable(trailers_of) else None) or ()
+
+
 def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
     """Turn a gRPC failure (sync or aio) into the client exception tree, peer attached."""
     code_of = getattr(exc, "code", None)
     code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
     details_of = getattr(exc, "details", None)
     details = (details_of() if callable(details_of) else None) or code.name
-    trailers_of = getattr(exc, "trailing_metadata", None)
-    trailers = trailers_of() if callable(trailers_of) else None
-    reasons, metadata = refusal_from_status(status_from_trailers(trailers or ()))
+    reasons, metadata = refusal_from_status(status_from_trailers(_trailers(exc)))
     kind: type[LiaisonError]
     if code in _REFUSED:
         kind = PeerRefused
@@ -214,9 +218,8 @@ class PeerClient:
         try:
             raw = await call
         except grpc.RpcError as exc:
-            error = translate(self.peer, exc)
-            self._check_refusal(body, exc, error)
-            raise error from None
+            self._check_refusal(body, exc)
+            raise translate(self.peer, exc) from None
         self._verify(body, raw, await call.trailing_metadata(), ok=True)
         answer = match_answer_from_proto(MatchResponse.FromString(raw))
         if answer.responder != self.peer:
@@ -235,11 +238,10 @@ class PeerClient:
         except BadSignature as exc:
             raise PeerError(self.peer, str(exc), reasons=("response_signature_invalid",)) from None
 
-    def _check_refusal(self, request: bytes, exc: grpc.RpcError, error: LiaisonError) -> None:
+    def _check_refusal(self, request: bytes, exc: grpc.RpcError) -> None:
         """A refusal the node made is signed like an answer; transport failures are not."""
-        trailers_of = getattr(exc, "trailing_metadata", None)
-        trailers = trailers_of() if callable(trailers_of) else None
-        status = next((v for k, v in trailers or () if k == STATUS_TRAILER), None)
+        trailers = _trailers(exc)
+        status = next((v for k, v in trailers if k == STATUS_TRAILER), None)
         if isinstance(status, bytes):
             self._verify(request, status, trailers, ok=False)
 

@@ -340,19 +340,6 @@ def check_not_older(
     return True
 
 
-def accept_newer(
-    current: Directory | None, candidate: Directory, source: str = "directory"
-) -> Directory:
-    """The directory to hold after `candidate` is offered: the candidate when newer, the
-    current one when the candidate is that same directory; DirectoryError (reason
-    `directory_rollback` or `directory_conflict`) otherwise."""
-    if current is None:
-        return candidate
-    if check_not_older(current.serial, current.digest(), candidate, source):
-        return candidate
-    return current
-
-
 def load_directory(
     path: Path, authority: ed25519.Ed25519PublicKey, *, now: datetime | None = None
 ) -> Directory:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
@@ -43,11 +44,11 @@ class PeerCertificate:
     node_id: str
     sha256: str
     not_after: datetime
-    not_before: datetime | None = None
+    not_before: datetime
     # An extendedKeyUsage that lists clientAuth (the federation's profile requires it).
-    client_auth: bool = True
+    client_auth: bool
     # No keyUsage extension, or one that allows digitalSignature (ECDSA in TLS 1.2/1.3).
-    digital_signature: bool = True
+    digital_signature: bool
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -68,6 +69,15 @@ def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) ->
 
 def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether `ca` signed `cert` (its issuer name and signature; nothing else)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def load_certificate(path: Path) -> x509.Certificate:

@@ -81,12 +81,11 @@ class Admission:
     def __init__(
         self,
         max_skew_seconds: float,
-        replay: ReplayCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._skew = max_skew_seconds
         self._clock = clock
-        self.replay = replay or ReplayCache(max_skew_seconds, clock)
+        self.replay = ReplayCache(max_skew_seconds, clock)
         self._keys: dict[str, tuple[str, ed25519.Ed25519PublicKey]] = {}
 
     def _key_of(self, member: Member) -> ed25519.Ed25519PublicKey:

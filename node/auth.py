@@ -113,7 +113,7 @@ class PeerAuthenticator:
                 f"client certificate expired at {cert.not_after:%Y-%m-%d %H:%M}Z: "
                 "reconnect with a renewed certificate",
             )
-        if cert.not_before is not None and now < cert.not_before:
+        if now < cert.not_before:
             raise Refusal(
                 Kind.UNAUTHENTICATED,
                 ("certificate_not_yet_valid",),

@@ -29,11 +29,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError
 
@@ -122,47 +121,19 @@ def load_from(source: str, *, timeout: float = 10.0, ca_file: Path | None = None
     return data
 
 
-def advertised_serial(
-    metadata: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None,
-) -> int | None:
+def advertised_serial(metadata: Mapping[str, object]) -> int | None:
     """The directory serial a caller advertised in `liaison-directory-serial`, or None when
     it sent none or something that is not a serial (which is never an error: it is news).
-    Takes `context.invocation_metadata()` as it is, or the dict the handler makes of it."""
-    pairs = metadata.items() if isinstance(metadata, Mapping) else (metadata or ())
-    for key, value in pairs:
-        if key != SERIAL_METADATA:
-            continue
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-        if text.isdigit() and len(text) <= _MAX_SERIAL_DIGITS:
-            return int(text)
-        return None
+    Takes the dict the handler makes of `context.invocation_metadata()`."""
+    value = metadata.get(SERIAL_METADATA)
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    if isinstance(text, str) and text.isdigit() and len(text) <= _MAX_SERIAL_DIGITS:
+        return int(text)
     return None
 
 
-async def fetch_directory(
-    channel: grpc.aio.Channel,
-    known_serial: int,
-    *,
-    timeout: float = 10.0,
-    metadata: Sequence[tuple[str, str | bytes]] = (),
-) -> bytes:
-    """Ask a peer, over an open channel, for the signed directory it holds.
-
-    The answer is only bytes to offer: nothing a peer sends is trusted before `offer` has
-    verified it. Our own serial travels in the request and in the metadata, like on every
-    call. `metadata` adds e.g. a request signature if the peer requires one.
-    """
-    stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
-    response = await stub.GetDirectory(
-        exchange_pb2.GetDirectoryRequest(known_serial=known_serial),
-        timeout=timeout,
-        metadata=((SERIAL_METADATA, str(known_serial)), *metadata),
-    )
-    return response.signed_directory
-
-
 def fetcher_for(
-    identity: ClientIdentity,
+    identity: Callable[[], ClientIdentity],
     peer: str,
     endpoint: str,
     known_serial: Callable[[], int],
@@ -170,11 +141,22 @@ def fetcher_for(
     timeout: float = 10.0,
 ) -> Callable[[], Awaitable[bytes]]:
     """A `fetch` for `learn_from_peer`: one short-lived mTLS channel to the peer per fetch
-    (fetches are rare: rate-limited, and only when a peer advertises a newer serial)."""
+    (fetches are rare: rate-limited, and only when a peer advertises a newer serial).
+
+    `identity` (our credentials, read from their files) is called when a fetch runs, not
+    when it is made: a fetch is made on every call that advertises a newer serial, and
+    `learn_from_peer` drops most of them unrun."""
 
     async def fetch() -> bytes:
-        async with secure_channel(identity, peer, endpoint) as channel:
-            return await fetch_directory(channel, known_serial(), timeout=timeout)
+        own = await asyncio.to_thread(identity)
+        known = known_serial()  # in the request and in the metadata, like on every call
+        async with secure_channel(own, peer, endpoint) as channel:
+            response = await exchange_pb2_grpc.ExchangeServiceStub(channel).GetDirectory(
+                exchange_pb2.GetDirectoryRequest(known_serial=known),
+                timeout=timeout,
+                metadata=((SERIAL_METADATA, str(known)),),
+            )
+        return response.signed_directory  # only bytes to offer: `offer` verifies them
 
     return fetch
 
@@ -292,12 +274,12 @@ class DirectoryState:
         try:
             raw = load_from(self.source, timeout=self._fetch_timeout, ca_file=self._ca_file)
         except DirectoryError as exc:
-            if self._directory is None or self.is_expired():
+            if self.is_expired():  # no directory, or only an expired one, to fall back on
                 raise
             self._refused(exc, self.source)
         else:
             _, error = self._offer(raw, self.source, "startup")
-            if error is not None and (self._directory is None or self.is_expired()):
+            if error is not None and self.is_expired():
                 raise error
         return self.current
 

@@ -5,13 +5,11 @@ directory whose serial only ever grows."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature as InvalidSignatureError
-
 from federation.directory import (
+    DEFAULT_ROLES,
     OVERSEER,
     Directory,
     DirectoryError,
@@ -27,12 +25,14 @@ from federation.pki import (
     create_signing_key,
     fingerprint,
     issue_node_certificate,
+    issued_by,
     load_certificate,
     load_ed25519_private,
-    peer_certificate,
+    peer_of,
     public_key_from_text,
     public_key_text,
 )
+from node.files import write_atomically
 
 # The highest serial this authority ever signed, kept in its folder: a directory written to
 # a new --out must still outgrow every one before it, or nodes would see two directories
@@ -85,6 +85,36 @@ def _federation_of(authority: Path) -> str:
         ) from None
 
 
+def _enrol(
+    authority: Path,
+    member_id: str,
+    out: Path,
+    *,
+    endpoint: str,
+    hosts: tuple[str, ...],
+    roles: tuple[str, ...] = DEFAULT_ROLES,
+) -> tuple[Member, str]:
+    """What every member gets in its folder: a TLS certificate from the authority's CA, an
+    Ed25519 signing key, the authority's public key, and its member entry (member.json).
+    Returns the entry and the federation."""
+    check_node_id(member_id)
+    federation = _federation_of(authority)
+    if (out / "tls.key").exists():
+        raise PkiError(f"{out} already holds a member's keys; refusing to overwrite them")
+    cert = issue_node_certificate(authority, federation, member_id, out, hosts=hosts)
+    signing = create_signing_key(out / "signing.key")
+    (out / "authority.pub").write_bytes((authority / "authority.pub").read_bytes())
+    member = Member(
+        node_id=member_id,
+        endpoint=endpoint,
+        certificate_sha256=fingerprint(cert),
+        signing_public_key=public_key_text(signing),
+        roles=roles,
+    )
+    (out / "member.json").write_text(json.dumps(member.to_json(), indent=2) + "\n")
+    return member, federation
+
+
 def enrol_node(
     authority: Path,
     node_id: str,
@@ -95,20 +125,9 @@ def enrol_node(
     metrics: str,
     policy_dir: Path | None,
 ) -> Member:
-    check_node_id(node_id)
-    federation = _federation_of(authority)
-    if (out / "tls.key").exists():
-        raise PkiError(f"{out} already holds a node's keys; refusing to overwrite them")
-    cert = issue_node_certificate(authority, federation, node_id, out, hosts=hosts)
-    signing = create_signing_key(out / "signing.key")
-    (out / "authority.pub").write_bytes((authority / "authority.pub").read_bytes())
-    member = Member(
-        node_id=node_id,
-        endpoint=endpoint,
-        certificate_sha256=fingerprint(cert),
-        signing_public_key=public_key_text(signing),
-    )
-    (out / "member.json").write_text(json.dumps(member.to_json(), indent=2) + "\n")
+    """A node's folder: its identity (see `_enrol`), a starter node.toml and an empty
+    agreements file (neither overwritten)."""
+    member, federation = _enrol(authority, node_id, out, endpoint=endpoint, hosts=hosts)
     config = out / "node.toml"
     if not config.exists():
         config.write_text(
@@ -127,31 +146,11 @@ def enrol_node(
 
 
 def enrol_overseer(authority: Path, overseer_id: str, out: Path) -> Member:
-    """An overseer's identity: an mTLS client certificate (the same kind a node has, so the
-    same checks identify it), an Ed25519 signing key, the authority's public key, and its
-    member entry (`roles: ["overseer"]`, no endpoint: it only calls nodes)."""
-    check_node_id(overseer_id)
-    federation = _federation_of(authority)
-    if (out / "tls.key").exists():
-        raise PkiError(f"{out} already holds an identity's keys; refusing to overwrite them")
-    cert = issue_node_certificate(authority, federation, overseer_id, out, hosts=())
-    signing = create_signing_key(out / "signing.key")
-    (out / "authority.pub").write_bytes((authority / "authority.pub").read_bytes())
-    member = Member(
-        node_id=overseer_id,
-        endpoint="",
-        certificate_sha256=fingerprint(cert),
-        signing_public_key=public_key_text(signing),
-        roles=(OVERSEER,),
-    )
-    (out / "member.json").write_text(json.dumps(member.to_json(), indent=2) + "\n")
+    """An overseer's identity: the same kind of mTLS client certificate as a node's (so the
+    same checks identify it) and signing key, and a member entry with `roles: ["overseer"]`
+    and no endpoint: it only calls nodes."""
+    member, _ = _enrol(authority, overseer_id, out, endpoint="", hosts=(), roles=(OVERSEER,))
     return member
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_members(members_file: Path, *, missing_ok: bool = False) -> list[Member]:
@@ -178,21 +177,17 @@ def read_members(members_file: Path, *, missing_ok: bool = False) -> list[Member
 def write_members(members_file: Path, members: list[Member]) -> None:
     """Sorted by node id, so the file diffs cleanly under version control."""
     entries = [m.to_json() for m in sorted(members, key=lambda m: m.node_id)]
-    _write_text_atomically(members_file, json.dumps(entries, indent=2) + "\n")
+    write_atomically(members_file, (json.dumps(entries, indent=2) + "\n").encode())
 
 
 def _check_member_certificate(authority: Path, federation: str, member: Member, cert: Path) -> None:
     """When the node's certificate lies beside its member entry, check the entry against it:
     issued by this authority's CA, for this node id, with the fingerprint the entry states."""
-    pem = cert.read_bytes()
     issued = load_certificate(cert)
-    ca = load_certificate(authority / "ca.crt")
+    if not issued_by(issued, load_certificate(authority / "ca.crt")):
+        raise PkiError(f"{cert} was not issued by the authority in {authority}")
     try:
-        issued.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignatureError):
-        raise PkiError(f"{cert} was not issued by the authority in {authority}") from None
-    try:
-        identity = peer_certificate(pem, federation)
+        identity = peer_of(issued, federation)
     except InvalidIdentity as exc:
         raise PkiError(f"{cert}: {exc}") from None
     if identity.node_id != member.node_id:
@@ -352,7 +347,6 @@ def sign_members(
     data = sign_directory(directory, key)
     # Never hand out what a node would refuse: verify it as a node will.
     verify_directory(data, key.public_key(), source=str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomically(out, data.decode())
-    _write_text_atomically(authority / SERIAL_FILE, f"{serial}\n")
+    write_atomically(out, data)
+    write_atomically(authority / SERIAL_FILE, f"{serial}\n".encode())
     return directory

@@ -151,7 +151,7 @@ class ExchangeHandlers:
         from that caller in the background (verified like any other; never blocks)."""
         if not member.is_node or not member.endpoint:  # nothing to fetch from
             return
-        serial = advertised_serial(metadata)  # type: ignore[arg-type]
+        serial = advertised_serial(metadata)
         if serial is not None and serial > self._directory.serial:
             self._directory.learn_from_peer(member.node_id, serial, self._fetcher(member))
 

@@ -239,7 +239,7 @@ async def _start(
         signing_key,
         directory_state,
         lambda member: fetcher_for(
-            own_identity(), member.node_id, member.endpoint, lambda: directory_state.serial
+            own_identity, member.node_id, member.endpoint, lambda: directory_state.serial
         ),
     )
 

@@ -27,12 +27,11 @@ from typing import cast
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from federation.identity import InvalidIdentity
-from federation.pki import PkiError, fingerprint, peer_of
+from federation.pki import PkiError, fingerprint, issued_by, peer_of
 
 log = logging.getLogger("liaison.tls")
 
@@ -74,7 +73,7 @@ class ServingCertificate:
     sha256: str
     not_before: datetime
     not_after: datetime
-    node_id: str | None
+    node_id: str
 
     def __repr__(self) -> str:  # never let the private key reach a log
         return (
@@ -97,8 +96,8 @@ def validate(
     ca_pem: bytes,
     *,
     now: datetime,
-    federation: str | None = None,
-    node_id: str | None = None,
+    federation: str,
+    node_id: str,
     where: str = "TLS",
 ) -> ServingCertificate:
     """Everything that must hold before a certificate is served, or CertificateError.
@@ -122,7 +121,7 @@ def validate(
         authorities = x509.load_pem_x509_certificates(ca_pem)
     except ValueError as exc:
         raise CertificateError(f"{where} CA bundle is not PEM X.509: {exc}") from None
-    if not any(_issued_by(leaf, ca) for ca in authorities):
+    if not any(issued_by(leaf, ca) for ca in authorities):
         raise CertificateError(
             f"{where} certificate (issuer {leaf.issuer.rfc4514_string()}) is not signed by "
             "any CA in the bundle"
@@ -135,16 +134,14 @@ def validate(
         raise CertificateError(
             f"{where} certificate expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M}Z"
         )
-    named = None
-    if federation is not None:
-        try:
-            named = peer_of(leaf, federation)
-        except (PkiError, InvalidIdentity) as exc:
-            raise CertificateError(f"{where} certificate has no node identity: {exc}") from None
-        if node_id is not None and named.node_id != node_id:
-            raise CertificateError(
-                f"{where} certificate names node {named.node_id}, this node is {node_id}"
-            )
+    try:
+        named = peer_of(leaf, federation)
+    except (PkiError, InvalidIdentity) as exc:
+        raise CertificateError(f"{where} certificate has no node identity: {exc}") from None
+    if named.node_id != node_id:
+        raise CertificateError(
+            f"{where} certificate names node {named.node_id}, this node is {node_id}"
+        )
     return ServingCertificate(
         certificate_pem=certificate_pem,
         key_pem=key_pem,
@@ -152,16 +149,8 @@ def validate(
         sha256=fingerprint(leaf),
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
-        node_id=named.node_id if named else None,
+        node_id=named.node_id,
     )
-
-
-def _issued_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        leaf.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _read(files: TlsFiles) -> tuple[bytes, bytes, bytes]:
@@ -182,8 +171,8 @@ class RotatingServerCredentials:
         self,
         files: TlsFiles,
         *,
-        federation: str | None = None,
-        node_id: str | None = None,
+        federation: str,
+        node_id: str,
         on_change: Callable[[ServingCertificate], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_rejected_after: float = 60.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from federation.pki import public_key_text
 from federation.signing import SIGNATURE_METADATA, request_message, sign
 from node.admission import Admission, ReplayCache
 from node.audit import AuditLog
-from node.audit_entries import AuditRecord
+from node.audit_entries import AuditRecord, entry_timestamp
 from node.errors import Kind, Refusal
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -122,3 +123,12 @@ def test_seeding_from_the_audit_log_after_a_restart(tmp_path: Path) -> None:
     asyncio.run(write())
     recent = list(AuditLog(path).recent(datetime.now(UTC).timestamp() - 11 * 60))
     assert [e["nonce"] for e in recent] == [f"{i:02x}" * 16 for i in (4, 3, 2)]
+    # As the node seeds its cache at start: a nonce answered before the restart is a replay.
+    admission = Admission(15 * 60)
+    seen = [(e["peer"], bytes.fromhex(e["nonce"]), entry_timestamp(e["time"])) for e in recent]
+    assert admission.replay.seed((p, n, t) for p, n, t in seen if t is not None) == 3
+    replay = Envelope(
+        "DE-BKA", "p", nonce=bytes.fromhex(recent[0]["nonce"]), issued_at=datetime.now(UTC)
+    )
+    assert _refusal(lambda: admission.check_fresh(MEMBER, replay)).reasons == ("replayed",)
+    admission.check_fresh(MEMBER, replace(replay, nonce=bytes.fromhex("00" * 16)))  # not recent

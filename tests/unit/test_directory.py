@@ -20,7 +20,6 @@ from federation.directory import (
     DirectoryError,
     Member,
     MemberStatus,
-    accept_newer,
     check_not_older,
     load_directory,
     new_directory,
@@ -434,33 +433,32 @@ def test_expired_helper(directory: Directory) -> None:
 # --- accepting only newer ---------------------------------------------------------------------
 
 
-def test_accept_newer_takes_the_first_and_any_newer(directory: Directory) -> None:
-    assert accept_newer(None, directory) is directory
+def test_check_not_older_takes_a_newer_serial(directory: Directory) -> None:
     newer = replace(directory, serial=4)
-    assert accept_newer(directory, newer) is newer
+    assert check_not_older(directory.serial, directory.digest(), newer) is True
 
 
-def test_accept_newer_refuses_a_rollback(directory: Directory) -> None:
+def test_check_not_older_refuses_a_rollback(directory: Directory) -> None:
     older = replace(directory, serial=2)
     with pytest.raises(DirectoryError, match="serial 2, older than serial 3") as info:
-        accept_newer(directory, older, "peer FR-PN")
+        check_not_older(directory.serial, directory.digest(), older, "peer FR-PN")
     assert info.value.reason == "directory_rollback"
     assert str(info.value).startswith("peer FR-PN has serial 2")
 
 
-def test_accept_newer_keeps_the_same_directory(directory: Directory) -> None:
+def test_check_not_older_knows_the_same_directory(directory: Directory) -> None:
     same = replace(directory, members=tuple(reversed(directory.members)))
-    assert accept_newer(directory, same) is directory
+    assert check_not_older(directory.serial, directory.digest(), same) is False
 
 
-def test_accept_newer_refuses_two_directories_with_one_serial(directory: Directory) -> None:
+def test_check_not_older_refuses_two_directories_with_one_serial(directory: Directory) -> None:
     other = replace(directory, members=directory.members[:1])
     with pytest.raises(DirectoryError, match="two directories with one serial") as info:
-        accept_newer(directory, other)
+        check_not_older(directory.serial, directory.digest(), other)
     assert info.value.reason == "directory_conflict"
     reissued = replace(directory, issued_at=NOW + timedelta(seconds=1))
     with pytest.raises(DirectoryError, match="different contents"):
-        accept_newer(directory, reissued)
+        check_not_older(directory.serial, directory.digest(), reissued)
 
 
 def test_check_not_older_against_a_remembered_floor(directory: Directory) -> None:

@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry
 
 from federation.directory import (
-    Directory,
     DirectoryError,
     Member,
     MemberStatus,
@@ -40,7 +39,6 @@ from node.directory_state import (
     MAX_DIRECTORY_BYTES,
     DirectoryState,
     advertised_serial,
-    fetch_directory,
     fetcher_for,
     load_from,
     state_path_for,
@@ -647,12 +645,10 @@ def test_a_failing_or_hanging_peer_is_counted_and_harmless(
         ([(SERIAL_METADATA, "9" * 21)], None),
         ([(SERIAL_METADATA, "")], None),
         ([], None),
-        (None, None),
     ],
 )
-def test_advertised_serial(metadata: list[tuple[str, str | bytes]] | None, expected: int) -> None:
-    assert advertised_serial(metadata) == expected
-    assert advertised_serial(dict(metadata or ())) == expected  # as the handler holds it
+def test_advertised_serial(metadata: list[tuple[str, str | bytes]], expected: int) -> None:
+    assert advertised_serial(dict(metadata)) == expected  # as the handler holds it
 
 
 # --- GetDirectory -----------------------------------------------------------------------------
@@ -676,52 +672,6 @@ def test_respond_without_a_directory_is_unavailable(key: ed25519.Ed25519PrivateK
     assert info.value.reasons == ("directory_unavailable",)
 
 
-def test_fetch_directory_over_grpc(
-    state: DirectoryState, tmp_path: Path, key: ed25519.Ed25519PrivateKey, clock: Clock
-) -> None:
-    """The client helper against a GetDirectory served by `respond`, on loopback."""
-    seen: list[int | None] = []
-
-    async def get_directory(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        seen.append(advertised_serial(context.invocation_metadata()))
-        return state.respond(raw)
-
-    async def run() -> None:
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers(
-            [
-                grpc.method_handlers_generic_handler(
-                    "liaison.exchange.v1.ExchangeService",
-                    {"GetDirectory": grpc.unary_unary_rpc_method_handler(get_directory)},
-                )
-            ]
-        )
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                raw = await fetch_directory(channel, 1, timeout=5)
-            assert raw == state.raw
-            # A node at serial 1 learns serial 3 from this peer.
-            (tmp_path / "b").mkdir()
-            (tmp_path / "b" / "directory.json").write_bytes(signed(key, 1))
-            behind = make_state(key, tmp_path / "b", clock)
-            behind.load()
-
-            async def fetch() -> bytes:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    return await fetch_directory(channel, behind.serial, timeout=5)
-
-            task = behind.learn_from_peer("DE-BKA", 3, fetch)
-            assert task is not None and await task is True
-            assert behind.serial == 3
-        finally:
-            await server.stop(0)
-
-    asyncio.run(run())
-    assert seen == [1, 1]
-
-
 def test_new_members_and_status_changes_are_logged(
     state: DirectoryState, key: ed25519.Ed25519PrivateKey, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -737,15 +687,12 @@ def test_new_members_and_status_changes_are_logged(
     assert "NL-KLPD joined (active)" in caplog.text
 
 
-def test_directory_type_is_what_callers_get(state: DirectoryState) -> None:
-    assert isinstance(state.current, Directory)
-
-
-def test_fetcher_for_speaks_mtls_to_the_peer(
+def test_a_node_learns_a_directory_from_a_peer_over_mtls(
     state: DirectoryState, tmp_path: Path, key: ed25519.Ed25519PrivateKey, clock: Clock
 ) -> None:
-    """The fetch the node hands to learn_from_peer: its own client certificate, the peer's
-    TLS name checked against the federation CA."""
+    """The fetch the node hands to learn_from_peer, against a GetDirectory served by
+    `respond` on loopback: its own client certificate, the peer's TLS name checked against
+    the federation CA, its serial in the request metadata."""
     from federation.client import ClientIdentity
 
     authority = tmp_path / "authority"
@@ -759,13 +706,25 @@ def test_fetcher_for_speaks_mtls_to_the_peer(
         private_key=(tmp_path / "fr" / "tls.key").read_bytes(),
         ca=(tmp_path / "fr" / "ca.crt").read_bytes(),
     )
+    # A node at serial 1 learns serial 3 from the peer that holds `state`.
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "directory.json").write_bytes(signed(key, 1))
+    behind = make_state(key, tmp_path / "b", clock)
+    behind.load()
     peers: list[bytes] = []
+    seen: list[int | None] = []
+    read: list[str] = []
+
+    def identity() -> ClientIdentity:
+        read.append(me.node_id)
+        return me
 
     async def get_directory(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         peers.extend(context.auth_context().get("x509_pem_cert", ()))
+        seen.append(advertised_serial(dict(context.invocation_metadata() or ())))
         return state.respond(raw)
 
-    async def run() -> bytes:
+    async def run() -> None:
         server = grpc.aio.server()
         server.add_generic_rpc_handlers(
             [
@@ -788,10 +747,18 @@ def test_fetcher_for_speaks_mtls_to_the_peer(
         port = server.add_secure_port("127.0.0.1:0", credentials)
         await server.start()
         try:
-            fetch = fetcher_for(me, "DE-BKA", f"127.0.0.1:{port}", lambda: 1, timeout=5)
-            return await fetch()
+            fetch = fetcher_for(
+                identity, "DE-BKA", f"127.0.0.1:{port}", lambda: behind.serial, timeout=5
+            )
+            assert read == []  # making a fetch reads no credentials: most are never run
+            assert await fetch() == state.raw
+            task = behind.learn_from_peer("DE-BKA", 3, fetch)
+            assert task is not None and await task is True
+            assert behind.serial == 3
         finally:
             await server.stop(0)
 
-    assert asyncio.run(run()) == state.raw
-    assert peers == [(tmp_path / "fr" / "tls.crt").read_bytes()]
+    asyncio.run(run())
+    assert seen == [1, 1]
+    assert read == ["FR-DGPN", "FR-DGPN"]
+    assert peers == [(tmp_path / "fr" / "tls.crt").read_bytes()] * 2

@@ -109,7 +109,7 @@ def test_validate_refuses_a_key_of_another_certificate(authority: Path, tmp_path
     b = _issue(authority, tmp_path / "b")
     cert, _, ca = _pems(a)
     with pytest.raises(CertificateError, match="key does not belong"):
-        validate(cert, (b / "tls.key").read_bytes(), ca, now=NOW)
+        validate(cert, (b / "tls.key").read_bytes(), ca, now=NOW, federation=FED, node_id="FR-DGPN")
 
 
 def test_validate_refuses_a_certificate_of_another_ca(
@@ -118,7 +118,14 @@ def test_validate_refuses_a_certificate_of_another_ca(
     folder = _issue(other_authority, tmp_path / "o")
     cert, key, _ = _pems(folder)
     with pytest.raises(CertificateError, match="not signed by any CA"):
-        validate(cert, key, (authority / "ca.crt").read_bytes(), now=NOW)
+        validate(
+            cert,
+            key,
+            (authority / "ca.crt").read_bytes(),
+            now=NOW,
+            federation=FED,
+            node_id="FR-DGPN",
+        )
 
 
 def test_validate_accepts_a_ca_bundle_during_ca_rotation(
@@ -127,15 +134,17 @@ def test_validate_accepts_a_ca_bundle_during_ca_rotation(
     folder = _issue(other_authority, tmp_path / "o")
     cert, key, _ = _pems(folder)
     bundle = (authority / "ca.crt").read_bytes() + (other_authority / "ca.crt").read_bytes()
-    assert validate(cert, key, bundle, now=NOW).sha256 == _sha(folder)
+    assert validate(cert, key, bundle, now=NOW, federation=FED, node_id="FR-DGPN").sha256 == _sha(
+        folder
+    )
 
 
 def test_validate_refuses_expired_and_not_yet_valid(authority: Path, tmp_path: Path) -> None:
     folder = _issue(authority, tmp_path / "n", days=10)
     with pytest.raises(CertificateError, match="expired"):
-        validate(*_pems(folder), now=NOW + timedelta(days=11))
+        validate(*_pems(folder), now=NOW + timedelta(days=11), federation=FED, node_id="FR-DGPN")
     with pytest.raises(CertificateError, match="not valid before"):
-        validate(*_pems(folder), now=NOW - timedelta(days=1))
+        validate(*_pems(folder), now=NOW - timedelta(days=1), federation=FED, node_id="FR-DGPN")
 
 
 def test_validate_refuses_a_certificate_naming_another_node(
@@ -156,7 +165,7 @@ def test_validate_refuses_garbage(
     pems = list(_pems(_issue(authority, tmp_path / "n")))
     pems[part] = garbage
     with pytest.raises(CertificateError, match=message):
-        validate(pems[0], pems[1], pems[2], now=NOW)
+        validate(pems[0], pems[1], pems[2], now=NOW, federation=FED, node_id="FR-DGPN")
 
 
 # --- RotatingServerCredentials without a server ---------------------------------------
@@ -166,7 +175,7 @@ def test_first_load_failure_raises(authority: Path, tmp_path: Path) -> None:
     folder = _issue(authority, tmp_path / "n")
     (folder / "tls.key").unlink()
     with pytest.raises(CertificateError, match="cannot read"):
-        RotatingServerCredentials(_files(folder))
+        RotatingServerCredentials(_files(folder), federation=FED, node_id="FR-DGPN")
 
 
 def test_refresh_swaps_only_a_valid_changed_set(
@@ -210,7 +219,7 @@ def test_a_certificate_for_another_node_is_never_served(authority: Path, tmp_pat
 
 def test_an_expired_new_certificate_is_not_served(authority: Path, tmp_path: Path) -> None:
     live = _issue(authority, tmp_path / "live")
-    rot = RotatingServerCredentials(_files(live))
+    rot = RotatingServerCredentials(_files(live), federation=FED, node_id="FR-DGPN")
     old = rot.current.sha256
     past = NOW - timedelta(days=30)
     _swap(_issue(authority, tmp_path / "old", not_before=past, not_after=past), live)
@@ -221,7 +230,13 @@ def test_a_rejected_set_is_retried_after_a_while(authority: Path, tmp_path: Path
     """A certificate that is not valid *yet* becomes servable without touching the files."""
     live = _issue(authority, tmp_path / "live")
     clock = [NOW]
-    rot = RotatingServerCredentials(_files(live), clock=lambda: clock[0], retry_rejected_after=0)
+    rot = RotatingServerCredentials(
+        _files(live),
+        federation=FED,
+        node_id="FR-DGPN",
+        clock=lambda: clock[0],
+        retry_rejected_after=0,
+    )
     future = _issue(authority, tmp_path / "f", not_before=NOW + timedelta(hours=1))
     _swap(future, live)
     assert rot.refresh() is False
@@ -235,7 +250,9 @@ def test_the_fetcher_never_raises(authority: Path, tmp_path: Path) -> None:
     def broken_hook(_: ServingCertificate) -> None:
         raise RuntimeError("metrics exploded")
 
-    rot = RotatingServerCredentials(_files(live), on_change=broken_hook)
+    rot = RotatingServerCredentials(
+        _files(live), federation=FED, node_id="FR-DGPN", on_change=broken_hook
+    )
     _, fetch = rot.fetcher()
     (live / "tls.crt").unlink()  # vanished
     assert fetch() is None
@@ -248,7 +265,7 @@ def test_each_credentials_object_learns_of_a_rotation(authority: Path, tmp_path:
     """A rotation found by one port's handshake, or by an explicit refresh (say on SIGHUP),
     still reaches every port's credentials at its next handshake."""
     live = _issue(authority, tmp_path / "live")
-    rot = RotatingServerCredentials(_files(live))
+    rot = RotatingServerCredentials(_files(live), federation=FED, node_id="FR-DGPN")
     _, first = rot.fetcher()
     _, second = rot.fetcher()
     _swap(_issue(authority, tmp_path / "new"), live)
@@ -456,4 +473,4 @@ def test_default_node_certificate_passes_the_usage_checks(authority: Path, tmp_p
     pem = (_issue(authority, tmp_path / "n") / "tls.crt").read_bytes()
     cert = peer_certificate(pem, FED)
     assert cert.client_auth and cert.digital_signature
-    assert cert.not_before is not None and cert.not_before < datetime.now(UTC)
+    assert cert.not_before < datetime.now(UTC)
