@@ -92,6 +92,10 @@ class MemberStatus(StrEnum):
     REVOKED = "revoked"
 
 
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     node_id: str
@@ -138,13 +142,20 @@ class Member:
         except (InvalidIdentity, ValueError) as exc:
             raise DirectoryError(f"{where}: {exc}") from None
         fp = str(obj["certificate_sha256"]).lower()
-        if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+        if not _is_hex(fp, 64):
             raise DirectoryError(f"{where}: certificate_sha256 must be 64 hex characters")
+        # Checked here, once, not by each user: a member whose key cannot be read would
+        # otherwise fail later, e.g. a witnessing round that reaches it.
+        signing_key = str(obj["signing_public_key"])
+        if not _is_hex(signing_key.lower(), 64):
+            raise DirectoryError(
+                f"{where}: signing_public_key must be 64 hex characters (an Ed25519 key)"
+            )
         return cls(
             node_id=node_id,
             endpoint=str(obj.get("endpoint", "")),
             certificate_sha256=fp,
-            signing_public_key=str(obj["signing_public_key"]),
+            signing_public_key=signing_key,
             status=status,
             roles=roles,
         )

@@ -217,10 +217,6 @@ def add_member(
     except json.JSONDecodeError as exc:
         raise DirectoryError(f"{member_file}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     member = Member.from_json(raw, str(member_file))
-    try:
-        public_key_from_text(member.signing_public_key)
-    except PkiError as exc:
-        raise DirectoryError(f"{member_file}: signing_public_key: {exc}") from None
     cert = member_file.parent / "tls.crt"
     if cert.exists():
         _check_member_certificate(authority, federation, member, cert)

@@ -263,6 +263,13 @@ def test_bad_fingerprint_is_refused(fp: str, key: ed25519.Ed25519PrivateKey) -> 
         verify_directory(sign_directory(d, key), key.public_key(), now=NOW)
 
 
+@pytest.mark.parametrize("text", ["b" * 63, "b" * 66, "z" * 64, "", "b" * 62 + "  "])
+def test_bad_signing_key_is_refused(text: str, key: ed25519.Ed25519PrivateKey) -> None:
+    d = new_directory(FED, 1, [_member("DE-BKA", signing_public_key=text)], now=NOW)
+    with pytest.raises(DirectoryError, match="member #0: signing_public_key must be 64 hex"):
+        verify_directory(sign_directory(d, key), key.public_key(), now=NOW)
+
+
 def test_upper_case_fingerprint_is_normalised(key: ed25519.Ed25519PrivateKey) -> None:
     d = new_directory(FED, 1, [_member("DE-BKA", certificate_sha256="AB" * 32)], now=NOW)
     loaded = verify_directory(sign_directory(d, key), key.public_key(), now=NOW)
