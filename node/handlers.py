@@ -77,7 +77,6 @@ class ExchangeHandlers:
         entry_id = new_entry_id()
         # Refusals that come before any decision are recorded under the revision in force.
         revision = self._service.policy_revision
-        status = None
         request_signature = b""
         try:
             member = self._auth.identify(context.auth_context())
@@ -96,8 +95,7 @@ class ExchangeHandlers:
             refusal = exc
             peer = exc.peer or peer
             revision = exc.policy_revision or revision
-            status = refusal_status(exc, entry_id, revision)
-            response = status.SerializeToString()
+            response = refusal_status(exc, entry_id, revision).SerializeToString()
         request_sha256 = hashlib.sha256(raw).digest()
         response_signature = self._sign(request_sha256, response, ok=refusal is None)
         env = query.envelope if query else None
@@ -124,25 +122,24 @@ class ExchangeHandlers:
             # Another replica answered this very request: refuse it as a replay, and
             # audit that refusal instead of the answer that was never written.
             refusal = failed
-            status = refusal_status(refusal, entry_id, revision)
-            body = status.SerializeToString()
-            response_signature = self._sign(request_sha256, body, ok=False)
+            response = refusal_status(refusal, entry_id, revision).SerializeToString()
+            response_signature = self._sign(request_sha256, response, ok=False)
             record = dataclasses.replace(
                 record,
                 decision=refusal.decision,
                 reasons=refusal.reasons,
-                response_sha256=hashlib.sha256(body).hexdigest(),
+                response_sha256=hashlib.sha256(response).hexdigest(),
                 response_signature=response_signature.hex(),
             )
             failed = await self._recorder.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed
-            status = refusal_status(refusal, entry_id, revision)
-            response_signature = self._sign(request_sha256, status.SerializeToString(), ok=False)
+            response = refusal_status(refusal, entry_id, revision).SerializeToString()
+            response_signature = self._sign(request_sha256, response, ok=False)
         self._count(peer, query, answer, refusal, started)
         trailers = ((SIGNATURE_METADATA, response_signature),)
-        if status is not None:
-            await abort(context, status, trailers)
+        if refusal is not None:
+            await abort(context, refusal, response, trailers)
         context.set_trailing_metadata(trailers)
         return response
 
