@@ -25,13 +25,11 @@ from federation.serde import WireError, match_answer_to_proto, match_query_from_
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.admission import REPLAYED, Admission
-from node.audit import AuditLog
 from node.audit_entries import AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
 from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
 from node.errors import Refusal, denied, invalid
-from node.metrics import NodeMetrics
 from node.service import MatchService
 
 log = logging.getLogger("liaison.node")
@@ -41,22 +39,17 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExchangeService"].full_name
 class ExchangeHandlers:
     def __init__(
         self,
-        node_id: str,
         auth: PeerAuthenticator,
         service: MatchService,
-        audit: AuditLog,
-        metrics: NodeMetrics,
+        recorder: Recorder,
         admission: Admission,
         signing_key: ed25519.Ed25519PrivateKey,
         directory: DirectoryState,
         fetcher: Callable[[Member], Callable[[], Awaitable[bytes]]],
     ) -> None:
-        self._node_id = node_id
         self._auth = auth
         self._service = service
-        self._audit = audit
-        self._metrics = metrics
-        self._recorder = Recorder(audit, metrics)
+        self._recorder = recorder
         self._admission = admission
         self._key = signing_key
         self._directory = directory
@@ -182,7 +175,7 @@ class ExchangeHandlers:
         started: float,
     ) -> None:
         self._recorder.count(peer, "Match", refusal, started)
-        m = self._metrics
+        m = self._recorder.metrics
         if query is not None and peer != UNIDENTIFIED:
             m.legal_basis.labels(peer, query.envelope.legal_basis.value).inc()
         if refusal is None and answer is not None and query is not None and answer.hit:

@@ -23,7 +23,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from federation.client import ClientIdentity
 from federation.identity import country_of
 from federation.notes import audit_origin
 from federation.pki import load_ed25519_private, public_key_from_text
@@ -212,12 +211,6 @@ async def _start(
     signing_key = load_ed25519_private(config.trust.signing_key)
 
     identity = NodeIdentity(node_id, country_of(node_id), config.node.profile)
-
-    def own_identity() -> ClientIdentity:
-        """Our credentials as they are now (they may have rotated), to fetch a newer
-        directory from the peer that advertised it."""
-        return config.client_identity()
-
     authenticator = PeerAuthenticator(
         config.node.federation,
         directory_state.require,
@@ -227,19 +220,23 @@ async def _start(
             peer.not_after.timestamp()
         ),
     )
+    recorder = Recorder(audit, metrics)
     handlers = ExchangeHandlers(
-        node_id,
         authenticator,
         MatchService(
             identity, store, engine, metrics, policy_deadline=config.policy.deadline_ms / 1000
         ),
-        audit,
-        metrics,
+        recorder,
         admission,
         signing_key,
         directory_state,
+        # A newer directory is fetched with our credentials as they are now (they may
+        # have rotated) from the peer that advertised it.
         lambda member: fetcher_for(
-            own_identity(), member.node_id, member.endpoint, lambda: directory_state.serial
+            config.client_identity(),
+            member.node_id,
+            member.endpoint,
+            lambda: directory_state.serial,
         ),
     )
 
@@ -248,7 +245,7 @@ async def _start(
         node_id,
         authenticator,
         audit,
-        Recorder(audit, metrics),
+        recorder,
         revision=lambda: engine.revision,
         sign_checkpoint=lambda: _checkpoint_if_grown(audit, signing_key, origin),
         max_response_bytes=config.server.max_message_bytes,
@@ -330,7 +327,7 @@ async def _start(
             Witnessing(
                 witness,
                 lambda: directory_state.current,
-                own_identity,
+                config.client_identity,
                 audit.latest_checkpoint,
                 config.witness.interval_s,
                 endpoints=config.witness.endpoints,
