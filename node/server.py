@@ -67,12 +67,12 @@ class Node:
     policy: ReloadingEngine
     engine: CachingEngine
     directory: DirectoryState
+    # Signs the audit tree's head if it grew (blocking; never raises).
+    _checkpoint: Callable[[], None]
     _http: WSGIServer | None = None
     _watcher: asyncio.Task[None] | None = None
     _checkpointer: asyncio.Task[None] | None = None
     _witnessing: asyncio.Task[None] | None = None
-    _signing_key: ed25519.Ed25519PrivateKey | None = None
-    _origin: str = ""
     # The OversightService's handlers: witnessing sets its hooks (`views`,
     # `extra_cosignatures`) here.
     oversight: OversightHandlers | None = None
@@ -88,7 +88,7 @@ class Node:
                     await task
         await self.server.stop(grace)
         # A last checkpoint, so the log a stopped node leaves behind is signed to its end.
-        await asyncio.to_thread(_checkpoint_if_grown, self.audit, self._signing_key, self._origin)
+        await asyncio.to_thread(self._checkpoint)
         await self.audit.close()
         if self.witness is not None:
             self.witness.close()
@@ -99,13 +99,11 @@ class Node:
             self._http.server_close()
 
 
-def _checkpoint_if_grown(
-    audit: AuditLog, key: ed25519.Ed25519PrivateKey | None, origin: str
-) -> None:
+def _checkpoint_if_grown(audit: AuditLog, key: ed25519.Ed25519PrivateKey, origin: str) -> None:
     """Sign the audit tree's head if it grew since the last checkpoint; never raises (a
     checkpoint that cannot be written is logged, and tried again next time). Blocking:
     the node runs it in a thread."""
-    if key is None or audit.size == 0 or audit.size == audit.last_checkpoint_size:
+    if audit.size == 0 or audit.size == audit.last_checkpoint_size:
         return
     try:
         audit.checkpoint(key, origin)
@@ -113,12 +111,10 @@ def _checkpoint_if_grown(
         log.error("could not sign an audit checkpoint: %s", exc)
 
 
-async def _checkpoint_every(
-    audit: AuditLog, key: ed25519.Ed25519PrivateKey, origin: str, interval: float
-) -> None:
+async def _checkpoint_every(checkpoint: Callable[[], None], interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        await asyncio.to_thread(_checkpoint_if_grown, audit, key, origin)
+        await asyncio.to_thread(checkpoint)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -241,13 +237,17 @@ async def _start(
     )
 
     origin = audit_origin(config.node.federation, node_id)
+
+    def checkpoint() -> None:
+        _checkpoint_if_grown(audit, signing_key, origin)
+
     oversight = OversightHandlers(
         node_id,
         authenticator,
         audit,
         recorder,
         revision=lambda: engine.revision,
-        sign_checkpoint=lambda: _checkpoint_if_grown(audit, signing_key, origin),
+        sign_checkpoint=checkpoint,
         max_response_bytes=config.server.max_message_bytes,
     )
 
@@ -319,7 +319,7 @@ async def _start(
     )
     directory_state.start_refresh(trust.directory_refresh_s)
     checkpointer = asyncio.create_task(
-        _checkpoint_every(audit, signing_key, origin, config.audit.checkpoint_interval_s)
+        _checkpoint_every(checkpoint, config.audit.checkpoint_interval_s)
     )
     witnessing = None
     if witness is not None:
@@ -348,12 +348,11 @@ async def _start(
         policy=reloading,
         engine=engine,
         directory=directory_state,
+        _checkpoint=checkpoint,
         _http=http,
         _watcher=watcher,
         _checkpointer=checkpointer,
         _witnessing=witnessing,
-        _signing_key=signing_key,
-        _origin=origin,
         oversight=oversight,
         witness=witness,
     )
