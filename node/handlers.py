@@ -136,12 +136,12 @@ class ExchangeHandlers:
         context.set_trailing_metadata(trailers)
         return response
 
-    def _learn(self, member: Member, metadata: Mapping[str, object]) -> None:
+    def _learn(self, member: Member, metadata: Mapping[str, str | bytes]) -> None:
         """A caller that holds a newer directory than ours says so on every call: fetch it
         from that caller in the background (verified like any other; never blocks)."""
         if not member.is_node or not member.endpoint:  # nothing to fetch from
             return
-        serial = advertised_serial(metadata)  # type: ignore[arg-type]
+        serial = advertised_serial(metadata)
         if serial is not None and serial > self._directory.serial:
             self._directory.learn_from_peer(member.node_id, serial, self._fetcher(member))
 
