@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -244,12 +244,7 @@ def _audit(audit: AuditSection, raw: dict[str, Any], store_url: str, path: Path)
         )
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise ConfigError(f"{path}: [audit] an in-memory SQLite database would lose the log")
-    return AuditSection(
-        store=audit.store,
-        path=audit.path,
-        url=url,
-        checkpoint_interval_s=audit.checkpoint_interval_s,
-    )
+    return replace(audit, url=url)
 
 
 def load_config(path: Path) -> NodeConfig:

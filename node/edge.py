@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 
 import grpc
 from google.rpc import status_pb2
-from grpc_status import rpc_status
 
 from federation.directory import Member
-from federation.serde import rich_status
+from federation.serde import STATUS_TRAILER, rich_status
 from node.admission import replayed
 from node.audit import AuditLog
 from node.audit_entries import AuditError, AuditRecord, AuditReplay, new_entry_id
@@ -74,12 +73,14 @@ def call_record(
 
 async def abort(
     context: grpc.aio.ServicerContext[bytes, bytes],
-    status: status_pb2.Status,
+    refusal: Refusal,
+    status: bytes,
     trailers: Sequence[tuple[str, str | bytes]] = (),
 ) -> None:
-    """End the call with this rich status (grpc.aio's context lacks abort_with_status)."""
-    wire = rpc_status.to_status(status)
-    await context.abort(wire.code, wire.details, (*wire.trailing_metadata, *trailers))
+    """End the call with `refusal`, its rich status sent as `status`: the serialised
+    `refusal_status` that the node audited (and signed), not serialised again
+    (grpc.aio's context lacks abort_with_status)."""
+    await context.abort(refusal.kind.value, refusal.message, ((STATUS_TRAILER, status), *trailers))
 
 
 class Recorder:
@@ -126,7 +127,7 @@ class Recorder:
         """A call without an envelope (GetDirectory, every OversightService call): identify
         the caller, decide, audit durably, count, then answer or refuse."""
         started = time.perf_counter()
-        peer, refusal, status = UNIDENTIFIED, None, None
+        peer, refusal = UNIDENTIFIED, None
         entry_id = new_entry_id()
         try:
             member = auth.identify(context.auth_context())
@@ -134,16 +135,15 @@ class Recorder:
             response = await decide(member)
         except Refusal as exc:
             refusal, peer = exc, exc.peer or peer
-            status = refusal_status(exc, entry_id, revision)
-            response = status.SerializeToString()
+            response = refusal_status(exc, entry_id, revision).SerializeToString()
         record = call_record(entry_id, peer, method, refusal, revision, raw, response)
         failed = await self.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed
-            status = refusal_status(failed, entry_id, revision)
+            response = refusal_status(failed, entry_id, revision).SerializeToString()
         self.count(peer, method, refusal, started)
-        if status is not None:
-            await abort(context, status)
+        if refusal is not None:
+            await abort(context, refusal, response)
         return response
 
     def count(self, peer: str, method: str, refusal: Refusal | None, started: float) -> None:

@@ -25,13 +25,11 @@ from federation.serde import WireError, match_answer_to_proto, match_query_from_
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.admission import REPLAYED, Admission
-from node.audit import AuditLog
 from node.audit_entries import AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
 from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
 from node.errors import Refusal, denied, invalid
-from node.metrics import NodeMetrics
 from node.service import MatchService
 
 log = logging.getLogger("liaison.node")
@@ -41,22 +39,17 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExchangeService"].full_name
 class ExchangeHandlers:
     def __init__(
         self,
-        node_id: str,
         auth: PeerAuthenticator,
         service: MatchService,
-        audit: AuditLog,
-        metrics: NodeMetrics,
+        recorder: Recorder,
         admission: Admission,
         signing_key: ed25519.Ed25519PrivateKey,
         directory: DirectoryState,
         fetcher: Callable[[Member], Callable[[], Awaitable[bytes]]],
     ) -> None:
-        self._node_id = node_id
         self._auth = auth
         self._service = service
-        self._audit = audit
-        self._metrics = metrics
-        self._recorder = Recorder(audit, metrics)
+        self._recorder = recorder
         self._admission = admission
         self._key = signing_key
         self._directory = directory
@@ -77,7 +70,6 @@ class ExchangeHandlers:
         entry_id = new_entry_id()
         # Refusals that come before any decision are recorded under the revision in force.
         revision = self._service.policy_revision
-        status = None
         request_signature = b""
         try:
             member = self._auth.identify(context.auth_context())
@@ -96,8 +88,7 @@ class ExchangeHandlers:
             refusal = exc
             peer = exc.peer or peer
             revision = exc.policy_revision or revision
-            status = refusal_status(exc, entry_id, revision)
-            response = status.SerializeToString()
+            response = refusal_status(exc, entry_id, revision).SerializeToString()
         request_sha256 = hashlib.sha256(raw).digest()
         response_signature = self._sign(request_sha256, response, ok=refusal is None)
         env = query.envelope if query else None
@@ -124,29 +115,28 @@ class ExchangeHandlers:
             # Another replica answered this very request: refuse it as a replay, and
             # audit that refusal instead of the answer that was never written.
             refusal = failed
-            status = refusal_status(refusal, entry_id, revision)
-            body = status.SerializeToString()
-            response_signature = self._sign(request_sha256, body, ok=False)
+            response = refusal_status(refusal, entry_id, revision).SerializeToString()
+            response_signature = self._sign(request_sha256, response, ok=False)
             record = dataclasses.replace(
                 record,
                 decision=refusal.decision,
                 reasons=refusal.reasons,
-                response_sha256=hashlib.sha256(body).hexdigest(),
+                response_sha256=hashlib.sha256(response).hexdigest(),
                 response_signature=response_signature.hex(),
             )
             failed = await self._recorder.make_durable(record, entry_id)
         if failed is not None:
             refusal = failed
-            status = refusal_status(refusal, entry_id, revision)
-            response_signature = self._sign(request_sha256, status.SerializeToString(), ok=False)
+            response = refusal_status(refusal, entry_id, revision).SerializeToString()
+            response_signature = self._sign(request_sha256, response, ok=False)
         self._count(peer, query, answer, refusal, started)
         trailers = ((SIGNATURE_METADATA, response_signature),)
-        if status is not None:
-            await abort(context, status, trailers)
+        if refusal is not None:
+            await abort(context, refusal, response, trailers)
         context.set_trailing_metadata(trailers)
         return response
 
-    def _learn(self, member: Member, metadata: Mapping[str, object]) -> None:
+    def _learn(self, member: Member, metadata: Mapping[str, str | bytes]) -> None:
         """A caller that holds a newer directory than ours says so on every call: fetch it
         from that caller in the background (verified like any other; never blocks)."""
         if not member.is_node or not member.endpoint:  # nothing to fetch from
@@ -185,7 +175,7 @@ class ExchangeHandlers:
         started: float,
     ) -> None:
         self._recorder.count(peer, "Match", refusal, started)
-        m = self._metrics
+        m = self._recorder.metrics
         if query is not None and peer != UNIDENTIFIED:
             m.legal_basis.labels(peer, query.envelope.legal_basis.value).inc()
         if refusal is None and answer is not None and query is not None and answer.hit:

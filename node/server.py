@@ -23,7 +23,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from federation.client import ClientIdentity
 from federation.identity import country_of
 from federation.notes import audit_origin
 from federation.pki import load_ed25519_private, public_key_from_text
@@ -68,12 +67,12 @@ class Node:
     policy: ReloadingEngine
     engine: CachingEngine
     directory: DirectoryState
+    # Signs the audit tree's head if it grew (blocking; never raises).
+    _checkpoint: Callable[[], None]
     _http: WSGIServer | None = None
     _watcher: asyncio.Task[None] | None = None
     _checkpointer: asyncio.Task[None] | None = None
     _witnessing: asyncio.Task[None] | None = None
-    _signing_key: ed25519.Ed25519PrivateKey | None = None
-    _origin: str = ""
     # The OversightService's handlers: witnessing sets its hooks (`views`,
     # `extra_cosignatures`) here.
     oversight: OversightHandlers | None = None
@@ -89,7 +88,7 @@ class Node:
                     await task
         await self.server.stop(grace)
         # A last checkpoint, so the log a stopped node leaves behind is signed to its end.
-        await asyncio.to_thread(_checkpoint_if_grown, self.audit, self._signing_key, self._origin)
+        await asyncio.to_thread(self._checkpoint)
         await self.audit.close()
         if self.witness is not None:
             self.witness.close()
@@ -100,13 +99,11 @@ class Node:
             self._http.server_close()
 
 
-def _checkpoint_if_grown(
-    audit: AuditLog, key: ed25519.Ed25519PrivateKey | None, origin: str
-) -> None:
+def _checkpoint_if_grown(audit: AuditLog, key: ed25519.Ed25519PrivateKey, origin: str) -> None:
     """Sign the audit tree's head if it grew since the last checkpoint; never raises (a
     checkpoint that cannot be written is logged, and tried again next time). Blocking:
     the node runs it in a thread."""
-    if key is None or audit.size == 0 or audit.size == audit.last_checkpoint_size:
+    if audit.size == 0 or audit.size == audit.last_checkpoint_size:
         return
     try:
         audit.checkpoint(key, origin)
@@ -114,12 +111,10 @@ def _checkpoint_if_grown(
         log.error("could not sign an audit checkpoint: %s", exc)
 
 
-async def _checkpoint_every(
-    audit: AuditLog, key: ed25519.Ed25519PrivateKey, origin: str, interval: float
-) -> None:
+async def _checkpoint_every(checkpoint: Callable[[], None], interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        await asyncio.to_thread(_checkpoint_if_grown, audit, key, origin)
+        await asyncio.to_thread(checkpoint)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -212,12 +207,6 @@ async def _start(
     signing_key = load_ed25519_private(config.trust.signing_key)
 
     identity = NodeIdentity(node_id, country_of(node_id), config.node.profile)
-
-    def own_identity() -> ClientIdentity:
-        """Our credentials as they are now (they may have rotated), to fetch a newer
-        directory from the peer that advertised it."""
-        return config.client_identity()
-
     authenticator = PeerAuthenticator(
         config.node.federation,
         directory_state.require,
@@ -227,30 +216,35 @@ async def _start(
             peer.not_after.timestamp()
         ),
     )
+    recorder = Recorder(audit, metrics)
     handlers = ExchangeHandlers(
-        node_id,
         authenticator,
         MatchService(
             identity, store, engine, metrics, policy_deadline=config.policy.deadline_ms / 1000
         ),
-        audit,
-        metrics,
+        recorder,
         admission,
         signing_key,
         directory_state,
+        # A newer directory is fetched with our credentials as they are now (they may
+        # have rotated) from the peer that advertised it.
         lambda member: fetcher_for(
-            own_identity, member.node_id, member.endpoint, lambda: directory_state.serial
+            config.client_identity, member.node_id, member.endpoint, lambda: directory_state.serial
         ),
     )
 
     origin = audit_origin(config.node.federation, node_id)
+
+    def checkpoint() -> None:
+        _checkpoint_if_grown(audit, signing_key, origin)
+
     oversight = OversightHandlers(
         node_id,
         authenticator,
         audit,
-        Recorder(audit, metrics),
+        recorder,
         revision=lambda: engine.revision,
-        sign_checkpoint=lambda: _checkpoint_if_grown(audit, signing_key, origin),
+        sign_checkpoint=checkpoint,
         max_response_bytes=config.server.max_message_bytes,
     )
 
@@ -322,7 +316,7 @@ async def _start(
     )
     directory_state.start_refresh(trust.directory_refresh_s)
     checkpointer = asyncio.create_task(
-        _checkpoint_every(audit, signing_key, origin, config.audit.checkpoint_interval_s)
+        _checkpoint_every(checkpoint, config.audit.checkpoint_interval_s)
     )
     witnessing = None
     if witness is not None:
@@ -330,7 +324,7 @@ async def _start(
             Witnessing(
                 witness,
                 lambda: directory_state.current,
-                own_identity,
+                config.client_identity,
                 audit.latest_checkpoint,
                 config.witness.interval_s,
                 endpoints=config.witness.endpoints,
@@ -351,12 +345,11 @@ async def _start(
         policy=reloading,
         engine=engine,
         directory=directory_state,
+        _checkpoint=checkpoint,
         _http=http,
         _watcher=watcher,
         _checkpointer=checkpointer,
         _witnessing=witnessing,
-        _signing_key=signing_key,
-        _origin=origin,
         oversight=oversight,
         witness=witness,
     )

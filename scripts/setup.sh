@@ -48,7 +48,9 @@ if [ ! -x .venv/bin/pip ]; then
 fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+  pip_version=$(.venv/bin/python -c \
+    'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["pip"])')
+  .venv/bin/pip install --quiet --disable-pip-version-check "pip==$pip_version"
   .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi

@@ -10,53 +10,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_match_benchmark_quick_run_exits_cleanly_with_its_ratio() -> None:
+def run_quick(script: str, timeout: float) -> str:
+    """`python benchmarks/<script> --quick`, which must exit 0: its standard output."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "match.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=240,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "ratio node/echo throughput:" in result.stdout
-    assert "target node >= 0.6x echo throughput:" in result.stdout
+    return result.stdout
+
+
+def test_match_benchmark_quick_run_exits_cleanly_with_its_ratio() -> None:
+    out = run_quick("match.py", timeout=240)
+    assert "ratio node/echo throughput:" in out
+    assert "target node >= 0.6x echo throughput:" in out
 
 
 def test_policy_benchmark_quick_run_exits_cleanly_with_its_ratio_and_target() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "policy.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "ratio of mean µs per decision to the floor" in result.stdout
+    out = run_quick("policy.py", timeout=120)
+    assert "ratio of mean µs per decision to the floor" in out
     for engine in ("embedded", "opa"):
         assert (
-            f"{engine}: policy cost at steady state (cached) as a share of Match server CPU:"
-            in result.stdout
+            f"{engine}: policy cost at steady state (cached) as a share of Match server CPU:" in out
         )
-    assert "(target ≤ 10%)" in result.stdout
+    assert "(target ≤ 10%)" in out
 
 
 def test_audit_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() -> None:
     # PostgreSQL rows run if LIAISON_TEST_POSTGRES_URL is set (`make test` sets it), else
     # they are skipped with a note.
     postgres = bool(os.environ.get("LIAISON_TEST_POSTGRES_URL"))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "audit.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    out = result.stdout
+    out = run_quick("audit.py", timeout=120)
     assert "files in " in out
     backends = {"AuditLog.append": "fdatasync", "SQLite": "transaction"}
     if postgres:
