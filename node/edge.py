@@ -83,6 +83,18 @@ async def abort(
     await context.abort(refusal.kind.value, refusal.message, ((STATUS_TRAILER, status), *trailers))
 
 
+def internal_failure(method: str, peer: str) -> Refusal:
+    """The refusal for an error no handler expected (a bug), called where it is caught:
+    the traceback goes to the operator's log, and the peer gets a refusal, audited and
+    counted, never grpc's bare UNKNOWN with the exception's text."""
+    log.exception("internal error answering a %s from %s; refused", method, peer)
+    return Refusal(
+        Kind.INTERNAL,
+        ("internal_error",),
+        "the node failed to answer this request; its operator has been told (in its log)",
+    )
+
+
 class Recorder:
     """The node's audit log and metrics, as every handler uses them."""
 
@@ -136,6 +148,9 @@ class Recorder:
         except Refusal as exc:
             refusal, peer = exc, exc.peer or peer
             response = refusal_status(exc, entry_id, revision).SerializeToString()
+        except Exception:
+            refusal = internal_failure(method, peer)
+            response = refusal_status(refusal, entry_id, revision).SerializeToString()
         record = call_record(entry_id, peer, method, refusal, revision, raw, response)
         failed = await self.make_durable(record, entry_id)
         if failed is not None:

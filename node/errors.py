@@ -21,6 +21,8 @@ class Kind(Enum):
     # signed checkpoint): asking again later may succeed.
     NOT_YET = grpc.StatusCode.FAILED_PRECONDITION
     NOT_FOUND = grpc.StatusCode.NOT_FOUND
+    # The node failed (a bug): refused, audited and counted like any refusal.
+    INTERNAL = grpc.StatusCode.INTERNAL
 
 
 class Refusal(Exception):
@@ -44,7 +46,7 @@ class Refusal(Exception):
         """How the audit log and metrics name this outcome."""
         if self.kind is Kind.DENIED:
             return "deny"
-        if self.kind is Kind.UNAVAILABLE:
+        if self.kind in (Kind.UNAVAILABLE, Kind.INTERNAL):
             return "error"
         if self.kind is Kind.UNAUTHENTICATED:
             return "unauthenticated"

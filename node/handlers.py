@@ -28,7 +28,14 @@ from node.admission import REPLAYED, Admission
 from node.audit_entries import AuditRecord, new_entry_id
 from node.auth import PeerAuthenticator
 from node.directory_state import DirectoryState, advertised_serial
-from node.edge import UNIDENTIFIED, Recorder, abort, audit_time, refusal_status
+from node.edge import (
+    UNIDENTIFIED,
+    Recorder,
+    abort,
+    audit_time,
+    internal_failure,
+    refusal_status,
+)
 from node.errors import Refusal, denied, invalid
 from node.service import MatchService
 
@@ -89,6 +96,9 @@ class ExchangeHandlers:
             peer = exc.peer or peer
             revision = exc.policy_revision or revision
             response = refusal_status(exc, entry_id, revision).SerializeToString()
+        except Exception:
+            refusal = internal_failure("Match", peer)
+            response = refusal_status(refusal, entry_id, revision).SerializeToString()
         request_sha256 = hashlib.sha256(raw).digest()
         response_signature = self._sign(request_sha256, response, ok=refusal is None)
         env = query.envelope if query else None
