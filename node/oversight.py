@@ -28,9 +28,9 @@ with `no_checkpoint`; the refusal is itself an entry, so the next GetCheckpoint 
 Every call is audited durably before its answer and counted in
 `liaison_requests_total{peer,method,decision}`, like the ExchangeService's (`node.edge`).
 
-Two hooks for witnessing (`node.witness`): `views`, a `CosignedViews` that GetWitnessedCheckpoints
-serves, and `extra_cosignatures(note) -> note`, applied to the checkpoint GetCheckpoint
-serves (to attach the witnesses' cosignatures the node collected).
+A node that witnesses its peers (`node.witness`, given as `witness`) serves its cosigned
+views in GetWitnessedCheckpoints, and attaches the cosignatures it collected on its own
+checkpoint to the one GetCheckpoint serves; without one, neither.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -53,6 +53,7 @@ from node.audit_verify import stated_checkpoint
 from node.auth import PeerAuthenticator
 from node.edge import Recorder
 from node.errors import Kind, Refusal, denied, invalid
+from node.witness import Witness
 
 _SERVICE = opb.DESCRIPTOR.services_by_name["OversightService"]
 SERVICE_NAME = _SERVICE.full_name
@@ -64,25 +65,6 @@ _LOOKBACK_BATCH = 256
 _ENVELOPE_BYTES = 64 * 1024
 
 _M = TypeVar("_M", bound=Message)
-
-
-class CosignedViews(Protocol):
-    """What this node witnessed: for each peer log, the newest checkpoint it verified,
-    cosigned by this node, as (log node id, cosigned note)."""
-
-    def cosigned(self) -> list[tuple[str, str]]: ...
-
-
-class NoCosignedViews:
-    """A node that witnesses no one (the default)."""
-
-    def cosigned(self) -> list[tuple[str, str]]:
-        return []
-
-
-def no_extra_cosignatures(note: str) -> str:
-    """The default `extra_cosignatures`: the checkpoint as the node signed it."""
-    return note
 
 
 def _parse(kind: type[_M], raw: bytes) -> _M:
@@ -114,6 +96,7 @@ class OversightHandlers:
         min_sign_interval_s: float = 0.5,
         max_response_bytes: int = 1 << 20,
         monotonic: Callable[[], float] = time.monotonic,
+        witness: Witness | None = None,
     ) -> None:
         self._node_id = node_id
         self._auth = auth
@@ -126,9 +109,7 @@ class OversightHandlers:
         self._signing = asyncio.Lock()
         self._max_entry_bytes = max(max_response_bytes - _ENVELOPE_BYTES, 1)
         self._monotonic = monotonic
-        # Hooks for witnessing, set before serving (see the module's docstring).
-        self.views: CosignedViews = NoCosignedViews()
-        self.extra_cosignatures: Callable[[str], str] = no_extra_cosignatures
+        self._witness = witness
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         methods: dict[str, Callable[[Member, bytes], Awaitable[bytes]]] = {
@@ -224,7 +205,9 @@ class OversightHandlers:
         _parse(opb.GetCheckpointRequest, raw)
         await self._sign_fresh()
         _, note = await self._latest()
-        return opb.GetCheckpointResponse(note=self.extra_cosignatures(note)).SerializeToString()
+        if self._witness is not None:
+            note = self._witness.extra_cosignatures(note)
+        return opb.GetCheckpointResponse(note=note).SerializeToString()
 
     async def _get_consistency_proof(self, member: Member, raw: bytes) -> bytes:
         request = _parse(opb.GetConsistencyProofRequest, raw)
@@ -305,8 +288,6 @@ class OversightHandlers:
 
     async def _get_witnessed_checkpoints(self, member: Member, raw: bytes) -> bytes:
         _parse(opb.GetWitnessedCheckpointsRequest, raw)
-        views = [
-            opb.WitnessedCheckpoint(log_node=log_node, note=note)
-            for log_node, note in self.views.cosigned()
-        ]
+        cosigned = self._witness.cosigned() if self._witness is not None else []
+        views = [opb.WitnessedCheckpoint(log_node=log, note=note) for log, note in cosigned]
         return opb.GetWitnessedCheckpointsResponse(checkpoints=views).SerializeToString()

@@ -73,9 +73,6 @@ class Node:
     _watcher: asyncio.Task[None] | None = None
     _checkpointer: asyncio.Task[None] | None = None
     _witnessing: asyncio.Task[None] | None = None
-    # The OversightService's handlers: witnessing sets its hooks (`views`,
-    # `extra_cosignatures`) here.
-    oversight: OversightHandlers | None = None
     # This node as a witness of its peers' logs (None when `[witness] interval_s` is 0).
     witness: Witness | None = None
 
@@ -238,16 +235,6 @@ async def _start(
     def checkpoint() -> None:
         _checkpoint_if_grown(audit, signing_key, origin)
 
-    oversight = OversightHandlers(
-        node_id,
-        authenticator,
-        audit,
-        recorder,
-        revision=lambda: engine.revision,
-        sign_checkpoint=checkpoint,
-        max_response_bytes=config.server.max_message_bytes,
-    )
-
     witness = None
     if config.witness.interval_s > 0:
         try:
@@ -262,8 +249,17 @@ async def _start(
         except WitnessStateError as exc:
             raise StartupError(str(exc)) from None
         opened.callback(witness.close)
-        oversight.views = witness
-        oversight.extra_cosignatures = witness.extra_cosignatures
+
+    oversight = OversightHandlers(
+        node_id,
+        authenticator,
+        audit,
+        recorder,
+        revision=lambda: engine.revision,
+        sign_checkpoint=checkpoint,
+        max_response_bytes=config.server.max_message_bytes,
+        witness=witness,
+    )
 
     limit = config.server.max_message_bytes
     server = grpc.aio.server(
@@ -350,7 +346,6 @@ async def _start(
         _watcher=watcher,
         _checkpointer=checkpointer,
         _witnessing=witnessing,
-        oversight=oversight,
         witness=witness,
     )
 
