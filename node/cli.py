@@ -624,9 +624,14 @@ def build_parser() -> argparse.ArgumentParser:
         name: str,
         help_: str,
         run: Callable[[argparse.Namespace], int],
+        *,
+        config: bool = False,
     ) -> argparse.ArgumentParser:
+        """A subcommand; with `config`, one that acts on a node and takes its node.toml."""
         p = parent.add_parser(name, help=help_, description=help_)
         p.set_defaults(run=run)
+        if config:
+            p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
         return p
 
     fed = group("federation", "federation authority tasks")
@@ -820,16 +825,16 @@ def build_parser() -> argparse.ArgumentParser:
         "sign the audit log's Merkle tree head with the node's key, append it to "
         "<audit path>.checkpoints and print it",
         _audit_checkpoint,
+        config=True,
     )
-    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     p = command(
         audit,
         "prove",
         "print, as JSON, an entry, its leaf hash, the latest checkpoint and the entry's "
         "inclusion proof in it: what an overseer checks with the node's public key",
         _audit_prove,
+        config=True,
     )
-    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     p.add_argument("entry", type=_entry, help=ENTRY_HELP)
     p = command(
         audit,
@@ -837,8 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
         "write entries [FROM, TO) for an overseer, as JSON that verifies against the latest "
         "signed checkpoint without the rest of the log (`audit verify --export`)",
         _audit_export,
+        config=True,
     )
-    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     p.add_argument("--from", dest="start", type=int, required=True, help="first entry (index)")
     p.add_argument("--to", dest="end", type=int, required=True, help="entry after the last")
     p.add_argument("--out", type=Path, help="file to write (default: standard output)")
@@ -852,8 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
         "print the newest checkpoint this node verified of each peer's log, and any split-view "
         "evidence (safe beside a running node)",
         _witness_status,
+        config=True,
     )
-    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     p.add_argument("--json", action="store_true", help="print the state file's JSON")
     p = command(
         witness,
@@ -862,9 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
         "next checkpoint is then trusted afresh) and mark its evidence resolved; the node "
         "must be stopped",
         _witness_forget,
+        config=True,
     )
     p.add_argument("log", help="the peer whose log, e.g. DE-BKA")
-    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
     p.add_argument(
         "--resolution",
         required=True,
@@ -877,9 +882,9 @@ def build_parser() -> argparse.ArgumentParser:
         "import",
         "validate a JSONL or CSV file and import it (nothing is written unless every row is valid)",
         _data_import,
+        config=True,
     )
     p.add_argument("file", type=Path, help="records file (.jsonl or .csv)")
-    p.add_argument("--config", type=Path, required=True, help="the node's node.toml")
 
     p = sub.add_parser("serve", help="serve the node", description="serve the node over mTLS")
     p.set_defaults(run=_serve)
