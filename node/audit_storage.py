@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -250,7 +251,10 @@ class FileStorage:
         self._end = 0
         self._fd = -1
         # The checkpoints file read so far: bytes of complete records, and the last note.
+        # Concurrent callers (overseers' and witnesses' GetCheckpoint, each in a thread)
+        # take turns: two advancing the offset at once would skip or reread records.
         self._notes_end, self._last_note = 0, ""
+        self._notes_lock = threading.Lock()
 
     def scan(self) -> Iterator[bytes]:
         self._offsets = array("Q")
@@ -366,6 +370,10 @@ class FileStorage:
         return found, end != len(data)
 
     def latest_checkpoint(self) -> str | None:
+        with self._notes_lock:
+            return self._read_latest_checkpoint()
+
+    def _read_latest_checkpoint(self) -> str | None:
         # The file only grows by whole records (a torn one is cut before the next is
         # written): read just what was added since the last call.
         path = checkpoints_path(self.path)

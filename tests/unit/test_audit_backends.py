@@ -211,6 +211,45 @@ def test_checkpoints_proofs_and_reads(backend: Backend) -> None:
     asyncio.run(run())
 
 
+def test_concurrent_readers_of_the_latest_checkpoint_see_every_new_one(backend: Backend) -> None:
+    """GetCheckpoint reads it in a thread per call: readers racing each other and a signer
+    must each get a whole note, and the newest once the signer is done."""
+
+    async def run() -> None:
+        log = backend.open()
+        await _append_many(log, 0, 1)
+        failures: list[BaseException] = []
+        done = threading.Event()
+
+        def read() -> None:
+            while not done.is_set():
+                try:
+                    note = log.latest_checkpoint()
+                    assert note is None or notes.verify_checkpoint(note, ORIGIN, VERIFIER)
+                except BaseException as exc:  # handed to the test thread, which fails on it
+                    failures.append(exc)
+                    return
+
+        readers = [threading.Thread(target=read) for _ in range(6)]
+        for thread in readers:
+            thread.start()
+        try:
+            for n in range(1, 40):
+                await _append_many(log, n, 1)
+                log.checkpoint(KEY, ORIGIN)
+        finally:
+            done.set()
+            for thread in readers:
+                thread.join()
+        assert failures == []
+        latest = log.latest_checkpoint()
+        assert latest is not None
+        assert notes.verify_checkpoint(latest, ORIGIN, VERIFIER).size == 40
+        await log.close()
+
+    asyncio.run(run())
+
+
 def test_the_latest_checkpoint_follows_every_signer(backend: Backend) -> None:
     """Overseers and witnesses read the newest note on every call: it must be the newest
     whoever signed it (this process, another, or a replica), and a torn record never is."""
