@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import re
 import shutil
 import sys
@@ -24,11 +25,25 @@ HEADER = '"""Generated from proto/ by scripts/gen_protos.py; do not edit."""\n'
 IMPORT_RE = re.compile(r"^from liaison\.", re.MULTILINE)
 
 
+def plugin(name: str) -> str:
+    """protoc's --plugin option for a plugin installed beside this Python (the virtualenv's
+    bin/), so that the generation works from any shell, with or without the venv on PATH."""
+    path = Path(sys.executable).parent / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise SystemExit(
+            f"{name} is not installed beside {sys.executable}: run scripts/setup.sh "
+            "(it installs mypy-protobuf into .venv), then .venv/bin/python scripts/gen_protos.py"
+        )
+    return f"--plugin={name}={path}"
+
+
 def generate(out: Path) -> None:
     sources = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "protoc",
+        plugin("protoc-gen-mypy"),
+        plugin("protoc-gen-mypy_grpc"),
         f"-I{PROTO}",
         f"-I{include}",
         f"--python_out={out}",
@@ -76,7 +91,7 @@ def main() -> int:
                 print(f"federation/wire {line}", file=sys.stderr)
             if diffs:
                 print(
-                    "generated code is stale: run `python scripts/gen_protos.py`", file=sys.stderr
+                    "generated code is stale: run `.venv/bin/python scripts/gen_protos.py`", file=sys.stderr
                 )
                 return 1
             return 0

@@ -9,6 +9,39 @@ if ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/nu
   echo "setup: Liaison needs Python 3.11 as \$PYTHON or python3" >&2
   exit 2
 fi
+# The pinned Go-built tools (name, module@version) and the Go they need, from pyproject.toml.
+tools_dir=${LIAISON_TOOLS:-$HOME/.cache/liaison-tools}
+tools=$("$PYTHON" - <<'PY'
+import tomllib
+tools = tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["tools"]
+for name, module in tools.items():
+    print(name, module)
+PY
+)
+go_min=$("$PYTHON" -c \
+  'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["go"])')
+# Go is needed only to build a tool that is not cached yet; check it before anything else
+# is installed, so that an old Go fails in the first second with what to do.
+missing_tools=$(while read -r name module; do
+  [ -x "$tools_dir/$name/${module##*@}/$name" ] || echo "$name"
+done <<<"$tools")
+if [ -n "$missing_tools" ]; then
+  if ! command -v go >/dev/null; then
+    echo "setup: building $(echo $missing_tools) needs Go $go_min or later (https://go.dev/dl);" \
+      "none is on PATH ($PATH)" >&2
+    exit 2
+  fi
+  go_version=$(go env GOVERSION 2>/dev/null || true) # e.g. go1.26.8
+  go_version=${go_version#go}
+  if [ -z "$go_version" ] ||
+    [ "$(printf '%s\n%s\n' "$go_min" "$go_version" | sort -V | head -n 1)" != "$go_min" ]; then
+    echo "setup: OPA and buf at the versions pinned in pyproject.toml need Go $go_min or" \
+      "later; $(command -v go) is ${go_version:-of unknown version}. Install a newer Go" \
+      "(https://go.dev/dl) and put it first on PATH." >&2
+    exit 2
+  fi
+fi
+
 # Debian packages: promtool (from `prometheus`) checks the alerting rules; `postgresql`
 # gives the server binaries (initdb, pg_ctl) that scripts/postgres.sh runs a throwaway test
 # cluster with (Debian keeps them in /usr/lib/postgresql/<major>/bin); and Debian's Python
@@ -29,11 +62,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || {
-      echo "setup: installing ${need_apt[*]} needs root or sudo; neither is at hand" >&2
+    # Never prompt for a password (CI has no terminal): sudo -n, or say what to run.
+    if ! command -v sudo >/dev/null || ! sudo -n true 2>/dev/null; then
+      echo "setup: ${need_apt[*]} must be installed, which needs root; sudo cannot run" \
+        "without a password here. Run this once, then make again:" >&2
+      echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends" \
+        "${need_apt[*]}" >&2
       exit 2
-    }
-    sudo="sudo"
+    fi
+    sudo="sudo -n"
   fi
   echo "setup: installing Debian package(s): ${need_apt[*]}"
   $sudo apt-get update -qq
@@ -56,23 +93,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 # Go-built tools, each cached under ~/.cache/liaison-tools/<name>/<version>/.
-tools_dir=${LIAISON_TOOLS:-$HOME/.cache/liaison-tools}
 mkdir -p .venv/tools
-.venv/bin/python - "$tools_dir" <<'PY' | while read -r name module; do
-import sys, tomllib
-tools = tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["tools"]
-for name, module in tools.items():
-    print(name, module)
-PY
+while read -r name module; do
   version=${module##*@}
   target="$tools_dir/$name/$version"
   if [ ! -x "$target/$name" ]; then
-    if ! command -v go >/dev/null; then
-      echo "setup: installing $name needs Go (https://go.dev); none found" >&2
-      exit 2
-    fi
     echo "setup: building $module (once; cached in $target)"
     GOBIN="$target" GOFLAGS=-mod=mod go install "$module"
   fi
   ln -sf "$target/$name" ".venv/tools/$name"
-done
+done <<<"$tools"
