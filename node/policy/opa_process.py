@@ -30,6 +30,7 @@ ENV_VAR = "LIAISON_OPA"
 VENV_BINARY = REPO_ROOT / ".venv" / "tools" / "opa"
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT = 10.0  # seconds for a started OPA to serve
+SIGNAL_TIMEOUT = 5.0  # seconds for a paused OPA to stop, or a resumed one to run again
 ATTEMPTS = 3  # ports tried when another process wins the race for a free one
 
 
@@ -133,12 +134,62 @@ class OpaServer:
         except FileNotFoundError:
             return ""
 
+    def thread_states(self) -> dict[int, str]:
+        """Each thread's state letter from ``/proc/PID/task/TID/stat`` (Linux): ``T`` stopped.
+
+        The process's own ``/proc/PID/stat`` is only its main thread: a Go program such as
+        OPA runs its scheduler on several threads, and after SIGSTOP each stops on its own,
+        so the main thread shows ``T`` while others are still running and may answer.
+        """
+        states: dict[int, str] = {}
+        for stat in Path(f"/proc/{self.pid}/task").glob("*/stat"):
+            try:
+                text = stat.read_text()
+            except (FileNotFoundError, ProcessLookupError):  # the thread just exited
+                continue
+            # The state follows the command name, which is in parentheses and may hold any
+            # character, ")" included.
+            states[int(stat.parent.name)] = text[text.rindex(")") + 2]
+        return states
+
     def pause(self) -> None:
-        """SIGSTOP: the kernel still accepts connections, nobody answers (a stalled OPA)."""
-        os.kill(self.pid, signal.SIGSTOP)
+        """SIGSTOP, and wait until every thread has stopped: then the kernel still accepts
+        connections and nobody answers (a stalled OPA). The signal takes effect thread by
+        thread: without the wait, OPA answered 2 of 25 calls made just after it was sent."""
+        self._signal(signal.SIGSTOP, stopped=True)
 
     def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
+        """SIGCONT, and wait until no thread is stopped any more."""
+        self._signal(signal.SIGCONT, stopped=False)
+
+    def _signal(self, signum: signal.Signals, *, stopped: bool) -> None:
+        """Send `signum`, then poll until every thread is stopped (or none is), bounded."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signum)
+        deadline = time.monotonic() + SIGNAL_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise OpaProcessError(
+                    f"OPA (pid {self.pid}) exited with status {self.process.returncode}; "
+                    f"{signum.name} found nothing to act on"
+                )
+            states = self.thread_states()
+            if not states:
+                raise OpaProcessError(
+                    f"no threads of OPA (pid {self.pid}) under /proc: {signum.name} needs "
+                    "Linux's /proc to confirm it took effect"
+                )
+            halted = [state in "Tt" for state in states.values()]  # t: stopped by a tracer
+            done = all(halted) if stopped else not any(halted)
+            if done:
+                return
+            if time.monotonic() >= deadline:
+                raise OpaProcessError(
+                    f"OPA (pid {self.pid}) still {'running' if stopped else 'stopped'} "
+                    f"{SIGNAL_TIMEOUT:g} s after {signum.name}; thread states: "
+                    + " ".join(f"{tid}:{state}" for tid, state in sorted(states.items()))
+                )
+            time.sleep(0.001)
 
     def kill(self) -> None:
         """SIGKILL and reap: OPA crashing, as seen by a client."""

@@ -27,6 +27,9 @@ from tests.unit.policy_examples import ALLOW_INPUT, DATA, POLICIES
 
 # Generous for equality tests on a loaded CI box; the deadline tests set their own.
 SLACK_DEADLINE = 5.0
+# How far past its deadline a refusal may come on a loaded 2-core box and still count as
+# bounded: a hang is unbounded, and a speed claim belongs in benchmarks/, not here.
+HANG_SLACK = 3.0
 
 
 INPUTS: list[dict[str, Any]] = [
@@ -182,17 +185,21 @@ def test_explain_traces_the_policy_files(opa_engine: OpaEngine) -> None:
 
 def test_opa_down_at_construction(stalled_port: int) -> None:
     port = opa_process.free_loopback_port()  # nothing listens there
+    push_timeout = 30.0
     started = time.monotonic()
     with pytest.raises(PolicyUnavailable, match=rf"127\.0\.0\.1:{port}"):
-        OpaEngine(f"http://127.0.0.1:{port}", POLICIES, DATA)
-    assert time.monotonic() - started < 1.0
+        OpaEngine(f"http://127.0.0.1:{port}", POLICIES, DATA, push_timeout=push_timeout)
+    # A refused connection is the answer: no retrying until the push timeout.
+    assert time.monotonic() - started < HANG_SLACK < push_timeout
 
 
 def test_stalled_opa_at_construction_is_bounded(stalled_port: int) -> None:
+    push_timeout = 0.3
     started = time.monotonic()
     with pytest.raises(PolicyUnavailable):
-        OpaEngine(f"http://127.0.0.1:{stalled_port}", POLICIES, DATA, push_timeout=0.3)
-    assert time.monotonic() - started < 0.3 + 0.5
+        OpaEngine(f"http://127.0.0.1:{stalled_port}", POLICIES, DATA, push_timeout=push_timeout)
+    elapsed = time.monotonic() - started
+    assert push_timeout * 0.9 <= elapsed < push_timeout + HANG_SLACK
 
 
 def test_opa_killed_after_construction(opa: OpaServer) -> None:
@@ -202,7 +209,7 @@ def test_opa_killed_after_construction(opa: OpaServer) -> None:
     started = time.monotonic()
     with pytest.raises(PolicyUnavailable):
         engine.decide(ALLOW_INPUT)
-    assert time.monotonic() - started < 0.5 + 0.25
+    assert time.monotonic() - started < engine.deadline + HANG_SLACK
     engine.close()
 
 
@@ -217,11 +224,30 @@ def test_stalled_opa_after_construction_is_bounded_by_the_deadline(opa: OpaServe
             with pytest.raises(PolicyUnavailable):
                 engine.decide(ALLOW_INPUT)
             elapsed = time.monotonic() - started
-            assert deadline * 0.9 <= elapsed < deadline + 0.3
+            assert deadline * 0.9 <= elapsed < deadline + HANG_SLACK
     finally:
         opa.resume()
     assert engine.decide(ALLOW_INPUT) == expected  # recovers on a new connection
     engine.close()
+
+
+def test_pause_returns_once_every_thread_has_stopped(opa: OpaServer) -> None:
+    """The stalled-OPA tests rely on it: SIGSTOP stops a Go process thread by thread."""
+    assert not any(state in "Tt" for state in opa.thread_states().values())
+    opa.pause()
+    try:
+        states = opa.thread_states()
+        assert len(states) > 1  # the main thread alone would not say OPA is stopped
+        assert set(states.values()) <= {"T", "t"}
+        with pytest.raises(requests.exceptions.ReadTimeout):  # accepted, never answered
+            requests.get(f"{opa.url}/health", timeout=0.5)
+    finally:
+        opa.resume()
+    assert not any(state in "Tt" for state in opa.thread_states().values())
+    assert requests.get(f"{opa.url}/health", timeout=5).status_code == 200
+    opa.kill()
+    with pytest.raises(opa_process.OpaProcessError, match="exited"):
+        opa.pause()
 
 
 def test_closed_engine_is_unavailable(opa: OpaServer) -> None:
