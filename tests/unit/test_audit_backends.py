@@ -213,24 +213,34 @@ def test_checkpoints_proofs_and_reads(backend: Backend) -> None:
 
 def test_concurrent_readers_of_the_latest_checkpoint_see_every_new_one(backend: Backend) -> None:
     """GetCheckpoint reads it in a thread per call: readers racing each other and a signer
-    must each get a whole note, and the newest once the signer is done."""
+    must each get a whole note, never an older one after a newer, and the newest once the
+    signer is done."""
 
     async def run() -> None:
         log = backend.open()
         await _append_many(log, 0, 1)
         failures: list[BaseException] = []
-        done = threading.Event()
+        signed_all = threading.Event()
+        seen: list[list[int]] = [[] for _ in range(6)]  # each reader's sizes, in order
 
-        def read() -> None:
-            while not done.is_set():
-                try:
+        def read(sizes: list[int]) -> None:
+            try:
+                while True:
+                    # Looked at before the read: a reader that saw it set reads after the
+                    # last checkpoint was signed, so that read must be the last checkpoint.
+                    last_round = signed_all.is_set()
                     note = log.latest_checkpoint()
-                    assert note is None or notes.verify_checkpoint(note, ORIGIN, VERIFIER)
-                except BaseException as exc:  # handed to the test thread, which fails on it
-                    failures.append(exc)
-                    return
+                    size = (
+                        0 if note is None else notes.verify_checkpoint(note, ORIGIN, VERIFIER).size
+                    )
+                    assert not sizes or size >= sizes[-1], f"size {size} read after {sizes[-1]}"
+                    sizes.append(size)
+                    if last_round:
+                        return
+            except BaseException as exc:  # handed to the test thread, which fails on it
+                failures.append(exc)
 
-        readers = [threading.Thread(target=read) for _ in range(6)]
+        readers = [threading.Thread(target=read, args=(sizes,)) for sizes in seen]
         for thread in readers:
             thread.start()
         try:
@@ -238,10 +248,14 @@ def test_concurrent_readers_of_the_latest_checkpoint_see_every_new_one(backend: 
                 await _append_many(log, n, 1)
                 log.checkpoint(KEY, ORIGIN)
         finally:
-            done.set()
+            signed_all.set()
             for thread in readers:
                 thread.join()
         assert failures == []
+        for sizes in seen:
+            assert sizes == sorted(sizes) and sizes[-1] == 40
+        # The readers ran while the signer signed, not only after: they saw it move.
+        assert len({size for sizes in seen for size in sizes}) > 2
         latest = log.latest_checkpoint()
         assert latest is not None
         assert notes.verify_checkpoint(latest, ORIGIN, VERIFIER).size == 40
