@@ -193,9 +193,12 @@ def test_error_is_a_value_error() -> None:
 def test_ten_megabyte_value_is_refused_fast(kind: str) -> None:
     huge = "Ä" * 10_000_000
     started = time.perf_counter()
-    with pytest.raises(NormalisationError, match="at most"):
+    # Refused on its raw length, before any Unicode work: without that check the same call
+    # fails on a character, or on the normalised length, after 0.2-4 s of work. The time
+    # bound is slack for a loaded machine, not a speed claim.
+    with pytest.raises(NormalisationError, match=r"is 10000000 characters long; at most"):
         normalise_identifier(kind, huge)
-    assert time.perf_counter() - started < 0.01
+    assert time.perf_counter() - started < 1.0
 
 
 def test_longest_allowed_value_is_accepted() -> None:
