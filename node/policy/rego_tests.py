@@ -1,8 +1,10 @@
 """Runs the Rego unit tests (``test_*`` rules in ``*_test.rego``) with the embedded engine.
 
-``opa test`` is the reference runner, but the OPA binary is not on every machine yet; this
-keeps the policy's own tests in the pytest run meanwhile. Like ``opa test``, a test passes
-iff its rule evaluates to ``true`` (undefined, false or an error is a failure).
+``opa test`` is the reference runner (``make lint`` runs it). This one runs in-process,
+where no OPA binary is at hand: a node tests a policy before it starts on it or reloads it
+(:mod:`node.policy.reload`), and ``liaison policy test`` falls back to it. Like ``opa
+test``, a test passes iff its rule evaluates to ``true`` (undefined, false or an error is a
+failure).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Each Rego unit test is one pytest case, run by the embedded engine until OPA arrives."""
+"""Each Rego unit test is one pytest case, run by the embedded engine.
+
+`opa test` runs the same tests in `make lint`; here the embedded engine must pass them
+too, so that the in-process engine (which decides for a node configured without OPA, and
+tests a policy before a node reloads it) agrees with OPA on every one.
+"""
 
 from __future__ import annotations
 
