@@ -48,19 +48,11 @@ DATA: dict[str, Any] = {
     "agreements": {"FR-DGPN": AGREEMENT},
     "settings": {"max_match_results": 10},
 }
-ALLOW_INPUT: dict[str, Any] = {
-    "version": 1,
-    "now": "2026-11-29T13:45:12Z",
-    "node": {"node_id": "DE-BKA", "country": "DE", "profile": "bilateral"},
-    "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "active"},
-    "envelope": {
-        "purpose": "criminal_investigation",
-        "legal_basis": "none",
-        "has_legal_reference": False,
-        "has_case_reference": True,
-    },
-    "request": {"method": "Match", "category": "travel_document", "identifier_kinds": ["x"]},
-}
+# The conformance corpus's base Match input, which the engines' unit tests decide too (read
+# by path: the workers run with their own sys.path). DATA's agreement allows it.
+ALLOW_INPUT: dict[str, Any] = json.loads(
+    (ROOT / "tests" / "conformance" / "inputs" / "match.json").read_text(encoding="utf-8")
+)
 DENY_INPUT: dict[str, Any] = {
     **ALLOW_INPUT,
     "now": "2028-01-01T00:00:00Z",

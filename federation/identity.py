@@ -12,22 +12,23 @@ class InvalidIdentity(ValueError):
     pass
 
 
+def _checked(value: str, pattern: re.Pattern[str], what: str, expected: str) -> str:
+    """``value`` when ``pattern`` matches all of it, else why not, in the operator's words."""
+    if not pattern.fullmatch(value):
+        raise InvalidIdentity(f"invalid {what} {value!r}: expected {expected}")
+    return value
+
+
 def check_node_id(node_id: str) -> str:
-    if not NODE_ID_RE.fullmatch(node_id):
-        raise InvalidIdentity(
-            f"invalid node id {node_id!r}: expected <ISO-3166 alpha-2>-<agency>, "
-            "upper case, e.g. DE-BKA"
-        )
-    return node_id
+    return _checked(
+        node_id, NODE_ID_RE, "node id", "<ISO-3166 alpha-2>-<agency>, upper case, e.g. DE-BKA"
+    )
 
 
 def check_federation(name: str) -> str:
-    if not FEDERATION_RE.fullmatch(name):
-        raise InvalidIdentity(
-            f"invalid federation name {name!r}: expected a lower-case DNS-style name, "
-            "e.g. liaison.example"
-        )
-    return name
+    return _checked(
+        name, FEDERATION_RE, "federation name", "a lower-case DNS-style name, e.g. liaison.example"
+    )
 
 
 def country_of(node_id: str) -> str:

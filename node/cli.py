@@ -949,7 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = policy_command(
         "explain",
         "decide one input and show why: reasons, obligations, and the rules that fired "
-        "(OPA's explanation when the node's engine is OPA)",
+        "(and OPA's own trace when the node's engine is OPA)",
         _policy_explain,
     )
     p.add_argument("--input", type=Path, required=True, help="a policy input JSON file")

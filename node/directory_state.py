@@ -27,12 +27,14 @@ import math
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import requests
+import requests.adapters
+import requests.utils
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError
 
@@ -72,6 +74,80 @@ def state_path_for(directory_file: Path) -> Path:
     return directory_file.with_name("directory.state")
 
 
+class _SystemTls(requests.adapters.HTTPAdapter):
+    """Verifies https servers with one stdlib ``SSLContext``: the system trust store, or
+    exactly the configured CA. requests alone would verify against certifi's bundle (or one
+    named by REQUESTS_CA_BUNDLE) instead; this keeps what the operator configured."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs, ssl_context=self._context)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        return super().proxy_manager_for(proxy, **proxy_kwargs, ssl_context=self._context)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Nothing to add: the context verifies (requests would load its bundle into it)."""
+
+
+def _cause(exc: BaseException) -> str:
+    """The failure requests and urllib3 wrap (refused, timed out, certificate not
+    trusted), without their retry bookkeeping."""
+    while True:
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException) and exc.args:
+            inner = exc.args[0]
+        if not isinstance(inner, BaseException):
+            return str(exc)
+        exc = inner
+
+
+def _fetch(url: str, timeout: float, ca_file: Path | None) -> bytes:
+    """At most MAX_DIRECTORY_BYTES + 1 bytes of ``url``; DirectoryError naming the URL."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except OSError as exc:  # ssl.SSLError included
+        raise DirectoryError(
+            f"cannot fetch the directory from {url}: CA file {ca_file}: {exc.strerror or exc}",
+            UNAVAILABLE,
+        ) from None
+    with requests.Session() as session:
+        try:
+            # No credentials from ~/.netrc, no CA bundle from the environment; proxies from
+            # the environment (http_proxy, https_proxy, no_proxy) as before.
+            session.trust_env = False
+            session.proxies = requests.utils.get_environ_proxies(url)
+            session.mount("https://", _SystemTls(context))
+            session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
+            response = session.get(
+                url,
+                headers={
+                    "User-Agent": "liaison",
+                    "Accept": "application/json",
+                    "Accept-Encoding": "identity",
+                },
+                timeout=(timeout, timeout),
+                stream=True,
+            )
+            with response:
+                if response.status_code >= 400:
+                    status = f"HTTP {response.status_code} {response.reason}"
+                else:
+                    data = bytearray()
+                    for chunk in response.iter_content(64 * 1024):
+                        data += chunk
+                        if len(data) > MAX_DIRECTORY_BYTES:
+                            break
+                    return bytes(data)
+        except (requests.RequestException, OSError, ValueError) as exc:
+            # refused, reset, timed out, TLS failures, malformed URLs
+            status = _cause(exc)
+    raise DirectoryError(f"cannot fetch the directory from {url}: {status}", UNAVAILABLE)
+
+
 def load_from(source: str, *, timeout: float = 10.0, ca_file: Path | None = None) -> bytes:
     """The bytes of a signed directory from a file path or an http(s) URL.
 
@@ -80,29 +156,7 @@ def load_from(source: str, *, timeout: float = 10.0, ca_file: Path | None = None
     DirectoryError(reason `directory_unavailable`) when the source cannot be read.
     """
     if source.startswith(("http://", "https://")):
-        context = None
-        if source.startswith("https://"):
-            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        request = urllib.request.Request(
-            source, headers={"User-Agent": "liaison", "Accept": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-                data: bytes = response.read(MAX_DIRECTORY_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            exc.close()  # it holds the response's socket
-            raise DirectoryError(
-                f"cannot fetch the directory from {source}: HTTP {exc.code} {exc.reason}",
-                UNAVAILABLE,
-            ) from None
-        except urllib.error.URLError as exc:
-            raise DirectoryError(
-                f"cannot fetch the directory from {source}: {exc.reason}", UNAVAILABLE
-            ) from None
-        except (OSError, ValueError) as exc:  # timeouts, resets, malformed URLs
-            raise DirectoryError(
-                f"cannot fetch the directory from {source}: {exc}", UNAVAILABLE
-            ) from None
+        data = _fetch(source, timeout, ca_file)
     else:
         path = Path(source.removeprefix("file://"))
         try:

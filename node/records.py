@@ -26,13 +26,8 @@ class NewRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A record read back for step 2 (Fetch), where policy needs its handling facts."""
+class StoredRecord(NewRecord):
+    """A record read back for step 2 (Fetch), where policy needs its handling facts: what was
+    stored, and when. Its fields are :class:`NewRecord`'s, then ``created_at``."""
 
-    ref: str
-    category: str
-    handling_code: str
-    source_restrictions: tuple[str, ...]
-    identifiers: tuple[Identifier, ...]
-    payload: Mapping[str, Any]
     created_at: datetime

@@ -7,7 +7,6 @@ step into exit status 2. The OPA binary is used where the project installed it (
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from node.agreements import PolicyDataError, load_policy_data
 from node.policy.corpus import CorpusError, load_corpus, run_corpus
 from node.policy.decision import PolicyEngine
 from node.policy.embedded import EmbeddedEngine, PolicyLoadError
+from node.policy.explanation import explain as explain_decision
 from node.policy.opa import OpaEngine
 from node.policy.opa_process import OpaNotFound, find_opa, start_opa
 from node.policy.rego_tests import run_rego_tests
@@ -139,42 +139,9 @@ def _corpus_steps(policy_dir: Path, corpus_dir: Path, with_opa: bool) -> list[St
 
 
 def explain(engine: PolicyEngine, policy_input: Mapping[str, Any]) -> dict[str, Any]:
-    """The decision, and why: OPA's own explanation, or the rules that fired in-process."""
-    decision = engine.decide(policy_input)
-    out: dict[str, Any] = {
-        "engine": engine.name,
-        "revision": decision.revision,
-        "allow": decision.allow,
-        "reasons": list(decision.reasons),
-        "obligations": dict(decision.obligations),
-    }
+    """The decision, and why: the rules that fired behind it (node/policy/explanation.py),
+    and on OPA also OPA's own trace of the decision query."""
+    out = explain_decision(engine, policy_input)
     if isinstance(engine, OpaEngine):
         out["explanation"] = engine.explain(policy_input)
-    elif isinstance(engine, EmbeddedEngine):
-        document = engine.evaluate("data.liaison", policy_input) or {}
-        # Only the profile this node selected speaks for it; the others are noise here. The
-        # input may be of any shape (odd inputs are what explain is for).
-        node = policy_input.get("node") if isinstance(policy_input, Mapping) else None
-        profile = node.get("profile") if isinstance(node, Mapping) else None
-        profile = str(profile).replace("-", "_")
-        profiles = document.get("profiles", {})
-        if isinstance(profiles, dict):
-            document["profiles"] = {k: v for k, v in profiles.items() if k == profile}
-        out["fired"] = fired_rules(document)
     return out
-
-
-def fired_rules(document: Any, path: str = "data.liaison") -> list[str]:
-    """Every rule under `document` that holds: true booleans, non-empty sets, values."""
-    if isinstance(document, dict):
-        found: list[str] = []
-        for key in sorted(document):
-            found.extend(fired_rules(document[key], f"{path}.{key}"))
-        return found
-    if document is True:
-        return [path]
-    if isinstance(document, list) and document:
-        return [f"{path} = {json.dumps(document)}"]
-    if document not in (False, None, [], "", "<undefined>") and not isinstance(document, bool):
-        return [f"{path} = {json.dumps(document)}"]
-    return []

@@ -18,6 +18,15 @@ A case::
 
 `set` takes dotted paths (created if absent); `unset` removes them. `expect.obligations`,
 when given, must equal the decision's obligations exactly.
+
+A case may also say what `liaison policy explain` lists for it, on every engine::
+
+    "explain": {"fired": ["data.liaison.base.is_reshare",
+                          "data.liaison.base.record_reasons = [\"source_restricted\"]"],
+                "not_fired": ["data.liaison.exchange.decision.allow"]}
+
+`fired` lines must be listed exactly; no line about a `not_fired` rule (or a key below it)
+may be.
 """
 
 from __future__ import annotations
@@ -25,11 +34,12 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from node.policy.decision import Decision, PolicyEngine
+from node.policy.explanation import explain
 
 
 class CorpusError(ValueError):
@@ -43,6 +53,7 @@ class Case:
     data: str
     input: Mapping[str, Any]
     expect: Mapping[str, Any]
+    explain: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +133,36 @@ def load_corpus(folder: Path) -> tuple[dict[str, Any], list[Case]]:
             if not isinstance(expect.get("allow"), bool):
                 raise CorpusError(f"{where}: expect.allow must be true or false")
             seen.add(name)
-            cases.append(Case(name, where, data_name, build_input(spec, bases, where), expect))
+            explain = _explain_spec(entry.get("explain", {}), where)
+            policy_input = build_input(spec, bases, where)
+            cases.append(Case(name, where, data_name, policy_input, expect, explain))
     if not cases:
         raise CorpusError(f"{folder}: no cases found under cases/")
     return data, cases
+
+
+def _explain_spec(spec: Any, where: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(spec, dict) or set(spec) - {"fired", "not_fired"}:
+        raise CorpusError(f"{where}: explain takes only fired and not_fired")
+    lists = {key: spec.get(key, []) for key in ("fired", "not_fired")}
+    for key, lines in lists.items():
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            raise CorpusError(f"{where}: explain.{key} must be a list of strings")
+    return {key: tuple(lines) for key, lines in lists.items() if lines}
+
+
+def judge_explanation(case: Case, fired: list[str]) -> tuple[str, ...]:
+    """What an explanation's fired rules miss, or list wrongly, of the case's expectation."""
+    problems = [
+        f"explanation does not list {line}"
+        for line in case.explain.get("fired", ())
+        if line not in fired
+    ]
+    for path in case.explain.get("not_fired", ()):
+        wrong = [x for x in fired if x == path or x.startswith((f"{path} = ", f"{path}."))]
+        if wrong:
+            problems.append(f"explanation lists {', '.join(wrong)}")
+    return tuple(problems)
 
 
 def judge(case: Case, decision: Decision) -> tuple[str, ...]:
@@ -148,7 +185,8 @@ def run_corpus(
     cases: list[Case],
     engines: Mapping[str, Callable[[Mapping[str, Any]], PolicyEngine]],
 ) -> Iterator[Outcome]:
-    """Each engine (built once per data document) decides every case."""
+    """Each engine (built once per data document) decides every case, and explains those
+    that say what their explanation lists."""
     for engine_name, build in engines.items():
         for data_name, document in data.items():
             subset = [c for c in cases if c.data == data_name]
@@ -158,6 +196,10 @@ def run_corpus(
             try:
                 for case in subset:
                     decision = engine.decide(case.input)
-                    yield Outcome(case, engine_name, decision, judge(case, decision))
+                    problems = judge(case, decision)
+                    if case.explain:
+                        fired = explain(engine, case.input)["fired"]
+                        problems += judge_explanation(case, fired)
+                    yield Outcome(case, engine_name, decision, problems)
             finally:
                 engine.close()

@@ -12,8 +12,9 @@ compiles everything once, on the constructing thread, so a broken policy fails a
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from node.policy.decision import Decision, PolicyUnavailable
 from node.policy.revision import canonical_json, policy_files, policy_revision
 
 ENTRY_POINT = "data.liaison.exchange.decision"
+# What regorus answers for a rule that is undefined for the input.
+UNDEFINED = "<undefined>"
+_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 try:
     import regorus
@@ -110,18 +115,37 @@ class EmbeddedEngine:
             return Decision.deny("policy_error", self._revision)
         return Decision.from_document(raw, self._revision)
 
-    def evaluate(self, query: str, policy_input: Mapping[str, Any]) -> Any:
-        """A query's value for an input (e.g. a whole package, for `liaison policy explain`);
-        undefined is None. Not for the request path."""
+    @property
+    def sources(self) -> Sequence[tuple[str, str]]:
+        """The ``(name, text)`` policy modules this engine evaluates."""
+        return tuple(self._sources)
+
+    def rule_values(
+        self, package: str, rules: Collection[str], policy_input: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Each rule queried alone, as :meth:`decide` queries the decision, on a fresh input
+        (for `liaison policy explain`; not the request path). Not one query of the whole
+        package: regorus evaluates ``data.liaison.base`` as a document differently from its
+        rules one by one (node/policy/explanation.py). Undefined rules are left out."""
+        if not _PACKAGE.fullmatch(package) or not all(_RULE.fullmatch(r) for r in rules):
+            raise ValueError(f"not a package and rule names: {package}, {sorted(rules)}")
+        if self._closed:
+            raise PolicyUnavailable("embedded engine is closed")
         engine = self._engine()
-        engine.set_input_json(json.dumps(policy_input, allow_nan=False))
-        try:
-            results = json.loads(engine.eval_query_as_json(query))["result"]
-        except BaseException as exc:
-            if not is_engine_failure(exc):
-                raise
-            raise PolicyLoadError(f"{query}: {engine_message(exc)}") from None
-        return results[0]["expressions"][0]["value"] if results else None
+        input_json = json.dumps(policy_input, allow_nan=False)
+        values: dict[str, Any] = {}
+        for rule in rules:
+            ref = f"data.{package}.{rule}"
+            engine.set_input_json(input_json)
+            try:
+                value = json.loads(engine.eval_rule_as_json(ref))
+            except BaseException as exc:
+                if not is_engine_failure(exc):
+                    raise
+                raise PolicyLoadError(f"{ref}: {engine_message(exc)}") from None
+            if value != UNDEFINED:
+                values[rule] = value
+        return values
 
     def close(self) -> None:
         # Engines of other threads are freed with those threads: dropping them here, on

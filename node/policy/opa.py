@@ -32,7 +32,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ def guard_module(revision: str) -> str:
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+_PACKAGE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _deadline(seconds: float) -> Timeout:
@@ -429,6 +430,43 @@ class OpaEngine:
             raise PolicyUnavailable(f"OPA at {self.url}: {type(exc).__name__}: {exc}") from exc
         lines = answer.get("explanation") if isinstance(answer, dict) else None
         return [str(line) for line in lines] if isinstance(lines, list) else []
+
+    @property
+    def sources(self) -> Sequence[tuple[str, str]]:
+        """The ``(name, text)`` policy modules this engine pushed."""
+        return tuple(self._sources)
+
+    def rule_values(
+        self, package: str, rules: Collection[str], policy_input: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The package's document, one ``POST /v1/data/<package>``, cut to ``rules``
+        (``liaison policy explain``; bounded by ``push_timeout``). OPA, the reference, gives
+        a whole package the values its rules have one by one; one call per package instead
+        of one per rule keeps explaining the whole corpus quick. Undefined rules are absent."""
+        if not _PACKAGE_NAME_RE.fullmatch(package):
+            raise ValueError(f"not a package name: {package!r}")
+        if self._closed:
+            raise PolicyUnavailable("OPA engine is closed")
+        body = json.dumps({"input": policy_input}, allow_nan=False)
+        url = f"{self._client.root_url}/data/{package.replace('.', '/')}"
+        try:
+            response = self._session.post(
+                url, data=body.encode(), headers=_JSON_HEADERS, timeout=self._client.timeout
+            )
+        except requests.RequestException as exc:
+            raise PolicyUnavailable(f"OPA at {self.url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise PolicyLoadError(
+                f"data.{package}: OPA answered {response.status_code}: {response.text.strip()}"
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        document = answer.get("result", {}) if isinstance(answer, dict) else None
+        if not isinstance(document, dict):
+            raise PolicyLoadError(f"data.{package}: OPA's answer is not a package document")
+        return {rule: document[rule] for rule in rules if rule in document}
 
     def close(self) -> None:
         with self._lock:

@@ -18,12 +18,12 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_VAR = "LIAISON_OPA"
@@ -232,11 +232,13 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=0.5) as response:
-            return bool(response.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
+    with requests.Session() as session:
+        session.trust_env = False  # a loopback probe: no proxy from the environment
+        try:
+            with session.get(f"{url}/health", timeout=0.5) as response:
+                return response.status_code == 200
+        except requests.RequestException:
+            return False
 
 
 def start_opa(

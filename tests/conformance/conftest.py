@@ -19,6 +19,7 @@ import pytest
 from node.policy.corpus import Case, load_corpus
 from node.policy.decision import Decision, PolicyEngine
 from node.policy.embedded import EmbeddedEngine
+from node.policy.explanation import explain
 from node.policy.opa import OpaEngine
 from node.policy.opa_process import OpaServer, start_opa
 
@@ -49,7 +50,8 @@ def contract_reasons(contract: Path = CONTRACT) -> set[str]:
 
 
 class EngineBank:
-    """Engines by (kind, data document name), and each case's decision computed once."""
+    """Engines by (kind, data document name); each case's decision and explanation computed
+    once."""
 
     def __init__(self, opa_url: str, documents: Mapping[str, Mapping[str, Any]]) -> None:
         self._opa_url = opa_url
@@ -58,6 +60,7 @@ class EngineBank:
         self._opa: OpaEngine | None = None
         self._opa_document: str | None = None
         self._decisions: dict[tuple[str, str], Decision] = {}
+        self._explanations: dict[tuple[str, str], dict[str, Any]] = {}
 
     def engine(self, kind: str, document: str) -> PolicyEngine:
         if document not in self._documents:
@@ -83,6 +86,12 @@ class EngineBank:
         if key not in self._decisions:
             self._decisions[key] = self.engine(kind, case.data).decide(case.input)
         return self._decisions[key]
+
+    def explain(self, kind: str, case: Case) -> dict[str, Any]:
+        key = (kind, case.name)
+        if key not in self._explanations:
+            self._explanations[key] = explain(self.engine(kind, case.data), case.input)
+        return self._explanations[key]
 
     def close(self) -> None:
         for engine in self._embedded.values():

@@ -55,6 +55,7 @@ def test_test_runs_opa_test_and_a_corpus_on_both_engines(tmp_path: Path) -> None
             "data": "example",
             "input": {"base": "match"},
             "expect": {"allow": False, "reasons": ["purpose_not_agreed"]},
+            "explain": {"fired": ['data.liaison.base.agreement_reasons = ["purpose_not_agreed"]']},
         },
         {
             "name": "agreed purpose",
@@ -81,10 +82,15 @@ def test_test_runs_opa_test_and_a_corpus_on_both_engines(tmp_path: Path) -> None
     assert "[  ok] conformance corpus on the opa engine: 2/2" in result.stdout
 
     cases[1]["expect"] = {"allow": False}
+    cases[0]["explain"] = {"not_fired": ["data.liaison.base.agreement_reasons"]}
     (corpus / "cases" / "few.json").write_text(json.dumps(cases))
     wrong = liaison("policy", "test", *_flags(), "--corpus", str(corpus), timeout=300)
     assert wrong.returncode == 2
     assert "agreed purpose (few.json[1]): allow is True, expected False" in wrong.stdout
+    assert (
+        "purpose outside the agreement (few.json[0]): explanation lists "
+        'data.liaison.base.agreement_reasons = ["purpose_not_agreed"]' in wrong.stdout
+    )
 
 
 def test_explain_shows_reasons_and_what_fired_on_both_engines(tmp_path: Path) -> None:
@@ -95,6 +101,8 @@ def test_explain_shows_reasons_and_what_fired_on_both_engines(tmp_path: Path) ->
     out = json.loads(result.stdout)
     assert out["engine"] == "embedded" and out["reasons"] == ["purpose_not_agreed"]
     assert 'data.liaison.base.agreement_reasons = ["purpose_not_agreed"]' in out["fired"]
+    assert "data.liaison.exchange.decision.allow" not in out["fired"]
+    embedded_fired = out["fired"]
 
     opa = start_opa()
     try:
@@ -110,6 +118,7 @@ def test_explain_shows_reasons_and_what_fired_on_both_engines(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["engine"] == "opa" and out["reasons"] == ["purpose_not_agreed"]
+    assert out["fired"] == embedded_fired
     assert out["explanation"], "OPA gave no explanation"
 
 

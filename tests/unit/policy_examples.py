@@ -11,20 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
 DATA: dict[str, Any] = json.loads((POLICIES / "data" / "agreements.example.json").read_text())
 
-ALLOW_INPUT: dict[str, Any] = {
-    "version": 1,
-    "now": "2026-11-29T13:45:12Z",
-    "node": {"node_id": "DE-BKA", "country": "DE", "profile": "bilateral"},
-    "requester": {"node_id": "FR-DGPN", "country": "FR", "status": "active"},
-    "envelope": {
-        "purpose": "criminal_investigation",
-        "legal_basis": "none",
-        "has_legal_reference": False,
-        "has_case_reference": True,
-    },
-    "request": {
-        "method": "Match",
-        "category": "travel_document",
-        "identifier_kinds": ["document_number"],
-    },
-}
+# The conformance corpus's base Match input (benchmarks/policy_engines.py reads it too).
+ALLOW_INPUT: dict[str, Any] = json.loads(
+    (ROOT / "tests" / "conformance" / "inputs" / "match.json").read_text(encoding="utf-8")
+)

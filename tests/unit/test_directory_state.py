@@ -12,6 +12,7 @@ import functools
 import http.server
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -465,6 +466,84 @@ def test_an_unreachable_url_is_unavailable() -> None:
         DirectoryError, match=r"cannot fetch the directory from http://127\.0\.0\.1:1/"
     ):
         load_from("http://127.0.0.1:1/directory.json", timeout=2)
+
+
+@pytest.fixture()
+def https_root(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A real HTTPS server whose certificate a private CA issued for 127.0.0.1 only."""
+    root = tmp_path / "www"
+    root.mkdir()
+    create_authority(tmp_path / "mirror-ca", "mirror.example")
+    issue_node_certificate(
+        tmp_path / "mirror-ca",
+        "mirror.example",
+        "XX-MIRROR",
+        tmp_path / "tls",
+        hosts=("127.0.0.1",),
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls" / "tls.crt", tmp_path / "tls" / "tls.key")
+    handler = functools.partial(_Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_port}", root, tmp_path / "tls" / "ca.crt"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_an_https_url_is_verified_against_the_configured_ca(
+    https_root: tuple[str, Path, Path],
+) -> None:
+    base, root, ca = https_root
+    (root / "directory.json").write_bytes(b'{"signed": true}')
+    assert load_from(f"{base}/directory.json", timeout=5, ca_file=ca) == b'{"signed": true}'
+    with pytest.raises(DirectoryError, match="HTTP 404"):
+        load_from(f"{base}/nothing.json", timeout=5, ca_file=ca)
+
+
+def test_an_https_url_without_a_configured_ca_needs_the_system_trust_store(
+    https_root: tuple[str, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The private CA is in no system store; nor may the environment slip it in (as
+    REQUESTS_CA_BUNDLE would for requests' own verification)."""
+    base, root, ca = https_root
+    (root / "directory.json").write_bytes(b"{}")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(ca))
+    with pytest.raises(DirectoryError, match=r"cannot fetch the directory from https://.*certif"):
+        load_from(f"{base}/directory.json", timeout=5)
+
+
+def test_an_https_server_named_otherwise_is_refused(
+    https_root: tuple[str, Path, Path],
+) -> None:
+    base, root, ca = https_root
+    (root / "directory.json").write_bytes(b"{}")
+    other = base.replace("127.0.0.1", "localhost")  # the certificate names 127.0.0.1 only
+    with pytest.raises(DirectoryError, match=r"cannot fetch the directory from https://localhost"):
+        load_from(f"{other}/directory.json", timeout=5, ca_file=ca)
+
+
+def test_an_unreadable_ca_file_is_named(https_root: tuple[str, Path, Path], tmp_path: Path) -> None:
+    base, _, _ = https_root
+    with pytest.raises(DirectoryError, match=r"CA file .*absent\.pem: No such file") as info:
+        load_from(f"{base}/directory.json", timeout=5, ca_file=tmp_path / "absent.pem")
+    assert info.value.reason == "directory_unavailable"
+
+
+def test_a_directory_larger_than_the_limit_is_not_read_whole(
+    http_root: tuple[str, Path],
+) -> None:
+    base, root = http_root
+    (root / "big.json").write_bytes(b" " * (MAX_DIRECTORY_BYTES + 1))
+    with pytest.raises(DirectoryError, match="larger than") as info:
+        load_from(f"{base}/big.json", timeout=5)
+    assert info.value.reason == "directory_malformed"
 
 
 def test_load_from_files_and_limits(tmp_path: Path) -> None:
