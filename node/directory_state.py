@@ -48,9 +48,9 @@ from federation.directory import (
 )
 from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2, exchange_pb2_grpc
+from node.atomic_write import write_atomically
 from node.config import NodeConfig
 from node.errors import Kind, Refusal
-from node.files import write_atomically
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("liaison.directory")

@@ -19,10 +19,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
 from federation.merkle import TreeHasher
-from node.audit import AuditLog, existing_storage, open_audit_log
-from node.audit_entries import (
+from node.audit.entries import (
     AuditCorrupt,
     AuditError,
     AuditReplay,
@@ -30,14 +29,15 @@ from node.audit_entries import (
     canonical,
     chain_digest,
 )
-from node.audit_storage import (
+from node.audit.log import AuditLog, existing_storage, open_audit_log
+from node.audit.storage import (
     AuditStorage,
     DatabaseStorage,
     FileStorage,
     checkpoints_path,
     entries_table,
 )
-from node.audit_verify import issue_checkpoint, load_tree, verify_storage
+from node.audit.verify import issue_checkpoint, load_tree, verify_storage
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
 from tests.unit.test_audit_merkle import _grow as grow
@@ -186,8 +186,8 @@ def test_reopen_continues_the_tree(backend: Backend) -> None:
 
 def test_checkpoints_proofs_and_reads(backend: Backend) -> None:
     old_note, new_note = _grow(backend, 30, checkpoint_at=(13, 30))
-    old = notes.verify_checkpoint(old_note, ORIGIN, VERIFIER)
-    new = notes.verify_checkpoint(new_note, ORIGIN, VERIFIER)
+    old = checkpoints.verify_checkpoint(old_note, ORIGIN, VERIFIER)
+    new = checkpoints.verify_checkpoint(new_note, ORIGIN, VERIFIER)
     assert backend.verify() == (30, 2)
     lines = backend.lines()
 
@@ -225,7 +225,7 @@ def test_concurrent_readers_of_the_latest_checkpoint_see_every_new_one(backend: 
             while not done.is_set():
                 try:
                     note = log.latest_checkpoint()
-                    assert note is None or notes.verify_checkpoint(note, ORIGIN, VERIFIER)
+                    assert note is None or checkpoints.verify_checkpoint(note, ORIGIN, VERIFIER)
                 except BaseException as exc:  # handed to the test thread, which fails on it
                     failures.append(exc)
                     return
@@ -244,7 +244,7 @@ def test_concurrent_readers_of_the_latest_checkpoint_see_every_new_one(backend: 
         assert failures == []
         latest = log.latest_checkpoint()
         assert latest is not None
-        assert notes.verify_checkpoint(latest, ORIGIN, VERIFIER).size == 40
+        assert checkpoints.verify_checkpoint(latest, ORIGIN, VERIFIER).size == 40
         await log.close()
 
     asyncio.run(run())
@@ -267,7 +267,7 @@ def test_the_latest_checkpoint_follows_every_signer(backend: Backend) -> None:
             assert log.latest_checkpoint() == by_other
         mine = log.checkpoint(KEY, ORIGIN)  # cuts the torn record, appends
         assert log.latest_checkpoint() == mine
-        assert notes.verify_checkpoint(mine, ORIGIN, VERIFIER).size == 8
+        assert checkpoints.verify_checkpoint(mine, ORIGIN, VERIFIER).size == 8
         await log.close()
 
     asyncio.run(run())
@@ -388,14 +388,14 @@ def test_replicas_grow_one_tree(database: Backend) -> None:
     assert set(answered[0]) | set(answered[1]) <= set(ids)
     assert database.verify() == (85, 8)
     leaves = [merkle.leaf_hash(_redacted(line)) for line in lines]
-    checkpoints = [notes.verify_checkpoint(n, ORIGIN, VERIFIER) for n in signed[0] + signed[1]]
-    for checkpoint in checkpoints:
+    verified = [checkpoints.verify_checkpoint(n, ORIGIN, VERIFIER) for n in signed[0] + signed[1]]
+    for checkpoint in verified:
         assert checkpoint.root == merkle.root(leaves[: checkpoint.size])
 
     async def prove() -> None:
         log = database.open()
-        for a in checkpoints:
-            for b in checkpoints:
+        for a in verified:
+            for b in verified:
                 if a.size <= b.size:
                     proof = log.consistency_proof(a.size, b.size)
                     merkle.verify_consistency(a.size, b.size, a.root, b.root, proof)

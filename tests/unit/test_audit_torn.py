@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from federation import merkle
-from node.audit import AuditLog
-from node.audit_entries import AuditCorrupt, CheckpointInvalid
-from node.audit_storage import FileStorage, checkpoints_path
-from node.audit_verify import (
+from node.audit.entries import AuditCorrupt, CheckpointInvalid
+from node.audit.log import AuditLog
+from node.audit.storage import FileStorage, checkpoints_path
+from node.audit.verify import (
     issue_checkpoint,
     load_tree,
     storage_checkpoints,

@@ -34,7 +34,6 @@ from federation.directory import (
 from federation.pki import create_authority, issue_node_certificate
 from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2
-from node.auth import PeerAuthenticator
 from node.directory_state import (
     MAX_DIRECTORY_BYTES,
     DirectoryState,
@@ -45,6 +44,7 @@ from node.directory_state import (
 )
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
+from node.rpc.auth import PeerAuthenticator
 
 FED = "liaison.example"
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """Where the audit log's entries and checkpoints are kept: a file, or database tables.
 
 Both backends keep the same bytes: each entry is the exact line the file log holds
-(canonical JSON ending in its `hash`), so `node.audit` checks either with one piece of
+(canonical JSON ending in its `hash`), so `node.audit.log` checks either with one piece of
 code. A backend knows nothing of hashes or trees: it keeps lines in order, keeps signed
 checkpoint notes in order, and serialises writers (`locked`).
 
@@ -53,7 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from node.audit_entries import CheckpointInvalid
+from node.audit.entries import CheckpointInvalid
 
 CHECKPOINTS_SUFFIX = ".checkpoints"
 

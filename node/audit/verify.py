@@ -16,8 +16,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from federation import merkle, notes
-from node.audit_entries import (
+from federation import checkpoints, merkle
+from node.audit.entries import (
     GENESIS,
     NOT_CHAINED,
     AuditCorrupt,
@@ -28,7 +28,7 @@ from node.audit_entries import (
     leaf_input,
     parse_line,
 )
-from node.audit_storage import (
+from node.audit.storage import (
     AuditStorage,
     FileStorage,
     Locked,
@@ -219,9 +219,9 @@ def storage_checkpoints(storage: AuditStorage) -> list[str]:
     return found
 
 
-def stated_checkpoint(note: str) -> notes.Checkpoint:
+def stated_checkpoint(note: str) -> checkpoints.Checkpoint:
     """The checkpoint a note states, its signatures unchecked."""
-    return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1])
+    return checkpoints.Checkpoint.from_note_body(note[: note.index("\n\n") + 1])
 
 
 def sign_onto(
@@ -237,7 +237,9 @@ def sign_onto(
     whose root at that size differs from it: that would publish a fork of the log.
     """
     size = tree.size
-    note = notes.sign_checkpoint(notes.Checkpoint(origin, size, tree.root(size)), origin, key)
+    note = checkpoints.sign_checkpoint(
+        checkpoints.Checkpoint(origin, size, tree.root(size)), origin, key
+    )
     found = held.checkpoints()
     if found:
         index = len(found) - 1
@@ -278,7 +280,11 @@ def issue_checkpoint(
 
 
 def verify_log_and_checkpoints(
-    path: Path, verifier: notes.Verifier, origin: str | None = None, *, workers: int | None = None
+    path: Path,
+    verifier: checkpoints.Verifier,
+    origin: str | None = None,
+    *,
+    workers: int | None = None,
 ) -> tuple[int, int]:
     """Check the chain of a log file, then every checkpoint against the tree recomputed
     from entry 0 (see `verify_storage`). Returns (entries, checkpoints)."""
@@ -287,7 +293,7 @@ def verify_log_and_checkpoints(
 
 def verify_storage(
     storage: AuditStorage,
-    verifier: notes.Verifier,
+    verifier: checkpoints.Verifier,
     origin: str | None = None,
     *,
     workers: int | None = None,
@@ -313,8 +319,8 @@ def verify_storage(
         except ValueError:
             stated = None
         try:
-            checkpoint = notes.verify_checkpoint(note, expected, verifier)
-        except notes.NoteError as exc:
+            checkpoint = checkpoints.verify_checkpoint(note, expected, verifier)
+        except checkpoints.NoteError as exc:
             raise CheckpointInvalid(
                 cp_where, index, stated, f"does not verify with the node's key: {exc}"
             ) from None

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from federation import notes
+from federation import checkpoints
 from federation.client import ClientIdentity
 from federation.directory import Directory, Member, MemberStatus
 from federation.errors import InvalidRequest, PeerUnavailable
-from node import witnessing
-from node.audit_verify import stated_checkpoint
+from node.audit import witness_schedule
+from node.audit.verify import stated_checkpoint
+from node.audit.witness import Outcome, Witness, state_path
+from node.audit.witness_schedule import Witnessing
 from node.metrics import NodeMetrics
-from node.witness import Outcome, Witness, state_path
-from node.witnessing import Witnessing
 from tests.unit.test_witness import DIRECTORY, FED, KEYS, Log
 
 ME = "FR-DGPN"
@@ -41,7 +41,7 @@ class FakeClient:
         self.views: list[tuple[str, str]] = []
         self.closed = False
 
-    async def get_checkpoint(self, timeout: float) -> tuple[notes.Checkpoint, str]:
+    async def get_checkpoint(self, timeout: float) -> tuple[checkpoints.Checkpoint, str]:
         if self.down or self.log is None:
             raise PeerUnavailable(self.peer, "connection refused", reasons=("unreachable",))
         if self.empty_once:
@@ -92,7 +92,7 @@ class Setup:
             self.clients[member.node_id] = client
             return client
 
-        monkeypatch.setattr(witnessing.OversightClient, "for_member", for_member)
+        monkeypatch.setattr(witness_schedule.OversightClient, "for_member", for_member)
         self.runner = Witnessing(
             self.witness,
             lambda: directory,
@@ -174,13 +174,15 @@ def test_the_peers_cosignatures_on_our_checkpoint_are_collected(
     for log in s.logs.values():
         asyncio.run(log.grow(1))
     ours = asyncio.run(s.own.grow(4))
-    theirs = notes.cosign(ours, "liaison.example/DE-BKA/witness", KEYS["DE-BKA"], 1_800_000_000)
+    theirs = checkpoints.cosign(
+        ours, "liaison.example/DE-BKA/witness", KEYS["DE-BKA"], 1_800_000_000
+    )
     views: Sequence[tuple[str, str]] = [(ME, theirs)]
     s.set("DE-BKA", views=views)
     asyncio.run(s.runner.round())
     assert s.value("liaison_audit_cosignatures") == 1
     served = s.witness.extra_cosignatures(ours)
-    notes.verify_cosignature(served, notes.Verifier.for_witness(
+    checkpoints.verify_cosignature(served, checkpoints.Verifier.for_witness(
         "liaison.example/DE-BKA/witness", KEYS["DE-BKA"].public_key()
     ))  # fmt: skip
 

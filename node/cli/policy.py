@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.agreements import PolicyDataError, load_policy_data
 from node.policy.corpus import CorpusError, load_corpus, run_corpus
+from node.policy.data import PolicyDataError, load_policy_data
 from node.policy.decision import PolicyEngine
 from node.policy.embedded import EmbeddedEngine, PolicyLoadError
 from node.policy.opa import OpaEngine

@@ -1,6 +1,6 @@
 """Witnessing peers' audit logs: verify, prove consistent, cosign; catch split views.
 
-Every node's audit log is a Merkle tree whose head it signs (`node.audit`). A node could
+Every node's audit log is a Merkle tree whose head it signs (`node.audit.log`). A node could
 still show one peer one tree and another peer another (a *split view*), each validly
 signed. Nodes therefore watch each other, as C2SP tlog-witness witnesses do:
 
@@ -55,12 +55,12 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.directory import Directory
 from federation.identity import InvalidIdentity, check_node_id
-from federation.notes import audit_origin
 from federation.pki import PkiError, public_key_from_text
-from node.files import write_atomically
+from node.atomic_write import write_atomically
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("liaison.witness")
@@ -133,7 +133,7 @@ class View:
     """The newest checkpoint of one log that this node verified, and its cosignature."""
 
     note: str  # the log's note with only the log's own signature line
-    checkpoint: notes.Checkpoint
+    checkpoint: checkpoints.Checkpoint
     cosigned: str  # `note` with this node's cosignature
     witnessed_at: int  # when it was last verified (Unix seconds)
 
@@ -242,7 +242,7 @@ def _read_view(federation: str, log_id: str, raw: Any) -> View:
     note, cosigned, at = raw["note"], raw["cosigned"], raw["witnessed_at"]
     if not isinstance(note, str) or not isinstance(cosigned, str) or type(at) is not int:
         raise ValueError(f"the view of {log_id} has fields of the wrong type")
-    checkpoint = notes.Checkpoint.from_note_body(_body(note))
+    checkpoint = checkpoints.Checkpoint.from_note_body(_body(note))
     if checkpoint.origin != audit_origin(federation, log_id):
         raise ValueError(f"the view of {log_id} is a checkpoint of {checkpoint.origin!r}")
     if _body(cosigned) != _body(note):
@@ -256,7 +256,7 @@ def _read_evidence(raw: Any) -> Evidence:
     if len(pair) != 2 or not all(isinstance(n, str) for n in pair):
         raise ValueError("split-view evidence must hold two notes")
     for n in pair:
-        notes.Checkpoint.from_note_body(_body(n))
+        checkpoints.Checkpoint.from_note_body(_body(n))
     proof = tuple(base64.b64decode(h, validate=True) for h in raw["proof"])
     outcome = Outcome(raw["reason"])
     if outcome not in SPLIT_VIEWS or type(raw["detected_at"]) is not int:
@@ -388,9 +388,9 @@ class Witness:
             return Outcome.UNKNOWN_LOG
         async with self._lock(log_id):
             try:
-                kept = notes.keep_verified(note, [verifier])
-                checkpoint = notes.verify_checkpoint(kept, verifier.name, verifier)
-            except notes.NoteError as exc:
+                kept = checkpoints.keep_verified(note, [verifier])
+                checkpoint = checkpoints.verify_checkpoint(kept, verifier.name, verifier)
+            except checkpoints.NoteError as exc:
                 return self.fail(log_id, Outcome.BAD_NOTE, f"its checkpoint is refused: {exc}")
             old = self._state.views.get(log_id)
             if old is not None:
@@ -398,7 +398,7 @@ class Witness:
                 if outcome is not None:
                     return outcome
             now = int(self._clock())
-            view = View(kept, checkpoint, notes.cosign(kept, self.name, self._key, now), now)
+            view = View(kept, checkpoint, checkpoints.cosign(kept, self.name, self._key, now), now)
             if old is None or old.checkpoint.size != checkpoint.size:
                 # Durable before it is cosigned for anyone to see (c2sp.org/tlog-witness):
                 # written as pending, and only then one of the views `cosigned` serves.
@@ -422,7 +422,7 @@ class Witness:
         log_id: str,
         old: View,
         note: str,
-        new: notes.Checkpoint,
+        new: checkpoints.Checkpoint,
         fetch_proof: ProofFetcher,
     ) -> Outcome | None:
         """None if `new` extends `old` (or is it); else the failure, counted and recorded."""
@@ -441,8 +441,8 @@ class Witness:
         via: str,
         ours: str,
         theirs: str,
-        mine: notes.Checkpoint,
-        other: notes.Checkpoint,
+        mine: checkpoints.Checkpoint,
+        other: checkpoints.Checkpoint,
         fetch_proof: ProofFetcher,
     ) -> Outcome | None:
         """None if two checkpoints of a log (`mine` from note `ours`, `other` from `theirs`)
@@ -503,22 +503,22 @@ class Witness:
     async def _compare_one(
         self,
         witness_id: str,
-        witness: notes.Verifier,
+        witness: checkpoints.Verifier,
         log_id: str,
-        verifier: notes.Verifier,
+        verifier: checkpoints.Verifier,
         note: str,
         fetch_proof: LogProofFetcher,
     ) -> Outcome:
         try:
-            theirs = notes.verify_checkpoint(note, verifier.name, verifier)
-        except notes.NoteError as exc:
+            theirs = checkpoints.verify_checkpoint(note, verifier.name, verifier)
+        except checkpoints.NoteError as exc:
             return self.fail(
                 log_id, Outcome.BAD_NOTE, f"{witness_id} passed on a checkpoint refused: {exc}"
             )
         try:
-            notes.verify_cosignature(note, witness, origin=verifier.name)
-            kept = notes.keep_verified(note, [verifier, witness])
-        except notes.NoteError as exc:
+            checkpoints.verify_cosignature(note, witness, origin=verifier.name)
+            kept = checkpoints.keep_verified(note, [verifier, witness])
+        except checkpoints.NoteError as exc:
             return self.fail(
                 log_id, Outcome.BAD_COSIGNATURE, f"{witness_id}'s cosignature is refused: {exc}"
             )
@@ -551,9 +551,9 @@ class Witness:
                 if log_id != self.node_id:
                     continue
                 try:
-                    notes.verify_cosignature(note, witness, origin=self.origin)
-                    kept = notes.keep_verified(note, [witness])
-                except notes.NoteError as exc:
+                    checkpoints.verify_cosignature(note, witness, origin=self.origin)
+                    kept = checkpoints.keep_verified(note, [witness])
+                except checkpoints.NoteError as exc:
                     self.fail(
                         self.node_id,
                         Outcome.BAD_COSIGNATURE,
@@ -577,7 +577,7 @@ class Witness:
         except ValueError:
             return note
         lines = [line for w, (b, line) in sorted(self._collected.items()) if b == body]
-        return notes.add_signature_lines(note, lines) if lines else note
+        return checkpoints.add_signature_lines(note, lines) if lines else note
 
     # --- keys from the directory ---------------------------------------------------------
 
@@ -590,17 +590,17 @@ class Witness:
         except PkiError:
             return None
 
-    def _log_verifier(self, log_id: str) -> notes.Verifier | None:
+    def _log_verifier(self, log_id: str) -> checkpoints.Verifier | None:
         key = self._member_key(log_id)
         if key is None:
             return None
-        return notes.Verifier.for_log(audit_origin(self.federation, log_id), key)
+        return checkpoints.Verifier.for_log(audit_origin(self.federation, log_id), key)
 
-    def _cosignature_verifier(self, witness_id: str) -> notes.Verifier | None:
+    def _cosignature_verifier(self, witness_id: str) -> checkpoints.Verifier | None:
         key = self._member_key(witness_id)
         if key is None:
             return None
-        return notes.Verifier.for_witness(witness_name(self.federation, witness_id), key)
+        return checkpoints.Verifier.for_witness(witness_name(self.federation, witness_id), key)
 
     # --- failures, split views, state ----------------------------------------------------
 

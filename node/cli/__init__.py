@@ -22,15 +22,15 @@ from federation.directory import DirectoryError
 from federation.errors import LiaisonError
 from federation.identity import InvalidIdentity
 from federation.pki import PkiError
-from node.agreements import PolicyDataError
-from node.audit_entries import AuditError
-from node.audit_storage import AuditStorage
+from node.audit.entries import AuditError
+from node.audit.storage import AuditStorage
+from node.audit.witness import WitnessStateError
 from node.config import ConfigError, NodeConfig
 from node.importer import ImportFailed
+from node.policy.data import PolicyDataError
 from node.policy.decision import PolicyUnavailable
 from node.policy.embedded import PolicyLoadError
-from node.server import StartupError
-from node.witness import WitnessStateError
+from node.rpc.server import StartupError
 
 # Errors that are the operator's to fix: printed as one line, never as a traceback.
 OPERATOR_ERRORS = (
@@ -209,7 +209,7 @@ def _directory_show(args: argparse.Namespace) -> int:
 
 
 def _audit_storage(config: NodeConfig) -> AuditStorage:
-    from node.audit import existing_storage
+    from node.audit.log import existing_storage
 
     return existing_storage(config.audit.store, config.audit.path, config.audit.url)
 
@@ -225,16 +225,16 @@ def _positive_int(text: str) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from federation import notes
-    from federation.notes import audit_origin
+    from federation import checkpoints
+    from federation.checkpoints import audit_origin
     from federation.pki import load_ed25519_private, public_key_from_text
-    from node.audit_entries import AuditCorrupt, CheckpointInvalid
-    from node.audit_storage import FileStorage, StorageError
-    from node.audit_verify import verify_log, verify_storage
+    from node.audit.entries import AuditCorrupt, CheckpointInvalid
+    from node.audit.storage import FileStorage, StorageError
+    from node.audit.verify import verify_log, verify_storage
     from node.config import load_config
 
     if args.export is not None:
-        from node.oversight_cli import check_export
+        from node.cli.oversight import check_export
 
         code, line = check_export(args.export, args.public_key, args.vkey, args.origin)
         print(line)
@@ -261,7 +261,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
         if public_key is None or origin is None:
             count = verify_log(args.log, workers=args.workers)
         else:
-            verifier = notes.Verifier.for_log(origin, public_key)
+            verifier = checkpoints.Verifier.for_log(origin, public_key)
             count, checked = verify_storage(storage, verifier, origin, workers=args.workers)
     except AuditCorrupt as exc:
         print(f"{where}: BAD at entry {exc.index}: {exc.why}; keep a copy of this log")
@@ -283,11 +283,11 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_checkpoint(args: argparse.Namespace) -> int:
+    from federation.checkpoints import audit_origin
     from federation.merkle import TreeHasher
-    from federation.notes import audit_origin
     from federation.pki import load_ed25519_private
-    from node.audit import AuditLog
-    from node.audit_verify import issue_checkpoint, load_tree
+    from node.audit.log import AuditLog
+    from node.audit.verify import issue_checkpoint, load_tree
     from node.config import load_config
 
     config = load_config(args.config)
@@ -324,12 +324,12 @@ def _entry(text: str) -> int | str:
 
 
 def _audit_prove(args: argparse.Namespace) -> int:
-    from federation import merkle, notes
-    from node.audit_entries import leaf_input
-    from node.audit_storage import StorageError
-    from node.audit_verify import load_storage_tree, storage_checkpoints
+    from federation import checkpoints, merkle
+    from node.audit.entries import leaf_input
+    from node.audit.storage import StorageError
+    from node.audit.verify import load_storage_tree, storage_checkpoints
+    from node.cli.oversight import OwnCheckpoint
     from node.config import load_config
-    from node.oversight_cli import OwnCheckpoint
 
     config = load_config(args.config)
     entry: int | str = args.entry
@@ -371,7 +371,7 @@ def _audit_prove(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "origin": origin,
-                "verifier_key": notes.vkey(origin, own.public),
+                "verifier_key": checkpoints.vkey(origin, own.public),
                 "index": index,
                 "entry": line,
                 "leaf_hash": leaf.hex(),
@@ -393,8 +393,8 @@ def _write_out(text: str, out: Path | None) -> None:
 
 
 def _audit_export(args: argparse.Namespace) -> int:
+    from node.cli.oversight import export_from_log
     from node.config import load_config
-    from node.oversight_cli import export_from_log
 
     export = export_from_log(load_config(args.config), args.start, args.end)
     _write_out(export.to_json(), args.out)
@@ -411,8 +411,8 @@ def _utc(seconds: int) -> str:
 
 
 def _witness_status(args: argparse.Namespace) -> int:
+    from node.audit.witness import read_state, state_path, witness_name
     from node.config import load_config
-    from node.witness import read_state, state_path, witness_name
 
     config = load_config(args.config)
     path = state_path(config.audit.path)
@@ -441,8 +441,8 @@ def _witness_status(args: argparse.Namespace) -> int:
 
 
 def _witness_forget(args: argparse.Namespace) -> int:
+    from node.audit.witness import forget, state_path
     from node.config import load_config
-    from node.witness import forget, state_path
 
     config = load_config(args.config)
     path = state_path(config.audit.path)
@@ -464,7 +464,7 @@ def _witness_forget(args: argparse.Namespace) -> int:
 
 
 def _oversight_export(args: argparse.Namespace) -> int:
-    from node.oversight_cli import load_overseer
+    from node.cli.oversight import load_overseer
 
     overseer = load_overseer(args.identity, args.directory, args.authority_key)
 
@@ -482,7 +482,7 @@ def _oversight_export(args: argparse.Namespace) -> int:
 
 
 def _oversight_checkpoint(args: argparse.Namespace) -> int:
-    from node.oversight_cli import load_overseer
+    from node.cli.oversight import load_overseer
 
     overseer = load_overseer(args.identity, args.directory, args.authority_key)
 
@@ -495,7 +495,7 @@ def _oversight_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _oversight_prove(args: argparse.Namespace) -> int:
-    from node.oversight_cli import load_overseer
+    from node.cli.oversight import load_overseer
 
     overseer = load_overseer(args.identity, args.directory, args.authority_key)
     entry: int | str = args.entry
@@ -537,7 +537,7 @@ def _data_import(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from node.config import load_config
-    from node.server import serve
+    from node.rpc.server import serve
 
     config = load_config(args.config)
     asyncio.run(serve(config))
@@ -545,7 +545,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _query_match(args: argparse.Namespace) -> int:
-    from node.querying import run_match_command
+    from node.cli.query import run_match_command
 
     return asyncio.run(run_match_command(args))
 
@@ -569,22 +569,22 @@ def _print_steps(steps: list[Any]) -> int:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
-    from node.policy.commands import check
+    from node.cli.policy import check
 
     _, policy_dir, data = _policy_target(args)
     return _print_steps(check(policy_dir, data))
 
 
 def _policy_test(args: argparse.Namespace) -> int:
-    from node.policy.commands import test
+    from node.cli.policy import test
 
     _, policy_dir, _ = _policy_target(args)
     return _print_steps(test(policy_dir, args.corpus))
 
 
 def _policy_explain(args: argparse.Namespace) -> int:
-    from node.agreements import load_policy_data
-    from node.policy.commands import explain
+    from node.cli.policy import explain
+    from node.policy.data import load_policy_data
     from node.policy.embedded import EmbeddedEngine
     from node.policy.engines import build_engine
 
@@ -603,7 +603,7 @@ def _policy_explain(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from node.demo import run_demo
+    from node.local.demo import run_demo
 
     return run_demo(args.dir, keep=args.keep, records=args.records)
 
@@ -985,7 +985,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

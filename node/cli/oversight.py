@@ -15,17 +15,17 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.client import ClientIdentity
 from federation.directory import Directory, DirectoryError, load_directory
 from federation.errors import InvalidRequest
-from federation.notes import audit_origin
 from federation.oversight import AuditExport, ExportInvalid, OversightClient, verify_export
 from federation.pki import load_ed25519_private, public_key_from_text
-from node.audit import existing_storage
-from node.audit_entries import AuditError, leaf_input
-from node.audit_storage import StorageError
-from node.audit_verify import load_storage_tree, storage_checkpoints
+from node.audit.entries import AuditError, leaf_input
+from node.audit.log import existing_storage
+from node.audit.storage import StorageError
+from node.audit.verify import load_storage_tree, storage_checkpoints
 from node.config import ConfigError, NodeConfig
 
 
@@ -35,9 +35,9 @@ class OwnCheckpoint:
 
     origin: str
     public: ed25519.Ed25519PublicKey
-    verifier: notes.Verifier
+    verifier: checkpoints.Verifier
     note: str
-    checkpoint: notes.Checkpoint
+    checkpoint: checkpoints.Checkpoint
 
     @classmethod
     def of(cls, config: NodeConfig, found: list[str], where: str, size: int) -> OwnCheckpoint:
@@ -47,10 +47,10 @@ class OwnCheckpoint:
             raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
         origin = audit_origin(config.node.federation, config.node.id)
         public = load_ed25519_private(config.trust.signing_key).public_key()
-        verifier = notes.Verifier.for_log(origin, public)
+        verifier = checkpoints.Verifier.for_log(origin, public)
         try:
-            checkpoint = notes.verify_checkpoint(found[-1], origin, verifier)
-        except notes.NoteError as exc:
+            checkpoint = checkpoints.verify_checkpoint(found[-1], origin, verifier)
+        except checkpoints.NoteError as exc:
             raise AuditError(
                 f"the latest checkpoint does not verify ({exc}): run `liaison audit verify`"
             ) from None
@@ -90,7 +90,7 @@ def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
     entries = [leaf_input(json.loads(line)) for line in lines]
     proof = merkle.TreeHasher(store).consistency_proof(end, checkpoint.size)
     export = AuditExport.build(
-        origin, notes.vkey(origin, own.public), own.note, start, left.hashes, entries, proof
+        origin, checkpoints.vkey(origin, own.public), own.note, start, left.hashes, entries, proof
     )
     try:
         verify_export(export, verifier)
@@ -111,17 +111,17 @@ def check_export(
     try:
         export = AuditExport.from_json(path.read_bytes())
         if vkey is not None:
-            verifier = notes.Verifier.from_vkey(vkey)
+            verifier = checkpoints.Verifier.from_vkey(vkey)
             origin = origin or verifier.name
         else:
             assert public_key is not None
             origin = origin or export.origin
-            verifier = notes.Verifier.for_log(origin, public_key_from_text(public_key))
+            verifier = checkpoints.Verifier.for_log(origin, public_key_from_text(public_key))
         checkpoint = verify_export(export, verifier, origin)
     except ExportInvalid as exc:
         where = f" at entry {exc.index}" if exc.index is not None else ""
         return 2, f"{path}: BAD{where}: {exc}; keep a copy of this file"
-    except notes.NoteError as exc:
+    except checkpoints.NoteError as exc:
         raise ConfigError(f"--vkey: {exc}") from None
     return 0, (
         f"{path}: entries [{export.start}, {export.end}) of {origin} verified against its "
