@@ -14,7 +14,7 @@ repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothi
   does. The rows take turns over ``--rounds``: the disk is shared, so its speed
   drifts, and the time of one fdatasync is printed beside each row.
 * **database appends**: the same two rows with the log in a database
-  (``node.audit.storage.DatabaseStorage``, as ``[audit] store = "database"``): SQLite, a
+  (``node.audit.database_store.DatabaseStorage``, as ``[audit] store = "database"``): SQLite, a
   file in the same folder (WAL, ``synchronous=FULL``, as the backend sets them), and
   PostgreSQL at ``--postgres-url`` (default: the environment's
   ``LIAISON_TEST_POSTGRES_URL``; without one these rows are skipped with a note), in a
@@ -84,9 +84,10 @@ from federation import checkpoints, merkle
 from federation.checkpoints import audit_origin
 from federation.pki import public_key_text
 from measuring import each_us, percentiles, raise_exit
+from node.audit.database_store import DatabaseStorage
 from node.audit.entries import AuditRecord, entry_leaf
 from node.audit.log import AuditLog
-from node.audit.storage import AuditStorage, DatabaseStorage
+from node.audit.storage import AuditStorage
 from node.audit.verify import (
     PARALLEL_MIN_ENTRIES,
     available_cores,

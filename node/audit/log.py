@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.engine import make_url
 
 from federation import merkle
+from node.audit.database_store import DatabaseStorage
 from node.audit.entries import (
     ENTRY_VERSION,
     GENESIS,
@@ -64,12 +65,8 @@ from node.audit.entries import (
     leaf_input,
     new_entry_id,
 )
-from node.audit.storage import (
-    AuditStorage,
-    DatabaseStorage,
-    FileStorage,
-    StorageError,
-)
+from node.audit.file_store import FileStorage
+from node.audit.storage import AuditStorage, StorageError
 from node.audit.verify import (
     check_chain,
     sign_onto,

@@ -28,14 +28,8 @@ from node.audit.entries import (
     leaf_input,
     parse_line,
 )
-from node.audit.storage import (
-    AuditStorage,
-    FileStorage,
-    Locked,
-    StorageError,
-    checkpoints_path,
-    file_lines,
-)
+from node.audit.file_store import FileStorage, checkpoints_path, file_lines
+from node.audit.storage import AuditStorage, Locked, StorageError
 
 # A log at least this long is checked in worker processes when several cores are free (a
 # pool costs a few tenths of a second to start), in chunks of this many lines.

@@ -229,7 +229,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from federation.checkpoints import audit_origin
     from federation.pki import load_ed25519_private, public_key_from_text
     from node.audit.entries import AuditCorrupt, CheckpointInvalid
-    from node.audit.storage import FileStorage, StorageError
+    from node.audit.file_store import FileStorage
+    from node.audit.storage import StorageError
     from node.audit.verify import verify_log, verify_storage
     from node.config import load_config
 

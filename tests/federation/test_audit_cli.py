@@ -9,7 +9,7 @@ from pathlib import Path
 from federation import checkpoints, merkle
 from federation.checkpoints import audit_origin
 from federation.pki import load_ed25519_private
-from node.audit.storage import FileStorage, checkpoints_path
+from node.audit.file_store import FileStorage, checkpoints_path
 from node.audit.verify import storage_checkpoints, verify_log_and_checkpoints
 from node.local.federation import Federation
 from tests.federation.helpers import ask, clone_node

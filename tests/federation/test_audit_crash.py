@@ -18,7 +18,7 @@ from federation.client import PeerClient, match_query, new_envelope
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
 from federation.pki import load_ed25519_private
-from node.audit.storage import FileStorage
+from node.audit.file_store import FileStorage
 from node.audit.verify import load_tree, storage_checkpoints
 from node.local.federation import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first

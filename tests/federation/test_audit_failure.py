@@ -12,7 +12,7 @@ import pytest
 from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
-from node.audit.storage import FileStorage
+from node.audit.file_store import FileStorage
 from node.audit.verify import verify_log
 from node.config import load_config
 from node.local.federation import Federation

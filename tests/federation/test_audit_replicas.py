@@ -22,8 +22,8 @@ from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
 from federation.pki import load_ed25519_private
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from node.audit.database_store import DatabaseStorage
 from node.audit.log import AuditLog
-from node.audit.storage import DatabaseStorage
 from node.audit.verify import load_storage_tree, verify_storage
 from node.config import load_config
 from node.local.federation import Federation, NodeHandle

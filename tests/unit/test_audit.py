@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from node.audit.entries import GENESIS, AuditCorrupt, AuditError, AuditRecord
+from node.audit.file_store import FileStorage
 from node.audit.log import AuditLog
-from node.audit.storage import AuditStorage, FileStorage
+from node.audit.storage import AuditStorage
 from node.audit.verify import verify_log
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from federation import checkpoints, merkle
 from federation.merkle import TreeHasher
+from node.audit.database_store import DatabaseStorage, entries_table
 from node.audit.entries import (
     AuditCorrupt,
     AuditError,
@@ -29,14 +30,9 @@ from node.audit.entries import (
     canonical,
     chain_digest,
 )
+from node.audit.file_store import FileStorage, checkpoints_path
 from node.audit.log import AuditLog, existing_storage, open_audit_log
-from node.audit.storage import (
-    AuditStorage,
-    DatabaseStorage,
-    FileStorage,
-    checkpoints_path,
-    entries_table,
-)
+from node.audit.storage import AuditStorage
 from node.audit.verify import issue_checkpoint, load_tree, verify_storage
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted

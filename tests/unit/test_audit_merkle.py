@@ -21,8 +21,8 @@ from node.audit.entries import (
     chain_digest,
     leaf_input,
 )
+from node.audit.file_store import FileStorage, checkpoints_path
 from node.audit.log import AuditLog
-from node.audit.storage import FileStorage, checkpoints_path
 from node.audit.verify import storage_checkpoints, verify_log, verify_log_and_checkpoints
 from tests.unit.test_audit import _append_many
 

@@ -19,8 +19,8 @@ import pytest
 
 from federation import merkle
 from node.audit.entries import AuditCorrupt, CheckpointInvalid
+from node.audit.file_store import FileStorage, checkpoints_path
 from node.audit.log import AuditLog
-from node.audit.storage import FileStorage, checkpoints_path
 from node.audit.verify import (
     issue_checkpoint,
     load_tree,
