@@ -34,7 +34,8 @@ from federation.client import ClientIdentity
 from federation.directory import Directory, Member, MemberStatus
 from federation.errors import InvalidRequest, LiaisonError, ProofFailed
 from federation.oversight import OversightClient
-from node.audit.witness import Outcome, ProofRefused, Witness
+from node.audit.witness import ProofRefused, Witness
+from node.audit.witness_state import Outcome
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("liaison.witness")

@@ -24,7 +24,7 @@ from federation.identity import InvalidIdentity
 from federation.pki import PkiError
 from node.audit.entries import AuditError
 from node.audit.storage import AuditStorage
-from node.audit.witness import WitnessStateError
+from node.audit.witness_state import WitnessStateError
 from node.config import ConfigError, NodeConfig
 from node.importer import ImportFailed
 from node.policy.data import PolicyDataError
@@ -412,7 +412,7 @@ def _utc(seconds: int) -> str:
 
 
 def _witness_status(args: argparse.Namespace) -> int:
-    from node.audit.witness import read_state, state_path, witness_name
+    from node.audit.witness_state import read_state, state_path, witness_name
     from node.config import load_config
 
     config = load_config(args.config)
@@ -442,7 +442,7 @@ def _witness_status(args: argparse.Namespace) -> int:
 
 
 def _witness_forget(args: argparse.Namespace) -> int:
-    from node.audit.witness import forget, state_path
+    from node.audit.witness_state import forget, state_path
     from node.config import load_config
 
     config = load_config(args.config)

@@ -21,7 +21,7 @@ from federation.client import MatchTransport, PeerClient, match_query, new_envel
 from federation.fanout import match_all
 from federation.model import MatchQuery
 from federation.pki import public_key_from_text
-from node.audit.witness import witness_name
+from node.audit.witness_state import witness_name
 from node.cli.oversight import load_overseer
 from node.cli.query import format_table, result_row
 from node.local.federation import Federation, build_federation

@@ -28,8 +28,9 @@ from federation.identity import country_of
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.audit.entries import AuditError, entry_timestamp
 from node.audit.log import AuditLog, open_audit_log
-from node.audit.witness import Witness, WitnessStateError, state_path
+from node.audit.witness import Witness
 from node.audit.witness_schedule import Witnessing
+from node.audit.witness_state import WitnessStateError, state_path
 from node.config import NodeConfig
 from node.directory_state import DirectoryState, fetcher_for
 from node.directory_state import for_node as directory_for_node

@@ -21,7 +21,7 @@ from federation.checkpoints import audit_origin
 from federation.client import ClientIdentity
 from federation.oversight import OversightClient
 from federation.pki import public_key_from_text
-from node.audit.witness import SPLIT_VIEWS, state_path, witness_name
+from node.audit.witness_state import SPLIT_VIEWS, state_path, witness_name
 from node.local.demo import AGREEMENTS
 from node.local.federation import Federation, NodeHandle, build_federation
 from tests.federation.helpers import clone_node, scrape, set_keys

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node.audit.log import AuditLog
-from node.audit.witness import state_path
+from node.audit.witness_state import state_path
 from node.config import load_config
 from node.local.demo import AGREEMENTS
 from node.local.federation import NodeHandle, build_federation

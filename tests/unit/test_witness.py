@@ -26,11 +26,10 @@ from federation.pki import public_key_text
 from node.atomic_write import write_atomically
 from node.audit import witness as witness_module
 from node.audit.log import AuditLog
-from node.audit.witness import (
+from node.audit.witness import ProofRefused, Witness
+from node.audit.witness_state import (
     FAILURES,
     Outcome,
-    ProofRefused,
-    Witness,
     WitnessStateError,
     forget,
     read_state,

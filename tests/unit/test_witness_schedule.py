@@ -18,8 +18,9 @@ from federation.directory import Directory, Member, MemberStatus
 from federation.errors import InvalidRequest, PeerUnavailable
 from node.audit import witness_schedule
 from node.audit.verify import stated_checkpoint
-from node.audit.witness import Outcome, Witness, state_path
+from node.audit.witness import Witness
 from node.audit.witness_schedule import Witnessing
+from node.audit.witness_state import Outcome, state_path
 from node.metrics import NodeMetrics
 from tests.unit.test_witness import DIRECTORY, FED, KEYS, Log
 
