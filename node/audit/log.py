@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.engine import make_url
 
 from federation import merkle
+from node.audit.checkpoints import sign_onto
 from node.audit.database_store import DatabaseStorage
 from node.audit.entries import (
     ENTRY_VERSION,
@@ -67,12 +68,7 @@ from node.audit.entries import (
 )
 from node.audit.file_store import FileStorage
 from node.audit.storage import AuditStorage, StorageError
-from node.audit.verify import (
-    check_chain,
-    sign_onto,
-    stated_checkpoint,
-    storage_checkpoints,
-)
+from node.audit.verify import check_chain, stated_checkpoint, storage_checkpoints
 
 # An entry's body (before `seq` and `prev` are known) and the future its request awaits.
 _Pending = tuple[dict[str, Any], "asyncio.Future[str]"]

@@ -287,8 +287,9 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
     from federation.checkpoints import audit_origin
     from federation.merkle import TreeHasher
     from federation.pki import load_ed25519_private
+    from node.audit.checkpoints import issue_checkpoint
     from node.audit.log import AuditLog
-    from node.audit.verify import issue_checkpoint, load_tree
+    from node.audit.verify import load_tree
     from node.config import load_config
 
     config = load_config(args.config)

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from federation import checkpoints, merkle
 from federation.merkle import TreeHasher
+from node.audit.checkpoints import issue_checkpoint
 from node.audit.database_store import DatabaseStorage, entries_table
 from node.audit.entries import (
     AuditCorrupt,
@@ -33,7 +34,7 @@ from node.audit.entries import (
 from node.audit.file_store import FileStorage, checkpoints_path
 from node.audit.log import AuditLog, existing_storage, open_audit_log
 from node.audit.storage import AuditStorage
-from node.audit.verify import issue_checkpoint, load_tree, verify_storage
+from node.audit.verify import load_tree, verify_storage
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
 from tests.unit.test_audit_merkle import _grow as grow
