@@ -25,7 +25,8 @@ from federation.serde import WireError, match_answer_to_proto, match_query_from_
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from node.audit.entries import AuditRecord, new_entry_id
-from node.directory_state import DirectoryState, advertised_serial
+from node.directory_sources import advertised_serial
+from node.directory_state import DirectoryState
 from node.errors import Refusal, denied, invalid
 from node.rpc.admission import REPLAYED, Admission
 from node.rpc.auth import PeerAuthenticator

@@ -32,7 +32,8 @@ from node.audit.witness import Witness
 from node.audit.witness_schedule import Witnessing
 from node.audit.witness_state import WitnessStateError, state_path
 from node.config import NodeConfig
-from node.directory_state import DirectoryState, fetcher_for
+from node.directory_sources import fetcher_for
+from node.directory_state import DirectoryState
 from node.directory_state import for_node as directory_for_node
 from node.metrics import NodeMetrics
 from node.policy.cache import CachingEngine
