@@ -9,9 +9,14 @@ with the node's public key alone.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -26,6 +31,7 @@ from node.audit.entries import AuditError, leaf_input
 from node.audit.log import existing_storage
 from node.audit.storage import StorageError
 from node.audit.verify import load_storage_tree, storage_checkpoints
+from node.cli.shared import ENTRY_HELP, Subparsers, command, group, parse_entry, write_out
 from node.config import ConfigError, NodeConfig
 
 
@@ -170,3 +176,125 @@ def load_overseer(folder: Path, directory: Path, authority_key: Path | None = No
         folder / "signing.key",
     )
     return Overseer(identity, signed)
+
+
+# --- `liaison oversight` -----------------------------------------------------------------------
+
+
+def _oversight_enroll(args: argparse.Namespace) -> int:
+    from node.enrol import enrol_overseer
+
+    member = enrol_overseer(args.authority, args.overseer_id, args.out)
+    print(
+        f"{args.overseer_id}: overseer keys and certificate written to {args.out}\n"
+        f"  member entry for the directory: {args.out / 'member.json'} (role overseer)\n"
+        f"  certificate sha256: {member.certificate_sha256}"
+    )
+    return 0
+
+
+def _oversight_export(args: argparse.Namespace) -> int:
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+
+    async def run() -> str:
+        async with overseer.client(args.node, args.endpoint) as client:
+            return (await client.export(args.start, args.end)).to_json()
+
+    write_out(asyncio.run(run()), args.out)
+    if args.out is not None:
+        print(
+            f"entries [{args.start}, {args.end}) of {args.node}'s audit log verified against "
+            f"its latest checkpoint and written to {args.out}"
+        )
+    return 0
+
+
+def _oversight_checkpoint(args: argparse.Namespace) -> int:
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+
+    async def run() -> str:
+        async with overseer.client(args.node, args.endpoint) as client:
+            return (await client.get_checkpoint())[1]
+
+    sys.stdout.write(asyncio.run(run()))
+    return 0
+
+
+def _oversight_prove(args: argparse.Namespace) -> int:
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+    entry: int | str = args.entry
+
+    async def run() -> dict[str, Any]:
+        async with overseer.client(args.node, args.endpoint) as client:
+            checkpoint, note = await client.get_checkpoint()
+            proven = await client.get_inclusion_proof(entry, checkpoint)
+            return {
+                "origin": client.origin,
+                "verifier_key": client.vkey,
+                "index": proven.index,
+                "entry": proven.entry.decode(),
+                "tree_size": proven.tree_size,
+                "checkpoint": note,
+                "inclusion_proof": [h.hex() for h in proven.proof],
+            }
+
+    print(json.dumps(asyncio.run(run()), indent=2, ensure_ascii=False))
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """Declare `liaison oversight` and its subcommands."""
+    oversight = group(
+        sub,
+        "oversight",
+        "oversight tasks: enrol an overseer; as an overseer, fetch and check a node's audit log",
+    )
+    p = command(
+        oversight,
+        "enroll",
+        "issue an overseer's TLS client certificate and signing key and write its member "
+        "entry (role overseer, no endpoint) for `directory add`",
+        _oversight_enroll,
+    )
+    p.add_argument("overseer_id", help="<ISO-3166 alpha-2>-<body>, e.g. DE-BFDI or EU-EDPS")
+    p.add_argument("--authority", type=Path, required=True, help="the authority folder")
+    p.add_argument("--out", type=Path, required=True, help="the overseer's folder")
+
+    def overseer_command(
+        name: str, help_: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = command(oversight, name, help_, run)
+        p.add_argument(
+            "--identity", type=Path, required=True, help="the overseer's folder (from enroll)"
+        )
+        p.add_argument("--directory", type=Path, required=True, help="the signed directory.json")
+        p.add_argument(
+            "--authority-key",
+            type=Path,
+            help="the authority.pub to verify the directory with (default: the identity's)",
+        )
+        p.add_argument("--node", required=True, help="the node whose log to check, e.g. DE-BKA")
+        p.add_argument("--endpoint", help="host:port (default: the directory's)")
+        return p
+
+    p = overseer_command(
+        "export",
+        "fetch entries [FROM, TO) of a node's audit log over its OversightService, verify "
+        "them against its latest checkpoint and write them as an audit export",
+        _oversight_export,
+    )
+    p.add_argument("--from", dest="start", type=int, required=True, help="first entry (index)")
+    p.add_argument("--to", dest="end", type=int, required=True, help="entry after the last")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    overseer_command(
+        "checkpoint",
+        "fetch a node's latest audit checkpoint, verify it with its key and print it",
+        _oversight_checkpoint,
+    )
+    p = overseer_command(
+        "prove",
+        "fetch one entry of a node's audit log with its inclusion proof in the latest "
+        "checkpoint, verify both and print them as JSON",
+        _oversight_prove,
+    )
+    p.add_argument("entry", type=parse_entry, help=ENTRY_HELP)
