@@ -31,7 +31,7 @@ lint: setup
 	.venv/tools/opa test --coverage --threshold 90 policies > /dev/null
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy node federation benchmarks scripts
+	$(BIN)/mypy node federation benchmarks scripts tests
 
 check: test
 

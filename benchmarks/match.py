@@ -1,4 +1,5 @@
-"""Match throughput and latency of a real node, beside a bare gRPC echo server (DESIGN.md §8).
+"""Match throughput and latency of a real node, beside a bare gRPC echo server
+(docs/performance.md).
 
 One run measures two servers, each in its own process, over the same mutual TLS (the
 owner's certificate and key, client certificates required) and with the same bytes:

@@ -1,7 +1,7 @@
 """What the benchmark scripts share: per-call timing, percentiles, a process's CPU from
 /proc, a table printer, and the SIGTERM handler that makes a run clean up as on Ctrl-C.
 
-The scripts are run as ``python benchmarks/x.py``, which puts this folder first on
+The scripts are run as ``python benchmarks/<name>.py``, which puts this folder first on
 ``sys.path``: they import this module as ``measuring`` (a sibling), not as a package.
 """
 

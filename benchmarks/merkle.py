@@ -1,4 +1,4 @@
-"""The audit log's Merkle tree at 1,000,000 entries, beside plain SHA-256 (DESIGN.md §2).
+"""The audit log's Merkle tree at 1,000,000 entries, beside plain SHA-256 (docs/audit.md).
 
 What the audit log will ask of ``federation.merkle``, measured in one process:
 

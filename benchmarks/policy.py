@@ -1,4 +1,5 @@
-"""Policy decisions per second and latency, embedded and OPA, uncached and cached (DESIGN.md §8).
+"""Policy decisions per second and latency, embedded and OPA, uncached and cached
+(docs/performance.md).
 
 One run measures ``decide()`` of the node's policy engines over the node's own Rego
 (``policies/``) and the example policy data (``policies/data/agreements.example.json``):
@@ -60,7 +61,7 @@ PEER_COUNTRY: Final = {"FR-DGPN": "FR", "NL-KMAR": "NL"}
 MIX_NOW: Final = "2026-11-29T13:45:12Z"
 CLOCK_ORIGIN: Final = datetime(2026, 11, 29, 13, 45, 12, tzinfo=UTC)
 TARGET_SHARE: Final = 0.10
-# README.md, Performance: the node's server CPU per Match at 64 in flight (match.py).
+# docs/performance.md: the node's server CPU per Match at 64 in flight (match.py).
 DEFAULT_MATCH_CPU_US: Final = 730.0
 # Latencies kept per row for the percentiles (beyond, an even sample of the run).
 KEPT_LATENCIES: Final = 1 << 20
@@ -648,13 +649,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=None,
         help=f"Match server CPU µs per request to compare with (default {DEFAULT_MATCH_CPU_US:g}, "
-        "README.md's Performance figure at 64 in flight; measure it with benchmarks/match.py)",
+        "docs/performance.md's figure at 64 in flight; measure it with benchmarks/match.py)",
     )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or (args.match_cpu_us is not None and args.match_cpu_us <= 0):
         parser.error("--seconds and --match-cpu-us must be positive")
     if args.match_cpu_us is None:
-        match_cpu, source = DEFAULT_MATCH_CPU_US, "the default: README.md, benchmarks/match.py"
+        source = "the default: docs/performance.md, benchmarks/match.py"
+        match_cpu = DEFAULT_MATCH_CPU_US
     else:
         match_cpu, source = args.match_cpu_us, "given by --match-cpu-us"
     if args.quick:

@@ -1,6 +1,6 @@
 """Signed notes, checkpoints and witness cosignatures: the C2SP formats of the audit log.
 
-A node publishes the head of its audit log (DESIGN.md §2) as a *checkpoint*, and peers
+A node publishes the head of its audit log (docs/audit.md) as a *checkpoint*, and peers
 that watch each other's logs add *cosignatures* to it, so an overseer who trusts a quorum
 of witnesses knows every one of them saw the same, append-only log. The formats are the
 public ones, so any C2SP or Go sumdb tool can read and check what a node publishes:

@@ -1,6 +1,6 @@
 """The audit log's Merkle tree: RFC 9162 (RFC 6962) hashing, proofs, and their verification.
 
-The audit log (DESIGN.md §2) is an append-only list of entries; its tree is the one of
+The audit log (docs/audit.md) is an append-only list of entries; its tree is the one of
 RFC 9162 §2.1, so any Certificate Transparency or C2SP tlog tool can check what a node
 publishes:
 

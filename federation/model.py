@@ -16,7 +16,7 @@ class Identifier:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """What every request carries beside its body (DESIGN.md §2)."""
+    """What every request carries beside its body (docs/protocol.md)."""
 
     requester: str
     purpose: str

@@ -1,4 +1,4 @@
-"""The node's Prometheus metrics (DESIGN.md §6): bounded labels, never a personal value.
+"""The node's Prometheus metrics (docs/oversight.md): bounded labels, never a personal value.
 
 The registry is passed in, so tests use a fresh one and read values with `get_sample_value`.
 Label values are peers from the directory, methods, categories, purposes and reasons from

@@ -2,7 +2,7 @@
 
 SQLModel declares the schema; the request path (:meth:`RecordStore.find`) uses SQLAlchemy
 Core with statements built once per identifier count, because an ORM session per lookup
-costs about twice as much (DESIGN.md §8). Only portable SQL is used, so the database URL is
+costs about twice as much (docs/performance.md). Only portable SQL is used, so the database URL is
 the only thing that changes between SQLite and PostgreSQL.
 
 Identifiers live in their own table, indexed on ``(kind, value, record_id)``: the index

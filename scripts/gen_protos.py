@@ -91,7 +91,8 @@ def main() -> int:
                 print(f"federation/wire {line}", file=sys.stderr)
             if diffs:
                 print(
-                    "generated code is stale: run `.venv/bin/python scripts/gen_protos.py`", file=sys.stderr
+                    "generated code is stale: run `.venv/bin/python scripts/gen_protos.py`",
+                    file=sys.stderr,
                 )
                 return 1
             return 0

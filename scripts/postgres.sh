@@ -18,6 +18,8 @@
 # layout), else pg_ctl and initdb on $PATH. scripts/setup.sh installs Debian's `postgresql`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# runuser and useradd live in sbin, which a non-login or scrubbed PATH (CI's env -i) lacks.
+PATH="$PATH:/usr/sbin:/sbin"
 
 state=$PWD/.venv/postgres
 database=liaison_test

@@ -1,4 +1,4 @@
-"""A decision cache in front of any engine (DESIGN.md §8: cache by the value-free input).
+"""A decision cache in front of any engine (docs/performance.md: cache by the value-free input).
 
 The policy input never holds identifier values, so many requests share one input and one
 answer. Correctness rests on the key: the policy revision is part of it, the cache is

@@ -1,4 +1,4 @@
-"""The decision contract between the node and any policy engine (DESIGN.md §5).
+"""The decision contract between the node and any policy engine (policies/CONTRACT.md).
 
 An engine returns whatever its Rego produced; :func:`Decision.from_document` is the one place
 that turns that into a typed decision, and anything malformed becomes a deny with

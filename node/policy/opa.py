@@ -1,4 +1,4 @@
-"""The OPA server engine: the node's Rego evaluated by an OPA sidecar (DESIGN.md §5).
+"""The OPA server engine: the node's Rego evaluated by an OPA sidecar (docs/policy.md).
 
 OPA is the reference implementation of Rego; running the node against it (and the
 conformance corpus against both engines) is how we know the embedded engine answers the

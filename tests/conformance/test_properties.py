@@ -169,7 +169,7 @@ def policy_inputs(draw: st.DrawFn) -> dict[str, Any]:
         put(record, "category", field(st.just(category), st.sampled_from(CATEGORIES)))
         codes = weighted(("H0", 3), ("H1", 2), ("H2", 2), ("H3", 2))
         put(record, "handling_code", field(codes, st.sampled_from(["H4", "h0"])))
-        restrictions = st.one_of(
+        restrictions: st.SearchStrategy[list[str]] = st.one_of(
             st.just([]), st.lists(st.sampled_from(COUNTRIES), max_size=3, unique=True)
         )
         put(record, "source_restrictions", field(restrictions, st.just("FR")))

@@ -48,6 +48,7 @@ def test_full_disk_refuses_with_audit_unavailable_and_discloses_nothing(
             os.close(storage._fd)
             storage._fd = good_fd
             answer = await client.match(query(), timeout=10)
+            assert node.audit.path is not None
             assert answer.hit and answer.audit_entry == _last_entry_id(node.audit.path)
             failures = node.metrics.registry.get_sample_value("liaison_audit_failures_total")
             assert failures == 1

@@ -87,6 +87,7 @@ async def _ask_all(fed: Federation, node: NodeHandle) -> Told:
     queue = iter(range(REQUESTS))
 
     async def worker() -> None:
+        reasons: tuple[str, ...]
         for n in queue:
             ask = mix[n % len(mix)]
             env = new_envelope(ASKER, ask.purpose, legal_basis=ask.legal_basis)

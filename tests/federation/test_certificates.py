@@ -21,6 +21,7 @@ import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 from cryptography import x509
@@ -31,7 +32,7 @@ from federation.errors import PeerRefused, PeerUnavailable
 from federation.identity import tls_name
 from federation.pki import fingerprint, issue_node_certificate
 from node.local.federation import Federation, NodeHandle
-from tests.certificate_examples import NO_DIGITAL_SIGNATURE
+from tests.certificate_examples import NO_DIGITAL_SIGNATURE, IssueOptions
 from tests.federation.helpers import ask, audit_entry, clone_node, scrape
 
 FED = "liaison.example"
@@ -43,7 +44,9 @@ def de(fed: Federation) -> ClientIdentity:
     return fed.nodes["DE-BKA"].identity()
 
 
-def _issue(fed: Federation, folder: Path, node_id: str, **options: object) -> x509.Certificate:
+def _issue(
+    fed: Federation, folder: Path, node_id: str, **options: Unpack[IssueOptions]
+) -> x509.Certificate:
     """A certificate from the federation's genuine authority."""
     return issue_node_certificate(
         fed.root / "authority",
@@ -51,7 +54,7 @@ def _issue(fed: Federation, folder: Path, node_id: str, **options: object) -> x5
         node_id,
         folder,
         hosts=("localhost", "127.0.0.1"),
-        **options,  # type: ignore[arg-type]
+        **options,
     )
 
 
@@ -97,7 +100,7 @@ def _denials(node: NodeHandle, reason: str, peer: str = "unidentified") -> float
     ids=["expired", "not-yet-valid", "server-auth-only", "code-signing"],
 )
 def test_refused_at_the_handshake_and_the_node_keeps_serving(
-    fed: Federation, de: ClientIdentity, tmp_path: Path, options: dict[str, object]
+    fed: Federation, de: ClientIdentity, tmp_path: Path, options: IssueOptions
 ) -> None:
     _issue(fed, tmp_path / "bad", "DE-BKA", **options)
     fr = fed.nodes["FR-DGPN"]

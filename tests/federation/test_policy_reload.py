@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -38,11 +39,19 @@ def _vin_query(fed: Federation, nl: NodeHandle) -> Callable[[], str]:
     return outcome
 
 
+class _Watch(TypedDict, total=False):
+    """[policy] keys for `clone_node`, typed by name: a plain dict[str, str] could as well be
+    meant for its `trust`, `audit` or `witness` sections."""
+
+    watch: str
+    watch_interval_ms: str
+
+
 @pytest.mark.parametrize("trigger", ["watch", "sighup"])
 def test_changed_agreements_take_effect_and_broken_ones_are_refused(
     fed: Federation, tmp_path: Path, trigger: str
 ) -> None:
-    watch = {"watch": "true", "watch_interval_ms": "100"} if trigger == "watch" else {}
+    watch: _Watch = {"watch": "true", "watch_interval_ms": "100"} if trigger == "watch" else {}
     nl = clone_node(fed, "NL-KLPD", tmp_path / "NL-KLPD", **(watch or {"watch": "false"}))
     nl.start()
     try:

@@ -55,6 +55,13 @@ def _body(fed: Federation, issued_at: datetime | None = None, hit: bool = True) 
     return match_query_to_proto(query).SerializeToString()
 
 
+def _binary(trailers: grpc.aio.Metadata | None, key: str) -> bytes:
+    """A binary (-bin) trailer, b"" when absent: grpc types every value as str | bytes."""
+    value = dict(trailers or ()).get(key, b"")
+    assert isinstance(value, bytes), (key, value)
+    return value
+
+
 async def _send(
     identity: ClientIdentity, endpoint: str, body: bytes, signature: bytes | None, n: int = 1
 ) -> list[tuple[str, tuple[str, ...], bytes, bytes]]:
@@ -62,6 +69,7 @@ async def _send(
     metadata = ((SIGNATURE_METADATA, signature),) if signature is not None else ()
     gate = asyncio.Semaphore(32)
     async with secure_channel(identity, "FR-DGPN", endpoint) as channel:
+        call_of: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
         call_of = channel.unary_unary(MATCH_METHOD)
 
         async def one() -> tuple[str, tuple[str, ...], bytes, bytes]:
@@ -69,18 +77,18 @@ async def _send(
                 call = call_of(body, timeout=20, metadata=metadata)
                 try:
                     raw = await call
-                except grpc.RpcError as exc:
+                except grpc.aio.AioRpcError as exc:
                     error = translate("FR-DGPN", exc)
-                    trailers = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
-                    status = trailers.get("grpc-status-details-bin", b"")
+                    trailers = exc.trailing_metadata()
+                    status = _binary(trailers, "grpc-status-details-bin")
                     return (
                         error.status,
                         error.reasons,
                         status,
-                        trailers.get(SIGNATURE_METADATA, b""),
+                        _binary(trailers, SIGNATURE_METADATA),
                     )
-                trailers = dict(await call.trailing_metadata() or ())
-                return "OK", (), raw, trailers.get(SIGNATURE_METADATA, b"")
+                trailers = await call.trailing_metadata()
+                return "OK", (), raw, _binary(trailers, SIGNATURE_METADATA)
 
         return list(await asyncio.gather(*(one() for _ in range(n))))
 

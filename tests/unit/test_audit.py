@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,7 @@ def test_a_recomputed_hash_does_not_hide_a_broken_chain(tmp_path: Path) -> None:
 
 def test_an_entry_in_another_encoding_is_not_an_entry(tmp_path: Path) -> None:
     # Same JSON, same hash: only the bytes differ (a byte-order mark, then UTF-16).
+    recode: Callable[[bytes], bytes]
     for recode in (
         lambda line: codecs.BOM_UTF8 + line,
         lambda line: line.decode().encode("utf-16"),

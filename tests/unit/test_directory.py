@@ -91,8 +91,9 @@ def test_round_trip_through_a_file(
     assert loaded.expires_at == NOW + timedelta(days=30)
     assert {m.node_id for m in loaded.members} == {"DE-BKA", "FR-PN", "NL-KMAR"}
     assert loaded.member("DE-BKA") == directory.member("DE-BKA")
-    assert loaded.member("NL-KMAR") is not None
-    assert loaded.member("NL-KMAR").status is MemberStatus.SUSPENDED  # type: ignore[union-attr]
+    kmar = loaded.member("NL-KMAR")
+    assert kmar is not None
+    assert kmar.status is MemberStatus.SUSPENDED
     assert loaded.member("IT-CC") is None
     # Re-serialising the loaded directory gives the bytes that were signed.
     assert loaded.payload() == directory.payload()
@@ -346,8 +347,9 @@ def test_member_country_field_is_recomputed_not_trusted(
     doc = _payload(directory)
     doc["members"][0]["country"] = "FR"  # DE-BKA
     loaded = verify_directory(_resign(doc, key), key.public_key(), now=NOW)
-    assert loaded.member("DE-BKA") is not None
-    assert loaded.member("DE-BKA").country == "DE"  # type: ignore[union-attr]
+    bka = loaded.member("DE-BKA")
+    assert bka is not None
+    assert bka.country == "DE"
 
 
 # --- machine-readable reasons -----------------------------------------------------------------

@@ -149,9 +149,9 @@ def test_node_certificate_chains_to_the_ca(authority: Path, node_dir: Path) -> N
     cert.verify_directly_issued_by(ca)
     ca_public = ca.public_key()
     assert isinstance(ca_public, ec.EllipticCurvePublicKey)
-    ca_public.verify(
-        cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
-    )
+    hash_algorithm = cert.signature_hash_algorithm
+    assert hash_algorithm is not None
+    ca_public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hash_algorithm))
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ski.digest

@@ -132,6 +132,7 @@ def test_cached_obligations_cannot_be_mutated() -> None:
     cache = CachingEngine(SwappableEngine(DATA))
     d = cache.decide(INPUT)
     with pytest.raises(TypeError):
+        # Read-only by its type already; the point is that it is read-only at run time too.
         d.obligations["max_results"] = 1000  # type: ignore[index]
     assert cache.decide(INPUT).obligations == {"max_results": 5}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import grpc
 import pytest
@@ -29,7 +30,7 @@ ISSUED = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def _query(**envelope: object) -> MatchQuery:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "requester": "FR-PN",
         "purpose": "criminal_investigation",
         "legal_basis": LegalBasis.BILATERAL_AGREEMENT,
@@ -40,7 +41,7 @@ def _query(**envelope: object) -> MatchQuery:
     }
     fields.update(envelope)
     return MatchQuery(
-        envelope=Envelope(**fields),  # type: ignore[arg-type]
+        envelope=Envelope(**fields),
         category="vehicle",
         identifiers=(
             Identifier("vin", "WVWZZZ1JZXW000001"),
@@ -108,7 +109,7 @@ def test_unspecified_legal_basis_reads_as_none() -> None:
 def test_unknown_legal_basis_kind_is_a_wire_error() -> None:
     # An enum value from a newer contract arrives as its bare number in proto3.
     msg = pb.Envelope(requester="FR-PN", purpose="x")
-    msg.legal_basis.kind = 99  # type: ignore[assignment]
+    msg.legal_basis.kind = pb.LegalBasisKind.ValueType(99)
     back = pb.Envelope.FromString(msg.SerializeToString())
     with pytest.raises(WireError, match="unknown legal basis kind 99") as info:
         envelope_from_proto(back)

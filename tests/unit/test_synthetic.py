@@ -79,7 +79,11 @@ def test_ten_thousand_rows_import_and_a_known_one_is_found(tmp_path: Path) -> No
         person = next(r for r in rows if r["category"] == "wanted_person")
         composite = name_dob(person["family_name"], person["given_names"], person["date_of_birth"])
         found = store.find("wanted_person", [Identifier("name_dob", composite)], 100)
-        refs = {store.get(ref).payload["reference"] for ref in found}  # type: ignore[union-attr]
+        refs = set()
+        for ref in found:
+            record = store.get(ref)
+            assert record is not None
+            refs.add(record.payload["reference"])
         assert person["reference"] in refs
     finally:
         store.close()

@@ -14,6 +14,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Unpack
 
 import grpc
 import pytest
@@ -38,7 +39,7 @@ from node.rpc.tls import (
     TlsFiles,
     validate,
 )
-from tests.certificate_examples import NO_DIGITAL_SIGNATURE
+from tests.certificate_examples import NO_DIGITAL_SIGNATURE, IssueOptions
 
 FED = "liaison.example"
 NOW = datetime.now(UTC)
@@ -58,14 +59,16 @@ def other_authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _issue(authority: Path, folder: Path, node_id: str = "FR-DGPN", **options: object) -> Path:
+def _issue(
+    authority: Path, folder: Path, node_id: str = "FR-DGPN", **options: Unpack[IssueOptions]
+) -> Path:
     """Issued on the module's clock, NOW, so validation at NOW holds however late it runs.
 
     On the wall clock a certificate issued minutes after NOW (a long suite reaches this file
     late) would not yet be valid at NOW.
     """
     options.setdefault("now", NOW)
-    issue_node_certificate(authority, FED, node_id, folder, **options)  # type: ignore[arg-type]
+    issue_node_certificate(authority, FED, node_id, folder, **options)
     return folder
 
 
@@ -344,9 +347,12 @@ def test_rotation_while_serving(authority: Path, tmp_path: Path) -> None:
         try:
             assert await asyncio.to_thread(_presented, port, client) == old_sha
             async with _channel(port, client) as open_channel:
+                echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
                 echo = open_channel.unary_unary(f"/{_SERVICE}/Echo")
                 assert await echo(b"before", timeout=5) == b"before"
-                stream = open_channel.unary_stream(f"/{_SERVICE}/Ticks")(b"40", timeout=10)
+                ticks: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+                ticks = open_channel.unary_stream(f"/{_SERVICE}/Ticks")
+                stream = ticks(b"40", timeout=10)
                 got = [await stream.read() for _ in range(3)]
                 # The files change under the running server, mid-stream.
                 _swap(new, live)
@@ -356,7 +362,8 @@ def test_rotation_while_serving(authority: Path, tmp_path: Path) -> None:
                 assert got == [str(i).encode() for i in range(40)]  # in flight: unaffected
                 assert await echo(b"after", timeout=5) == b"after"  # open channel: unaffected
             async with _channel(port, client) as fresh:  # a new connection, new certificate
-                assert await fresh.unary_unary(f"/{_SERVICE}/Echo")(b"new", timeout=5) == b"new"
+                echo = fresh.unary_unary(f"/{_SERVICE}/Echo")
+                assert await echo(b"new", timeout=5) == b"new"
             # A broken set written next is ignored: handshakes keep the new certificate.
             (live / "tls.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken\n")
             assert await asyncio.to_thread(_presented, port, client) == _sha(new)
@@ -404,9 +411,7 @@ def _refusal(auth: PeerAuthenticator, folder: Path) -> Refusal:
     ],
     ids=["no-eku", "server-auth-only", "any-eku", "no-digital-signature"],
 )
-def test_wrong_usage_is_refused(
-    authority: Path, tmp_path: Path, options: dict[str, object]
-) -> None:
+def test_wrong_usage_is_refused(authority: Path, tmp_path: Path, options: IssueOptions) -> None:
     folder = _issue(authority, tmp_path / "d", node_id="DE-BKA", **options)
     # Even when the directory lists this very certificate: its usage comes first.
     auth = _authenticator(new_directory(FED, 1, [_member("DE-BKA", folder)]))

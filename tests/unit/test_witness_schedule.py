@@ -16,7 +16,7 @@ from federation import checkpoints
 from federation.client import ClientIdentity
 from federation.directory import Directory, Member, MemberStatus
 from federation.errors import InvalidRequest, PeerUnavailable
-from node.audit import witness_schedule
+from federation.oversight import OversightClient
 from node.audit.verify import stated_checkpoint
 from node.audit.witness import Witness
 from node.audit.witness_schedule import Witnessing
@@ -93,7 +93,7 @@ class Setup:
             self.clients[member.node_id] = client
             return client
 
-        monkeypatch.setattr(witness_schedule.OversightClient, "for_member", for_member)
+        monkeypatch.setattr(OversightClient, "for_member", for_member)
         self.runner = Witnessing(
             self.witness,
             lambda: directory,
@@ -120,9 +120,11 @@ def _directory(**changes: dict[str, Any]) -> Directory:
 def test_only_active_nodes_other_than_itself_are_witnessed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = _directory(
-        **{"IT-CC": {"status": MemberStatus.SUSPENDED}, "DE-BKA": {"roles": ("node", "overseer")}}
-    )
+    changes: dict[str, dict[str, Any]] = {
+        "IT-CC": {"status": MemberStatus.SUSPENDED},
+        "DE-BKA": {"roles": ("node", "overseer")},
+    }
+    directory = _directory(**changes)
     s = Setup(tmp_path, monkeypatch, directory)
     assert [m.node_id for m in s.runner.peers(directory)] == ["DE-BKA", "NL-KLPD"]
     overseer_only = _directory(**{"DE-BKA": {"roles": ("overseer",), "endpoint": ""}})

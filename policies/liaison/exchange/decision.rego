@@ -1,4 +1,4 @@
-# The exchange policy of a Liaison node (DESIGN.md §5, policies/CONTRACT.md).
+# The exchange policy of a Liaison node (policies/CONTRACT.md).
 #
 # The node queries data.liaison.exchange.decision and nothing else. It hands the request to
 # the profile the node selected (input.node.profile) and checks the profile's answer. The
