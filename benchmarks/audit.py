@@ -1,6 +1,6 @@
 """The audit log on a real disk: group commit, proofs and verification at 1,000,000 entries.
 
-What issue 5 asks of ``node.audit``, measured in one process on real files in a temporary
+What issue 5 asks of ``node.audit.log``, measured in one process on real files in a temporary
 folder whose filesystem the report names (the system's temporary folder, or the
 repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothing):
 
@@ -14,7 +14,7 @@ repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothi
   does. The rows take turns over ``--rounds``: the disk is shared, so its speed
   drifts, and the time of one fdatasync is printed beside each row.
 * **database appends**: the same two rows with the log in a database
-  (``node.audit_storage.DatabaseStorage``, as ``[audit] store = "database"``): SQLite, a
+  (``node.audit.database_store.DatabaseStorage``, as ``[audit] store = "database"``): SQLite, a
   file in the same folder (WAL, ``synchronous=FULL``, as the backend sets them), and
   PostgreSQL at ``--postgres-url`` (default: the environment's
   ``LIAISON_TEST_POSTGRES_URL``; without one these rows are skipped with a note), in a
@@ -80,14 +80,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from federation import merkle, notes
-from federation.notes import audit_origin
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.pki import public_key_text
 from measuring import each_us, percentiles, raise_exit
-from node.audit import AuditLog
-from node.audit_entries import AuditRecord, entry_leaf
-from node.audit_storage import AuditStorage, DatabaseStorage
-from node.audit_verify import (
+from node.audit.database_store import DatabaseStorage
+from node.audit.entries import AuditRecord, entry_leaf
+from node.audit.log import AuditLog
+from node.audit.storage import AuditStorage
+from node.audit.verify import (
     PARALLEL_MIN_ENTRIES,
     available_cores,
     verify_log_and_checkpoints,
@@ -651,7 +652,7 @@ def _run_in(folder: Path, size: int, samples: int, seed: int) -> None:
     del log  # its tree: the verifier builds its own
     print(f"checkpoint signed at {size:,} (root, Ed25519, fsync): {checkpoint_s * 1e3:.1f} ms")
 
-    verifier = notes.Verifier.for_log(ORIGIN, key.public_key())
+    verifier = checkpoints.Verifier.for_log(ORIGIN, key.public_key())
     verified = Timing(0, 0)
     for workers in (1, None):
         how = "workers=1" if workers == 1 else "default workers"

@@ -55,8 +55,8 @@ from federation.signing import (
 )
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from measuring import percentiles, print_table, process_cpu, raise_exit
-from node.demo import AGREEMENTS
-from node.federation_kit import NodeHandle, build_federation, stop_process
+from node.local.demo import AGREEMENTS
+from node.local.federation import NodeHandle, build_federation, stop_process
 
 ASKER: Final = "DE-BKA"
 OWNER: Final = "FR-DGPN"

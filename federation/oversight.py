@@ -2,7 +2,7 @@
 
 `OversightClient` calls one node's OversightService over mTLS and returns plain, verified
 values, never protobuf: every checkpoint is verified with the node's signing key (from the
-directory) for the origin `notes.audit_origin(federation, node)`, every proof against it. What
+directory) for the origin `checkpoints.audit_origin(federation, node)`, every proof against it. What
 does not verify raises `ProofFailed`; refusals and transport failures raise the other
 `federation.errors` (the node's machine-readable reasons in `.reasons`).
 
@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
 from federation.client import ClientIdentity, secure_channel, translate
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerError, ProofFailed
@@ -98,7 +98,9 @@ def left_from_inclusion(size: int, last_leaf: bytes, proof: Sequence[bytes]) -> 
     return [*reversed(proof[inner:]), h]
 
 
-def check_consistency(old: notes.Checkpoint, new: notes.Checkpoint, proof: Sequence[bytes]) -> None:
+def check_consistency(
+    old: checkpoints.Checkpoint, new: checkpoints.Checkpoint, proof: Sequence[bytes]
+) -> None:
     """That checkpoint `new` extends `old` (same origin); ProofError if not."""
     if old.origin != new.origin:
         raise merkle.ProofError(f"checkpoints of {old.origin!r} and {new.origin!r}")
@@ -202,8 +204,8 @@ def _root_of(export: AuditExport, leaves: Sequence[bytes]) -> bytes:
 
 
 def verify_export(
-    export: AuditExport, verifier: notes.Verifier, origin: str | None = None
-) -> notes.Checkpoint:
+    export: AuditExport, verifier: checkpoints.Verifier, origin: str | None = None
+) -> checkpoints.Checkpoint:
     """The signed checkpoint the export's entries verify against, or ExportInvalid.
 
     `verifier` is the node's key as the overseer knows it (never the export's own
@@ -211,8 +213,8 @@ def verify_export(
     """
     expected = origin or export.origin
     try:
-        checkpoint = notes.verify_checkpoint(export.checkpoint, expected, verifier)
-    except notes.NoteError as exc:
+        checkpoint = checkpoints.verify_checkpoint(export.checkpoint, expected, verifier)
+    except checkpoints.NoteError as exc:
         raise ExportInvalid(f"the checkpoint does not verify with the node's key: {exc}") from None
     start, end, size = export.start, export.end, checkpoint.size
     if not start <= end <= size:
@@ -283,10 +285,10 @@ class OversightClient:
     ) -> None:
         self.peer = node_id
         self.endpoint = endpoint
-        self.origin = notes.audit_origin(identity.federation, node_id)
+        self.origin = checkpoints.audit_origin(identity.federation, node_id)
         key = public_key_from_text(signing_public_key)
-        self.verifier = notes.Verifier.for_log(self.origin, key)
-        self.vkey = notes.vkey(self.origin, key)
+        self.verifier = checkpoints.Verifier.for_log(self.origin, key)
+        self.vkey = checkpoints.vkey(self.origin, key)
         self._channel = secure_channel(
             identity, node_id, endpoint, [("grpc.max_receive_message_length", 16 << 20)]
         )
@@ -330,9 +332,9 @@ class OversightClient:
     def _failed(self, message: str, reason: str = "proof_invalid") -> ProofFailed:
         return ProofFailed(self.peer, message, reasons=(reason,))
 
-    async def get_checkpoint(self, timeout: float = 10.0) -> tuple[notes.Checkpoint, str]:
+    async def get_checkpoint(self, timeout: float = 10.0) -> tuple[checkpoints.Checkpoint, str]:
         """The node's latest checkpoint, verified with its key, and the note as served (the
-        node's signature, then any witness cosignatures: `notes.verify_cosignature`)."""
+        node's signature, then any witness cosignatures: `checkpoints.verify_cosignature`)."""
         got = await self._call(
             "GetCheckpoint",
             opb.GetCheckpointRequest(),
@@ -340,8 +342,8 @@ class OversightClient:
             timeout,
         )
         try:
-            return notes.verify_checkpoint(got.note, self.origin, self.verifier), got.note
-        except notes.NoteError as exc:
+            return checkpoints.verify_checkpoint(got.note, self.origin, self.verifier), got.note
+        except checkpoints.NoteError as exc:
             raise self._failed(f"checkpoint does not verify: {exc}", "checkpoint_invalid") from None
 
     async def get_consistency_proof(
@@ -358,7 +360,7 @@ class OversightClient:
         return list(got.hashes)
 
     async def verify_consistency(
-        self, old: notes.Checkpoint, new: notes.Checkpoint, timeout: float = 10.0
+        self, old: checkpoints.Checkpoint, new: checkpoints.Checkpoint, timeout: float = 10.0
     ) -> list[bytes]:
         """Fetch and check the proof that checkpoint `new` extends `old`; returns it.
         ProofFailed if it does not: the node forked its log (keep both notes)."""
@@ -384,7 +386,7 @@ class OversightClient:
         )
 
     async def get_inclusion_proof(
-        self, entry: int | str, checkpoint: notes.Checkpoint, timeout: float = 10.0
+        self, entry: int | str, checkpoint: checkpoints.Checkpoint, timeout: float = 10.0
     ) -> ProvenEntry:
         """Entry `entry` (its index, or the entry id an answer named) with its proof in the
         tree of `checkpoint` (one `get_checkpoint` returned), verified against its root."""
@@ -429,7 +431,7 @@ class OversightClient:
 
     async def get_witnessed_checkpoints(self, timeout: float = 10.0) -> list[tuple[str, str]]:
         """(log node id, note) for each peer log this node witnesses. Unverified: check
-        each with that log's key and this node's witness key (`notes.verify_cosignature`)."""
+        each with that log's key and this node's witness key (`checkpoints.verify_cosignature`)."""
         got = await self._call(
             "GetWitnessedCheckpoints",
             opb.GetWitnessedCheckpointsRequest(),

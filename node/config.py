@@ -99,7 +99,7 @@ class AuditSection:
 class WitnessSection:
     # How often the node fetches each active peer's latest audit checkpoint, checks it
     # extends the last one it saw, cosigns it, and compares views with the other
-    # witnesses (node.witness); 0 turns witnessing off.
+    # witnesses (node.audit.witness); 0 turns witnessing off.
     interval_s: int = 60
     # For tests and migrations: witness these peers (node id -> host:port) at another
     # endpoint than the directory lists. mTLS still checks the peer's certificate and its

@@ -32,7 +32,7 @@ from federation.pki import (
     public_key_from_text,
     public_key_text,
 )
-from node.files import write_atomically
+from node.atomic_write import write_atomically
 
 # The highest serial this authority ever signed, kept in its folder: a directory written to
 # a new --out must still outgrow every one before it, or nodes would see two directories

@@ -104,8 +104,8 @@ class NodeMetrics:
             ["via"],
             registry=registry,
         )
-        # Witnessing peers' audit logs (node.witness); `log` is a peer's node id from the
-        # directory, `reason` one of node.witness.FAILURES.
+        # Witnessing peers' audit logs (node.audit.witness); `log` is a peer's node id from the
+        # directory, `reason` one of node.audit.witness_state.FAILURES.
         self.witness_checkpoint_size = Gauge(
             "liaison_witness_checkpoint_size",
             "Tree size of the newest checkpoint of each peer's audit log this node verified.",

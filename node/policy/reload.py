@@ -35,7 +35,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from node.agreements import PolicyDataError
+from node.policy.data import PolicyDataError
 from node.policy.decision import Decision, PolicyEngine, PolicyUnavailable
 from node.policy.embedded import PolicyLoadError, engine_message
 from node.policy.rego_tests import RegoTestResult, run_rego_tests

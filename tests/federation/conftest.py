@@ -8,9 +8,9 @@ import pytest
 
 from federation.client import ClientIdentity
 from federation.pki import create_authority
-from node.demo import AGREEMENTS
 from node.enrol import enrol_node
-from node.federation_kit import Federation, build_federation
+from node.local.demo import AGREEMENTS
+from node.local.federation import Federation, build_federation
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from federation.client import ClientIdentity, PeerClient, match_query, new_envelope
 from federation.model import MatchAnswer
-from node.federation_kit import Federation, NodeHandle, free_port
+from node.local.federation import Federation, NodeHandle, free_port
 
 
 def ask(

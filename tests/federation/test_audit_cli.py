@@ -6,12 +6,12 @@ import json
 import time
 from pathlib import Path
 
-from federation import merkle, notes
-from federation.notes import audit_origin
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.pki import load_ed25519_private
-from node.audit_storage import FileStorage, checkpoints_path
-from node.audit_verify import storage_checkpoints, verify_log_and_checkpoints
-from node.federation_kit import Federation
+from node.audit.file_store import FileStorage, checkpoints_path
+from node.audit.verify import storage_checkpoints, verify_log_and_checkpoints
+from node.local.federation import Federation
 from tests.federation.helpers import ask, clone_node
 from tests.federation.test_cli import liaison
 
@@ -33,24 +33,24 @@ def test_checkpoint_prove_and_verify_a_live_log(fed: Federation, tmp_path: Path)
             endpoint=fr.endpoint,
         )
     toml = str(fr.config_path)
-    checkpoints = checkpoints_path(config.audit.path)
-    assert not checkpoints.exists()
+    checkpoints_file = checkpoints_path(config.audit.path)
+    assert not checkpoints_file.exists()
     try:
         made = liaison("audit", "checkpoint", "--config", toml)
         assert made.returncode == 0, made.stdout + made.stderr
         origin = audit_origin(config.node.federation, config.node.id)
         public = load_ed25519_private(config.trust.signing_key).public_key()
-        verifier = notes.Verifier.for_log(origin, public)
-        checkpoint = notes.verify_checkpoint(made.stdout, origin, verifier)
+        verifier = checkpoints.Verifier.for_log(origin, public)
+        checkpoint = checkpoints.verify_checkpoint(made.stdout, origin, verifier)
         assert checkpoint.size >= 3
-        assert checkpoints.read_text() == made.stdout + "\n"
+        assert checkpoints_file.read_text() == made.stdout + "\n"
 
         proved = liaison("audit", "prove", "--config", toml, "0")
         assert proved.returncode == 0, proved.stdout + proved.stderr
         doc = json.loads(proved.stdout)
         # What an overseer does with the node's public key alone.
-        assert notes.Verifier.from_vkey(doc["verifier_key"]) == verifier
-        shown = notes.verify_checkpoint(doc["checkpoint"], origin, verifier)
+        assert checkpoints.Verifier.from_vkey(doc["verifier_key"]) == verifier
+        shown = checkpoints.verify_checkpoint(doc["checkpoint"], origin, verifier)
         assert shown == checkpoint and doc["tree_size"] == checkpoint.size
         leaf = merkle.leaf_hash(doc["entry"].encode())
         assert leaf.hex() == doc["leaf_hash"] and doc["index"] == 0
@@ -118,12 +118,12 @@ def test_the_running_node_signs_checkpoints_by_itself(fed: Federation, tmp_path:
         config = fr.config()
         origin = audit_origin(config.node.federation, config.node.id)
         public = load_ed25519_private(config.trust.signing_key).public_key()
-        verifier = notes.Verifier.for_log(origin, public)
+        verifier = checkpoints.Verifier.for_log(origin, public)
         stored = FileStorage(config.audit.path)
 
         def signed_size() -> int:
             signed = storage_checkpoints(stored)
-            return notes.verify_checkpoint(signed[-1], origin, verifier).size if signed else 0
+            return checkpoints.verify_checkpoint(signed[-1], origin, verifier).size if signed else 0
 
         # A tick may fall between the calls and sign 1 or 2 entries first: wait for the
         # checkpoint of all three (the clone's log holds nothing else).
@@ -136,5 +136,5 @@ def test_the_running_node_signs_checkpoints_by_itself(fed: Federation, tmp_path:
         fr.stop()
     # Stopped, it has signed its log to the end, and everything verifies from entry 0.
     entries, count = verify_log_and_checkpoints(config.audit.path, verifier, origin)
-    last = notes.verify_checkpoint(storage_checkpoints(stored)[-1], origin, verifier)
+    last = checkpoints.verify_checkpoint(storage_checkpoints(stored)[-1], origin, verifier)
     assert last.size == entries and count >= 1

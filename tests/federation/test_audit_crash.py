@@ -12,15 +12,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.client import PeerClient, match_query, new_envelope
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
-from federation.notes import audit_origin
 from federation.pki import load_ed25519_private
-from node.audit_storage import FileStorage
-from node.audit_verify import load_tree, storage_checkpoints
-from node.federation_kit import Federation, NodeHandle
+from node.audit.file_store import FileStorage
+from node.audit.verify import load_tree, storage_checkpoints
+from node.local.federation import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first
 from tests.federation.test_cli import liaison
 
@@ -170,9 +170,9 @@ def test_kill_9_under_load_loses_no_answer_and_keeps_one_consistent_log(
     # the next: proofs from the final log against the roots the signed notes state.
     origin = audit_origin(config.node.federation, config.node.id)
     public = load_ed25519_private(config.trust.signing_key).public_key()
-    verifier = notes.Verifier.for_log(origin, public)
+    verifier = checkpoints.Verifier.for_log(origin, public)
     signed = [
-        notes.verify_checkpoint(note, origin, verifier)
+        checkpoints.verify_checkpoint(note, origin, verifier)
         for note in storage_checkpoints(FileStorage(path))
     ]
     sizes = [c.size for c in signed]

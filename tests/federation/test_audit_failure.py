@@ -12,11 +12,11 @@ import pytest
 from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
-from node.audit_storage import FileStorage
-from node.audit_verify import verify_log
+from node.audit.file_store import FileStorage
+from node.audit.verify import verify_log
 from node.config import load_config
-from node.federation_kit import Federation
-from node.server import start_node
+from node.local.federation import Federation
+from node.rpc.server import start_node
 from tests.federation.helpers import clone_node, first
 
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import InvalidRequest, PeerRefused
 from federation.vocabulary import LegalBasis
-from node.federation_kit import Federation, NodeHandle
+from node.local.federation import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first
 
 REQUESTS = 10_000

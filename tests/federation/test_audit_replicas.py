@@ -15,19 +15,19 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerUnavailable
 from federation.model import MatchQuery
-from federation.notes import audit_origin
 from federation.pki import load_ed25519_private
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
-from node.audit import AuditLog
-from node.audit_storage import DatabaseStorage
-from node.audit_verify import load_storage_tree, verify_storage
+from node.audit.database_store import DatabaseStorage
+from node.audit.log import AuditLog
+from node.audit.verify import load_storage_tree, verify_storage
 from node.config import load_config
-from node.federation_kit import Federation, NodeHandle
-from node.server import start_node
+from node.local.federation import Federation, NodeHandle
+from node.rpc.server import start_node
 from tests.federation.helpers import ask, clone_node, set_keys
 from tests.federation.test_cli import liaison
 from tests.federation.test_signed_requests import _body, _send, _signed
@@ -105,7 +105,7 @@ def test_two_replicas_answer_into_one_tree(
 
     origin = audit_origin(config.node.federation, config.node.id)
     public = load_ed25519_private(config.trust.signing_key).public_key()
-    verifier = notes.Verifier.for_log(origin, public)
+    verifier = checkpoints.Verifier.for_log(origin, public)
     storage = DatabaseStorage(postgres_url, create=False)
     try:
         count, checked = verify_storage(storage, verifier, origin)
@@ -113,7 +113,7 @@ def test_two_replicas_answer_into_one_tree(
         storage.close()
     assert count == len(entries) and checked >= 2
     signed = [
-        notes.verify_checkpoint(str(r[0]), origin, verifier)
+        checkpoints.verify_checkpoint(str(r[0]), origin, verifier)
         for r in _rows(postgres_url, "SELECT note FROM audit_checkpoints ORDER BY seq")
     ]
     assert signed[-1].size == count  # a stopping replica signs the log to its end
@@ -135,14 +135,14 @@ def test_two_replicas_answer_into_one_tree(
     proved = liaison("audit", "prove", "--config", toml, str(count - 1))
     assert proved.returncode == 0, proved.stdout + proved.stderr
     doc = json.loads(proved.stdout)
-    shown = notes.verify_checkpoint(doc["checkpoint"], origin, verifier)
+    shown = checkpoints.verify_checkpoint(doc["checkpoint"], origin, verifier)
     proof = [bytes.fromhex(h) for h in doc["inclusion_proof"]]
     merkle.verify_inclusion(
         merkle.leaf_hash(doc["entry"].encode()), count - 1, shown.size, proof, shown.root
     )
     made = liaison("audit", "checkpoint", "--config", toml)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert notes.verify_checkpoint(made.stdout, origin, verifier).size == count
+    assert checkpoints.verify_checkpoint(made.stdout, origin, verifier).size == count
     # An export of a range, for an overseer, checked with the node's public key alone.
     out = tmp_path / "export.json"
     exported = liaison(

@@ -4,7 +4,7 @@ What refuses what (grpcio 1.85's BoringSSL, server side, `require_client_auth`):
 * at the handshake — expired, not yet valid, an extendedKeyUsage without clientAuth, a
   keyUsage without digitalSignature: the client sees UNAVAILABLE, the node's RPC code never
   runs (so nothing to audit), and the node keeps serving everyone else;
-* in `node.auth`, with a machine-readable reason, audited and counted — what TLS lets
+* in `node.rpc.auth`, with a machine-readable reason, audited and counted — what TLS lets
   through: no extendedKeyUsage at all (`certificate_wrong_usage`), and a certificate the
   genuine authority issued for a node id whose directory entry lists another certificate
   (`certificate_not_in_directory`).
@@ -31,7 +31,7 @@ from federation.client import ClientIdentity, PeerClient, match_query, new_envel
 from federation.errors import PeerRefused, PeerUnavailable
 from federation.identity import tls_name
 from federation.pki import fingerprint, issue_node_certificate
-from node.federation_kit import Federation, NodeHandle
+from node.local.federation import Federation, NodeHandle
 from tests.certificate_examples import NO_DIGITAL_SIGNATURE, IssueOptions
 from tests.federation.helpers import ask, audit_entry, clone_node, scrape
 

@@ -14,7 +14,7 @@ import pytest
 
 from node.cli import build_parser, main
 from node.config import load_config
-from node.federation_kit import Federation
+from node.local.federation import Federation
 from node.store import RecordStore
 from tests.federation.helpers import ask, first
 

@@ -13,9 +13,9 @@ import pytest
 
 from federation.directory import MemberStatus
 from federation.errors import PeerRefused
-from node.demo import AGREEMENTS
 from node.enrol import set_member_status, sign_members
-from node.federation_kit import Federation, NodeHandle, build_federation
+from node.local.demo import AGREEMENTS
+from node.local.federation import Federation, NodeHandle, build_federation
 from tests.federation.helpers import ask, clone_node, first, scrape
 
 

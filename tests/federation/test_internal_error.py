@@ -18,10 +18,10 @@ from federation.client import PeerClient, match_query, new_envelope
 from federation.errors import PeerError
 from federation.oversight import OversightClient
 from node.config import load_config
-from node.demo import AGREEMENTS
-from node.federation_kit import build_federation
-from node.oversight import OversightHandlers
-from node.server import start_node
+from node.local.demo import AGREEMENTS
+from node.local.federation import build_federation
+from node.rpc.oversight import OversightHandlers
+from node.rpc.server import start_node
 from node.service import MatchService
 from tests.federation.helpers import audit_entry
 

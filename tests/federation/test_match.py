@@ -11,8 +11,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from federation.client import ClientIdentity, blocking_secure_channel
 from federation.errors import InvalidRequest, PeerRefused, PeerUnavailable
-from node.audit_verify import verify_log
-from node.federation_kit import Federation
+from node.audit.verify import verify_log
+from node.local.federation import Federation
 from tests.federation.helpers import ask, audit_entry, first, scrape
 
 

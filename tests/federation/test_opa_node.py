@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from federation.errors import PeerUnavailable
-from node.federation_kit import Federation
+from node.local.federation import Federation
 from node.policy.opa_process import start_opa
 from tests.federation.helpers import ask, clone_node, first, scrape
 

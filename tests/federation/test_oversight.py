@@ -12,16 +12,16 @@ from typing import TypeVar
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
 from federation.client import ClientIdentity, blocking_secure_channel
 from federation.errors import InvalidRequest, PeerRefused
 from federation.oversight import AuditExport, OversightClient, verify_export
 from federation.pki import load_ed25519_private, public_key_from_text
-from node.audit_verify import stated_checkpoint
-from node.demo import AGREEMENTS
+from node.audit.verify import stated_checkpoint
 from node.enrol import enrol_node
-from node.federation_kit import Federation, build_federation
-from node.oversight import SERVICE_NAME
+from node.local.demo import AGREEMENTS
+from node.local.federation import Federation, build_federation
+from node.rpc.oversight import SERVICE_NAME
 from tests.federation.helpers import ask, audit_entry, scrape
 from tests.federation.test_cli import liaison
 
@@ -82,7 +82,7 @@ def test_the_overseer_proves_the_entry_an_answer_named(
 ) -> None:
     entry_id = match_entry(ofed, "DE-BKA")
 
-    async def prove(client: OversightClient) -> tuple[notes.Checkpoint, bytes, int]:
+    async def prove(client: OversightClient) -> tuple[checkpoints.Checkpoint, bytes, int]:
         checkpoint, note = await client.get_checkpoint()
         assert note.startswith("liaison.example/FR-DGPN/audit\n")
         proven = await client.get_inclusion_proof(entry_id, checkpoint)
@@ -103,7 +103,9 @@ def test_the_overseer_reads_entries_and_exports_a_range_that_verifies(
     for asker in ("DE-BKA", "NL-KLPD", "DE-BKA"):
         match_entry(ofed, asker)
 
-    async def read(client: OversightClient) -> tuple[notes.Checkpoint, list[bytes], AuditExport]:
+    async def read(
+        client: OversightClient,
+    ) -> tuple[checkpoints.Checkpoint, list[bytes], AuditExport]:
         checkpoint, _ = await client.get_checkpoint()
         entries = await client.get_entries(0, checkpoint.size)
         return checkpoint, entries, await client.export(1, checkpoint.size)
@@ -163,8 +165,8 @@ def test_the_overseer_reads_entries_and_exports_a_range_that_verifies(
 
     shown = liaison("oversight", "checkpoint", *common, "--node", "FR-DGPN")
     assert shown.returncode == 0, shown.stderr
-    verifier = notes.Verifier.for_log("liaison.example/FR-DGPN/audit", public)
-    assert notes.verify_checkpoint(shown.stdout, verifier.name, verifier).size >= 4
+    verifier = checkpoints.Verifier.for_log("liaison.example/FR-DGPN/audit", public)
+    assert checkpoints.verify_checkpoint(shown.stdout, verifier.name, verifier).size >= 4
     proved = liaison("oversight", "prove", *common, "--node", "FR-DGPN", "1")
     assert proved.returncode == 0, proved.stderr
     assert json.loads(json.loads(proved.stdout)["entry"])["seq"] == 1
@@ -281,7 +283,7 @@ def test_a_fresh_log_has_no_checkpoint_until_its_first_entry(
     """NL-KLPD has been asked nothing: its log is empty, so there is nothing to sign; the
     refusal is itself audited, so the next GetCheckpoint signs a tree of one entry."""
 
-    async def fetch(client: OversightClient) -> notes.Checkpoint:
+    async def fetch(client: OversightClient) -> checkpoints.Checkpoint:
         with pytest.raises(InvalidRequest) as refused:
             await client.get_checkpoint()
         assert refused.value.reasons == ("no_checkpoint",)
@@ -291,7 +293,7 @@ def test_a_fresh_log_has_no_checkpoint_until_its_first_entry(
     checkpoint = oversee(overseer, ofed, "NL-KLPD", fetch)
     export = oversee(overseer, ofed, "NL-KLPD", lambda c: c.export(0, checkpoint.size))
     member = ofed.member("NL-KLPD")
-    verifier = notes.Verifier.for_log(
+    verifier = checkpoints.Verifier.for_log(
         "liaison.example/NL-KLPD/audit", public_key_from_text(member.signing_public_key)
     )
     assert verify_export(export, verifier).size >= checkpoint.size >= 1

@@ -13,7 +13,7 @@ from typing import TypedDict
 import pytest
 
 from federation.errors import PeerRefused
-from node.federation_kit import Federation, NodeHandle
+from node.local.federation import Federation, NodeHandle
 from tests.federation.helpers import ask, clone_node, first, scrape
 
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from federation.model import Identifier
-from node.federation_kit import Federation
+from node.local.federation import Federation
 from node.store import RecordStore
 from tests.federation.helpers import ask, clone_node, set_keys
 from tests.federation.test_cli import liaison

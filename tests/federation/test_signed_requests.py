@@ -38,7 +38,7 @@ from federation.signing import (
     verify,
 )
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
-from node.federation_kit import Federation, NodeHandle
+from node.local.federation import Federation, NodeHandle
 from tests.federation.helpers import clone_node, first, scrape
 
 

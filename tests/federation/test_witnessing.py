@@ -16,14 +16,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from federation import notes
+from federation import checkpoints
+from federation.checkpoints import audit_origin
 from federation.client import ClientIdentity
-from federation.notes import audit_origin
 from federation.oversight import OversightClient
 from federation.pki import public_key_from_text
-from node.demo import AGREEMENTS
-from node.federation_kit import Federation, NodeHandle, build_federation
-from node.witness import SPLIT_VIEWS, state_path, witness_name
+from node.audit.witness_state import SPLIT_VIEWS, state_path, witness_name
+from node.local.demo import AGREEMENTS
+from node.local.federation import Federation, NodeHandle, build_federation
 from tests.federation.helpers import clone_node, scrape, set_keys
 from tests.federation.test_cli import liaison
 
@@ -55,14 +55,14 @@ def oversee(identity: ClientIdentity, fed: Federation, node: str, what: str) -> 
     return asyncio.run(run())
 
 
-def log_verifier(fed: Federation, node: str) -> notes.Verifier:
+def log_verifier(fed: Federation, node: str) -> checkpoints.Verifier:
     key = public_key_from_text(fed.member(node).signing_public_key)
-    return notes.Verifier.for_log(audit_origin(FEDERATION, node), key)
+    return checkpoints.Verifier.for_log(audit_origin(FEDERATION, node), key)
 
 
-def witness_verifier(fed: Federation, node: str) -> notes.Verifier:
+def witness_verifier(fed: Federation, node: str) -> checkpoints.Verifier:
     key = public_key_from_text(fed.member(node).signing_public_key)
-    return notes.Verifier.for_witness(witness_name(FEDERATION, node), key)
+    return checkpoints.Verifier.for_witness(witness_name(FEDERATION, node), key)
 
 
 def cosigners(fed: Federation, log: str, note: str) -> set[str]:
@@ -72,10 +72,10 @@ def cosigners(fed: Federation, log: str, note: str) -> set[str]:
         if witness == log:
             continue
         try:
-            notes.verify_cosignature(
+            checkpoints.verify_cosignature(
                 note, witness_verifier(fed, witness), origin=audit_origin(FEDERATION, log)
             )
-        except notes.NoteError:
+        except checkpoints.NoteError:
             continue
         found.add(witness)
     return found
@@ -109,13 +109,15 @@ def test_three_nodes_witness_and_cosign_each_other(wfed: Federation) -> None:
             return note if cosigners(wfed, log, note) == set(NODES) - {log} else None
 
         note = until(cosigned, 30, f"{log} serves its checkpoint cosigned by both peers")
-        notes.verify_checkpoint(note, audit_origin(FEDERATION, log), log_verifier(wfed, log))
+        checkpoints.verify_checkpoint(note, audit_origin(FEDERATION, log), log_verifier(wfed, log))
 
     for node in NODES:
         views = dict(oversee(asker, wfed, node, "views"))
         assert sorted(views) == sorted(set(NODES) - {node})
         for log, note in views.items():
-            notes.verify_checkpoint(note, audit_origin(FEDERATION, log), log_verifier(wfed, log))
+            checkpoints.verify_checkpoint(
+                note, audit_origin(FEDERATION, log), log_verifier(wfed, log)
+            )
             assert node in cosigners(wfed, log, note)
         folder = wfed.nodes[node].folder
         state = json.loads(state_path(folder / "audit.log").read_text())
@@ -172,8 +174,8 @@ def test_a_log_showing_two_histories_is_caught(wfed: Federation, tmp_path: Path)
                 # Both verify with NL-KLPD's key from the directory: proof an overseer can check.
                 verifier = log_verifier(wfed, "NL-KLPD")
                 origin = audit_origin(FEDERATION, "NL-KLPD")
-                a = notes.verify_checkpoint(ours, origin, verifier)
-                b = notes.verify_checkpoint(theirs, origin, verifier)
+                a = checkpoints.verify_checkpoint(ours, origin, verifier)
+                b = checkpoints.verify_checkpoint(theirs, origin, verifier)
                 assert a != b
                 if a.size == b.size:
                     assert item["reason"] == "fork" and a.root != b.root

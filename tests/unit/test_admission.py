@@ -17,10 +17,10 @@ from federation.directory import Member
 from federation.model import Envelope
 from federation.pki import public_key_text
 from federation.signing import SIGNATURE_METADATA, request_message, sign
-from node.admission import Admission, ReplayCache
-from node.audit import AuditLog
-from node.audit_entries import AuditRecord, entry_timestamp
+from node.audit.entries import AuditRecord, entry_timestamp
+from node.audit.log import AuditLog
 from node.errors import Kind, Refusal
+from node.rpc.admission import Admission, ReplayCache
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 KEY = ed25519.Ed25519PrivateKey.generate()

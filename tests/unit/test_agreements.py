@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from node.agreements import PolicyDataError, load_policy_data
+from node.policy.data import PolicyDataError, load_policy_data
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "data" / "agreements.example.json"
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from node.audit import AuditLog
-from node.audit_entries import GENESIS, AuditCorrupt, AuditError, AuditRecord
-from node.audit_storage import AuditStorage, FileStorage
-from node.audit_verify import verify_log
+from node.audit.entries import GENESIS, AuditCorrupt, AuditError, AuditRecord
+from node.audit.file_store import FileStorage
+from node.audit.log import AuditLog
+from node.audit.storage import AuditStorage
+from node.audit.verify import verify_log
 
 
 def _record(i: int, **changes: Any) -> AuditRecord:

@@ -19,10 +19,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
 from federation.merkle import TreeHasher
-from node.audit import AuditLog, existing_storage, open_audit_log
-from node.audit_entries import (
+from node.audit.checkpoints import issue_checkpoint
+from node.audit.database_store import DatabaseStorage, entries_table
+from node.audit.entries import (
     AuditCorrupt,
     AuditError,
     AuditReplay,
@@ -30,14 +31,10 @@ from node.audit_entries import (
     canonical,
     chain_digest,
 )
-from node.audit_storage import (
-    AuditStorage,
-    DatabaseStorage,
-    FileStorage,
-    checkpoints_path,
-    entries_table,
-)
-from node.audit_verify import issue_checkpoint, load_tree, verify_storage
+from node.audit.file_store import FileStorage, checkpoints_path
+from node.audit.log import AuditLog, existing_storage, open_audit_log
+from node.audit.storage import AuditStorage
+from node.audit.verify import load_tree, verify_storage
 from tests.unit.test_audit import _append_many, _CountingLog, _record
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _redacted
 from tests.unit.test_audit_merkle import _grow as grow
@@ -186,8 +183,8 @@ def test_reopen_continues_the_tree(backend: Backend) -> None:
 
 def test_checkpoints_proofs_and_reads(backend: Backend) -> None:
     old_note, new_note = _grow(backend, 30, checkpoint_at=(13, 30))
-    old = notes.verify_checkpoint(old_note, ORIGIN, VERIFIER)
-    new = notes.verify_checkpoint(new_note, ORIGIN, VERIFIER)
+    old = checkpoints.verify_checkpoint(old_note, ORIGIN, VERIFIER)
+    new = checkpoints.verify_checkpoint(new_note, ORIGIN, VERIFIER)
     assert backend.verify() == (30, 2)
     lines = backend.lines()
 
@@ -231,7 +228,9 @@ def test_concurrent_readers_of_the_latest_checkpoint_see_every_new_one(backend: 
                     last_round = signed_all.is_set()
                     note = log.latest_checkpoint()
                     size = (
-                        0 if note is None else notes.verify_checkpoint(note, ORIGIN, VERIFIER).size
+                        0
+                        if note is None
+                        else checkpoints.verify_checkpoint(note, ORIGIN, VERIFIER).size
                     )
                     assert not sizes or size >= sizes[-1], f"size {size} read after {sizes[-1]}"
                     sizes.append(size)
@@ -258,7 +257,7 @@ def test_concurrent_readers_of_the_latest_checkpoint_see_every_new_one(backend: 
         assert len({size for sizes in seen for size in sizes}) > 2
         latest = log.latest_checkpoint()
         assert latest is not None
-        assert notes.verify_checkpoint(latest, ORIGIN, VERIFIER).size == 40
+        assert checkpoints.verify_checkpoint(latest, ORIGIN, VERIFIER).size == 40
         await log.close()
 
     asyncio.run(run())
@@ -281,7 +280,7 @@ def test_the_latest_checkpoint_follows_every_signer(backend: Backend) -> None:
             assert log.latest_checkpoint() == by_other
         mine = log.checkpoint(KEY, ORIGIN)  # cuts the torn record, appends
         assert log.latest_checkpoint() == mine
-        assert notes.verify_checkpoint(mine, ORIGIN, VERIFIER).size == 8
+        assert checkpoints.verify_checkpoint(mine, ORIGIN, VERIFIER).size == 8
         await log.close()
 
     asyncio.run(run())
@@ -402,14 +401,14 @@ def test_replicas_grow_one_tree(database: Backend) -> None:
     assert set(answered[0]) | set(answered[1]) <= set(ids)
     assert database.verify() == (85, 8)
     leaves = [merkle.leaf_hash(_redacted(line)) for line in lines]
-    checkpoints = [notes.verify_checkpoint(n, ORIGIN, VERIFIER) for n in signed[0] + signed[1]]
-    for checkpoint in checkpoints:
+    verified = [checkpoints.verify_checkpoint(n, ORIGIN, VERIFIER) for n in signed[0] + signed[1]]
+    for checkpoint in verified:
         assert checkpoint.root == merkle.root(leaves[: checkpoint.size])
 
     async def prove() -> None:
         log = database.open()
-        for a in checkpoints:
-            for b in checkpoints:
+        for a in verified:
+            for b in verified:
                 if a.size <= b.size:
                     proof = log.consistency_proof(a.size, b.size)
                     merkle.verify_consistency(a.size, b.size, a.root, b.root, proof)

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from federation import merkle, notes
-from federation.notes import audit_origin
-from node.audit import AuditLog
-from node.audit_entries import (
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
+from node.audit.entries import (
     GENESIS,
     AuditCorrupt,
     CheckpointInvalid,
@@ -22,13 +21,14 @@ from node.audit_entries import (
     chain_digest,
     leaf_input,
 )
-from node.audit_storage import FileStorage, checkpoints_path
-from node.audit_verify import storage_checkpoints, verify_log, verify_log_and_checkpoints
+from node.audit.file_store import FileStorage, checkpoints_path
+from node.audit.log import AuditLog
+from node.audit.verify import storage_checkpoints, verify_log, verify_log_and_checkpoints
 from tests.unit.test_audit import _append_many
 
 ORIGIN = audit_origin("liaison.example", "DE-BKA")
 KEY = ed25519.Ed25519PrivateKey.generate()
-VERIFIER = notes.Verifier.for_log(ORIGIN, KEY.public_key())
+VERIFIER = checkpoints.Verifier.for_log(ORIGIN, KEY.public_key())
 
 
 def _redacted(line: bytes) -> bytes:
@@ -73,7 +73,7 @@ def _grow(
 
 def test_origin_is_a_valid_note_key_name() -> None:
     assert ORIGIN == "liaison.example/DE-BKA/audit"
-    assert notes.valid_name(ORIGIN)
+    assert checkpoints.valid_name(ORIGIN)
 
 
 def test_leaves_are_the_lines_and_the_root_matches(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_leaves_are_the_lines_and_the_root_matches(tmp_path: Path) -> None:
 def test_every_entry_of_50_has_an_inclusion_proof_in_the_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     [note] = _grow(path, 50, checkpoint_at=(50,))
-    checkpoint = notes.verify_checkpoint(note, ORIGIN, VERIFIER)
+    checkpoint = checkpoints.verify_checkpoint(note, ORIGIN, VERIFIER)
     assert checkpoint.size == 50
     assert storage_checkpoints(FileStorage(path)) == [note]
 
@@ -121,8 +121,8 @@ def test_every_entry_of_50_has_an_inclusion_proof_in_the_checkpoint(tmp_path: Pa
 def test_consistency_between_two_checkpoints(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     old_note, new_note = _grow(path, 30, checkpoint_at=(13, 30))
-    old = notes.verify_checkpoint(old_note, ORIGIN, VERIFIER)
-    new = notes.verify_checkpoint(new_note, ORIGIN, VERIFIER)
+    old = checkpoints.verify_checkpoint(old_note, ORIGIN, VERIFIER)
+    new = checkpoints.verify_checkpoint(new_note, ORIGIN, VERIFIER)
     assert (old.size, new.size) == (13, 30)
 
     async def proof() -> list[bytes]:
@@ -188,8 +188,8 @@ def test_a_forged_checkpoint_fails(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     _grow(path, 8, checkpoint_at=(4,))
     forger = ed25519.Ed25519PrivateKey.generate()
-    body = notes.Checkpoint(ORIGIN, 8, merkle.root(_leaves(path)))
-    forged = notes.sign_checkpoint(body, ORIGIN, forger)
+    body = checkpoints.Checkpoint(ORIGIN, 8, merkle.root(_leaves(path)))
+    forged = checkpoints.sign_checkpoint(body, ORIGIN, forger)
     with checkpoints_path(path).open("a") as fh:
         fh.write(forged + "\n")
     with pytest.raises(CheckpointInvalid) as err:
@@ -197,7 +197,9 @@ def test_a_forged_checkpoint_fails(tmp_path: Path) -> None:
     assert (err.value.index, err.value.size) == (1, 8)
     assert "does not verify with the node's key" in str(err.value)
     # And a checkpoint of another log, signed by this key, is not this log's.
-    other = notes.Verifier.for_log(audit_origin("liaison.example", "FR-DGPN"), KEY.public_key())
+    other = checkpoints.Verifier.for_log(
+        audit_origin("liaison.example", "FR-DGPN"), KEY.public_key()
+    )
     with pytest.raises(CheckpointInvalid, match="checkpoint 0"):
         verify_log_and_checkpoints(path, other)
 
@@ -223,8 +225,8 @@ def test_a_smaller_checkpoint_is_refused_when_signed_and_when_verified(tmp_path:
 
     # A shrinking pair of checkpoints written by someone else is caught by verification.
     path.write_bytes(b"".join(lines))
-    small = notes.sign_checkpoint(
-        notes.Checkpoint(ORIGIN, 15, merkle.root(_leaves(path)[:15])), ORIGIN, KEY
+    small = checkpoints.sign_checkpoint(
+        checkpoints.Checkpoint(ORIGIN, 15, merkle.root(_leaves(path)[:15])), ORIGIN, KEY
     )
     with cp_file.open("a") as fh:
         fh.write(small + "\n")
@@ -288,7 +290,7 @@ def test_entries_and_find_give_overseers_the_redacted_leaves(tmp_path: Path) -> 
         assert log.latest_checkpoint() is None
         log.checkpoint(KEY, ORIGIN)
         note = log.latest_checkpoint()
-        assert note is not None and notes.verify_checkpoint(note, ORIGIN, VERIFIER).size == 45
+        assert note is not None and checkpoints.verify_checkpoint(note, ORIGIN, VERIFIER).size == 45
         await log.close()
 
     asyncio.run(run())

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from federation import merkle
-from node import audit_entries, audit_verify
-from node.audit import AuditLog
-from node.audit_entries import AuditCorrupt
+from node.audit import entries, verify
+from node.audit.entries import AuditCorrupt
+from node.audit.log import AuditLog
 from tests.unit.test_audit import _record
 
 COUNT = 100
@@ -35,7 +35,7 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 def _rehashed(doc: dict[str, Any]) -> bytes:
     """`doc` (without `hash`) as a line whose hash matches its content."""
-    digest = audit_entries.chain_digest(str(doc["prev"]), audit_entries.canonical(doc))
+    digest = entries.chain_digest(str(doc["prev"]), entries.canonical(doc))
     return json.dumps({**doc, "hash": digest}).encode() + b"\n"
 
 
@@ -49,7 +49,7 @@ def _edit(lines: list[bytes], index: int, change: Callable[[dict[str, Any]], Non
 def _outcome(lines: list[bytes], workers: int, torn_ok: bool) -> tuple[Any, ...]:
     store = merkle.MemoryHashStore()
     try:
-        head, count = audit_verify.check_chain(
+        head, count = verify.check_chain(
             iter(lines), "audit.log", store, torn_ok=torn_ok, workers=workers
         )
     except AuditCorrupt as exc:
@@ -65,10 +65,10 @@ def _same(lines: list[bytes], *, torn_ok: bool = False) -> tuple[Any, ...]:
 
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    monkeypatch.setattr(audit_verify, "PARALLEL_MIN_ENTRIES", 16)
-    monkeypatch.setattr(audit_verify, "CHUNK_LINES", 8)
+    monkeypatch.setattr(verify, "PARALLEL_MIN_ENTRIES", 16)
+    monkeypatch.setattr(verify, "CHUNK_LINES", 8)
     if "spawned" not in request.node.name:  # forked workers start in milliseconds
-        monkeypatch.setattr(audit_verify, "POOL_START", "fork")
+        monkeypatch.setattr(verify, "POOL_START", "fork")
 
 
 def test_an_intact_log_gives_the_same_head_count_and_tree(lines: list[bytes]) -> None:
@@ -134,12 +134,12 @@ def test_a_log_file_is_verified_in_spawned_workers_end_to_end(
 ) -> None:
     # Two workers by default, however many cores this machine lets the test use (with one,
     # both checks below would run in this process and prove nothing about the workers).
-    monkeypatch.setattr(audit_verify, "available_cores", lambda: 2)
+    monkeypatch.setattr(verify, "available_cores", lambda: 2)
     path = tmp_path / "audit.log"
     path.write_bytes(b"".join(lines))
-    assert audit_verify.verify_log(path) == COUNT
+    assert verify.verify_log(path) == COUNT
     log = AuditLog(path)  # recover: the tree rebuilt from the workers' leaves
     assert log.size == COUNT and log.root() == merkle.root(
-        merkle.leaf_hash(audit_entries.leaf_input(json.loads(line))) for line in lines
+        merkle.leaf_hash(entries.leaf_input(json.loads(line))) for line in lines
     )
     asyncio.run(log.close())

@@ -18,16 +18,11 @@ from pathlib import Path
 import pytest
 
 from federation import merkle
-from node.audit import AuditLog
-from node.audit_entries import AuditCorrupt, CheckpointInvalid
-from node.audit_storage import FileStorage, checkpoints_path
-from node.audit_verify import (
-    issue_checkpoint,
-    load_tree,
-    storage_checkpoints,
-    verify_log,
-    verify_log_and_checkpoints,
-)
+from node.audit.checkpoints import issue_checkpoint
+from node.audit.entries import AuditCorrupt, CheckpointInvalid
+from node.audit.file_store import FileStorage, checkpoints_path
+from node.audit.log import AuditLog
+from node.audit.verify import load_tree, storage_checkpoints, verify_log, verify_log_and_checkpoints
 from node.cli import main as liaison
 from tests.unit.test_audit import _append_many, _record, _write_entries
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER, _grow, _rechain, _redacted

@@ -35,17 +35,11 @@ from federation.directory import (
 from federation.pki import create_authority, issue_node_certificate
 from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2
-from node.auth import PeerAuthenticator
-from node.directory_state import (
-    MAX_DIRECTORY_BYTES,
-    DirectoryState,
-    advertised_serial,
-    fetcher_for,
-    load_from,
-    state_path_for,
-)
+from node.directory_sources import MAX_DIRECTORY_BYTES, advertised_serial, fetcher_for, load_from
+from node.directory_state import DirectoryState, state_path_for
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
+from node.rpc.auth import PeerAuthenticator
 
 FED = "liaison.example"
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from federation import merkle, notes
-from federation.notes import audit_origin
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.oversight import (
     AuditExport,
     ExportInvalid,
@@ -20,7 +20,7 @@ from federation.oversight import (
 
 ORIGIN = audit_origin("liaison.example", "DE-BKA")
 KEY = ed25519.Ed25519PrivateKey.generate()
-VERIFIER = notes.Verifier.for_log(ORIGIN, KEY.public_key())
+VERIFIER = checkpoints.Verifier.for_log(ORIGIN, KEY.public_key())
 ENTRIES = [
     json.dumps({"seq": i, "peer": "FR-DGPN", "decision": "allow", "v": 1}, sort_keys=True).encode()
     for i in range(37)
@@ -31,12 +31,14 @@ def _export(start: int, end: int, size: int = len(ENTRIES)) -> AuditExport:
     """What `liaison audit export` writes: from the node's own tree."""
     leaves = [merkle.leaf_hash(e) for e in ENTRIES[:size]]
     tree = merkle.TreeHasher(merkle.MemoryHashStore(leaves))
-    note = notes.sign_checkpoint(notes.Checkpoint(ORIGIN, size, tree.root(size)), ORIGIN, KEY)
+    note = checkpoints.sign_checkpoint(
+        checkpoints.Checkpoint(ORIGIN, size, tree.root(size)), ORIGIN, KEY
+    )
     left = merkle.CompactRange()
     left.extend(leaves[:start])
     return AuditExport.build(
         ORIGIN,
-        notes.vkey(ORIGIN, KEY.public_key()),
+        checkpoints.vkey(ORIGIN, KEY.public_key()),
         note,
         start,
         left.hashes,
@@ -61,7 +63,7 @@ def test_a_range_verifies_against_the_signed_root(start: int, end: int, size: in
     assert again == export
     checkpoint = verify_export(again, VERIFIER)
     assert checkpoint.size == size
-    assert notes.Verifier.from_vkey(again.verifier_key) == VERIFIER
+    assert checkpoints.Verifier.from_vkey(again.verifier_key) == VERIFIER
 
 
 @pytest.mark.parametrize("offset", [0, 3, 6])
@@ -103,7 +105,7 @@ def test_an_altered_or_foreign_signature_fails() -> None:
     export = _export(0, 5)
     other = ed25519.Ed25519PrivateKey.generate()
     with pytest.raises(ExportInvalid, match="does not verify with the node's key"):
-        verify_export(export, notes.Verifier.for_log(ORIGIN, other.public_key()))
+        verify_export(export, checkpoints.Verifier.for_log(ORIGIN, other.public_key()))
     forged = export.checkpoint.replace("\n37\n", "\n36\n")
     with pytest.raises(ExportInvalid, match="does not verify"):
         verify_export(replace(export, checkpoint=forged), VERIFIER)

@@ -11,15 +11,15 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from federation.notes import audit_origin
+from federation.checkpoints import audit_origin
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
-from node.audit import AuditLog
-from node.audit_entries import new_entry_id
-from node.audit_verify import stated_checkpoint
-from node.auth import PeerAuthenticator
-from node.edge import Recorder, call_record
+from node.audit.entries import new_entry_id
+from node.audit.log import AuditLog
+from node.audit.verify import stated_checkpoint
 from node.metrics import NodeMetrics
-from node.oversight import OversightHandlers
+from node.rpc.auth import PeerAuthenticator
+from node.rpc.call_path import Recorder, call_record
+from node.rpc.oversight import OversightHandlers
 from tests.unit.test_audit import _append_many
 from tests.unit.test_witness import DIRECTORY, FED, KEYS
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from federation.vocabulary import CATEGORIES, PURPOSES, LegalBasis
-from node.agreements import (
+from node.policy.data import (
     MAX_REPORTED,
     SCHEMA_PATH,
     JsonPath,

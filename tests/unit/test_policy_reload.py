@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from node.agreements import PolicyDataError, load_policy_data
 from node.policy.cache import CachingEngine
+from node.policy.data import PolicyDataError, load_policy_data
 from node.policy.decision import Decision, PolicyEngine, PolicyUnavailable
 from node.policy.embedded import EmbeddedEngine, PolicyLoadError
 from node.policy.reload import (

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from node.audit import AuditLog
+from node.audit.log import AuditLog
+from node.audit.witness_state import state_path
 from node.config import load_config
-from node.demo import AGREEMENTS
-from node.federation_kit import NodeHandle, build_federation
+from node.local.demo import AGREEMENTS
+from node.local.federation import NodeHandle, build_federation
 from node.policy.cache import CachingEngine
-from node.server import StartupError, start_node
+from node.rpc.server import StartupError, start_node
 from node.store import RecordStore
-from node.witness import state_path
 from tests.federation.helpers import set_keys
 
 

@@ -9,9 +9,9 @@ import pytest
 from federation.model import Identifier
 from federation.vocabulary import CATEGORIES, HANDLING_CODES
 from node.importer import import_file
+from node.local.synthetic import generate_rows, write_jsonl
 from node.normalise import name_dob
 from node.store import RecordStore
-from node.synthetic import generate_rows, write_jsonl
 
 
 def test_same_seed_same_rows_other_seed_other_rows() -> None:

@@ -30,9 +30,9 @@ from federation.pki import (
     issue_node_certificate,
     peer_certificate,
 )
-from node.auth import PeerAuthenticator
 from node.errors import Kind, Refusal
-from node.tls import (
+from node.rpc.auth import PeerAuthenticator
+from node.rpc.tls import (
     CertificateError,
     RotatingServerCredentials,
     ServingCertificate,

@@ -1,6 +1,6 @@
 """Witnessing: real audit logs, real Ed25519 keys and notes, and logs that lie.
 
-Each log is a `node.audit.AuditLog` writing a real tree; a lying log is two AuditLogs with
+Each log is a `node.audit.log.AuditLog` writing a real tree; a lying log is two AuditLogs with
 the same key and origin (two histories, each validly signed), one shown to each witness.
 """
 
@@ -19,25 +19,24 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client import CollectorRegistry
 
-from federation import notes
+from federation import checkpoints
+from federation.checkpoints import audit_origin
 from federation.directory import Directory, Member
-from federation.notes import audit_origin
 from federation.pki import public_key_text
-from node import witness as witness_module
-from node.audit import AuditLog
-from node.files import write_atomically
-from node.metrics import NodeMetrics
-from node.witness import (
+from node.atomic_write import write_atomically
+from node.audit import witness as witness_module
+from node.audit.log import AuditLog
+from node.audit.witness import ProofRefused, Witness
+from node.audit.witness_state import (
     FAILURES,
     Outcome,
-    ProofRefused,
-    Witness,
     WitnessStateError,
     forget,
     read_state,
     state_path,
     witness_name,
 )
+from node.metrics import NodeMetrics
 from tests.unit.test_audit import _append_many
 
 FED = "liaison.example"
@@ -122,12 +121,12 @@ def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
     return registry.get_sample_value(name, labels)
 
 
-def _cosigner(node: str) -> notes.Verifier:
-    return notes.Verifier.for_witness(witness_name(FED, node), KEYS[node].public_key())
+def _cosigner(node: str) -> checkpoints.Verifier:
+    return checkpoints.Verifier.for_witness(witness_name(FED, node), KEYS[node].public_key())
 
 
-def _log_verifier(node: str = "DE-BKA") -> notes.Verifier:
-    return notes.Verifier.for_log(audit_origin(FED, node), KEYS[node].public_key())
+def _log_verifier(node: str = "DE-BKA") -> checkpoints.Verifier:
+    return checkpoints.Verifier.for_log(audit_origin(FED, node), KEYS[node].public_key())
 
 
 async def _no_proof(old: int, new: int) -> list[bytes]:
@@ -168,14 +167,14 @@ def test_honest_growth_is_verified_with_a_real_proof_and_cosigned(tmp_path: Path
     run(go())
     [(log_id, cosigned)] = witness.cosigned()
     assert log_id == "DE-BKA"
-    checkpoint, when = notes.verify_cosignature(
+    checkpoint, when = checkpoints.verify_cosignature(
         cosigned, _cosigner("FR-DGPN"), origin=audit_origin(FED, "DE-BKA"), now=NOW + 120
     )
     assert (checkpoint.size, when) == (12, NOW + 120)
     assert checkpoint.root == log.audit.root(12)
-    assert notes.verify_checkpoint(cosigned, audit_origin(FED, "DE-BKA"), _log_verifier()) == (
-        checkpoint
-    )
+    assert checkpoints.verify_checkpoint(
+        cosigned, audit_origin(FED, "DE-BKA"), _log_verifier()
+    ) == (checkpoint)
     assert _value(registry, "liaison_witness_checkpoint_size", log="DE-BKA") == 12
     assert _value(registry, "liaison_witness_last_success_timestamp_seconds", log="DE-BKA") == (
         NOW + 120
@@ -201,15 +200,15 @@ def test_cosigned_notes_carry_only_the_logs_signature_and_ours(tmp_path: Path) -
 
     async def go() -> str:
         note = await log.grow(3)
-        forged = notes.cosign(note, witness_name(FED, "NL-KLPD"), KEYS["IT-CC"], NOW)
+        forged = checkpoints.cosign(note, witness_name(FED, "NL-KLPD"), KEYS["IT-CC"], NOW)
         assert await witness.observe("DE-BKA", forged, _no_proof) == Outcome.COSIGNED
         await log.audit.close()
         return note
 
     note = run(go())
     [(_, cosigned)] = witness.cosigned()
-    assert cosigned == notes.cosign(note, witness_name(FED, "FR-DGPN"), KEYS["FR-DGPN"], NOW)
-    notes.verify_cosignature(cosigned, _cosigner("FR-DGPN"))
+    assert cosigned == checkpoints.cosign(note, witness_name(FED, "FR-DGPN"), KEYS["FR-DGPN"], NOW)
+    checkpoints.verify_cosignature(cosigned, _cosigner("FR-DGPN"))
 
 
 # --- observe: what a witness refuses ----------------------------------------------------------
@@ -266,7 +265,7 @@ def test_a_fork_at_the_same_size_is_a_split_view_with_evidence(
     assert evidence["notes"] == [a, b]
     # Proof an overseer can check with the log's public key alone.
     first, second = (
-        notes.verify_checkpoint(n, audit_origin(FED, "DE-BKA"), _log_verifier())
+        checkpoints.verify_checkpoint(n, audit_origin(FED, "DE-BKA"), _log_verifier())
         for n in evidence["notes"]
     )
     assert first.size == second.size and first.root != second.root
@@ -402,7 +401,7 @@ def test_a_cosignature_is_served_only_once_its_view_is_durable(
 
 
 def _cosigned_size(note: str) -> int:
-    return notes.verify_cosignature(note, _cosigner("FR-DGPN"))[0].size
+    return checkpoints.verify_cosignature(note, _cosigner("FR-DGPN"))[0].size
 
 
 # --- restart ----------------------------------------------------------------------------------
@@ -582,12 +581,14 @@ def test_gossip_catches_a_log_showing_two_witnesses_two_histories(tmp_path: Path
     ours, theirs = fork.notes
     origin = audit_origin(FED, "DE-BKA")
     # The other note carries the log's signature and NL-KLPD's cosignature: both check.
-    assert notes.verify_checkpoint(ours, origin, _log_verifier()).size == 5
-    assert notes.verify_checkpoint(theirs, origin, _log_verifier()).size == 5
-    notes.verify_cosignature(theirs, _cosigner("NL-KLPD"), origin=origin)
+    assert checkpoints.verify_checkpoint(ours, origin, _log_verifier()).size == 5
+    assert checkpoints.verify_checkpoint(theirs, origin, _log_verifier()).size == 5
+    checkpoints.verify_cosignature(theirs, _cosigner("NL-KLPD"), origin=origin)
     [inconsistent] = it.evidence
     assert inconsistent.proof
-    sizes = [notes.verify_checkpoint(n, origin, _log_verifier()).size for n in inconsistent.notes]
+    sizes = [
+        checkpoints.verify_checkpoint(n, origin, _log_verifier()).size for n in inconsistent.notes
+    ]
     assert sizes == [9, 5]
 
 
@@ -635,9 +636,9 @@ def test_gossip_refuses_views_the_log_or_the_witness_did_not_sign(tmp_path: Path
         note = await log.grow(3)
         await fr.observe("DE-BKA", note, _no_proof)
         # Cosigned under NL-KLPD's name with IT-CC's key.
-        wrong_witness = notes.cosign(note, witness_name(FED, "NL-KLPD"), KEYS["IT-CC"], NOW)
+        wrong_witness = checkpoints.cosign(note, witness_name(FED, "NL-KLPD"), KEYS["IT-CC"], NOW)
         # The log's note replaced by one the log's key never signed.
-        forged = notes.cosign(
+        forged = checkpoints.cosign(
             await impostor.grow(3), witness_name(FED, "NL-KLPD"), KEYS["NL-KLPD"], NOW
         )
         found = [
@@ -677,7 +678,7 @@ def test_a_log_collects_its_witnesses_cosignatures_and_serves_them(tmp_path: Pat
         assert de.collect("FR-DGPN", fr.cosigned(), note)
         assert de.collect("NL-KLPD", nl.cosigned(), note)
         # A cosignature under IT-CC's name made with another key: refused, not collected.
-        fake = notes.cosign(note, witness_name(FED, "IT-CC"), KEYS["FR-DGPN"], NOW)
+        fake = checkpoints.cosign(note, witness_name(FED, "IT-CC"), KEYS["FR-DGPN"], NOW)
         assert not de.collect("IT-CC", [("DE-BKA", fake)], note)
         served = de.extra_cosignatures(note)
         newer = await own.grow(1)
@@ -685,9 +686,9 @@ def test_a_log_collects_its_witnesses_cosignatures_and_serves_them(tmp_path: Pat
         return served, newer
 
     served, newer = run(go())
-    assert notes.verify_checkpoint(served, origin, _log_verifier()).size == 4
+    assert checkpoints.verify_checkpoint(served, origin, _log_verifier()).size == 4
     for node in ("FR-DGPN", "NL-KLPD"):
-        checkpoint, _ = notes.verify_cosignature(served, _cosigner(node), origin=origin)
+        checkpoint, _ = checkpoints.verify_cosignature(served, _cosigner(node), origin=origin)
         assert checkpoint.size == 4
     assert served.count("\n\u2014 ") == 3  # the log's line and two cosignatures
     assert _value(registry, "liaison_audit_cosignatures") == 2

@@ -40,7 +40,7 @@ test_fetch_reasons_from_every_rule if {
 	d.reasons == ["handling_code_forbids_resharing", "legal_basis_insufficient", "requester_not_active", "source_restricted"]
 }
 
-# The demo federation's agreement (node/demo.py): Match only, legal basis `none` allowed.
+# The demo federation's agreement (node/local/demo.py): Match only, legal basis `none` allowed.
 test_demo_agreement_match if {
 	demo := {
 		"categories": ["travel_document", "vehicle", "wanted_person"],

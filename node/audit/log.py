@@ -3,7 +3,7 @@
 Each entry is a line of canonical JSON of one entry plus `prev` (the previous entry's
 hash) and `hash` (SHA-256 over `prev` and the entry), so removing, reordering or editing
 any entry breaks the chain from there on. The lines are kept in a file (`audit.log`) or in
-a database table shared by the node's replicas (`node.audit_storage`); both hold the same
+a database table shared by the node's replicas (`node.audit.storage`); both hold the same
 bytes and are checked by the same code here. Concurrent requests share one write and one
 fsync or transaction (group commit): the cost of durability is paid per batch, not per
 request.
@@ -30,8 +30,8 @@ batch is chained and written under one database lock, after the entries other re
 wrote were taken in and checked (`AuditLog`).
 
 This module holds the log that a running node appends to. What an entry is, and its
-encoding, chain and leaf: `node.audit_entries`. Checking a log from entry 0 and its
-checkpoints: `node.audit_verify`. Where the lines are kept: `node.audit_storage`.
+encoding, chain and leaf: `node.audit.entries`. Checking a log from entry 0 and its
+checkpoints: `node.audit.verify`. Where the lines are kept: `node.audit.storage`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.engine import make_url
 
 from federation import merkle
-from node.audit_entries import (
+from node.audit.checkpoints import sign_onto
+from node.audit.database_store import DatabaseStorage
+from node.audit.entries import (
     ENTRY_VERSION,
     GENESIS,
     RECORD_FIELDS,
@@ -64,25 +66,16 @@ from node.audit_entries import (
     leaf_input,
     new_entry_id,
 )
-from node.audit_storage import (
-    AuditStorage,
-    DatabaseStorage,
-    FileStorage,
-    StorageError,
-)
-from node.audit_verify import (
-    check_chain,
-    sign_onto,
-    stated_checkpoint,
-    storage_checkpoints,
-)
+from node.audit.file_store import FileStorage
+from node.audit.storage import AuditStorage, StorageError
+from node.audit.verify import check_chain, stated_checkpoint, storage_checkpoints
 
 # An entry's body (before `seq` and `prev` are known) and the future its request awaits.
 _Pending = tuple[dict[str, Any], "asyncio.Future[str]"]
 
 
 class AuditLog:
-    """The node's audit log: group commit onto a backend (`node.audit_storage`), and the
+    """The node's audit log: group commit onto a backend (`node.audit.storage`), and the
     Merkle tree of its durable entries in memory.
 
     `AuditLog(path)` keeps the log in a file; `AuditLog(storage)` in any backend, e.g. a

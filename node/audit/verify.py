@@ -1,6 +1,6 @@
 """Checking an audit log from entry 0 (in worker processes for large logs), and its
-signed checkpoints: what `liaison audit verify` and opening a log do, and signing a
-checkpoint onto a backend under its lock.
+signed checkpoints: what `liaison audit verify` and opening a log do. Signing one:
+`node.audit.checkpoints`.
 """
 
 from __future__ import annotations
@@ -14,28 +14,19 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from federation import merkle, notes
-from node.audit_entries import (
+from federation import checkpoints, merkle
+from node.audit.entries import (
     GENESIS,
     NOT_CHAINED,
     AuditCorrupt,
-    AuditError,
     CheckpointInvalid,
     check_content,
     check_line,
     leaf_input,
     parse_line,
 )
-from node.audit_storage import (
-    AuditStorage,
-    FileStorage,
-    Locked,
-    StorageError,
-    checkpoints_path,
-    file_lines,
-)
+from node.audit.file_store import FileStorage, file_lines
+from node.audit.storage import AuditStorage
 
 # A log at least this long is checked in worker processes when several cores are free (a
 # pool costs a few tenths of a second to start), in chunks of this many lines.
@@ -219,66 +210,17 @@ def storage_checkpoints(storage: AuditStorage) -> list[str]:
     return found
 
 
-def stated_checkpoint(note: str) -> notes.Checkpoint:
+def stated_checkpoint(note: str) -> checkpoints.Checkpoint:
     """The checkpoint a note states, its signatures unchecked."""
-    return notes.Checkpoint.from_note_body(note[: note.index("\n\n") + 1])
-
-
-def sign_onto(
-    held: Locked,
-    where: Path | str,
-    tree: merkle.TreeHasher,
-    key: ed25519.Ed25519PrivateKey,
-    origin: str,
-) -> str:
-    """Sign the head of `tree` and append it to the checkpoints of a backend held locked.
-
-    Refuses (CheckpointInvalid) to sign a tree smaller than the last checkpoint, or one
-    whose root at that size differs from it: that would publish a fork of the log.
-    """
-    size = tree.size
-    note = notes.sign_checkpoint(notes.Checkpoint(origin, size, tree.root(size)), origin, key)
-    found = held.checkpoints()
-    if found:
-        index = len(found) - 1
-        try:
-            last = stated_checkpoint(found[-1])
-        except ValueError:
-            raise CheckpointInvalid(where, index, None, "not a checkpoint note") from None
-        if last.size > size:
-            raise CheckpointInvalid(
-                where,
-                index,
-                last.size,
-                f"the log holds only {size} durable entries; refusing to sign a smaller tree",
-            )
-        if tree.root(last.size) != last.root:
-            raise CheckpointInvalid(
-                where,
-                index,
-                last.size,
-                "the log's root at that size differs: the log was rewritten; refusing to sign",
-            )
-    held.add_checkpoint(size, note)
-    return note
-
-
-def issue_checkpoint(
-    log_path: Path, tree: merkle.TreeHasher, key: ed25519.Ed25519PrivateKey, origin: str
-) -> str:
-    """Sign the head of `tree` (the file log's durable entries) and append it, durably, to
-    its checkpoints file, under an exclusive lock so two signers never interleave (see
-    `sign_onto` for what it refuses to sign)."""
-    storage = FileStorage(log_path)
-    try:
-        with storage.locked() as held:
-            return sign_onto(held, checkpoints_path(log_path), tree, key, origin)
-    except StorageError as exc:
-        raise AuditError(f"could not write a checkpoint: {exc}") from exc
+    return checkpoints.Checkpoint.from_note_body(note[: note.index("\n\n") + 1])
 
 
 def verify_log_and_checkpoints(
-    path: Path, verifier: notes.Verifier, origin: str | None = None, *, workers: int | None = None
+    path: Path,
+    verifier: checkpoints.Verifier,
+    origin: str | None = None,
+    *,
+    workers: int | None = None,
 ) -> tuple[int, int]:
     """Check the chain of a log file, then every checkpoint against the tree recomputed
     from entry 0 (see `verify_storage`). Returns (entries, checkpoints)."""
@@ -287,7 +229,7 @@ def verify_log_and_checkpoints(
 
 def verify_storage(
     storage: AuditStorage,
-    verifier: notes.Verifier,
+    verifier: checkpoints.Verifier,
     origin: str | None = None,
     *,
     workers: int | None = None,
@@ -313,8 +255,8 @@ def verify_storage(
         except ValueError:
             stated = None
         try:
-            checkpoint = notes.verify_checkpoint(note, expected, verifier)
-        except notes.NoteError as exc:
+            checkpoint = checkpoints.verify_checkpoint(note, expected, verifier)
+        except checkpoints.NoteError as exc:
             raise CheckpointInvalid(
                 cp_where, index, stated, f"does not verify with the node's key: {exc}"
             ) from None

@@ -26,9 +26,9 @@ one an exchange entry calls for. With no checkpoint at all (an empty log) the RP
 with `no_checkpoint`; the refusal is itself an entry, so the next GetCheckpoint signs one.
 
 Every call is audited durably before its answer and counted in
-`liaison_requests_total{peer,method,decision}`, like the ExchangeService's (`node.edge`).
+`liaison_requests_total{peer,method,decision}`, like the ExchangeService's (`node.rpc.call_path`).
 
-A node that witnesses its peers (`node.witness`, given as `witness`) serves its cosigned
+A node that witnesses its peers (`node.audit.witness`, given as `witness`) serves its cosigned
 views in GetWitnessedCheckpoints, and attaches the cosignatures it collected on its own
 checkpoint to the one GetCheckpoint serves; without one, neither.
 """
@@ -44,16 +44,16 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from federation import notes
+from federation import checkpoints
 from federation.directory import Member, MemberStatus
 from federation.oversight import MAX_ENTRIES_PER_CALL
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
-from node.audit import AuditLog
-from node.audit_verify import stated_checkpoint
-from node.auth import PeerAuthenticator
-from node.edge import Recorder
+from node.audit.log import AuditLog
+from node.audit.verify import stated_checkpoint
+from node.audit.witness import Witness
 from node.errors import Kind, Refusal, denied, invalid
-from node.witness import Witness
+from node.rpc.auth import PeerAuthenticator
+from node.rpc.call_path import Recorder
 
 _SERVICE = opb.DESCRIPTOR.services_by_name["OversightService"]
 SERVICE_NAME = _SERVICE.full_name
@@ -156,7 +156,7 @@ class OversightHandlers:
 
     # --- the checkpoint that bounds everything -----------------------------------------------
 
-    async def _latest(self) -> tuple[notes.Checkpoint, str]:
+    async def _latest(self) -> tuple[checkpoints.Checkpoint, str]:
         note = await asyncio.to_thread(self._audit.latest_checkpoint)
         if note is None:
             raise Refusal(

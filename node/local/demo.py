@@ -16,15 +16,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from federation import notes
+from federation import checkpoints
 from federation.client import MatchTransport, PeerClient, match_query, new_envelope
 from federation.fanout import match_all
 from federation.model import MatchQuery
 from federation.pki import public_key_from_text
-from node.federation_kit import Federation, build_federation
-from node.oversight_cli import load_overseer
-from node.querying import format_table, result_row
-from node.witness import witness_name
+from node.audit.witness_state import witness_name
+from node.cli.oversight import load_overseer
+from node.cli.query import format_table, result_row
+from node.local.federation import Federation, build_federation
 
 ASKER = "DE-BKA"
 PEERS = ("FR-DGPN", "NL-KLPD")
@@ -143,7 +143,7 @@ async def _oversee(fed: Federation, entries: Mapping[str, str]) -> list[dict[str
     for node in (ASKER, *PEERS):
         witnesses = [p for p in (ASKER, *PEERS) if p != node]
         verifiers = {
-            w: notes.Verifier.for_witness(
+            w: checkpoints.Verifier.for_witness(
                 witness_name(federation, w),
                 public_key_from_text(fed.member(w).signing_public_key),
             )
@@ -181,10 +181,10 @@ def _table(rows: list[dict[str, object]]) -> str:
     )
 
 
-def _cosigned(note: str, witness: notes.Verifier) -> bool:
+def _cosigned(note: str, witness: checkpoints.Verifier) -> bool:
     try:
-        notes.verify_cosignature(note, witness)
-    except notes.NoteError:
+        checkpoints.verify_cosignature(note, witness)
+    except checkpoints.NoteError:
         return False
     return True
 

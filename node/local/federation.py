@@ -28,8 +28,8 @@ from federation.pki import create_authority, public_key_from_text
 from node.config import NodeConfig, load_config
 from node.enrol import enrol_node, enrol_overseer, sign_members
 from node.importer import import_file
+from node.local.synthetic import generate_rows, write_jsonl
 from node.store import RecordStore
-from node.synthetic import generate_rows, write_jsonl
 
 MARKER = ".liaison-federation-kit"
 

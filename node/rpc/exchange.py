@@ -24,11 +24,13 @@ from federation.model import MatchAnswer, MatchQuery
 from federation.serde import WireError, match_answer_to_proto, match_query_from_proto
 from federation.signing import SIGNATURE_METADATA, response_message, sign
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
-from node.admission import REPLAYED, Admission
-from node.audit_entries import AuditRecord, new_entry_id
-from node.auth import PeerAuthenticator
-from node.directory_state import DirectoryState, advertised_serial
-from node.edge import (
+from node.audit.entries import AuditRecord, new_entry_id
+from node.directory_sources import advertised_serial
+from node.directory_state import DirectoryState
+from node.errors import Refusal, denied, invalid
+from node.rpc.admission import REPLAYED, Admission
+from node.rpc.auth import PeerAuthenticator
+from node.rpc.call_path import (
     UNIDENTIFIED,
     Recorder,
     abort,
@@ -36,7 +38,6 @@ from node.edge import (
     internal_failure,
     refusal_status,
 )
-from node.errors import Refusal, denied, invalid
 from node.service import MatchService
 
 log = logging.getLogger("liaison.node")

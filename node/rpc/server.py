@@ -23,30 +23,32 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from federation.checkpoints import audit_origin
 from federation.identity import country_of
-from federation.notes import audit_origin
 from federation.pki import load_ed25519_private, public_key_from_text
-from node.admission import Admission
-from node.agreements import load_policy_data
-from node.audit import AuditLog, open_audit_log
-from node.audit_entries import AuditError, entry_timestamp
-from node.auth import PeerAuthenticator
+from node.audit.entries import AuditError, entry_timestamp
+from node.audit.log import AuditLog, open_audit_log
+from node.audit.witness import Witness
+from node.audit.witness_schedule import Witnessing
+from node.audit.witness_state import WitnessStateError, state_path
 from node.config import NodeConfig
-from node.directory_state import DirectoryState, fetcher_for
+from node.directory_sources import fetcher_for
+from node.directory_state import DirectoryState
 from node.directory_state import for_node as directory_for_node
-from node.edge import Recorder
-from node.handlers import SERVICE_NAME, ExchangeHandlers
 from node.metrics import NodeMetrics
-from node.oversight import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
-from node.oversight import OversightHandlers
 from node.policy.cache import CachingEngine
+from node.policy.data import load_policy_data
 from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
+from node.rpc.admission import Admission
+from node.rpc.auth import PeerAuthenticator
+from node.rpc.call_path import Recorder
+from node.rpc.exchange import SERVICE_NAME, ExchangeHandlers
+from node.rpc.oversight import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
+from node.rpc.oversight import OversightHandlers
+from node.rpc.tls import CertificateError, RotatingServerCredentials, TlsFiles
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
-from node.tls import CertificateError, RotatingServerCredentials, TlsFiles
-from node.witness import Witness, WitnessStateError, state_path
-from node.witnessing import Witnessing
 
 log = logging.getLogger("liaison.node")
 

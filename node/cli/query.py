@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from federation.client import PeerClient, match_query, new_envelope
@@ -12,6 +14,7 @@ from federation.errors import InvalidRequest
 from federation.fanout import PeerResult, match_all
 from federation.pki import public_key_from_text
 from federation.vocabulary import LegalBasis
+from node.cli.shared import Subparsers, command, group
 from node.config import load_config
 from node.directory_state import for_node as directory_for_node
 
@@ -116,3 +119,41 @@ async def run_match_command(args: argparse.Namespace) -> int:
     rows = [result_row(r) for r in results]
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
+
+
+# --- `liaison query` ---------------------------------------------------------------------------
+
+
+def _query_match(args: argparse.Namespace) -> int:
+    return asyncio.run(run_match_command(args))
+
+
+def register(sub: Subparsers) -> None:
+    """Declare `liaison query` and its subcommands."""
+    query = group(sub, "query", "ask peer nodes")
+    p = command(query, "match", "hit/no-hit query to one peer or all peers", _query_match)
+    p.add_argument("--config", type=Path, required=True, help="your node's node.toml")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--peer", action="append", help="peer node id (repeatable)")
+    target.add_argument("--all", action="store_true", help="every active peer in the directory")
+    p.add_argument("--category", required=True)
+    p.add_argument("--purpose", required=True)
+    p.add_argument(
+        "--legal-basis",
+        default="none",
+        choices=["none", "bilateral_agreement", "mlat", "jit", "treaty"],
+    )
+    p.add_argument("--legal-reference", default="")
+    p.add_argument("--case", default="", help="your case file reference")
+    for flag in (
+        "document-number",
+        "vin",
+        "registration-number",
+        "serial-number",
+        "family-name",
+        "given-names",
+        "date-of-birth",
+    ):
+        p.add_argument(f"--{flag}")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds for all peers")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")

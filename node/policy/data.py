@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 # The schema ships beside the code (like the policy library, node.enrol.DEFAULT_POLICY_DIR):
 # it is the contract this code enforces, not an operator setting.
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "policies" / "schema" / "data.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "policies" / "schema" / "data.schema.json"
 
 # Problems listed in one message; the rest are counted (all are on PolicyDataError.problems).
 MAX_REPORTED = 20

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from federation import merkle
-from federation.notes import (
+from federation.checkpoints import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
     Checkpoint,

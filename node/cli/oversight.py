@@ -9,23 +9,29 @@ with the node's public key alone.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from federation import merkle, notes
+from federation import checkpoints, merkle
+from federation.checkpoints import audit_origin
 from federation.client import ClientIdentity
 from federation.directory import Directory, DirectoryError, load_directory
 from federation.errors import InvalidRequest
-from federation.notes import audit_origin
 from federation.oversight import AuditExport, ExportInvalid, OversightClient, verify_export
 from federation.pki import load_ed25519_private, public_key_from_text
-from node.audit import existing_storage
-from node.audit_entries import AuditError, leaf_input
-from node.audit_storage import StorageError
-from node.audit_verify import load_storage_tree, storage_checkpoints
+from node.audit.entries import AuditError, leaf_input
+from node.audit.log import existing_storage
+from node.audit.storage import StorageError
+from node.audit.verify import load_storage_tree, storage_checkpoints
+from node.cli.shared import ENTRY_HELP, Subparsers, command, group, parse_entry, write_out
 from node.config import ConfigError, NodeConfig
 
 
@@ -35,9 +41,9 @@ class OwnCheckpoint:
 
     origin: str
     public: ed25519.Ed25519PublicKey
-    verifier: notes.Verifier
+    verifier: checkpoints.Verifier
     note: str
-    checkpoint: notes.Checkpoint
+    checkpoint: checkpoints.Checkpoint
 
     @classmethod
     def of(cls, config: NodeConfig, found: list[str], where: str, size: int) -> OwnCheckpoint:
@@ -47,10 +53,10 @@ class OwnCheckpoint:
             raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
         origin = audit_origin(config.node.federation, config.node.id)
         public = load_ed25519_private(config.trust.signing_key).public_key()
-        verifier = notes.Verifier.for_log(origin, public)
+        verifier = checkpoints.Verifier.for_log(origin, public)
         try:
-            checkpoint = notes.verify_checkpoint(found[-1], origin, verifier)
-        except notes.NoteError as exc:
+            checkpoint = checkpoints.verify_checkpoint(found[-1], origin, verifier)
+        except checkpoints.NoteError as exc:
             raise AuditError(
                 f"the latest checkpoint does not verify ({exc}): run `liaison audit verify`"
             ) from None
@@ -90,7 +96,7 @@ def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
     entries = [leaf_input(json.loads(line)) for line in lines]
     proof = merkle.TreeHasher(store).consistency_proof(end, checkpoint.size)
     export = AuditExport.build(
-        origin, notes.vkey(origin, own.public), own.note, start, left.hashes, entries, proof
+        origin, checkpoints.vkey(origin, own.public), own.note, start, left.hashes, entries, proof
     )
     try:
         verify_export(export, verifier)
@@ -111,17 +117,17 @@ def check_export(
     try:
         export = AuditExport.from_json(path.read_bytes())
         if vkey is not None:
-            verifier = notes.Verifier.from_vkey(vkey)
+            verifier = checkpoints.Verifier.from_vkey(vkey)
             origin = origin or verifier.name
         else:
             assert public_key is not None
             origin = origin or export.origin
-            verifier = notes.Verifier.for_log(origin, public_key_from_text(public_key))
+            verifier = checkpoints.Verifier.for_log(origin, public_key_from_text(public_key))
         checkpoint = verify_export(export, verifier, origin)
     except ExportInvalid as exc:
         where = f" at entry {exc.index}" if exc.index is not None else ""
         return 2, f"{path}: BAD{where}: {exc}; keep a copy of this file"
-    except notes.NoteError as exc:
+    except checkpoints.NoteError as exc:
         raise ConfigError(f"--vkey: {exc}") from None
     return 0, (
         f"{path}: entries [{export.start}, {export.end}) of {origin} verified against its "
@@ -170,3 +176,125 @@ def load_overseer(folder: Path, directory: Path, authority_key: Path | None = No
         folder / "signing.key",
     )
     return Overseer(identity, signed)
+
+
+# --- `liaison oversight` -----------------------------------------------------------------------
+
+
+def _oversight_enroll(args: argparse.Namespace) -> int:
+    from node.enrol import enrol_overseer
+
+    member = enrol_overseer(args.authority, args.overseer_id, args.out)
+    print(
+        f"{args.overseer_id}: overseer keys and certificate written to {args.out}\n"
+        f"  member entry for the directory: {args.out / 'member.json'} (role overseer)\n"
+        f"  certificate sha256: {member.certificate_sha256}"
+    )
+    return 0
+
+
+def _oversight_export(args: argparse.Namespace) -> int:
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+
+    async def run() -> str:
+        async with overseer.client(args.node, args.endpoint) as client:
+            return (await client.export(args.start, args.end)).to_json()
+
+    write_out(asyncio.run(run()), args.out)
+    if args.out is not None:
+        print(
+            f"entries [{args.start}, {args.end}) of {args.node}'s audit log verified against "
+            f"its latest checkpoint and written to {args.out}"
+        )
+    return 0
+
+
+def _oversight_checkpoint(args: argparse.Namespace) -> int:
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+
+    async def run() -> str:
+        async with overseer.client(args.node, args.endpoint) as client:
+            return (await client.get_checkpoint())[1]
+
+    sys.stdout.write(asyncio.run(run()))
+    return 0
+
+
+def _oversight_prove(args: argparse.Namespace) -> int:
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+    entry: int | str = args.entry
+
+    async def run() -> dict[str, Any]:
+        async with overseer.client(args.node, args.endpoint) as client:
+            checkpoint, note = await client.get_checkpoint()
+            proven = await client.get_inclusion_proof(entry, checkpoint)
+            return {
+                "origin": client.origin,
+                "verifier_key": client.vkey,
+                "index": proven.index,
+                "entry": proven.entry.decode(),
+                "tree_size": proven.tree_size,
+                "checkpoint": note,
+                "inclusion_proof": [h.hex() for h in proven.proof],
+            }
+
+    print(json.dumps(asyncio.run(run()), indent=2, ensure_ascii=False))
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """Declare `liaison oversight` and its subcommands."""
+    oversight = group(
+        sub,
+        "oversight",
+        "oversight tasks: enrol an overseer; as an overseer, fetch and check a node's audit log",
+    )
+    p = command(
+        oversight,
+        "enroll",
+        "issue an overseer's TLS client certificate and signing key and write its member "
+        "entry (role overseer, no endpoint) for `directory add`",
+        _oversight_enroll,
+    )
+    p.add_argument("overseer_id", help="<ISO-3166 alpha-2>-<body>, e.g. DE-BFDI or EU-EDPS")
+    p.add_argument("--authority", type=Path, required=True, help="the authority folder")
+    p.add_argument("--out", type=Path, required=True, help="the overseer's folder")
+
+    def overseer_command(
+        name: str, help_: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = command(oversight, name, help_, run)
+        p.add_argument(
+            "--identity", type=Path, required=True, help="the overseer's folder (from enroll)"
+        )
+        p.add_argument("--directory", type=Path, required=True, help="the signed directory.json")
+        p.add_argument(
+            "--authority-key",
+            type=Path,
+            help="the authority.pub to verify the directory with (default: the identity's)",
+        )
+        p.add_argument("--node", required=True, help="the node whose log to check, e.g. DE-BKA")
+        p.add_argument("--endpoint", help="host:port (default: the directory's)")
+        return p
+
+    p = overseer_command(
+        "export",
+        "fetch entries [FROM, TO) of a node's audit log over its OversightService, verify "
+        "them against its latest checkpoint and write them as an audit export",
+        _oversight_export,
+    )
+    p.add_argument("--from", dest="start", type=int, required=True, help="first entry (index)")
+    p.add_argument("--to", dest="end", type=int, required=True, help="entry after the last")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    overseer_command(
+        "checkpoint",
+        "fetch a node's latest audit checkpoint, verify it with its key and print it",
+        _oversight_checkpoint,
+    )
+    p = overseer_command(
+        "prove",
+        "fetch one entry of a node's audit log with its inclusion proof in the latest "
+        "checkpoint, verify both and print them as JSON",
+        _oversight_prove,
+    )
+    p.add_argument("entry", type=parse_entry, help=ENTRY_HELP)

@@ -12,15 +12,16 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from federation import notes
+from federation import checkpoints
 from federation.client import ClientIdentity
 from federation.directory import Directory, Member, MemberStatus
 from federation.errors import InvalidRequest, PeerUnavailable
 from federation.oversight import OversightClient
-from node.audit_verify import stated_checkpoint
+from node.audit.verify import stated_checkpoint
+from node.audit.witness import Witness
+from node.audit.witness_schedule import Witnessing
+from node.audit.witness_state import Outcome, state_path
 from node.metrics import NodeMetrics
-from node.witness import Outcome, Witness, state_path
-from node.witnessing import Witnessing
 from tests.unit.test_witness import DIRECTORY, FED, KEYS, Log
 
 ME = "FR-DGPN"
@@ -41,7 +42,7 @@ class FakeClient:
         self.views: list[tuple[str, str]] = []
         self.closed = False
 
-    async def get_checkpoint(self, timeout: float) -> tuple[notes.Checkpoint, str]:
+    async def get_checkpoint(self, timeout: float) -> tuple[checkpoints.Checkpoint, str]:
         if self.down or self.log is None:
             raise PeerUnavailable(self.peer, "connection refused", reasons=("unreachable",))
         if self.empty_once:
@@ -176,13 +177,15 @@ def test_the_peers_cosignatures_on_our_checkpoint_are_collected(
     for log in s.logs.values():
         asyncio.run(log.grow(1))
     ours = asyncio.run(s.own.grow(4))
-    theirs = notes.cosign(ours, "liaison.example/DE-BKA/witness", KEYS["DE-BKA"], 1_800_000_000)
+    theirs = checkpoints.cosign(
+        ours, "liaison.example/DE-BKA/witness", KEYS["DE-BKA"], 1_800_000_000
+    )
     views: Sequence[tuple[str, str]] = [(ME, theirs)]
     s.set("DE-BKA", views=views)
     asyncio.run(s.runner.round())
     assert s.value("liaison_audit_cosignatures") == 1
     served = s.witness.extra_cosignatures(ours)
-    notes.verify_cosignature(served, notes.Verifier.for_witness(
+    checkpoints.verify_cosignature(served, checkpoints.Verifier.for_witness(
         "liaison.example/DE-BKA/witness", KEYS["DE-BKA"].public_key()
     ))  # fmt: skip
 

@@ -1,6 +1,6 @@
 """The running node's witnessing schedule: every `[witness] interval_s`, each active peer.
 
-`node.witness.Witness` holds the checks; this runs them against the peers' OversightService
+`node.audit.witness.Witness` holds the checks; this runs them against the peers' OversightService
 (`federation.oversight.OversightClient`). A round, for every ACTIVE member with role
 "node" other than this one, all peers at once:
 
@@ -34,8 +34,9 @@ from federation.client import ClientIdentity
 from federation.directory import Directory, Member, MemberStatus
 from federation.errors import InvalidRequest, LiaisonError, ProofFailed
 from federation.oversight import OversightClient
+from node.audit.witness import ProofRefused, Witness
+from node.audit.witness_state import Outcome
 from node.metrics import NodeMetrics
-from node.witness import Outcome, ProofRefused, Witness
 
 log = logging.getLogger("liaison.witness")
 

@@ -7,14 +7,18 @@ step into exit status 2. The OPA binary is used where the project installed it (
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.agreements import PolicyDataError, load_policy_data
+from node.cli.shared import Subparsers, command, group
+from node.config import ConfigError
 from node.policy.corpus import CorpusError, load_corpus, run_corpus
+from node.policy.data import PolicyDataError, load_policy_data
 from node.policy.decision import PolicyEngine
 from node.policy.embedded import EmbeddedEngine, PolicyLoadError
 from node.policy.explanation import explain as explain_decision
@@ -145,3 +149,90 @@ def explain(engine: PolicyEngine, policy_input: Mapping[str, Any]) -> dict[str, 
     if isinstance(engine, OpaEngine):
         out["explanation"] = engine.explain(policy_input)
     return out
+
+
+# --- `liaison policy` --------------------------------------------------------------------------
+
+
+def _policy_target(args: argparse.Namespace) -> tuple[Any, Path, Path]:
+    """(policy section or None, policy dir, data file) from --config or the explicit flags."""
+    from node.config import load_config
+
+    if args.config is not None:
+        policy = load_config(args.config).policy
+        return policy, policy.policy_dir, policy.data
+    if args.policy_dir is None or args.data is None:
+        raise ConfigError("give --config node.toml, or both --policy-dir and --data")
+    return None, args.policy_dir, args.data
+
+
+def _print_steps(steps: list[Any]) -> int:
+    for step in steps:
+        print(step.line())
+    return 0 if all(step.ok for step in steps) else 2
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    _, policy_dir, data = _policy_target(args)
+    return _print_steps(check(policy_dir, data))
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    _, policy_dir, _ = _policy_target(args)
+    return _print_steps(test(policy_dir, args.corpus))
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from node.policy.engines import build_engine
+
+    policy, policy_dir, data_path = _policy_target(args)
+    try:
+        policy_input = json.loads(args.input.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{args.input}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    data = load_policy_data(data_path)
+    engine = build_engine(policy, data) if policy else EmbeddedEngine(policy_dir, data)
+    try:
+        print(json.dumps(explain(engine, policy_input), indent=2))
+    finally:
+        engine.close()
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """Declare `liaison policy` and its subcommands."""
+    pol = group(sub, "policy", "policy tasks: check, test and explain the node's Rego")
+
+    def policy_command(
+        name: str, help_: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = command(pol, name, help_, run)
+        p.add_argument("--config", type=Path, help="the node's node.toml (policy, data, engine)")
+        p.add_argument("--policy-dir", type=Path, help="Rego folder (instead of --config)")
+        p.add_argument("--data", type=Path, help="policy data file (instead of --config)")
+        return p
+
+    policy_command(
+        "check",
+        "validate the policy data against its schema, compile the Rego, "
+        "and run opa check --strict and opa fmt",
+        _policy_check,
+    )
+    p = policy_command(
+        "test",
+        "run the Rego unit tests (opa test) and the conformance corpus on both engines",
+        _policy_test,
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="conformance corpus folder (default: the repository's tests/conformance)",
+    )
+    p = policy_command(
+        "explain",
+        "decide one input and show why: reasons, obligations, and the rules that fired "
+        "(and OPA's own trace when the node's engine is OPA)",
+        _policy_explain,
+    )
+    p.add_argument("--input", type=Path, required=True, help="a policy input JSON file")

@@ -34,7 +34,7 @@ REPLAYED = "replayed"
 
 def replayed() -> Refusal:
     """The refusal of a request whose nonce was already received (by this node, or by
-    another replica of it: `node.audit.AuditReplay`)."""
+    another replica of it: `node.audit.entries.AuditReplay`)."""
     return _unauthenticated(
         REPLAYED, "this request (its nonce) was already received: send a new request"
     )

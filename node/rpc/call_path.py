@@ -1,7 +1,7 @@
 """What every RPC handler does once it has its answer or refusal: make the audit entry
 durable, count the request, and send the refusal as a rich status.
 
-Shared by the ExchangeService (`node.handlers`) and the OversightService (`node.oversight`),
+Shared by the ExchangeService (`node.rpc.exchange`) and the OversightService (`node.rpc.oversight`),
 so every call the node answers, whatever the service, is audited and counted the same way.
 """
 
@@ -18,12 +18,12 @@ from google.rpc import status_pb2
 
 from federation.directory import Member
 from federation.serde import STATUS_TRAILER, rich_status
-from node.admission import replayed
-from node.audit import AuditLog
-from node.audit_entries import AuditError, AuditRecord, AuditReplay, new_entry_id
-from node.auth import PeerAuthenticator
+from node.audit.entries import AuditError, AuditRecord, AuditReplay, new_entry_id
+from node.audit.log import AuditLog
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
+from node.rpc.admission import replayed
+from node.rpc.auth import PeerAuthenticator
 
 log = logging.getLogger("liaison.node")
 # The metric and audit label for a caller refused before it was identified.
