@@ -18,6 +18,7 @@ from typing import Any
 
 from federation import checkpoints
 from federation.client import MatchTransport, PeerClient, match_query, new_envelope
+from federation.errors import LiaisonError
 from federation.fanout import match_all
 from federation.model import MatchQuery
 from federation.pki import public_key_from_text
@@ -152,7 +153,15 @@ async def _oversee(fed: Federation, entries: Mapping[str, str]) -> list[dict[str
         async with overseer.client(node, None) as client:
             deadline = time.monotonic() + COSIGNED_WITHIN_S
             while True:  # the checkpoint verified with the node's key, then its cosigners
-                checkpoint, note = await client.get_checkpoint()
+                try:
+                    checkpoint, note = await client.get_checkpoint()
+                except LiaisonError as exc:
+                    # A log no peer has yet called (DE-BKA only asks) has nothing to sign:
+                    # the refusal is itself an entry, so asking again gets a checkpoint.
+                    if exc.reasons != ("no_checkpoint",) or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+                    continue
                 cosigned = [w for w, v in verifiers.items() if _cosigned(note, v)]
                 if len(cosigned) == len(witnesses) or time.monotonic() > deadline:
                     break
