@@ -41,3 +41,14 @@ class MatchAnswer:
     record_refs: tuple[str, ...] = field(default_factory=tuple)
     policy_revision: str = ""
     audit_entry: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenEntry:
+    """One audit entry with its inclusion proof in the tree of `tree_size` (the
+    OversightService client verifies it against a signed root before handing it out)."""
+
+    index: int
+    tree_size: int
+    entry: bytes  # the redacted entry, canonical JSON: the exact bytes its leaf hashes
+    proof: tuple[bytes, ...]

@@ -9,11 +9,13 @@ import grpc
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
 
 from federation.errors import ERROR_DOMAIN
-from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
+from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery, ProvenEntry
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
 _BASIS_TO_PB = {
     LegalBasis.NONE: pb.LEGAL_BASIS_KIND_NONE,
@@ -161,3 +163,91 @@ def status_from_trailers(trailers: Iterable[tuple[str, str | bytes]]) -> status_
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- client side
+# A client sends bytes and reads bytes (it signs the very bytes it sends and verifies the
+# bytes it gets before it parses them), so these go from plain values to a request's wire
+# bytes and from an answer's wire bytes to plain values; a malformed answer raises
+# DecodeError, as parsing it always did.
+
+
+def match_query_to_bytes(q: MatchQuery) -> bytes:
+    return match_query_to_proto(q).SerializeToString()
+
+
+def match_answer_from_bytes(raw: bytes) -> MatchAnswer:
+    return match_answer_from_proto(pb.MatchResponse.FromString(raw))
+
+
+def get_directory_request_to_bytes(known_serial: int) -> bytes:
+    return pb.GetDirectoryRequest(known_serial=known_serial).SerializeToString()
+
+
+def signed_directory_from_bytes(raw: bytes) -> bytes:
+    """The signed directory a peer served: still only bytes, which the caller verifies."""
+    return pb.GetDirectoryResponse.FromString(raw).signed_directory
+
+
+# grpc_health ships no type stubs: the annotated locals pin what it returns.
+def health_check_request_to_bytes() -> bytes:
+    """grpc.health.v1 for the whole server (no service named)."""
+    request: bytes = health_pb2.HealthCheckRequest().SerializeToString()
+    return request
+
+
+def serving_from_bytes(raw: bytes) -> bool:
+    status: int = health_pb2.HealthCheckResponse.FromString(raw).status
+    serving: int = health_pb2.HealthCheckResponse.SERVING
+    return status == serving
+
+
+def checkpoint_request_to_bytes() -> bytes:
+    return opb.GetCheckpointRequest().SerializeToString()
+
+
+def checkpoint_note_from_bytes(raw: bytes) -> str:
+    """The checkpoint note as the node served it (its signature, then any cosignatures)."""
+    return opb.GetCheckpointResponse.FromString(raw).note
+
+
+def consistency_proof_request_to_bytes(old_size: int, new_size: int) -> bytes:
+    return opb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size).SerializeToString()
+
+
+def consistency_proof_from_bytes(raw: bytes) -> list[bytes]:
+    return list(opb.GetConsistencyProofResponse.FromString(raw).hashes)
+
+
+def inclusion_proof_request_to_bytes(entry: int | str, tree_size: int) -> bytes:
+    """An entry by its index, or by the entry id an answer named."""
+    request = (
+        opb.GetInclusionProofRequest(entry_id=entry, tree_size=tree_size)
+        if isinstance(entry, str)
+        else opb.GetInclusionProofRequest(index=entry, tree_size=tree_size)
+    )
+    return request.SerializeToString()
+
+
+def proven_entry_from_bytes(raw: bytes) -> ProvenEntry:
+    """The entry and proof as the node sent them: unverified until the client checks them."""
+    msg = opb.GetInclusionProofResponse.FromString(raw)
+    return ProvenEntry(msg.index, msg.tree_size, msg.entry, tuple(msg.hashes))
+
+
+def entries_request_to_bytes(start: int, end: int) -> bytes:
+    return opb.GetEntriesRequest(start=start, end=end).SerializeToString()
+
+
+def entries_from_bytes(raw: bytes) -> list[bytes]:
+    return list(opb.GetEntriesResponse.FromString(raw).entries)
+
+
+def witnessed_checkpoints_request_to_bytes() -> bytes:
+    return opb.GetWitnessedCheckpointsRequest().SerializeToString()
+
+
+def witnessed_checkpoints_from_bytes(raw: bytes) -> list[tuple[str, str]]:
+    """(log node id, note) for each peer log the node witnesses."""
+    msg = opb.GetWitnessedCheckpointsResponse.FromString(raw)
+    return [(c.log_node, c.note) for c in msg.checkpoints]
