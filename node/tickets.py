@@ -208,27 +208,17 @@ _PENDING = TicketState.PENDING.value
 
 
 def _ticket(row: Row[Any]) -> Ticket:
+    stored = dict(row._mapping)
+    times = ("created_at", "deadline_at", "decided_at", "delivered_at")
     return Ticket(
-        id=row.id,
-        requester=row.requester,
-        record_ref=row.record_ref,
-        category=row.category,
-        purpose=row.purpose,
-        legal_basis=LegalBasis(row.legal_basis),
-        legal_reference=row.legal_reference,
-        case_reference=row.case_reference,
-        handling_code=row.handling_code,
-        redact=tuple(json.loads(row.redact)),
-        extra_redact=tuple(json.loads(row.extra_redact)),
-        retention_days=row.retention_days,
-        created_at=from_db(row.created_at),
-        deadline_at=from_db(row.deadline_at),
-        state=TicketState(row.state),
-        decided_at=from_db(row.decided_at),
-        operator=row.operator,
-        reason=row.reason,
-        delivered_at=from_db(row.delivered_at),
-        request_entry=row.request_entry,
+        **{
+            **stored,
+            **{name: from_db(stored[name]) for name in times},
+            "legal_basis": LegalBasis(stored["legal_basis"]),
+            "state": TicketState(stored["state"]),
+            "redact": tuple(json.loads(stored["redact"])),
+            "extra_redact": tuple(json.loads(stored["extra_redact"])),
+        }
     )
 
 
@@ -359,19 +349,7 @@ class TicketStore:
             .values(state=state.value, decided_at=now, **values)
             .returning(*_t.c)
         )
-        with answering(self._engine, f"moving a ticket to {state}"):
-            with self._engine.begin() as conn:
-                row = conn.execute(stmt).one_or_none()
-                if row is not None:
-                    return _ticket(row)
-            current = self._find(ticket_id)
-        if current is None:
-            raise UnknownTicket(ticket_id, f"no ticket {ticket_id}")
-        if requester is not None and current.requester != requester:
-            raise NotYourTicket(ticket_id, f"ticket {ticket_id} was not opened by {requester}")
-        if current.state is not TicketState.PENDING:
-            raise TicketNotPending(current)
-        raise TicketExpired(current)
+        return self._update(stmt, ticket_id, requester, f"moving a ticket to {state}")
 
     def expire_due(self, now: datetime) -> builtins.list[Ticket]:
         """Move every pending ticket whose deadline passed to ``expired``, in one statement,
@@ -400,19 +378,35 @@ class TicketStore:
             .values(delivered_at=to_db(now))
             .returning(*_t.c)
         )
-        with answering(self._engine, "recording a delivery"):
+        return self._update(stmt, ticket_id, requester, "recording a delivery", delivery=True)
+
+    def _update(
+        self,
+        stmt: Any,
+        ticket_id: str,
+        requester: str | None,
+        what: str,
+        *,
+        delivery: bool = False,
+    ) -> Ticket:
+        """Run one conditional UPDATE; if it changed nothing, read the row and say why."""
+        with answering(self._engine, what):
             with self._engine.begin() as conn:
                 row = conn.execute(stmt).one_or_none()
-                if row is not None:
-                    return _ticket(row)
+            if row is not None:
+                return _ticket(row)
             current = self._find(ticket_id)
         if current is None:
             raise UnknownTicket(ticket_id, f"no ticket {ticket_id}")
-        if current.requester != requester:
+        if requester is not None and current.requester != requester:
             raise NotYourTicket(ticket_id, f"ticket {ticket_id} was not opened by {requester}")
-        if current.state is not TicketState.APPROVED:
-            raise TicketNotApproved(current)
-        raise AlreadyDelivered(current)
+        if delivery:
+            if current.state is not TicketState.APPROVED:
+                raise TicketNotApproved(current)
+            raise AlreadyDelivered(current)
+        if current.state is not TicketState.PENDING:
+            raise TicketNotPending(current)
+        raise TicketExpired(current)
 
     def get(self, ticket_id: str, requester: str | None = None) -> Ticket:
         """The ticket ``ticket_id``; with ``requester``, only if that node opened it."""
