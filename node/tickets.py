@@ -425,11 +425,12 @@ class TicketStore:
 
     def list(
         self,
-        state: TicketState | None = None,
+        state: TicketState | str | None = None,
         requester: str | None = None,
         limit: int = 100,
     ) -> builtins.list[Ticket]:
-        """Tickets, oldest first, optionally of one state and one requester."""
+        """Tickets, oldest first, optionally of one state (a name from the CLI is checked:
+        ValueError) and one requester."""
         stmt = select(_t).order_by(_t.c.created_at, _t.c.id).limit(max(limit, 0))
         if state is not None:
             stmt = stmt.where(_t.c.state == TicketState(state).value)

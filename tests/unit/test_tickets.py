@@ -292,6 +292,9 @@ class TestTicketStore:
         assert tickets.list(state=TicketState.PENDING, requester="NL-KLPD") == []
         assert [t.id for t in tickets.list(limit=2)] == [a.id, b.id]
         assert tickets.list(limit=0) == []
+        assert [t.id for t in tickets.list(state="refused")] == [b.id]  # a name from the CLI
+        with pytest.raises(ValueError, match="'closed' is not a valid TicketState"):
+            tickets.list(state="closed")
 
     def test_counts_and_ages_for_metrics(self, tickets: TicketStore) -> None:
         assert tickets.open_by_state() == {state: 0 for state in TicketState}
