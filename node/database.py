@@ -19,9 +19,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from node.store import StoreUnavailable
-
 UNAVAILABLE_HINT = "check that the database is up and reachable, then retry"
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not answer (down, disk full, locked past its timeout)."""
 
 
 def open_engine(url: str) -> Engine:
@@ -36,8 +38,9 @@ def open_engine(url: str) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # As node.store: WAL lets readers read while another writes, FULL makes a commit survive
-    # power loss, busy_timeout makes a second writer wait for the first instead of failing.
+    # WAL lets readers (the server) read while another writes (an import), FULL makes a
+    # commit survive power loss, busy_timeout makes a second writer wait for the first
+    # instead of failing at once.
     cursor = dbapi_connection.cursor()
     for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL", "busy_timeout=5000"):
         cursor.execute(f"PRAGMA {pragma}")

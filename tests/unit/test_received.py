@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from federation.vocabulary import LegalBasis
+from node.database import StoreUnavailable
 from node.received import ReceivedRecord, ReceivedStore
-from node.store import StoreUnavailable
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("LIAISON_TEST_POSTGRES_URL") else [])
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from federation.vocabulary import LegalBasis
-from node.store import StoreUnavailable
+from node.database import StoreUnavailable
 from node.tickets import (
     MAX_REASON,
     AlreadyDelivered,
