@@ -1,6 +1,6 @@
 """How long the `liaison` command takes to start, beside the interpreter's own start.
 
-Operators run `liaison` often and a container health check runs it every few seconds, so
+Operators run `liaison` often (a container health check would run it every few seconds), so
 what matters is the wall time of a whole process: the interpreter, the imports, building
 the parser (all of it, on every run), and printing. Each run below is a fresh process:
 

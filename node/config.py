@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # SQLAlchemy (for parsing database URLs) and the gRPC client are imported where they are
 # used: the `liaison` command imports this module to declare its parser, and start-up time
-# is what an operator (and a container health check) waits for on every run.
+# is what an operator waits for on every run.
 
 
 class ConfigError(ValueError):

@@ -32,7 +32,7 @@ from node.cli import (
 
 # Errors that are the operator's to fix: printed as one line, never as a traceback. Named by
 # module and class, not imported: their modules pull in gRPC, SQLAlchemy, OPA's client and
-# more, which `liaison --help` (run often, and by health checks) should not wait for.
+# more, which `liaison --help` (run often) should not wait for.
 OPERATOR_ERRORS = (
     ("node.policy.decision", "PolicyUnavailable"),
     ("node.config", "ConfigError"),

@@ -56,7 +56,7 @@ def test_every_subcommand_has_help(command: list[str], capsys: pytest.CaptureFix
 @pytest.mark.parametrize("command", [[], ["audit", "verify"], ["policy", "explain"]])
 def test_help_imports_none_of_the_heavy_libraries(command: list[str]) -> None:
     """The parser is built on every run: a group module that imports gRPC, SQLAlchemy or
-    the like at its top makes every `liaison` run (and health check) wait for it."""
+    the like at its top makes every `liaison` run wait for it."""
     heavy: tuple[str, ...] = ("grpc", "sqlalchemy", "sqlmodel", "cryptography", "aiohttp")
     heavy += ("opa_client", "jsonschema", "prometheus_client", "google.protobuf", "asyncio")
     script = (
