@@ -11,13 +11,16 @@ import difflib
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from federation.client import ClientIdentity
 from federation.identity import InvalidIdentity, check_federation, check_node_id
+
+if TYPE_CHECKING:
+    from federation.client import ClientIdentity
+
+# SQLAlchemy (for parsing database URLs) and the gRPC client are imported where they are
+# used: the `liaison` command imports this module to declare its parser, and start-up time
+# is what an operator waits for on every run.
 
 
 class ConfigError(ValueError):
@@ -122,6 +125,8 @@ class NodeConfig:
     def client_identity(self) -> ClientIdentity:
         """This node's credentials for calling peers, read now from the files `[tls]` and
         `[trust] signing_key` name (so a rotated certificate is the one presented)."""
+        from federation.client import ClientIdentity
+
         return ClientIdentity.from_files(
             self.node.id,
             self.node.federation,
@@ -207,6 +212,9 @@ def _section(name: str, cls: type, raw: Any, source: Path) -> Any:
 
 def _sqlite_beside(url: str, config: Path, section: str = "store") -> str:
     """A relative SQLite path means "beside the config file", not "wherever we started"."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -235,6 +243,8 @@ def _audit(audit: AuditSection, raw: dict[str, Any], store_url: str, path: Path)
         raise ConfigError(
             f'{path}: [audit] path is for store = "file" (the log is in the database at url)'
         )
+    from sqlalchemy.engine import make_url
+
     url = _sqlite_beside(audit.url, path, "audit") if audit.url else store_url
     parsed = make_url(url)
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):

@@ -1,7 +1,9 @@
 """The `liaison` command: every operator task, each subcommand with its own --help.
 
 Each top-level command is a module here that declares its subcommands and holds their
-handlers (`register`); this assembles them into one parser and runs the command.
+handlers (`register`); this assembles them into one parser and runs the command. A group
+module imports at its top only what declaring its parser needs, and its handlers import the
+rest: the whole parser is built on every run, `liaison --help` included, so it stays quick.
 
 Errors reach the operator as one line that says what was wrong and what to do, and exit 2
 (`main`, for every command); a traceback is a bug.
@@ -14,12 +16,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from federation.directory import DirectoryError
-from federation.errors import LiaisonError
-from federation.identity import InvalidIdentity
-from federation.pki import PkiError
-from node.audit.entries import AuditError
-from node.audit.witness_state import WitnessStateError
 from node.cli import (
     audit,
     data,
@@ -33,30 +29,38 @@ from node.cli import (
     serve,
     witness,
 )
-from node.config import ConfigError
-from node.importer import ImportFailed
-from node.policy.data import PolicyDataError
-from node.policy.decision import PolicyUnavailable
-from node.policy.embedded import PolicyLoadError
-from node.rpc.server import StartupError
 
-# Errors that are the operator's to fix: printed as one line, never as a traceback.
+# Errors that are the operator's to fix: printed as one line, never as a traceback. Named by
+# module and class, not imported: their modules pull in gRPC, SQLAlchemy, OPA's client and
+# more, which `liaison --help` (run often) should not wait for.
 OPERATOR_ERRORS = (
-    PolicyUnavailable,
-    ConfigError,
-    DirectoryError,
-    PkiError,
-    InvalidIdentity,
-    ImportFailed,
-    PolicyDataError,
-    PolicyLoadError,
-    StartupError,
-    AuditError,
-    WitnessStateError,
-    LiaisonError,
-    FileNotFoundError,
-    PermissionError,
+    ("node.policy.decision", "PolicyUnavailable"),
+    ("node.config", "ConfigError"),
+    ("federation.directory", "DirectoryError"),
+    ("federation.pki", "PkiError"),
+    ("federation.identity", "InvalidIdentity"),
+    ("node.importer", "ImportFailed"),
+    ("node.policy.data", "PolicyDataError"),
+    ("node.policy.embedded", "PolicyLoadError"),
+    ("node.rpc.server", "StartupError"),
+    ("node.audit.entries", "AuditError"),
+    ("node.audit.witness_state", "WitnessStateError"),
+    ("federation.errors", "LiaisonError"),
+    ("builtins", "FileNotFoundError"),
+    ("builtins", "PermissionError"),
 )
+
+
+def is_operator_error(exc: BaseException) -> bool:
+    """Whether `exc` is one of OPERATOR_ERRORS. A module not yet imported cannot have raised
+    its error (an instance needs its class, and the class its module), so only the modules
+    in `sys.modules` are consulted: the answer is the same as importing them all, for free."""
+    for module_name, class_name in OPERATOR_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, class_name)):
+            return True
+    return False
+
 
 # Each group declares its subcommands; `liaison --help` lists them in this order.
 GROUPS = (
@@ -93,9 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.run(args)
-    except OPERATOR_ERRORS as exc:
-        print(f"liaison: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not is_operator_error(exc):
+            raise
+        print(f"liaison: error: {exc}", file=sys.stderr)
+        return 2
     return code

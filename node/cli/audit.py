@@ -7,11 +7,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from node.audit.entries import AuditError
-from node.audit.storage import AuditStorage
 from node.cli.shared import ENTRY_HELP, Subparsers, command, group, parse_entry, write_out
-from node.config import ConfigError, NodeConfig
+
+if TYPE_CHECKING:
+    from node.audit.storage import AuditStorage
+    from node.config import NodeConfig
 
 
 def _audit_storage(config: NodeConfig) -> AuditStorage:
@@ -34,11 +36,11 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from federation import checkpoints
     from federation.checkpoints import audit_origin
     from federation.pki import load_ed25519_private, public_key_from_text
-    from node.audit.entries import AuditCorrupt, CheckpointInvalid
+    from node.audit.entries import AuditCorrupt, AuditError, CheckpointInvalid
     from node.audit.file_store import FileStorage
     from node.audit.storage import StorageError
     from node.audit.verify import verify_log, verify_storage
-    from node.config import load_config
+    from node.config import ConfigError, load_config
 
     if args.export is not None:
         from node.cli.oversight import check_export
@@ -119,7 +121,7 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
 
 def _audit_prove(args: argparse.Namespace) -> int:
     from federation import checkpoints, merkle
-    from node.audit.entries import leaf_input
+    from node.audit.entries import AuditError, leaf_input
     from node.audit.storage import StorageError
     from node.audit.verify import load_storage_tree, storage_checkpoints
     from node.cli.oversight import OwnCheckpoint

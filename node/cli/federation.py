@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from federation.pki import PkiError
 from node.cli.shared import Subparsers, command, group
 
 
 def _federation_init(args: argparse.Namespace) -> int:
     from federation.identity import check_federation
-    from federation.pki import create_authority
+    from federation.pki import PkiError, create_authority
 
     out: Path = args.dir
     if (out / "ca.key").exists():

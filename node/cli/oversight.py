@@ -10,29 +10,23 @@ with the node's public key alone.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from federation import checkpoints, merkle
-from federation.checkpoints import audit_origin
-from federation.client import ClientIdentity
-from federation.directory import Directory, DirectoryError, load_directory
-from federation.errors import InvalidRequest
-from federation.oversight import AuditExport, ExportInvalid, OversightClient, verify_export
-from federation.pki import load_ed25519_private, public_key_from_text
-from node.audit.entries import AuditError, leaf_input
-from node.audit.log import existing_storage
-from node.audit.storage import StorageError
-from node.audit.verify import load_storage_tree, storage_checkpoints
 from node.cli.shared import ENTRY_HELP, Subparsers, command, group, parse_entry, write_out
-from node.config import ConfigError, NodeConfig
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from federation import checkpoints
+    from federation.client import ClientIdentity
+    from federation.directory import Directory
+    from federation.oversight import AuditExport, OversightClient
+    from node.config import NodeConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +43,11 @@ class OwnCheckpoint:
     def of(cls, config: NodeConfig, found: list[str], where: str, size: int) -> OwnCheckpoint:
         """From the log's checkpoint notes (`found`) and its size; AuditError, saying what
         to do, if there is none, it does not verify, or the log is smaller than it."""
+        from federation import checkpoints
+        from federation.checkpoints import audit_origin
+        from federation.pki import load_ed25519_private
+        from node.audit.entries import AuditError
+
         if not found:
             raise AuditError(f"{where} has no checkpoint yet: run `liaison audit checkpoint` first")
         origin = audit_origin(config.node.federation, config.node.id)
@@ -72,6 +71,13 @@ def export_from_log(config: NodeConfig, start: int, end: int) -> AuditExport:
     """Entries [start, end) of the node's own log, against its latest checkpoint (read
     only: safe on the log of a running node, on either store). Verified before it is
     returned."""
+    from federation import checkpoints, merkle
+    from federation.oversight import AuditExport, ExportInvalid, verify_export
+    from node.audit.entries import AuditError, leaf_input
+    from node.audit.log import existing_storage
+    from node.audit.storage import StorageError
+    from node.audit.verify import load_storage_tree, storage_checkpoints
+
     if start > end:
         raise AuditError(f"--from {start} is after --to {end}")
     storage = existing_storage(config.audit.store, config.audit.path, config.audit.url)
@@ -109,6 +115,11 @@ def check_export(
     path: Path, public_key: str | None, vkey: str | None, origin: str | None
 ) -> tuple[int, str]:
     """(exit code, report line) for `audit verify --export`."""
+    from federation import checkpoints
+    from federation.oversight import AuditExport, ExportInvalid, verify_export
+    from federation.pki import public_key_from_text
+    from node.config import ConfigError
+
     if public_key is None and vkey is None:
         raise ConfigError(
             "--export needs the node's key: --public-key HEX (or --vkey, its signed-note "
@@ -141,6 +152,9 @@ class Overseer:
     directory: Directory
 
     def client(self, node_id: str, endpoint: str | None = None) -> OversightClient:
+        from federation.errors import InvalidRequest
+        from federation.oversight import OversightClient
+
         member = self.directory.member(node_id)
         if member is None:
             raise InvalidRequest(node_id, f"not in directory serial {self.directory.serial}")
@@ -152,6 +166,11 @@ class Overseer:
 def load_overseer(folder: Path, directory: Path, authority_key: Path | None = None) -> Overseer:
     """An overseer's identity (the folder `oversight enroll` wrote) and the signed
     directory, verified with the authority key (default: the folder's authority.pub)."""
+    from federation.client import ClientIdentity
+    from federation.directory import DirectoryError, load_directory
+    from federation.pki import public_key_from_text
+    from node.config import ConfigError
+
     try:
         member = json.loads((folder / "member.json").read_text())
         node_id = str(member["node_id"])
@@ -194,6 +213,8 @@ def _oversight_enroll(args: argparse.Namespace) -> int:
 
 
 def _oversight_export(args: argparse.Namespace) -> int:
+    import asyncio
+
     overseer = load_overseer(args.identity, args.directory, args.authority_key)
 
     async def run() -> str:
@@ -210,6 +231,8 @@ def _oversight_export(args: argparse.Namespace) -> int:
 
 
 def _oversight_checkpoint(args: argparse.Namespace) -> int:
+    import asyncio
+
     overseer = load_overseer(args.identity, args.directory, args.authority_key)
 
     async def run() -> str:
@@ -221,6 +244,8 @@ def _oversight_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _oversight_prove(args: argparse.Namespace) -> int:
+    import asyncio
+
     overseer = load_overseer(args.identity, args.directory, args.authority_key)
     entry: int | str = args.entry
 

@@ -13,18 +13,12 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.cli.shared import Subparsers, command, group
-from node.config import ConfigError
-from node.policy.corpus import CorpusError, load_corpus, run_corpus
-from node.policy.data import PolicyDataError, load_policy_data
-from node.policy.decision import PolicyEngine
-from node.policy.embedded import EmbeddedEngine, PolicyLoadError
-from node.policy.explanation import explain as explain_decision
-from node.policy.opa import OpaEngine
-from node.policy.opa_process import OpaNotFound, find_opa, start_opa
-from node.policy.rego_tests import run_rego_tests
+
+if TYPE_CHECKING:
+    from node.policy.decision import PolicyEngine
 
 # The corpus shipped with the repository, used when no other is named.
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "tests" / "conformance"
@@ -43,6 +37,8 @@ class Step:
 
 
 def _opa(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    from node.policy.opa_process import find_opa
+
     return subprocess.run(
         [str(find_opa()), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -50,6 +46,10 @@ def _opa(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[s
 
 def check(policy_dir: Path, data_path: Path) -> list[Step]:
     """Schema of the data, then the Rego: compiled in-process, `opa check --strict`, `opa fmt`."""
+    from node.policy.data import PolicyDataError, load_policy_data
+    from node.policy.embedded import EmbeddedEngine, PolicyLoadError
+    from node.policy.opa_process import OpaNotFound
+
     steps: list[Step] = []
     data: Mapping[str, Any] | None = None
     try:
@@ -83,6 +83,9 @@ def check(policy_dir: Path, data_path: Path) -> list[Step]:
 
 def test(policy_dir: Path, corpus_dir: Path | None) -> list[Step]:
     """The Rego unit tests (`opa test`), then the conformance corpus on both engines."""
+    from node.policy.opa_process import OpaNotFound
+    from node.policy.rego_tests import run_rego_tests
+
     steps: list[Step] = []
     try:
         result = _opa(["test", str(policy_dir)])
@@ -112,6 +115,11 @@ def test(policy_dir: Path, corpus_dir: Path | None) -> list[Step]:
 
 
 def _corpus_steps(policy_dir: Path, corpus_dir: Path, with_opa: bool) -> list[Step]:
+    from node.policy.corpus import CorpusError, load_corpus, run_corpus
+    from node.policy.embedded import EmbeddedEngine
+    from node.policy.opa import OpaEngine
+    from node.policy.opa_process import start_opa
+
     try:
         data, cases = load_corpus(corpus_dir)
     except CorpusError as exc:
@@ -145,6 +153,9 @@ def _corpus_steps(policy_dir: Path, corpus_dir: Path, with_opa: bool) -> list[St
 def explain(engine: PolicyEngine, policy_input: Mapping[str, Any]) -> dict[str, Any]:
     """The decision, and why: the rules that fired behind it (node/policy/explanation.py),
     and on OPA also OPA's own trace of the decision query."""
+    from node.policy.explanation import explain as explain_decision
+    from node.policy.opa import OpaEngine
+
     out = explain_decision(engine, policy_input)
     if isinstance(engine, OpaEngine):
         out["explanation"] = engine.explain(policy_input)
@@ -156,7 +167,7 @@ def explain(engine: PolicyEngine, policy_input: Mapping[str, Any]) -> dict[str, 
 
 def _policy_target(args: argparse.Namespace) -> tuple[Any, Path, Path]:
     """(policy section or None, policy dir, data file) from --config or the explicit flags."""
-    from node.config import load_config
+    from node.config import ConfigError, load_config
 
     if args.config is not None:
         policy = load_config(args.config).policy
@@ -183,6 +194,9 @@ def _policy_test(args: argparse.Namespace) -> int:
 
 
 def _policy_explain(args: argparse.Namespace) -> int:
+    from node.config import ConfigError
+    from node.policy.data import load_policy_data
+    from node.policy.embedded import EmbeddedEngine
     from node.policy.engines import build_engine
 
     policy, policy_dir, data_path = _policy_target(args)

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from federation.client import PeerClient, match_query, new_envelope
-from federation.directory import MemberStatus
-from federation.errors import InvalidRequest
-from federation.fanout import PeerResult, match_all
-from federation.pki import public_key_from_text
-from federation.vocabulary import LegalBasis
 from node.cli.shared import Subparsers, command, group
-from node.config import load_config
-from node.directory_state import for_node as directory_for_node
+
+if TYPE_CHECKING:
+    from federation.fanout import PeerResult
 
 _FLAGS = {
     "document_number": "document_number",
@@ -27,6 +21,8 @@ _FLAGS = {
 
 
 def identifiers_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
+    from federation.errors import InvalidRequest
+
     out = [(kind, getattr(args, attr)) for attr, kind in _FLAGS.items() if getattr(args, attr)]
     person = (args.family_name, args.given_names, args.date_of_birth)
     if any(person):
@@ -74,6 +70,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 async def run_match_command(args: argparse.Namespace) -> int:
+    from federation.client import PeerClient, match_query, new_envelope
+    from federation.directory import MemberStatus
+    from federation.errors import InvalidRequest
+    from federation.fanout import match_all
+    from federation.pki import public_key_from_text
+    from federation.vocabulary import LegalBasis
+    from node.config import load_config
+    from node.directory_state import for_node as directory_for_node
+
     config = load_config(args.config)
     authority = public_key_from_text(config.trust.authority_public_key.read_text())
     # The directory the node itself would use: its file, or a newer one it learned from a
@@ -125,6 +130,8 @@ async def run_match_command(args: argparse.Namespace) -> int:
 
 
 def _query_match(args: argparse.Namespace) -> int:
+    import asyncio
+
     return asyncio.run(run_match_command(args))
 
 

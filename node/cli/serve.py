@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 from node.cli.shared import Subparsers
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from node.config import load_config
     from node.rpc.server import serve
 

@@ -64,3 +64,17 @@ def test_audit_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() ->
     for how in ("--workers 1", "default workers"):
         assert f"liaison audit verify (subprocess, end to end, {how}):" in out
     assert "target: liaison audit verify of 1,000,000 entries ≤ 30 s:" in out
+
+
+def test_cli_startup_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() -> None:
+    out = run_quick("cli_startup.py", timeout=120)
+    assert "baseline: python -c pass: median" in out
+    for command in (
+        "liaison --help",
+        "liaison audit verify --help",
+        "liaison policy explain --help",
+    ):
+        line = next(line for line in out.splitlines() if line.startswith(f"{command}: median"))
+        assert "p90" in line
+        assert "ratio to baseline" in line
+    assert "target: every --help under 500 ms (median):" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import build_parser, main
+from node.cli import OPERATOR_ERRORS, build_parser, is_operator_error, main
 from node.config import load_config
 from node.local.federation import Federation
 from node.store import RecordStore
@@ -50,6 +51,45 @@ def test_every_subcommand_has_help(command: list[str], capsys: pytest.CaptureFix
         main([*command, "--help"])
     assert exit_.value.code == 0
     assert f"usage: liaison {' '.join(command)}".strip() in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [[], ["audit", "verify"], ["policy", "explain"]])
+def test_help_imports_none_of_the_heavy_libraries(command: list[str]) -> None:
+    """The parser is built on every run: a group module that imports gRPC, SQLAlchemy or
+    the like at its top makes every `liaison` run wait for it."""
+    heavy: tuple[str, ...] = ("grpc", "sqlalchemy", "sqlmodel", "cryptography", "aiohttp")
+    heavy += ("opa_client", "jsonschema", "prometheus_client", "google.protobuf", "asyncio")
+    script = (
+        "import sys\n"
+        "from node.cli import main\n"
+        "try:\n"
+        f"    main({[*command, '--help']!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules if m.startswith({heavy!r})}}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: liaison" in result.stdout
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_operator_errors_are_exception_classes_caught_with_their_subclasses() -> None:
+    """OPERATOR_ERRORS names its classes rather than importing them: each name must resolve,
+    or its errors would reach the operator as a traceback."""
+    for module_name, class_name in OPERATOR_ERRORS:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        assert isinstance(cls, type) and issubclass(cls, Exception), (module_name, class_name)
+        assert is_operator_error(cls.__new__(cls))
+    from federation.errors import InvalidRequest
+    from node.policy.opa_process import OpaNotFound
+
+    assert is_operator_error(InvalidRequest("DE-BKA", "not in the directory"))
+    assert is_operator_error(OpaNotFound("no opa"))
+    assert not is_operator_error(ValueError("a bug"))
+    assert not is_operator_error(KeyError("a bug"))
 
 
 def test_query_all_prints_one_row_per_peer(fed: Federation) -> None:
