@@ -41,3 +41,36 @@ class MatchAnswer:
     record_refs: tuple[str, ...] = field(default_factory=tuple)
     policy_revision: str = ""
     audit_entry: str = ""
+
+
+# --- what the OversightService is asked and answers (node/rpc/oversight.py)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyQuery:
+    old_size: int
+    new_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionQuery:
+    """An entry named by its index or by its id (neither: the request is malformed); a
+    `tree_size` of 0 means the latest signed checkpoint's."""
+
+    tree_size: int
+    index: int | None = None
+    entry_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    index: int
+    tree_size: int
+    entry: bytes
+    hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRange:
+    start: int
+    end: int

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2, timestamp_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from federation.errors import ERROR_DOMAIN
-from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
+from federation.model import (
+    ConsistencyQuery,
+    EntryRange,
+    Envelope,
+    Identifier,
+    InclusionProof,
+    InclusionQuery,
+    MatchAnswer,
+    MatchQuery,
+)
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
 _BASIS_TO_PB = {
     LegalBasis.NONE: pb.LEGAL_BASIS_KIND_NONE,
@@ -29,7 +40,7 @@ class WireError(ValueError):
     """A message that cannot become a domain object; `field` names the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
 
 
@@ -88,6 +99,11 @@ def match_query_from_proto(msg: pb.MatchRequest) -> MatchQuery:
     )
 
 
+def match_query_from_wire(raw: bytes) -> MatchQuery:
+    """A MatchRequest's bytes as the node received them (WireError if they are none)."""
+    return match_query_from_proto(_from_wire(pb.MatchRequest, raw))
+
+
 def match_answer_to_proto(a: MatchAnswer) -> pb.MatchResponse:
     return pb.MatchResponse(
         responder=a.responder,
@@ -106,6 +122,93 @@ def match_answer_from_proto(msg: pb.MatchResponse) -> MatchAnswer:
         policy_revision=msg.policy_revision,
         audit_entry=msg.audit_entry_id,
     )
+
+
+def match_answer_to_wire(a: MatchAnswer) -> bytes:
+    return match_answer_to_proto(a).SerializeToString()
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def _from_wire(kind: type[_M], raw: bytes) -> _M:
+    """The message `raw` holds; WireError (no field) if it is not one."""
+    try:
+        return kind.FromString(raw)
+    except DecodeError:
+        raise WireError("", f"request is not a {kind.__name__}") from None
+
+
+# --- GetDirectory, server side
+
+
+def directory_request_from_wire(raw: bytes) -> int:
+    """The serial the caller says it holds (it gets ours whatever it holds)."""
+    return int(_from_wire(pb.GetDirectoryRequest, raw).known_serial)
+
+
+def directory_response_to_wire(serial: int, signed_directory: bytes) -> bytes:
+    return pb.GetDirectoryResponse(
+        serial=serial, signed_directory=signed_directory
+    ).SerializeToString()
+
+
+# --- OversightService, server side
+
+
+def checkpoint_request_from_wire(raw: bytes) -> None:
+    _from_wire(opb.GetCheckpointRequest, raw)
+
+
+def checkpoint_response_to_wire(note: str) -> bytes:
+    return opb.GetCheckpointResponse(note=note).SerializeToString()
+
+
+def consistency_query_from_wire(raw: bytes) -> ConsistencyQuery:
+    msg = _from_wire(opb.GetConsistencyProofRequest, raw)
+    return ConsistencyQuery(old_size=msg.old_size, new_size=msg.new_size)
+
+
+def consistency_proof_to_wire(hashes: Sequence[bytes]) -> bytes:
+    return opb.GetConsistencyProofResponse(hashes=hashes).SerializeToString()
+
+
+def inclusion_query_from_wire(raw: bytes) -> InclusionQuery:
+    msg = _from_wire(opb.GetInclusionProofRequest, raw)
+    which = msg.WhichOneof("entry")
+    return InclusionQuery(
+        tree_size=msg.tree_size,
+        index=msg.index if which == "index" else None,
+        entry_id=msg.entry_id if which == "entry_id" else None,
+    )
+
+
+def inclusion_proof_to_wire(proof: InclusionProof) -> bytes:
+    return opb.GetInclusionProofResponse(
+        index=proof.index, tree_size=proof.tree_size, entry=proof.entry, hashes=proof.hashes
+    ).SerializeToString()
+
+
+def entry_range_from_wire(raw: bytes) -> EntryRange:
+    msg = _from_wire(opb.GetEntriesRequest, raw)
+    return EntryRange(start=msg.start, end=msg.end)
+
+
+def entries_to_wire(entries: Sequence[bytes]) -> bytes:
+    return opb.GetEntriesResponse(entries=entries).SerializeToString()
+
+
+def witnessed_request_from_wire(raw: bytes) -> None:
+    _from_wire(opb.GetWitnessedCheckpointsRequest, raw)
+
+
+def witnessed_checkpoints_to_wire(cosigned: Iterable[tuple[str, str]]) -> bytes:
+    """(log node, cosigned note) pairs, as this node witnessed them."""
+    views = [opb.WitnessedCheckpoint(log_node=log, note=note) for log, note in cosigned]
+    return opb.GetWitnessedCheckpointsResponse(checkpoints=views).SerializeToString()
+
+
+# --- refusals
 
 
 def rich_status(
