@@ -20,7 +20,6 @@ same for all of them, so every call is audited, counted and refused the same way
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -156,12 +155,58 @@ def refusal_status(refusal: Refusal, entry_id: str, revision: str) -> bytes:
 
 
 @dataclass
-class _Outcome:
-    """What the call will send: the answer's or the refusal's bytes, and its signature."""
+class _Exchange:
+    """One call as the path carries it from step to step: what is known of the request,
+    and what will be sent (the answer's or the refusal's bytes, and their signature)."""
 
+    method: Method[Any, Any]
+    wire_name: str
+    request_sha256: bytes
+    entry_id: str
+    revision: str
+    peer: str = UNIDENTIFIED
+    envelope: Envelope | None = None
+    facts: Facts = Facts()
+    request_signature: bytes = b""
     response: bytes = b""
     refusal: Refusal | None = None
     signature: bytes = b""
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+        self.response = refusal_status(refusal, self.entry_id, self.revision)
+
+    def seal(self, key: ed25519.Ed25519PrivateKey | None) -> None:
+        """Sign what will be sent, bound to the request, if the method signs."""
+        if not self.method.signed:
+            return
+        if key is None:
+            raise RuntimeError("a signed method is served by a call path without a key")
+        ok = self.refusal is None
+        message = response_message(self.wire_name, self.request_sha256, self.response, ok)
+        self.signature = sign(key, message)
+
+    def record(self, time: str) -> AuditRecord:
+        """The call's one audit record."""
+        refusal, envelope = self.refusal, self.envelope
+        return AuditRecord(
+            entry_id=self.entry_id,
+            time=time,
+            peer=self.peer,
+            method=self.method.name,
+            purpose=envelope.purpose[:64] if envelope else "",
+            legal_basis=envelope.legal_basis.value if envelope else "",
+            decision=refusal.decision if refusal else "allow",
+            reasons=refusal.reasons if refusal else (),
+            policy_revision=self.revision,
+            request_sha256=self.request_sha256.hex(),
+            response_sha256=hashlib.sha256(self.response).hexdigest(),
+            category=self.facts.category[:64],
+            case_reference=envelope.case_reference[:128] if envelope else "",
+            nonce=envelope.nonce.hex()[:128] if envelope else "",
+            request_signature=self.request_signature.hex(),
+            response_signature=self.signature.hex(),
+        )
 
 
 class CallPath:
@@ -198,77 +243,19 @@ class CallPath:
     async def run(
         self, service: Service, method: Method[Q, A], raw: bytes, context: Context
     ) -> bytes:
+        """Steps 1 to 8 for one call: the answer's bytes, or the call aborted with its
+        refusal (grpc.aio's abort raises)."""
         started = time.perf_counter()
-        wire_name = full_method(service.name, method.name)
-        entry_id = new_entry_id()
-        peer, revision = UNIDENTIFIED, service.revision()
-        request: Q | None = None
-        answer: A | None = None
-        parsed = answered = False
-        envelope: Envelope | None = None
-        request_signature = b""
-        outcome = _Outcome()
-        try:
-            member = self._auth.identify(context.auth_context())  # 1 identify
-            peer = member.node_id
-            call = Call(member, entry_id, dict(context.invocation_metadata() or ()), revision)
-            _guard(method, member)
-            if service.on_identified is not None:
-                service.on_identified(call)
-            if method.envelope is not None:  # 2 verify
-                request_signature = self._admitted().check_signature(
-                    member, wire_name, raw, call.metadata
-                )
-            request, parsed = _parse(method, raw), True  # 3 parse
-            if method.envelope is not None:
-                envelope = method.envelope(request)
-                self._admitted().check_fresh(member, envelope)
-            answer = await method.serve(call, request)  # 4 serve
-            revision = call.revision
-            outcome.response = method.encode(answer)
-            answered = True
-        except Refusal as exc:
-            peer = exc.peer or peer
-            revision = exc.policy_revision or revision
-            outcome.refusal = exc
-        except Exception:
-            outcome.refusal = internal_failure(method.name, peer)
-        request_sha256 = hashlib.sha256(raw).digest()
-
-        def conclude(refusal: Refusal | None) -> None:
-            """Fix what is sent (the refusal's status, if any) and sign it if the method signs."""
-            if refusal is not None:
-                outcome.refusal = refusal
-                outcome.response = refusal_status(refusal, entry_id, revision)
-            if method.signed:
-                message = response_message(
-                    wire_name, request_sha256, outcome.response, ok=outcome.refusal is None
-                )
-                outcome.signature = sign(self._signing_key(), message)
-
-        conclude(outcome.refusal)
-        facts = method.facts(request) if parsed else Facts()  # type: ignore[arg-type]
-
-        def record() -> AuditRecord:  # 5 record
-            refusal = outcome.refusal
-            return AuditRecord(
-                entry_id=entry_id,
-                time=audit_time(),
-                peer=peer,
-                method=method.name,
-                purpose=envelope.purpose[:64] if envelope else "",
-                legal_basis=envelope.legal_basis.value if envelope else "",
-                decision=refusal.decision if refusal else "allow",
-                reasons=refusal.reasons if refusal else (),
-                policy_revision=revision,
-                request_sha256=request_sha256.hex(),
-                response_sha256=hashlib.sha256(outcome.response).hexdigest(),
-                category=facts.category[:64],
-                case_reference=envelope.case_reference[:128] if envelope else "",
-                nonce=envelope.nonce.hex()[:128] if envelope else "",
-                request_signature=request_signature.hex(),
-                response_signature=outcome.signature.hex(),
-            )
+        x = _Exchange(
+            method,
+            full_method(service.name, method.name),
+            hashlib.sha256(raw).digest(),
+            new_entry_id(),
+            service.revision(),
+        )
+        tally = await self._serve(service, method, x, raw, context)  # steps 1-4
+        x.seal(self._key)
+        when = audit_time()
 
         def instead_of_replay() -> AuditRecord:
             """Another replica answered this very request: the log writes its refusal as a
@@ -276,29 +263,72 @@ class CallPath:
             log.warning(
                 "refusing a %s from %s: a replay of a request another replica answered",
                 method.name,
-                peer,
+                x.peer,
             )
-            conclude(replayed())
-            return dataclasses.replace(record(), time=first.time)
+            x.refuse(replayed())
+            x.seal(self._key)
+            return x.record(when)
 
-        first = record()
-        failed = await self._make_durable(first, entry_id, instead_of_replay)  # 6 durable
+        failed = await self._make_durable(x.record(when), x.entry_id, instead_of_replay)
         if failed is not None:
-            conclude(failed)
-        self._count(method.name, peer, outcome.refusal, envelope)  # 7 count
-        if answered and outcome.refusal is None and method.counted is not None:
-            method.counted(self.metrics, peer, request, answer)  # type: ignore[arg-type]
+            x.refuse(failed)
+            x.seal(self._key)
+        self._count(method.name, x.peer, x.refusal, x.envelope)  # 7 count
+        if x.refusal is None and tally is not None:
+            tally(self.metrics)
         self.metrics.request_duration.labels(method.name).observe(time.perf_counter() - started)
-        trailers = ((SIGNATURE_METADATA, outcome.signature),) if method.signed else ()
-        if outcome.refusal is not None:  # 8 refuse
+        trailers = ((SIGNATURE_METADATA, x.signature),) if method.signed else ()
+        if x.refusal is not None:  # 8 refuse
             await context.abort(
-                outcome.refusal.kind.value,
-                outcome.refusal.message,
-                ((STATUS_TRAILER, outcome.response), *trailers),
+                x.refusal.kind.value,
+                x.refusal.message,
+                ((STATUS_TRAILER, x.response), *trailers),
             )
         if trailers:
             context.set_trailing_metadata(trailers)
-        return outcome.response  # 8 answer
+        return x.response  # 8 answer
+
+    async def _serve(
+        self,
+        service: Service,
+        method: Method[Q, A],
+        x: _Exchange,
+        raw: bytes,
+        context: Context,
+    ) -> Callable[[NodeMetrics], None] | None:
+        """Steps 1 to 4, up to the encoded answer in `x`, or its refusal. Returns what
+        counts the method's own figures for the answer (`Method.counted`), if any."""
+        try:
+            member = self._auth.identify(context.auth_context())  # 1 identify
+            x.peer = member.node_id
+            call = Call(member, x.entry_id, dict(context.invocation_metadata() or ()), x.revision)
+            _guard(method, member)
+            if service.on_identified is not None:
+                service.on_identified(call)
+            if method.envelope is not None:  # 2 verify
+                x.request_signature = self._admitted().check_signature(
+                    member, x.wire_name, raw, call.metadata
+                )
+            request = _parse(method, raw)  # 3 parse
+            x.facts = method.facts(request)
+            if method.envelope is not None:
+                x.envelope = method.envelope(request)
+                self._admitted().check_fresh(member, x.envelope)
+            answer = await method.serve(call, request)  # 4 serve
+            x.revision = call.revision
+            x.response = method.encode(answer)
+        except Refusal as exc:
+            x.peer = exc.peer or x.peer
+            x.revision = exc.policy_revision or x.revision
+            x.refuse(exc)
+            return None
+        except Exception:
+            x.refuse(internal_failure(method.name, x.peer))
+            return None
+        counted, peer = method.counted, x.peer
+        if counted is None:
+            return None
+        return lambda metrics: counted(metrics, peer, request, answer)
 
     async def _make_durable(
         self, record: AuditRecord, entry_id: str, if_replayed: Callable[[], AuditRecord]
@@ -333,11 +363,6 @@ class CallPath:
         if self._admission is None:
             raise RuntimeError("a signed method is served by a call path without admission")
         return self._admission
-
-    def _signing_key(self) -> ed25519.Ed25519PrivateKey:
-        if self._key is None:
-            raise RuntimeError("a signed method is served by a call path without a key")
-        return self._key
 
 
 def _guard(method: Method[Any, Any], member: Member) -> None:
