@@ -10,9 +10,10 @@ demo: setup
 	$(BIN)/liaison demo --dir demo-federation
 
 # The whole test suite: generated-code check, proto and Rego lint, Rego tests with
-# coverage, ruff, mypy, then pytest (unit, conformance on both engines, federation) with a
-# throwaway PostgreSQL (scripts/postgres.sh) that is stopped and deleted afterwards, even
-# when a test fails or the run is interrupted (one you started yourself is left running).
+# coverage, ruff, mypy, import contracts, then pytest (unit, conformance on both engines,
+# federation) with a throwaway PostgreSQL (scripts/postgres.sh) that is stopped and deleted
+# afterwards, even when a test fails or the run is interrupted (one you started yourself is
+# left running).
 # Without PostgreSQL the session fails, never skips.
 test: setup lint
 	@scripts/postgres.sh url >/dev/null 2>&1 && mine=0 || mine=1; \
@@ -32,6 +33,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy node federation benchmarks scripts tests
+	@# Who may import whom: the contracts in pyproject.toml's [tool.importlinter].
+	$(BIN)/lint-imports --no-logo
 
 check: test
 

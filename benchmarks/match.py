@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
@@ -45,7 +45,7 @@ import grpc
 
 from federation.client import ClientIdentity, match_query, new_envelope, secure_channel
 from federation.pki import load_signing_key
-from federation.serde import match_query_to_proto
+from federation.serde import match_answer_from_bytes, match_answer_to_proto, match_query_to_bytes
 from federation.signing import (
     SIGNATURE_METADATA,
     request_message,
@@ -53,7 +53,6 @@ from federation.signing import (
     sign,
     verify,
 )
-from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from measuring import percentiles, print_table, process_cpu, raise_exit
 from node.local.demo import AGREEMENTS
 from node.local.federation import NodeHandle, build_federation, stop_process
@@ -208,7 +207,7 @@ class Queries:
             ASKER, "criminal_investigation", case_reference=f"BENCH-{self._count:08d}"
         )
         query = match_query(env, "travel_document", [("document_number", number)])
-        body = match_query_to_proto(query).SerializeToString()
+        body = match_query_to_bytes(query)
         # Signed like every real request: the node refuses unsigned ones.
         signature = sign(self._key, request_message(METHOD, body))
         return body, ((SIGNATURE_METADATA, signature),)
@@ -300,14 +299,13 @@ async def check_node(call: Call, queries: Queries) -> bytes:
             raw = await call(body, timeout=CALL_TIMEOUT, metadata=metadata)
         except grpc.RpcError as exc:
             raise RuntimeError(f"the node refused a benchmark query: {exc}") from None
-        answer = pb.MatchResponse.FromString(raw)
+        answer = match_answer_from_bytes(raw)
         if answer.hit != hit:
             raise RuntimeError(f"the node answered hit={answer.hit} where hit={hit} was due")
         if hit:
             hit_answer = raw
-    response = pb.MatchResponse.FromString(hit_answer)
-    response.audit_entry_id = ECHO_AUDIT_ENTRY
-    return response.SerializeToString()
+    answer = replace(match_answer_from_bytes(hit_answer), audit_entry=ECHO_AUDIT_ENTRY)
+    return match_answer_to_proto(answer).SerializeToString()
 
 
 def pin(pid: int, cpus: set[int] | None) -> None:

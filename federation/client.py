@@ -28,9 +28,13 @@ from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
 from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
     STATUS_TRAILER,
-    match_answer_from_proto,
-    match_query_to_proto,
+    get_directory_request_to_bytes,
+    health_check_request_to_bytes,
+    match_answer_from_bytes,
+    match_query_to_bytes,
     refusal_from_status,
+    serving_from_bytes,
+    signed_directory_from_bytes,
     status_from_trailers,
     utc_now,
 )
@@ -44,7 +48,6 @@ from federation.signing import (
     verify,
 )
 from federation.vocabulary import LegalBasis
-from federation.wire.liaison.exchange.v1.exchange_pb2 import MatchResponse
 
 _REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -167,6 +170,8 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
 
 
 MATCH_METHOD = "/liaison.exchange.v1.ExchangeService/Match"
+GET_DIRECTORY_METHOD = "/liaison.exchange.v1.ExchangeService/GetDirectory"
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 
 
 class PeerClient:
@@ -211,7 +216,7 @@ class PeerClient:
         )
 
     async def match(self, query: MatchQuery, timeout: float) -> MatchAnswer:
-        body = match_query_to_proto(query).SerializeToString()
+        body = match_query_to_bytes(query)
         signature = sign(self._key, request_message(MATCH_METHOD, body))
         metadata = ((SIGNATURE_METADATA, signature), (SERIAL_METADATA, str(self._serial())))
         call = self._match(body, timeout=timeout, metadata=metadata)
@@ -221,7 +226,7 @@ class PeerClient:
             self._check_refusal(body, exc)
             raise translate(self.peer, exc) from None
         self._verify(body, raw, await call.trailing_metadata(), ok=True)
-        answer = match_answer_from_proto(MatchResponse.FromString(raw))
+        answer = match_answer_from_bytes(raw)
         if answer.responder != self.peer:
             raise PeerError(self.peer, f"answer claims to come from {answer.responder!r}")
         return answer
@@ -247,6 +252,32 @@ class PeerClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+async def fetch_directory(
+    identity: ClientIdentity, peer: str, endpoint: str, known_serial: int, timeout: float
+) -> bytes:
+    """The signed directory `peer` serves (GetDirectory), over one short-lived channel: only
+    bytes, for the caller to verify. The serial we know goes in the request and in the
+    metadata, like on every call; a failed call raises its grpc.RpcError untranslated."""
+    async with secure_channel(identity, peer, endpoint) as channel:
+        get: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            GET_DIRECTORY_METHOD, response_deserializer=signed_directory_from_bytes
+        )
+        return await get(
+            get_directory_request_to_bytes(known_serial),
+            timeout=timeout,
+            metadata=((SERIAL_METADATA, str(known_serial)),),
+        )
+
+
+def blocking_is_serving(channel: grpc.Channel, timeout: float) -> bool:
+    """Whether the server behind `channel` says it is SERVING (grpc.health.v1, the whole
+    server); grpc.RpcError when it does not answer."""
+    check: grpc.UnaryUnaryMultiCallable[bytes, bool] = channel.unary_unary(
+        HEALTH_CHECK_METHOD, response_deserializer=serving_from_bytes
+    )
+    return check(health_check_request_to_bytes(), timeout=timeout)
 
 
 def match_query(

@@ -43,6 +43,17 @@ class MatchAnswer:
     audit_entry: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ProvenEntry:
+    """One audit entry with its inclusion proof in the tree of `tree_size` (the
+    OversightService client verifies it against a signed root before handing it out)."""
+
+    index: int
+    tree_size: int
+    entry: bytes  # the redacted entry, canonical JSON: the exact bytes its leaf hashes
+    proof: tuple[bytes, ...]
+
+
 # --- what the OversightService is asked and answers (node/rpc/oversight.py)
 
 
@@ -60,14 +71,6 @@ class InclusionQuery:
     tree_size: int
     index: int | None = None
     entry_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InclusionProof:
-    index: int
-    tree_size: int
-    entry: bytes
-    hashes: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)

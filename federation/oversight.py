@@ -39,21 +39,20 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
 
-from federation import checkpoints, merkle
+from federation import checkpoints, merkle, serde
 from federation.client import ClientIdentity, secure_channel, translate
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerError, ProofFailed
+from federation.model import ProvenEntry
 from federation.pki import public_key_from_text
-from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
 EXPORT_FORMAT = "liaison-audit-export/v1"
 # Entries per GetEntries call, at most (the wire contract's limit, which the node enforces).
 MAX_ENTRIES_PER_CALL = 1000
 _SERVICE = "/liaison.exchange.v1.OversightService/"
 
-_Resp = TypeVar("_Resp", bound=Message)
+_Resp = TypeVar("_Resp")
 
 
 class ExportInvalid(ValueError):
@@ -62,16 +61,6 @@ class ExportInvalid(ValueError):
     def __init__(self, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
-
-
-@dataclass(frozen=True, slots=True)
-class ProvenEntry:
-    """One entry, proven included in the tree of `tree_size` (verified by the client)."""
-
-    index: int
-    tree_size: int
-    entry: bytes  # the redacted entry, canonical JSON: the exact bytes its leaf hashes
-    proof: tuple[bytes, ...]
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -316,12 +305,12 @@ class OversightClient:
         await self._channel.close()
 
     async def _call(
-        self, method: str, request: Message, response: Callable[[bytes], _Resp], timeout: float
+        self, method: str, request: bytes, response: Callable[[bytes], _Resp], timeout: float
     ) -> _Resp:
-        call: grpc.aio.UnaryUnaryMultiCallable[Message, _Resp] = self._channel.unary_unary(
-            _SERVICE + method,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=response,
+        """One call: the request's wire bytes and the parser of its answer come from
+        `federation.serde`, which alone knows the generated messages."""
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, _Resp] = self._channel.unary_unary(
+            _SERVICE + method, response_deserializer=response
         )
         try:
             result: _Resp = await call(request, timeout=timeout)
@@ -335,14 +324,14 @@ class OversightClient:
     async def get_checkpoint(self, timeout: float = 10.0) -> tuple[checkpoints.Checkpoint, str]:
         """The node's latest checkpoint, verified with its key, and the note as served (the
         node's signature, then any witness cosignatures: `checkpoints.verify_cosignature`)."""
-        got = await self._call(
+        note = await self._call(
             "GetCheckpoint",
-            opb.GetCheckpointRequest(),
-            opb.GetCheckpointResponse.FromString,
+            serde.checkpoint_request_to_bytes(),
+            serde.checkpoint_note_from_bytes,
             timeout,
         )
         try:
-            return checkpoints.verify_checkpoint(got.note, self.origin, self.verifier), got.note
+            return checkpoints.verify_checkpoint(note, self.origin, self.verifier), note
         except checkpoints.NoteError as exc:
             raise self._failed(f"checkpoint does not verify: {exc}", "checkpoint_invalid") from None
 
@@ -351,13 +340,12 @@ class OversightClient:
     ) -> list[bytes]:
         """The node's proof that the tree of `new_size` extends that of `old_size`
         (unverified: `verify_consistency` checks it against two checkpoints)."""
-        got = await self._call(
+        return await self._call(
             "GetConsistencyProof",
-            opb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
-            opb.GetConsistencyProofResponse.FromString,
+            serde.consistency_proof_request_to_bytes(old_size, new_size),
+            serde.consistency_proof_from_bytes,
             timeout,
         )
-        return list(got.hashes)
 
     async def verify_consistency(
         self, old: checkpoints.Checkpoint, new: checkpoints.Checkpoint, timeout: float = 10.0
@@ -373,16 +361,13 @@ class OversightClient:
             ) from None
         return proof
 
-    async def _inclusion(
-        self, entry: int | str, tree_size: int, timeout: float
-    ) -> opb.GetInclusionProofResponse:
-        request = (
-            opb.GetInclusionProofRequest(entry_id=entry, tree_size=tree_size)
-            if isinstance(entry, str)
-            else opb.GetInclusionProofRequest(index=entry, tree_size=tree_size)
-        )
+    async def _inclusion(self, entry: int | str, tree_size: int, timeout: float) -> ProvenEntry:
+        """Entry `entry` and its proof as the node sent them (unverified)."""
         return await self._call(
-            "GetInclusionProof", request, opb.GetInclusionProofResponse.FromString, timeout
+            "GetInclusionProof",
+            serde.inclusion_proof_request_to_bytes(entry, tree_size),
+            serde.proven_entry_from_bytes,
+            timeout,
         )
 
     async def get_inclusion_proof(
@@ -402,11 +387,11 @@ class OversightClient:
                 raise self._failed(f"proved an entry whose id is {stated!r}, not {entry!r}")
         try:
             merkle.verify_inclusion(
-                merkle.leaf_hash(got.entry), got.index, got.tree_size, got.hashes, checkpoint.root
+                merkle.leaf_hash(got.entry), got.index, got.tree_size, got.proof, checkpoint.root
             )
         except merkle.ProofError as exc:
             raise self._failed(f"entry {got.index} is not in the signed tree: {exc}") from None
-        return ProvenEntry(got.index, got.tree_size, got.entry, tuple(got.hashes))
+        return got
 
     async def get_entries(self, start: int, end: int, timeout: float = 30.0) -> list[bytes]:
         """Entries [start, end), redacted (overseers only), asked in batches of at most
@@ -417,28 +402,25 @@ class OversightClient:
             stop = min(position + MAX_ENTRIES_PER_CALL, end)
             got = await self._call(
                 "GetEntries",
-                opb.GetEntriesRequest(start=position, end=stop),
-                opb.GetEntriesResponse.FromString,
+                serde.entries_request_to_bytes(position, stop),
+                serde.entries_from_bytes,
                 timeout,
             )
-            if not got.entries or len(got.entries) > stop - position:
-                raise PeerError(
-                    self.peer, f"answered {len(got.entries)} entries for [{position}, {stop})"
-                )
-            entries.extend(got.entries)
-            position += len(got.entries)
+            if not got or len(got) > stop - position:
+                raise PeerError(self.peer, f"answered {len(got)} entries for [{position}, {stop})")
+            entries.extend(got)
+            position += len(got)
         return entries
 
     async def get_witnessed_checkpoints(self, timeout: float = 10.0) -> list[tuple[str, str]]:
         """(log node id, note) for each peer log this node witnesses. Unverified: check
         each with that log's key and this node's witness key (`checkpoints.verify_cosignature`)."""
-        got = await self._call(
+        return await self._call(
             "GetWitnessedCheckpoints",
-            opb.GetWitnessedCheckpointsRequest(),
-            opb.GetWitnessedCheckpointsResponse.FromString,
+            serde.witnessed_checkpoints_request_to_bytes(),
+            serde.witnessed_checkpoints_from_bytes,
             timeout,
         )
-        return [(c.log_node, c.note) for c in got.checkpoints]
 
     async def export(self, start: int, end: int, timeout: float = 30.0) -> AuditExport:
         """Entries [start, end) as an audit export, verified against the node's latest
@@ -456,7 +438,7 @@ class OversightClient:
         if start > 0:
             last = await self._inclusion(start - 1, start, timeout)
             try:
-                left = left_from_inclusion(start, merkle.leaf_hash(last.entry), last.hashes)
+                left = left_from_inclusion(start, merkle.leaf_hash(last.entry), last.proof)
             except merkle.ProofError as exc:
                 raise self._failed(str(exc)) from None
         entries = await self.get_entries(start, end, timeout)

@@ -10,6 +10,7 @@ import grpc
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
 
 from federation.errors import ERROR_DOMAIN
 from federation.model import (
@@ -17,10 +18,10 @@ from federation.model import (
     EntryRange,
     Envelope,
     Identifier,
-    InclusionProof,
     InclusionQuery,
     MatchAnswer,
     MatchQuery,
+    ProvenEntry,
 )
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
@@ -99,9 +100,9 @@ def match_query_from_proto(msg: pb.MatchRequest) -> MatchQuery:
     )
 
 
-def match_query_from_wire(raw: bytes) -> MatchQuery:
+def match_query_from_bytes(raw: bytes) -> MatchQuery:
     """A MatchRequest's bytes as the node received them (WireError if they are none)."""
-    return match_query_from_proto(_from_wire(pb.MatchRequest, raw))
+    return match_query_from_proto(_from_bytes(pb.MatchRequest, raw))
 
 
 def match_answer_to_proto(a: MatchAnswer) -> pb.MatchResponse:
@@ -124,14 +125,14 @@ def match_answer_from_proto(msg: pb.MatchResponse) -> MatchAnswer:
     )
 
 
-def match_answer_to_wire(a: MatchAnswer) -> bytes:
+def match_answer_to_bytes(a: MatchAnswer) -> bytes:
     return match_answer_to_proto(a).SerializeToString()
 
 
 _M = TypeVar("_M", bound=Message)
 
 
-def _from_wire(kind: type[_M], raw: bytes) -> _M:
+def _from_bytes(kind: type[_M], raw: bytes) -> _M:
     """The message `raw` holds; WireError (no field) if it is not one."""
     try:
         return kind.FromString(raw)
@@ -142,12 +143,12 @@ def _from_wire(kind: type[_M], raw: bytes) -> _M:
 # --- GetDirectory, server side
 
 
-def directory_request_from_wire(raw: bytes) -> int:
+def get_directory_request_from_bytes(raw: bytes) -> int:
     """The serial the caller says it holds (it gets ours whatever it holds)."""
-    return int(_from_wire(pb.GetDirectoryRequest, raw).known_serial)
+    return int(_from_bytes(pb.GetDirectoryRequest, raw).known_serial)
 
 
-def directory_response_to_wire(serial: int, signed_directory: bytes) -> bytes:
+def signed_directory_to_bytes(serial: int, signed_directory: bytes) -> bytes:
     return pb.GetDirectoryResponse(
         serial=serial, signed_directory=signed_directory
     ).SerializeToString()
@@ -156,25 +157,25 @@ def directory_response_to_wire(serial: int, signed_directory: bytes) -> bytes:
 # --- OversightService, server side
 
 
-def checkpoint_request_from_wire(raw: bytes) -> None:
-    _from_wire(opb.GetCheckpointRequest, raw)
+def checkpoint_request_from_bytes(raw: bytes) -> None:
+    _from_bytes(opb.GetCheckpointRequest, raw)
 
 
-def checkpoint_response_to_wire(note: str) -> bytes:
+def checkpoint_note_to_bytes(note: str) -> bytes:
     return opb.GetCheckpointResponse(note=note).SerializeToString()
 
 
-def consistency_query_from_wire(raw: bytes) -> ConsistencyQuery:
-    msg = _from_wire(opb.GetConsistencyProofRequest, raw)
+def consistency_proof_request_from_bytes(raw: bytes) -> ConsistencyQuery:
+    msg = _from_bytes(opb.GetConsistencyProofRequest, raw)
     return ConsistencyQuery(old_size=msg.old_size, new_size=msg.new_size)
 
 
-def consistency_proof_to_wire(hashes: Sequence[bytes]) -> bytes:
+def consistency_proof_to_bytes(hashes: Sequence[bytes]) -> bytes:
     return opb.GetConsistencyProofResponse(hashes=hashes).SerializeToString()
 
 
-def inclusion_query_from_wire(raw: bytes) -> InclusionQuery:
-    msg = _from_wire(opb.GetInclusionProofRequest, raw)
+def inclusion_proof_request_from_bytes(raw: bytes) -> InclusionQuery:
+    msg = _from_bytes(opb.GetInclusionProofRequest, raw)
     which = msg.WhichOneof("entry")
     return InclusionQuery(
         tree_size=msg.tree_size,
@@ -183,26 +184,26 @@ def inclusion_query_from_wire(raw: bytes) -> InclusionQuery:
     )
 
 
-def inclusion_proof_to_wire(proof: InclusionProof) -> bytes:
+def proven_entry_to_bytes(proven: ProvenEntry) -> bytes:
     return opb.GetInclusionProofResponse(
-        index=proof.index, tree_size=proof.tree_size, entry=proof.entry, hashes=proof.hashes
+        index=proven.index, tree_size=proven.tree_size, entry=proven.entry, hashes=proven.proof
     ).SerializeToString()
 
 
-def entry_range_from_wire(raw: bytes) -> EntryRange:
-    msg = _from_wire(opb.GetEntriesRequest, raw)
+def entries_request_from_bytes(raw: bytes) -> EntryRange:
+    msg = _from_bytes(opb.GetEntriesRequest, raw)
     return EntryRange(start=msg.start, end=msg.end)
 
 
-def entries_to_wire(entries: Sequence[bytes]) -> bytes:
+def entries_to_bytes(entries: Sequence[bytes]) -> bytes:
     return opb.GetEntriesResponse(entries=entries).SerializeToString()
 
 
-def witnessed_request_from_wire(raw: bytes) -> None:
-    _from_wire(opb.GetWitnessedCheckpointsRequest, raw)
+def witnessed_checkpoints_request_from_bytes(raw: bytes) -> None:
+    _from_bytes(opb.GetWitnessedCheckpointsRequest, raw)
 
 
-def witnessed_checkpoints_to_wire(cosigned: Iterable[tuple[str, str]]) -> bytes:
+def witnessed_checkpoints_to_bytes(cosigned: Iterable[tuple[str, str]]) -> bytes:
     """(log node, cosigned note) pairs, as this node witnessed them."""
     views = [opb.WitnessedCheckpoint(log_node=log, note=note) for log, note in cosigned]
     return opb.GetWitnessedCheckpointsResponse(checkpoints=views).SerializeToString()
@@ -264,3 +265,91 @@ def status_from_trailers(trailers: Iterable[tuple[str, str | bytes]]) -> status_
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- client side
+# A client sends bytes and reads bytes (it signs the very bytes it sends and verifies the
+# bytes it gets before it parses them), so these go from plain values to a request's wire
+# bytes and from an answer's wire bytes to plain values; a malformed answer raises
+# DecodeError, as parsing it always did.
+
+
+def match_query_to_bytes(q: MatchQuery) -> bytes:
+    return match_query_to_proto(q).SerializeToString()
+
+
+def match_answer_from_bytes(raw: bytes) -> MatchAnswer:
+    return match_answer_from_proto(pb.MatchResponse.FromString(raw))
+
+
+def get_directory_request_to_bytes(known_serial: int) -> bytes:
+    return pb.GetDirectoryRequest(known_serial=known_serial).SerializeToString()
+
+
+def signed_directory_from_bytes(raw: bytes) -> bytes:
+    """The signed directory a peer served: still only bytes, which the caller verifies."""
+    return pb.GetDirectoryResponse.FromString(raw).signed_directory
+
+
+# grpc_health ships no type stubs: the annotated locals pin what it returns.
+def health_check_request_to_bytes() -> bytes:
+    """grpc.health.v1 for the whole server (no service named)."""
+    request: bytes = health_pb2.HealthCheckRequest().SerializeToString()
+    return request
+
+
+def serving_from_bytes(raw: bytes) -> bool:
+    status: int = health_pb2.HealthCheckResponse.FromString(raw).status
+    serving: int = health_pb2.HealthCheckResponse.SERVING
+    return status == serving
+
+
+def checkpoint_request_to_bytes() -> bytes:
+    return opb.GetCheckpointRequest().SerializeToString()
+
+
+def checkpoint_note_from_bytes(raw: bytes) -> str:
+    """The checkpoint note as the node served it (its signature, then any cosignatures)."""
+    return opb.GetCheckpointResponse.FromString(raw).note
+
+
+def consistency_proof_request_to_bytes(old_size: int, new_size: int) -> bytes:
+    return opb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size).SerializeToString()
+
+
+def consistency_proof_from_bytes(raw: bytes) -> list[bytes]:
+    return list(opb.GetConsistencyProofResponse.FromString(raw).hashes)
+
+
+def inclusion_proof_request_to_bytes(entry: int | str, tree_size: int) -> bytes:
+    """An entry by its index, or by the entry id an answer named."""
+    request = (
+        opb.GetInclusionProofRequest(entry_id=entry, tree_size=tree_size)
+        if isinstance(entry, str)
+        else opb.GetInclusionProofRequest(index=entry, tree_size=tree_size)
+    )
+    return request.SerializeToString()
+
+
+def proven_entry_from_bytes(raw: bytes) -> ProvenEntry:
+    """The entry and proof as the node sent them: unverified until the client checks them."""
+    msg = opb.GetInclusionProofResponse.FromString(raw)
+    return ProvenEntry(msg.index, msg.tree_size, msg.entry, tuple(msg.hashes))
+
+
+def entries_request_to_bytes(start: int, end: int) -> bytes:
+    return opb.GetEntriesRequest(start=start, end=end).SerializeToString()
+
+
+def entries_from_bytes(raw: bytes) -> list[bytes]:
+    return list(opb.GetEntriesResponse.FromString(raw).entries)
+
+
+def witnessed_checkpoints_request_to_bytes() -> bytes:
+    return opb.GetWitnessedCheckpointsRequest().SerializeToString()
+
+
+def witnessed_checkpoints_from_bytes(raw: bytes) -> list[tuple[str, str]]:
+    """(log node id, note) for each peer log the node witnesses."""
+    msg = opb.GetWitnessedCheckpointsResponse.FromString(raw)
+    return [(c.log_node, c.note) for c in msg.checkpoints]

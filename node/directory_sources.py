@@ -15,14 +15,13 @@ import requests
 import requests.adapters
 import requests.utils
 
-from federation.client import ClientIdentity, secure_channel
+from federation.client import ClientIdentity, fetch_directory
 from federation.directory import (
     MALFORMED,
     UNAVAILABLE,
     DirectoryError,
 )
 from federation.signing import SERIAL_METADATA
-from federation.wire.liaison.exchange.v1 import exchange_pb2, exchange_pb2_grpc
 
 # A directory of a few hundred members is tens of kilobytes; anything near this is not one,
 # and reading it whole would let a mirror or a peer exhaust our memory.
@@ -160,13 +159,7 @@ def fetcher_for(
 
     async def fetch() -> bytes:
         own = await asyncio.to_thread(identity)
-        known = known_serial()  # in the request and in the metadata, like on every call
-        async with secure_channel(own, peer, endpoint) as channel:
-            response = await exchange_pb2_grpc.ExchangeServiceStub(channel).GetDirectory(
-                exchange_pb2.GetDirectoryRequest(known_serial=known),
-                timeout=timeout,
-                metadata=((SERIAL_METADATA, str(known)),),
-            )
-        return response.signed_directory  # only bytes to offer: `offer` verifies them
+        # only bytes to offer: `offer` verifies them
+        return await fetch_directory(own, peer, endpoint, known_serial(), timeout)
 
     return fetch

@@ -16,11 +16,12 @@ from typing import Any
 from federation.directory import Member
 from federation.model import Identifier, MatchAnswer, MatchQuery
 from federation.vocabulary import CATEGORIES, IDENTIFIER_KINDS, MAX_IDENTIFIER_LENGTH, PURPOSES
+from node.database import StoreUnavailable
 from node.errors import Kind, Refusal, denied, invalid
 from node.metrics import NodeMetrics
 from node.normalise import NormalisationError, normalise_identifier
 from node.policy import Decision, PolicyEngine, PolicyUnavailable
-from node.store import RecordStore, StoreUnavailable
+from node.store import RecordStore
 
 log = logging.getLogger("liaison.node")
 POLICY_INPUT_VERSION = 1

@@ -11,10 +11,8 @@ alone answers "which records carry this identifier", without reading the table.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import secrets
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
@@ -28,8 +26,6 @@ from sqlalchemy import (
     Select,
     Text,
     bindparam,
-    create_engine,
-    event,
     func,
     insert,
     not_,
@@ -40,6 +36,7 @@ from sqlmodel import Field, SQLModel
 
 from federation.model import Identifier
 from federation.vocabulary import MAX_IDENTIFIER_LENGTH
+from node.database import StoreUnavailable, new_id, open_engine
 from node.records import NewRecord, StoredRecord
 
 _CHUNK = 5_000
@@ -72,22 +69,8 @@ _identifiers = IdentifierRow.__table__  # type: ignore[attr-defined]
 
 
 def new_ref() -> str:
-    """An opaque record reference: 100 random bits, nothing a peer could learn from."""
-    return "rec_" + base64.b32encode(secrets.token_bytes(15)).decode()[:20].lower()
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the server read while an import writes; FULL makes a committed import
-    # survive power loss; busy_timeout makes a writer wait instead of failing at once.
-    cursor = dbapi_connection.cursor()
-    for pragma in (
-        "journal_mode=WAL",
-        "foreign_keys=ON",
-        "synchronous=FULL",
-        "busy_timeout=5000",
-    ):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
+    """An opaque record reference, nothing a peer could learn from."""
+    return new_id("rec_")
 
 
 def _find_statement(n: int, hide: bool) -> Select[str]:
@@ -114,10 +97,6 @@ def _chunks(items: Sequence[NewRecord], size: int) -> Iterator[Sequence[NewRecor
         yield chunk
 
 
-class StoreUnavailable(RuntimeError):
-    """The database could not answer (down, disk full, locked past its timeout)."""
-
-
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _CompiledFind = tuple[str, tuple[str, ...], dict[str, Any]]
 
@@ -126,9 +105,7 @@ class RecordStore:
     """Records of one node; synchronous, used from the server's single event-loop thread."""
 
     def __init__(self, url: str = "sqlite:///liaison.db") -> None:
-        self._engine: Engine = create_engine(url)
-        if self._engine.dialect.name == "sqlite":
-            event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._engine: Engine = open_engine(url)
         self._find_sql: dict[tuple[int, bool], _CompiledFind] = {}
         self._raw_conn: Any = None
 

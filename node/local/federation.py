@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation.client import ClientIdentity, blocking_secure_channel
+from federation.client import ClientIdentity, blocking_is_serving, blocking_secure_channel
 from federation.directory import Member, load_directory
 from federation.pki import create_authority, public_key_from_text
 from node.config import NodeConfig, load_config
@@ -86,13 +85,11 @@ class NodeHandle:
         """Until the node answers a health check over mTLS, or raise with its log."""
         deadline = time.monotonic() + timeout
         with blocking_secure_channel(self.identity(), self.node_id, self.endpoint) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
                     break
                 try:
-                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
+                    if blocking_is_serving(channel, timeout=1.0):
                         return
                 except grpc.RpcError:
                     time.sleep(0.1)

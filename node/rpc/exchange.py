@@ -14,10 +14,10 @@ from federation.directory import Member
 from federation.methods import EXCHANGE_SERVICE
 from federation.model import Envelope, MatchAnswer, MatchQuery
 from federation.serde import (
-    directory_request_from_wire,
-    directory_response_to_wire,
-    match_answer_to_wire,
-    match_query_from_wire,
+    get_directory_request_from_bytes,
+    match_answer_to_bytes,
+    match_query_from_bytes,
+    signed_directory_to_bytes,
 )
 from node.directory_sources import advertised_serial
 from node.directory_state import DirectoryState
@@ -45,9 +45,9 @@ class ExchangeHandlers:
             [
                 Method(
                     "Match",
-                    match_query_from_wire,
+                    match_query_from_bytes,
                     self.match,
-                    match_answer_to_wire,
+                    match_answer_to_bytes,
                     envelope=_envelope,
                     nodes_only=True,
                     facts=_match_facts,
@@ -55,7 +55,7 @@ class ExchangeHandlers:
                 ),
                 Method(
                     "GetDirectory",
-                    directory_request_from_wire,
+                    get_directory_request_from_bytes,
                     self.get_directory,
                     _directory_response,
                 ),
@@ -103,4 +103,4 @@ def _count_hit(metrics: NodeMetrics, peer: str, query: MatchQuery, answer: Match
 
 
 def _directory_response(signed: tuple[int, bytes]) -> bytes:
-    return directory_response_to_wire(*signed)
+    return signed_directory_to_bytes(*signed)

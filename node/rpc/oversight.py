@@ -43,19 +43,19 @@ from collections.abc import Callable
 
 from federation import checkpoints
 from federation.methods import OVERSIGHT_SERVICE
-from federation.model import ConsistencyQuery, EntryRange, InclusionProof, InclusionQuery
+from federation.model import ConsistencyQuery, EntryRange, InclusionQuery, ProvenEntry
 from federation.oversight import MAX_ENTRIES_PER_CALL
 from federation.serde import (
-    checkpoint_request_from_wire,
-    checkpoint_response_to_wire,
-    consistency_proof_to_wire,
-    consistency_query_from_wire,
-    entries_to_wire,
-    entry_range_from_wire,
-    inclusion_proof_to_wire,
-    inclusion_query_from_wire,
-    witnessed_checkpoints_to_wire,
-    witnessed_request_from_wire,
+    checkpoint_note_to_bytes,
+    checkpoint_request_from_bytes,
+    consistency_proof_request_from_bytes,
+    consistency_proof_to_bytes,
+    entries_request_from_bytes,
+    entries_to_bytes,
+    inclusion_proof_request_from_bytes,
+    proven_entry_to_bytes,
+    witnessed_checkpoints_request_from_bytes,
+    witnessed_checkpoints_to_bytes,
 )
 from node.audit.log import AuditLog
 from node.audit.verify import stated_checkpoint
@@ -112,37 +112,37 @@ class OversightHandlers:
             [
                 Method(
                     "GetCheckpoint",
-                    checkpoint_request_from_wire,
+                    checkpoint_request_from_bytes,
                     self._get_checkpoint,
-                    checkpoint_response_to_wire,
+                    checkpoint_note_to_bytes,
                     active_only=True,
                 ),
                 Method(
                     "GetConsistencyProof",
-                    consistency_query_from_wire,
+                    consistency_proof_request_from_bytes,
                     self._get_consistency_proof,
-                    consistency_proof_to_wire,
+                    consistency_proof_to_bytes,
                     active_only=True,
                 ),
                 Method(
                     "GetInclusionProof",
-                    inclusion_query_from_wire,
+                    inclusion_proof_request_from_bytes,
                     self._get_inclusion_proof,
-                    inclusion_proof_to_wire,
+                    proven_entry_to_bytes,
                     active_only=True,
                 ),
                 Method(
                     "GetEntries",
-                    entry_range_from_wire,
+                    entries_request_from_bytes,
                     self._get_entries,
-                    entries_to_wire,
+                    entries_to_bytes,
                     active_only=True,
                 ),
                 Method(
                     "GetWitnessedCheckpoints",
-                    witnessed_request_from_wire,
+                    witnessed_checkpoints_request_from_bytes,
                     self._get_witnessed_checkpoints,
-                    witnessed_checkpoints_to_wire,
+                    witnessed_checkpoints_to_bytes,
                     active_only=True,
                 ),
             ],
@@ -212,7 +212,7 @@ class OversightHandlers:
             raise _beyond(f"new_size {new}", checkpoint.size)
         return await asyncio.to_thread(self._audit.consistency_proof, old, new)
 
-    async def _get_inclusion_proof(self, call: Call, query: InclusionQuery) -> InclusionProof:
+    async def _get_inclusion_proof(self, call: Call, query: InclusionQuery) -> ProvenEntry:
         member = call.member
         checkpoint, _ = await self._latest()
         size = query.tree_size or checkpoint.size
@@ -243,7 +243,7 @@ class OversightHandlers:
                 f"is not one of {member.node_id}'s",
             )
         hashes = await asyncio.to_thread(self._audit.inclusion_proof, index, size)
-        return InclusionProof(index=index, tree_size=size, entry=entry, hashes=tuple(hashes))
+        return ProvenEntry(index=index, tree_size=size, entry=entry, proof=tuple(hashes))
 
     async def _get_entries(self, call: Call, wanted: EntryRange) -> list[bytes]:
         member = call.member

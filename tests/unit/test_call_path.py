@@ -39,9 +39,9 @@ from federation.pki import (
     public_key_text,
 )
 from federation.serde import (
-    directory_request_from_wire,
-    match_answer_to_wire,
-    match_query_from_wire,
+    get_directory_request_from_bytes,
+    match_answer_to_bytes,
+    match_query_from_bytes,
     match_query_to_proto,
     refusal_from_status,
 )
@@ -148,16 +148,16 @@ class Node:
         )
         self.match = Method(
             "Match",
-            self._parsed(match_query_from_wire),
+            self._parsed(match_query_from_bytes),
             self._match,
-            match_answer_to_wire,
+            match_answer_to_bytes,
             envelope=lambda query: query.envelope,
             nodes_only=True,
             facts=lambda query: Facts(category=query.category),
         )
         self.plain = Method(
             "GetDirectory",
-            self._parsed(directory_request_from_wire),
+            self._parsed(get_directory_request_from_bytes),
             self._plain,
             lambda serial: exchange_pb2.GetDirectoryResponse(serial=serial).SerializeToString(),
         )

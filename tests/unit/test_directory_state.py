@@ -33,7 +33,7 @@ from federation.directory import (
     sign_directory,
 )
 from federation.pki import create_authority, issue_node_certificate
-from federation.serde import WireError, directory_request_from_wire, directory_response_to_wire
+from federation.serde import WireError, get_directory_request_from_bytes, signed_directory_to_bytes
 from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2
 from node.directory_sources import MAX_DIRECTORY_BYTES, advertised_serial, fetcher_for, load_from
@@ -731,13 +731,13 @@ def test_advertised_serial(metadata: list[tuple[str, str | bytes]], expected: in
 def test_signed(state: DirectoryState) -> None:
     for known in (0, 1, 99):  # whatever the caller holds: it verifies and decides
         request = exchange_pb2.GetDirectoryRequest(known_serial=known).SerializeToString()
-        assert directory_request_from_wire(request) == known
+        assert get_directory_request_from_bytes(request) == known
         response = exchange_pb2.GetDirectoryResponse.FromString(
-            directory_response_to_wire(*state.signed())
+            signed_directory_to_bytes(*state.signed())
         )
         assert response.serial == 3 and response.signed_directory == state.raw
     with pytest.raises(WireError):
-        directory_request_from_wire(b"\xff\xff\xff")
+        get_directory_request_from_bytes(b"\xff\xff\xff")
 
 
 def test_signed_without_a_directory_is_unavailable(key: ed25519.Ed25519PrivateKey) -> None:
@@ -797,8 +797,8 @@ def test_a_node_learns_a_directory_from_a_peer_over_mtls(
     async def get_directory(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         peers.extend(context.auth_context().get("x509_pem_cert", ()))
         seen.append(advertised_serial(dict(context.invocation_metadata() or ())))
-        directory_request_from_wire(raw)
-        return directory_response_to_wire(*state.signed())
+        get_directory_request_from_bytes(raw)
+        return signed_directory_to_bytes(*state.signed())
 
     async def run() -> None:
         server = grpc.aio.server()
