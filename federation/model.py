@@ -52,3 +52,28 @@ class ProvenEntry:
     tree_size: int
     entry: bytes  # the redacted entry, canonical JSON: the exact bytes its leaf hashes
     proof: tuple[bytes, ...]
+
+
+# --- what the OversightService is asked and answers (node/rpc/oversight.py)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyQuery:
+    old_size: int
+    new_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionQuery:
+    """An entry named by its index or by its id (neither: the request is malformed); a
+    `tree_size` of 0 means the latest signed checkpoint's."""
+
+    tree_size: int
+    index: int | None = None
+    entry_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRange:
+    start: int
+    end: int

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2, timestamp_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 
 from federation.errors import ERROR_DOMAIN
-from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery, ProvenEntry
+from federation.model import (
+    ConsistencyQuery,
+    EntryRange,
+    Envelope,
+    Identifier,
+    InclusionQuery,
+    MatchAnswer,
+    MatchQuery,
+    ProvenEntry,
+)
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
@@ -31,7 +41,7 @@ class WireError(ValueError):
     """A message that cannot become a domain object; `field` names the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
 
 
@@ -90,6 +100,11 @@ def match_query_from_proto(msg: pb.MatchRequest) -> MatchQuery:
     )
 
 
+def match_query_from_bytes(raw: bytes) -> MatchQuery:
+    """A MatchRequest's bytes as the node received them (WireError if they are none)."""
+    return match_query_from_proto(_from_bytes(pb.MatchRequest, raw))
+
+
 def match_answer_to_proto(a: MatchAnswer) -> pb.MatchResponse:
     return pb.MatchResponse(
         responder=a.responder,
@@ -108,6 +123,93 @@ def match_answer_from_proto(msg: pb.MatchResponse) -> MatchAnswer:
         policy_revision=msg.policy_revision,
         audit_entry=msg.audit_entry_id,
     )
+
+
+def match_answer_to_bytes(a: MatchAnswer) -> bytes:
+    return match_answer_to_proto(a).SerializeToString()
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def _from_bytes(kind: type[_M], raw: bytes) -> _M:
+    """The message `raw` holds; WireError (no field) if it is not one."""
+    try:
+        return kind.FromString(raw)
+    except DecodeError:
+        raise WireError("", f"request is not a {kind.__name__}") from None
+
+
+# --- GetDirectory, server side
+
+
+def get_directory_request_from_bytes(raw: bytes) -> int:
+    """The serial the caller says it holds (it gets ours whatever it holds)."""
+    return int(_from_bytes(pb.GetDirectoryRequest, raw).known_serial)
+
+
+def signed_directory_to_bytes(serial: int, signed_directory: bytes) -> bytes:
+    return pb.GetDirectoryResponse(
+        serial=serial, signed_directory=signed_directory
+    ).SerializeToString()
+
+
+# --- OversightService, server side
+
+
+def checkpoint_request_from_bytes(raw: bytes) -> None:
+    _from_bytes(opb.GetCheckpointRequest, raw)
+
+
+def checkpoint_note_to_bytes(note: str) -> bytes:
+    return opb.GetCheckpointResponse(note=note).SerializeToString()
+
+
+def consistency_proof_request_from_bytes(raw: bytes) -> ConsistencyQuery:
+    msg = _from_bytes(opb.GetConsistencyProofRequest, raw)
+    return ConsistencyQuery(old_size=msg.old_size, new_size=msg.new_size)
+
+
+def consistency_proof_to_bytes(hashes: Sequence[bytes]) -> bytes:
+    return opb.GetConsistencyProofResponse(hashes=hashes).SerializeToString()
+
+
+def inclusion_proof_request_from_bytes(raw: bytes) -> InclusionQuery:
+    msg = _from_bytes(opb.GetInclusionProofRequest, raw)
+    which = msg.WhichOneof("entry")
+    return InclusionQuery(
+        tree_size=msg.tree_size,
+        index=msg.index if which == "index" else None,
+        entry_id=msg.entry_id if which == "entry_id" else None,
+    )
+
+
+def proven_entry_to_bytes(proven: ProvenEntry) -> bytes:
+    return opb.GetInclusionProofResponse(
+        index=proven.index, tree_size=proven.tree_size, entry=proven.entry, hashes=proven.proof
+    ).SerializeToString()
+
+
+def entries_request_from_bytes(raw: bytes) -> EntryRange:
+    msg = _from_bytes(opb.GetEntriesRequest, raw)
+    return EntryRange(start=msg.start, end=msg.end)
+
+
+def entries_to_bytes(entries: Sequence[bytes]) -> bytes:
+    return opb.GetEntriesResponse(entries=entries).SerializeToString()
+
+
+def witnessed_checkpoints_request_from_bytes(raw: bytes) -> None:
+    _from_bytes(opb.GetWitnessedCheckpointsRequest, raw)
+
+
+def witnessed_checkpoints_to_bytes(cosigned: Iterable[tuple[str, str]]) -> bytes:
+    """(log node, cosigned note) pairs, as this node witnessed them."""
+    views = [opb.WitnessedCheckpoint(log_node=log, note=note) for log, note in cosigned]
+    return opb.GetWitnessedCheckpointsResponse(checkpoints=views).SerializeToString()
+
+
+# --- refusals
 
 
 def rich_status(

@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from google.protobuf.message import DecodeError
 
 from federation.directory import (
     EXPIRED,
@@ -44,7 +43,6 @@ from federation.directory import (
     check_not_older,
     verify_directory,
 )
-from federation.wire.liaison.exchange.v1 import exchange_pb2
 from node.atomic_write import write_atomically
 from node.config import NodeConfig
 from node.directory_sources import load_from
@@ -403,22 +401,13 @@ class DirectoryState:
 
     # --- the GetDirectory RPC ---------------------------------------------------------------
 
-    def respond(self, request: bytes) -> bytes:
-        """GetDirectory from raw request bytes to raw response bytes, for the RPC edge
-        (which identifies the caller first); refusals are Refusals. Whatever serial the
-        caller holds, it gets ours and the signed bytes: it verifies and decides."""
-        try:
-            exchange_pb2.GetDirectoryRequest.FromString(request)
-        except DecodeError:
-            raise Refusal(
-                Kind.INVALID, ("malformed_request",), "GetDirectoryRequest does not parse"
-            ) from None
+    def signed(self) -> tuple[int, bytes]:
+        """The serial and signed bytes of the directory in force, for GetDirectory (the RPC
+        edge encodes them); a Refusal if this node holds none."""
         directory = self._directory
         if directory is None:
             raise Refusal(Kind.UNAVAILABLE, (UNAVAILABLE,), "no directory to give")
-        return exchange_pb2.GetDirectoryResponse(
-            serial=directory.serial, signed_directory=self._raw
-        ).SerializeToString()
+        return directory.serial, self._raw
 
     async def close(self) -> None:
         """Stop the refresh loop and any fetch in flight (for Node.stop)."""

@@ -41,7 +41,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,9 @@ from node.audit.file_store import FileStorage
 from node.audit.storage import AuditStorage, StorageError
 from node.audit.verify import check_chain, stated_checkpoint, storage_checkpoints
 
-# An entry's body (before `seq` and `prev` are known) and the future its request awaits.
-_Pending = tuple[dict[str, Any], "asyncio.Future[str]"]
+# An entry's body (before `seq` and `prev` are known), the future its request awaits, and
+# what to write instead if the entry turns out to answer a replay (`AuditLog.append`).
+_Pending = tuple[dict[str, Any], "asyncio.Future[str]", "Callable[[], AuditRecord] | None"]
 
 
 class AuditLog:
@@ -226,14 +227,18 @@ class AuditLog:
             self.catch_up()
         return index if index is not None and index < self._tree.size else None
 
-    async def append(self, record: AuditRecord) -> str:
-        """Record one exchange; returns its entry id once the entry is durable."""
-        body: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
-        body["reasons"] = list(record.reasons)
-        body["v"], body["id"] = ENTRY_VERSION, record.entry_id or new_entry_id()
-        body["salt"] = secrets.token_hex(16)
+    async def append(
+        self, record: AuditRecord, *, if_replayed: Callable[[], AuditRecord] | None = None
+    ) -> str:
+        """Record one exchange; returns its entry id once the entry is durable.
+
+        An answer to a request another replica already audited (a replay: `_replays`) is
+        not written. Without `if_replayed` the append raises AuditReplay; with it, the
+        record `if_replayed()` returns (the refusal of the replay, with the same entry id)
+        is written in its place, in the same locked write, so the request still has
+        exactly one entry. It is called at most once, in the writer's thread."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((body, future))
+        self._pending.append((_body(record), future, if_replayed))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -241,7 +246,7 @@ class AuditLog:
     def _encode(self, batch: list[_Pending]) -> tuple[list[bytes], list[bytes], list[str]]:
         """The batch's lines, chained on the durable head, with their leaves and heads."""
         lines, leaves, heads, head = [], [], [], self._head
-        for seq, (body, _) in enumerate(batch, start=self._tree.size):
+        for seq, (body, _, _) in enumerate(batch, start=self._tree.size):
             body["seq"], body["prev"] = seq, head
             encoded = canonical(body)
             head = chain_digest(head, encoded)
@@ -268,7 +273,7 @@ class AuditLog:
                 continue
             if replays:
                 self._fail(replays, AuditReplay("another replica already audited this nonce"))
-            for body, future in batch:
+            for body, future, _ in batch:
                 if not future.done():
                     future.set_result(str(body["id"]))
 
@@ -286,12 +291,12 @@ class AuditLog:
                     self._admit(held.since(self._tree.size), self._tree.size)
                     replays = self._replays(batch)
                     if replays:
-                        refused = {id(future) for _, future in replays}
-                        batch = [p for p in batch if id(p[1]) not in refused]
+                        batch = _instead_of_replays(batch, replays)
+                        replays = [p for p in replays if p[2] is None]
                     first = self._tree.size
                     lines, leaves, heads = self._encode(batch)
                     if batch:
-                        held.append(first, lines, [str(body["id"]) for body, _ in batch])
+                        held.append(first, lines, [str(body["id"]) for body, _, _ in batch])
             except StorageError as exc:
                 raise AuditError(
                     f"audit log {self.where} could not be written ({exc.detail}); the request "
@@ -347,7 +352,7 @@ class AuditLog:
         return error
 
     def _fail(self, entries: list[_Pending], error: AuditError) -> None:
-        for _, future in entries:
+        for _, future, _ in entries:
             if not future.done():
                 future.set_exception(error)
 
@@ -369,6 +374,31 @@ class AuditLog:
         if self._flusher is not None:
             await self._flusher
         self._storage.close()
+
+
+def _body(record: AuditRecord) -> dict[str, Any]:
+    """An entry's body, before the log gives it its place (`seq`) and chain (`prev`)."""
+    body: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
+    body["reasons"] = list(record.reasons)
+    body["v"], body["id"] = ENTRY_VERSION, record.entry_id or new_entry_id()
+    body["salt"] = secrets.token_hex(16)
+    return body
+
+
+def _instead_of_replays(batch: list[_Pending], replays: list[_Pending]) -> list[_Pending]:
+    """The batch with each replay that has a replacement replaced by it (same entry id),
+    and each replay without one left out (its request gets AuditReplay)."""
+    replayed = {id(pending[1]) for pending in replays}
+    kept: list[_Pending] = []
+    for body, future, instead in batch:
+        if id(future) not in replayed:
+            kept.append((body, future, instead))
+        elif instead is not None:
+            replacement = _body(instead())
+            if replacement["id"] != body["id"] or replacement["decision"] == "allow":
+                raise AuditError("the record written instead of a replay must refuse it")
+            kept.append((replacement, future, None))
+    return kept
 
 
 def existing_storage(store: str, path: Path, url: str) -> AuditStorage:

@@ -1,8 +1,21 @@
-"""What every RPC handler does once it has its answer or refusal: make the audit entry
-durable, count the request, and send the refusal as a rich status.
+"""The one path every RPC the node serves takes, once, whatever its service.
 
-Shared by the ExchangeService (`node.rpc.exchange`) and the OversightService (`node.rpc.oversight`),
-so every call the node answers, whatever the service, is audited and counted the same way.
+    1 identify   node/rpc/auth.py: the client certificate -> a directory member; then the
+                 method's guards (`nodes_only`: `not_a_node`; `active_only`:
+                 `member_suspended`) and the service's `on_identified` hook
+    2 verify     node/rpc/admission.py, signed methods only: the requester's Ed25519
+                 signature over the exact bytes received
+    3 parse      federation/serde.py: bytes -> a plain typed object; signed methods then
+                 check the freshness and nonce of its envelope (admission.py)
+    4 serve      a service method, on plain objects
+    5 record     the call's one audit record (who, what, the outcome, digests, signatures)
+    6 durable    node/audit/log.py: the entry is durable before anything leaves
+    7 count      node/metrics.py
+    8 answer     the encoded answer (signed where the method signs), or the refusal as a
+                 rich status: a Refusal raised at any step jumps to 5 with it
+
+A method is declared once (`Method`) and registered in its service's list; the path is the
+same for all of them, so every call is audited, counted and refused the same way.
 """
 
 from __future__ import annotations
@@ -10,24 +23,91 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import grpc
-from google.rpc import status_pb2
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from federation.directory import Member
-from federation.serde import STATUS_TRAILER, rich_status
-from node.audit.entries import AuditError, AuditRecord, AuditReplay, new_entry_id
+from federation.directory import Member, MemberStatus
+from federation.methods import full_method
+from federation.model import Envelope
+from federation.serde import STATUS_TRAILER, WireError, rich_status
+from federation.signing import SIGNATURE_METADATA, response_message, sign
+from node.audit.entries import AuditError, AuditRecord, new_entry_id
 from node.audit.log import AuditLog
-from node.errors import Kind, Refusal
+from node.errors import Kind, Refusal, denied, invalid
 from node.metrics import NodeMetrics
-from node.rpc.admission import replayed
+from node.rpc.admission import Admission, replayed
 from node.rpc.auth import PeerAuthenticator
 
 log = logging.getLogger("liaison.node")
 # The metric and audit label for a caller refused before it was identified.
 UNIDENTIFIED = "unidentified"
+
+Q = TypeVar("Q")
+A = TypeVar("A")
+Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
+
+
+@dataclass
+class Call:
+    """One call, as a service method sees it. `revision` is the policy revision in force
+    when the call arrived; a method whose answer a policy decided sets it to that one."""
+
+    member: Member
+    entry_id: str
+    metadata: Mapping[str, str | bytes]
+    revision: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What an audit entry records of a request beyond its envelope (method-specific)."""
+
+    category: str = ""
+
+
+def _no_facts(request: object) -> Facts:
+    return Facts()
+
+
+@dataclass(frozen=True)
+class Method(Generic[Q, A]):
+    """One RPC, declared: how its request is parsed, served and its answer encoded.
+
+    `envelope` is given for a method whose requests carry an Envelope: its requests must be
+    signed (and fresh, with a new nonce), its answers and refusals are signed, and its
+    envelope's facts are audited and counted (`liaison_legal_basis_use`). `counted` adds
+    the method's own metrics for an answer (not a refusal)."""
+
+    name: str
+    parse: Callable[[bytes], Q]
+    serve: Callable[[Call, Q], Awaitable[A]]
+    encode: Callable[[A], bytes]
+    envelope: Callable[[Q], Envelope] | None = None
+    nodes_only: bool = False
+    active_only: bool = False
+    facts: Callable[[Q], Facts] = _no_facts
+    counted: Callable[[NodeMetrics, str, Q, A], None] | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.envelope is not None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A gRPC service as the path serves it. `revision` names the policy revision audited
+    with a call no policy decided; `on_identified` runs once the caller is identified and
+    admitted by the method's guards (the ExchangeService learns newer directories there)."""
+
+    name: str
+    methods: Sequence[Method[Any, Any]]
+    revision: Callable[[], str] = lambda: ""
+    on_identified: Callable[[Call], None] | None = None
 
 
 def audit_time() -> str:
@@ -35,58 +115,10 @@ def audit_time() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def refusal_status(refusal: Refusal, entry_id: str, revision: str) -> status_pb2.Status:
-    """The rich status a refused peer receives: reasons, its audit entry, the revision."""
-    return rich_status(
-        refusal.kind.value,
-        refusal.message,
-        refusal.reasons,
-        {"audit_entry": entry_id, "policy_revision": revision},
-    )
-
-
-def call_record(
-    entry_id: str,
-    peer: str,
-    method: str,
-    refusal: Refusal | None,
-    revision: str,
-    request: bytes,
-    response: bytes,
-) -> AuditRecord:
-    """The audit record of a call without an envelope (no purpose, legal basis or nonce):
-    GetDirectory, and every OversightService call."""
-    return AuditRecord(
-        entry_id=entry_id,
-        time=audit_time(),
-        peer=peer,
-        method=method,
-        purpose="",
-        legal_basis="",
-        decision=refusal.decision if refusal else "allow",
-        reasons=refusal.reasons if refusal else (),
-        policy_revision=revision,
-        request_sha256=hashlib.sha256(request).hexdigest(),
-        response_sha256=hashlib.sha256(response).hexdigest(),
-    )
-
-
-async def abort(
-    context: grpc.aio.ServicerContext[bytes, bytes],
-    refusal: Refusal,
-    status: bytes,
-    trailers: Sequence[tuple[str, str | bytes]] = (),
-) -> None:
-    """End the call with `refusal`, its rich status sent as `status`: the serialised
-    `refusal_status` that the node audited (and signed), not serialised again
-    (grpc.aio's context lacks abort_with_status)."""
-    await context.abort(refusal.kind.value, refusal.message, ((STATUS_TRAILER, status), *trailers))
-
-
 def internal_failure(method: str, peer: str) -> Refusal:
-    """The refusal for an error no handler expected (a bug), called where it is caught:
-    the traceback goes to the operator's log, and the peer gets a refusal, audited and
-    counted, never grpc's bare UNKNOWN with the exception's text."""
+    """The refusal for an error no method expected (a bug), called where it is caught: the
+    traceback goes to the operator's log, and the peer gets a refusal, audited and counted,
+    never grpc's bare UNKNOWN with the exception's text."""
     log.exception("internal error answering a %s from %s; refused", method, peer)
     return Refusal(
         Kind.INTERNAL,
@@ -95,78 +127,261 @@ def internal_failure(method: str, peer: str) -> Refusal:
     )
 
 
-class Recorder:
-    """The node's audit log and metrics, as every handler uses them."""
+def audit_unavailable() -> Refusal:
+    return Refusal(
+        Kind.UNAVAILABLE,
+        ("audit_unavailable",),
+        "the node could not audit this request, so it refuses to answer; retry later",
+    )
 
-    def __init__(self, audit: AuditLog, metrics: NodeMetrics) -> None:
-        self.audit = audit
+
+def refusal_status(refusal: Refusal, entry_id: str, revision: str) -> bytes:
+    """The one translator from a Refusal to what the peer receives: a google.rpc.Status
+    with one ErrorInfo per reason, naming its audit entry and the policy revision.
+
+    Built by `federation.serde.rich_status`, not grpc_status.rpc_status.to_status (so
+    grpcio-status is not a dependency): to_status serialises the Status itself, and the
+    node must send the very bytes it hashed into the audit entry and signed (protobuf
+    serialisation is not canonical, and ErrorInfo.metadata is a map); grpc.aio's context
+    has no abort_with_status to take its result either."""
+    status = rich_status(
+        refusal.kind.value,
+        refusal.message,
+        refusal.reasons,
+        {"audit_entry": entry_id, "policy_revision": revision},
+    )
+    encoded: bytes = status.SerializeToString()
+    return encoded
+
+
+@dataclass
+class _Exchange:
+    """One call as the path carries it from step to step: what is known of the request,
+    and what will be sent (the answer's or the refusal's bytes, and their signature)."""
+
+    method: Method[Any, Any]
+    wire_name: str
+    request_sha256: bytes
+    entry_id: str
+    revision: str
+    peer: str = UNIDENTIFIED
+    envelope: Envelope | None = None
+    facts: Facts = Facts()
+    request_signature: bytes = b""
+    response: bytes = b""
+    refusal: Refusal | None = None
+    signature: bytes = b""
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+        self.response = refusal_status(refusal, self.entry_id, self.revision)
+
+    def seal(self, key: ed25519.Ed25519PrivateKey | None) -> None:
+        """Sign what will be sent, bound to the request, if the method signs."""
+        if not self.method.signed:
+            return
+        if key is None:
+            raise RuntimeError("a signed method is served by a call path without a key")
+        ok = self.refusal is None
+        message = response_message(self.wire_name, self.request_sha256, self.response, ok)
+        self.signature = sign(key, message)
+
+    def record(self, time: str) -> AuditRecord:
+        """The call's one audit record."""
+        refusal, envelope = self.refusal, self.envelope
+        return AuditRecord(
+            entry_id=self.entry_id,
+            time=time,
+            peer=self.peer,
+            method=self.method.name,
+            purpose=envelope.purpose[:64] if envelope else "",
+            legal_basis=envelope.legal_basis.value if envelope else "",
+            decision=refusal.decision if refusal else "allow",
+            reasons=refusal.reasons if refusal else (),
+            policy_revision=self.revision,
+            request_sha256=self.request_sha256.hex(),
+            response_sha256=hashlib.sha256(self.response).hexdigest(),
+            category=self.facts.category[:64],
+            case_reference=envelope.case_reference[:128] if envelope else "",
+            nonce=envelope.nonce.hex()[:128] if envelope else "",
+            request_signature=self.request_signature.hex(),
+            response_signature=self.signature.hex(),
+        )
+
+
+class CallPath:
+    """The node's audit log, metrics, request admission and signing key, as every call
+    uses them. `admission` and `signing_key` are needed only by signed methods."""
+
+    def __init__(
+        self,
+        auth: PeerAuthenticator,
+        audit: AuditLog,
+        metrics: NodeMetrics,
+        *,
+        admission: Admission | None = None,
+        signing_key: ed25519.Ed25519PrivateKey | None = None,
+    ) -> None:
+        self._auth = auth
+        self._audit = audit
         self.metrics = metrics
+        self._admission = admission
+        self._key = signing_key
 
-    async def make_durable(self, record: AuditRecord, entry_id: str) -> Refusal | None:
+    def handler(self, service: Service) -> grpc.GenericRpcHandler:
+        def bound(method: Method[Any, Any]) -> Callable[[bytes, Context], Awaitable[bytes]]:
+            async def handle(raw: bytes, context: Context) -> bytes:
+                return await self.run(service, method, raw, context)
+
+            return handle
+
+        return grpc.method_handlers_generic_handler(
+            service.name,
+            {m.name: grpc.unary_unary_rpc_method_handler(bound(m)) for m in service.methods},
+        )
+
+    async def run(
+        self, service: Service, method: Method[Q, A], raw: bytes, context: Context
+    ) -> bytes:
+        """Steps 1 to 8 for one call: the answer's bytes, or the call aborted with its
+        refusal (grpc.aio's abort raises)."""
+        started = time.perf_counter()
+        x = _Exchange(
+            method,
+            full_method(service.name, method.name),
+            hashlib.sha256(raw).digest(),
+            new_entry_id(),
+            service.revision(),
+        )
+        tally = await self._serve(service, method, x, raw, context)  # steps 1-4
+        x.seal(self._key)
+        when = audit_time()
+
+        def instead_of_replay() -> AuditRecord:
+            """Another replica answered this very request: the log writes its refusal as a
+            replay in the answer's place (in its writer thread, under its lock)."""
+            log.warning(
+                "refusing a %s from %s: a replay of a request another replica answered",
+                method.name,
+                x.peer,
+            )
+            x.refuse(replayed())
+            x.seal(self._key)
+            return x.record(when)
+
+        failed = await self._make_durable(x.record(when), x.entry_id, instead_of_replay)
+        if failed is not None:
+            x.refuse(failed)
+            x.seal(self._key)
+        self._count(method.name, x.peer, x.refusal, x.envelope)  # 7 count
+        if x.refusal is None and tally is not None:
+            tally(self.metrics)
+        self.metrics.request_duration.labels(method.name).observe(time.perf_counter() - started)
+        trailers = ((SIGNATURE_METADATA, x.signature),) if method.signed else ()
+        if x.refusal is not None:  # 8 refuse
+            await context.abort(
+                x.refusal.kind.value,
+                x.refusal.message,
+                ((STATUS_TRAILER, x.response), *trailers),
+            )
+        if trailers:
+            context.set_trailing_metadata(trailers)
+        return x.response  # 8 answer
+
+    async def _serve(
+        self,
+        service: Service,
+        method: Method[Q, A],
+        x: _Exchange,
+        raw: bytes,
+        context: Context,
+    ) -> Callable[[NodeMetrics], None] | None:
+        """Steps 1 to 4, up to the encoded answer in `x`, or its refusal. Returns what
+        counts the method's own figures for the answer (`Method.counted`), if any."""
+        try:
+            member = self._auth.identify(context.auth_context())  # 1 identify
+            x.peer = member.node_id
+            call = Call(member, x.entry_id, dict(context.invocation_metadata() or ()), x.revision)
+            _guard(method, member)
+            if service.on_identified is not None:
+                service.on_identified(call)
+            if method.envelope is not None:  # 2 verify
+                x.request_signature = self._admitted().check_signature(
+                    member, x.wire_name, raw, call.metadata
+                )
+            request = _parse(method, raw)  # 3 parse
+            x.facts = method.facts(request)
+            if method.envelope is not None:
+                x.envelope = method.envelope(request)
+                self._admitted().check_fresh(member, x.envelope)
+            answer = await method.serve(call, request)  # 4 serve
+            x.revision = call.revision
+            x.response = method.encode(answer)
+        except Refusal as exc:
+            x.peer = exc.peer or x.peer
+            x.revision = exc.policy_revision or x.revision
+            x.refuse(exc)
+            return None
+        except Exception:
+            x.refuse(internal_failure(method.name, x.peer))
+            return None
+        counted, peer = method.counted, x.peer
+        if counted is None:
+            return None
+        return lambda metrics: counted(metrics, peer, request, answer)
+
+    async def _make_durable(
+        self, record: AuditRecord, entry_id: str, if_replayed: Callable[[], AuditRecord]
+    ) -> Refusal | None:
         """Append the entry and wait until it is durable; the refusal to send instead of the
         answer if it could not be (nothing is disclosed unaudited)."""
         try:
-            written = await self.audit.append(record)
+            written = await self._audit.append(record, if_replayed=if_replayed)
             if written != entry_id:
                 raise AuditError(f"audit entry {written} was written where {entry_id} was due")
-        except AuditReplay:
-            log.warning(
-                "refusing a %s from %s: a replay of a request another replica answered",
-                record.method,
-                record.peer,
-            )
-            return replayed()
         except AuditError as exc:
             log.error("refusing a %s from %s: %s", record.method, record.peer, exc)
             self.metrics.audit_failures.inc()
-            return Refusal(
-                Kind.UNAVAILABLE,
-                ("audit_unavailable",),
-                "the node could not audit this request, so it refuses to answer; retry later",
-            )
+            return audit_unavailable()
         self.metrics.audit_entries.inc()
         return None
 
-    async def serve_call(
-        self,
-        auth: PeerAuthenticator,
-        method: str,
-        revision: str,
-        raw: bytes,
-        context: grpc.aio.ServicerContext[bytes, bytes],
-        decide: Callable[[Member], Awaitable[bytes]],
-    ) -> bytes:
-        """A call without an envelope (GetDirectory, every OversightService call): identify
-        the caller, decide, audit durably, count, then answer or refuse."""
-        started = time.perf_counter()
-        peer, refusal = UNIDENTIFIED, None
-        entry_id = new_entry_id()
-        try:
-            member = auth.identify(context.auth_context())
-            peer = member.node_id
-            response = await decide(member)
-        except Refusal as exc:
-            refusal, peer = exc, exc.peer or peer
-            response = refusal_status(exc, entry_id, revision).SerializeToString()
-        except Exception:
-            refusal = internal_failure(method, peer)
-            response = refusal_status(refusal, entry_id, revision).SerializeToString()
-        record = call_record(entry_id, peer, method, refusal, revision, raw, response)
-        failed = await self.make_durable(record, entry_id)
-        if failed is not None:
-            refusal = failed
-            response = refusal_status(failed, entry_id, revision).SerializeToString()
-        self.count(peer, method, refusal, started)
-        if refusal is not None:
-            await abort(context, refusal, response)
-        return response
-
-    def count(self, peer: str, method: str, refusal: Refusal | None, started: float) -> None:
-        """`liaison_requests_total{peer,method,decision}`, the duration, and each reason of
-        a refusal in `liaison_denials_total{peer,reason}`."""
+    def _count(
+        self, method: str, peer: str, refusal: Refusal | None, envelope: Envelope | None
+    ) -> None:
+        """`liaison_requests_total{peer,method,decision}`, each reason of a refusal in
+        `liaison_denials_total{peer,reason}`, and the envelope's legal basis."""
         m = self.metrics
         m.requests.labels(peer, method, refusal.decision if refusal else "allow").inc()
-        m.request_duration.labels(method).observe(time.perf_counter() - started)
         if refusal is not None:
             for reason in refusal.reasons:
                 m.denials.labels(peer, reason).inc()
+        if envelope is not None and peer != UNIDENTIFIED:
+            m.legal_basis.labels(peer, envelope.legal_basis.value).inc()
+
+    def _admitted(self) -> Admission:
+        if self._admission is None:
+            raise RuntimeError("a signed method is served by a call path without admission")
+        return self._admission
+
+
+def _guard(method: Method[Any, Any], member: Member) -> None:
+    """The method's own conditions on who may call it, before anything is read."""
+    if method.nodes_only and not member.is_node:
+        raise denied(
+            ("not_a_node",),
+            f"{member.node_id} is listed as {', '.join(member.roles)}, not as a node: the "
+            "ExchangeService answers nodes only (overseers use the OversightService)",
+        )
+    if method.active_only and member.status is not MemberStatus.ACTIVE:
+        raise denied(
+            ("member_suspended",),
+            f"{member.node_id} is {member.status.value} in the federation directory",
+        )
+
+
+def _parse(method: Method[Q, A], raw: bytes) -> Q:
+    try:
+        return method.parse(raw)
+    except WireError as exc:
+        raise invalid("malformed_request", str(exc)) from None

@@ -25,8 +25,9 @@ covered by the next scheduled checkpoint (`[audit] checkpoint_interval_s`) or by
 one an exchange entry calls for. With no checkpoint at all (an empty log) the RPCs refuse
 with `no_checkpoint`; the refusal is itself an entry, so the next GetCheckpoint signs one.
 
-Every call is audited durably before its answer and counted in
-`liaison_requests_total{peer,method,decision}`, like the ExchangeService's (`node.rpc.call_path`).
+Every call takes the node's one call path (`node.rpc.call_path`): audited durably before its
+answer and counted in `liaison_requests_total{peer,method,decision}`, like the
+ExchangeService's. The methods here work on plain objects; `federation.serde` converts them.
 
 A node that witnesses its peers (`node.audit.witness`, given as `witness`) serves its cosigned
 views in GetWitnessedCheckpoints, and attaches the cosignatures it collected on its own
@@ -38,40 +39,35 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import grpc
-from google.protobuf.message import DecodeError, Message
+from collections.abc import Callable
 
 from federation import checkpoints
-from federation.directory import Member, MemberStatus
+from federation.methods import OVERSIGHT_SERVICE
+from federation.model import ConsistencyQuery, EntryRange, InclusionQuery, ProvenEntry
 from federation.oversight import MAX_ENTRIES_PER_CALL
-from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
+from federation.serde import (
+    checkpoint_note_to_bytes,
+    checkpoint_request_from_bytes,
+    consistency_proof_request_from_bytes,
+    consistency_proof_to_bytes,
+    entries_request_from_bytes,
+    entries_to_bytes,
+    inclusion_proof_request_from_bytes,
+    proven_entry_to_bytes,
+    witnessed_checkpoints_request_from_bytes,
+    witnessed_checkpoints_to_bytes,
+)
 from node.audit.log import AuditLog
 from node.audit.verify import stated_checkpoint
 from node.audit.witness import Witness
 from node.errors import Kind, Refusal, denied, invalid
-from node.rpc.auth import PeerAuthenticator
-from node.rpc.call_path import Recorder
+from node.rpc.call_path import Call, Method, Service
 
-_SERVICE = opb.DESCRIPTOR.services_by_name["OversightService"]
-SERVICE_NAME = _SERVICE.full_name
-# This service's methods: entries of these alone do not make GetCheckpoint sign anew.
-METHODS = frozenset(method.name for method in _SERVICE.methods)
+SERVICE_NAME = OVERSIGHT_SERVICE
 # Entries read at a time when looking back for one that is not an oversight call.
 _LOOKBACK_BATCH = 256
 # Room left in a response for everything but the entries.
 _ENVELOPE_BYTES = 64 * 1024
-
-_M = TypeVar("_M", bound=Message)
-
-
-def _parse(kind: type[_M], raw: bytes) -> _M:
-    try:
-        return kind.FromString(raw)
-    except DecodeError:
-        raise invalid("malformed_request", f"request is not a {kind.__name__}") from None
 
 
 def _beyond(what: str, size: int) -> Refusal:
@@ -87,9 +83,7 @@ class OversightHandlers:
     def __init__(
         self,
         node_id: str,
-        auth: PeerAuthenticator,
         audit: AuditLog,
-        recorder: Recorder,
         *,
         sign_checkpoint: Callable[[], None],
         revision: Callable[[], str] = lambda: "",
@@ -99,9 +93,7 @@ class OversightHandlers:
         witness: Witness | None = None,
     ) -> None:
         self._node_id = node_id
-        self._auth = auth
         self._audit = audit
-        self._recorder = recorder
         self._revision = revision
         self._sign_checkpoint = sign_checkpoint
         self._min_sign_interval = min_sign_interval_s
@@ -110,48 +102,51 @@ class OversightHandlers:
         self._max_entry_bytes = max(max_response_bytes - _ENVELOPE_BYTES, 1)
         self._monotonic = monotonic
         self._witness = witness
+        # This service's methods: entries of these alone do not make GetCheckpoint sign anew.
+        self._methods = frozenset(method.name for method in self.service().methods)
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
-        methods: dict[str, Callable[[Member, bytes], Awaitable[bytes]]] = {
-            "GetCheckpoint": self._get_checkpoint,
-            "GetConsistencyProof": self._get_consistency_proof,
-            "GetInclusionProof": self._get_inclusion_proof,
-            "GetEntries": self._get_entries,
-            "GetWitnessedCheckpoints": self._get_witnessed_checkpoints,
-        }
-        return grpc.method_handlers_generic_handler(
+    def service(self) -> Service:
+        # Every caller must be active in the directory (a suspended member is refused).
+        return Service(
             SERVICE_NAME,
-            {
-                name: grpc.unary_unary_rpc_method_handler(self._handler(name, decide))
-                for name, decide in methods.items()
-            },
-        )
-
-    def _handler(
-        self, method: str, decide: Callable[[Member, bytes], Awaitable[bytes]]
-    ) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]:
-        async def handle(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            return await self._serve(method, decide, raw, context)
-
-        return handle
-
-    async def _serve(
-        self,
-        method: str,
-        decide: Callable[[Member, bytes], Awaitable[bytes]],
-        raw: bytes,
-        context: grpc.aio.ServicerContext[bytes, bytes],
-    ) -> bytes:
-        async def decide_active(member: Member) -> bytes:
-            if member.status is not MemberStatus.ACTIVE:
-                raise denied(
-                    ("member_suspended",),
-                    f"{member.node_id} is {member.status.value} in the federation directory",
-                )
-            return await decide(member, raw)
-
-        return await self._recorder.serve_call(
-            self._auth, method, self._revision(), raw, context, decide_active
+            [
+                Method(
+                    "GetCheckpoint",
+                    checkpoint_request_from_bytes,
+                    self._get_checkpoint,
+                    checkpoint_note_to_bytes,
+                    active_only=True,
+                ),
+                Method(
+                    "GetConsistencyProof",
+                    consistency_proof_request_from_bytes,
+                    self._get_consistency_proof,
+                    consistency_proof_to_bytes,
+                    active_only=True,
+                ),
+                Method(
+                    "GetInclusionProof",
+                    inclusion_proof_request_from_bytes,
+                    self._get_inclusion_proof,
+                    proven_entry_to_bytes,
+                    active_only=True,
+                ),
+                Method(
+                    "GetEntries",
+                    entries_request_from_bytes,
+                    self._get_entries,
+                    entries_to_bytes,
+                    active_only=True,
+                ),
+                Method(
+                    "GetWitnessedCheckpoints",
+                    witnessed_checkpoints_request_from_bytes,
+                    self._get_witnessed_checkpoints,
+                    witnessed_checkpoints_to_bytes,
+                    active_only=True,
+                ),
+            ],
+            revision=self._revision,
         )
 
     # --- the checkpoint that bounds everything -----------------------------------------------
@@ -194,50 +189,46 @@ class OversightHandlers:
         while end > signed:
             start = max(signed, end - _LOOKBACK_BATCH)
             for raw in reversed(self._audit.entries(start, end)):
-                if json.loads(raw).get("method") not in METHODS:
+                if json.loads(raw).get("method") not in self._methods:
                     return False
             end = start
         return True
 
     # --- the RPCs ----------------------------------------------------------------------------
 
-    async def _get_checkpoint(self, member: Member, raw: bytes) -> bytes:
-        _parse(opb.GetCheckpointRequest, raw)
+    async def _get_checkpoint(self, call: Call, request: None) -> str:
         await self._sign_fresh()
         _, note = await self._latest()
         if self._witness is not None:
             note = self._witness.extra_cosignatures(note)
-        return opb.GetCheckpointResponse(note=note).SerializeToString()
+        return note
 
-    async def _get_consistency_proof(self, member: Member, raw: bytes) -> bytes:
-        request = _parse(opb.GetConsistencyProofRequest, raw)
-        old, new = request.old_size, request.new_size
+    async def _get_consistency_proof(self, call: Call, query: ConsistencyQuery) -> list[bytes]:
+        old, new = query.old_size, query.new_size
         if old > new:
             raise invalid("invalid_range", f"old_size {old} is larger than new_size {new}")
         checkpoint, _ = await self._latest()
         if new > checkpoint.size:
             raise _beyond(f"new_size {new}", checkpoint.size)
-        hashes = await asyncio.to_thread(self._audit.consistency_proof, old, new)
-        return opb.GetConsistencyProofResponse(hashes=hashes).SerializeToString()
+        return await asyncio.to_thread(self._audit.consistency_proof, old, new)
 
-    async def _get_inclusion_proof(self, member: Member, raw: bytes) -> bytes:
-        request = _parse(opb.GetInclusionProofRequest, raw)
+    async def _get_inclusion_proof(self, call: Call, query: InclusionQuery) -> ProvenEntry:
+        member = call.member
         checkpoint, _ = await self._latest()
-        size = request.tree_size or checkpoint.size
+        size = query.tree_size or checkpoint.size
         if size > checkpoint.size:
             raise _beyond(f"tree_size {size}", checkpoint.size)
-        which = request.WhichOneof("entry")
-        if which == "index":
-            index = request.index
+        if query.index is not None:
+            index = query.index
             if index >= size:
                 raise invalid("invalid_range", f"entry {index} is not below tree size {size}")
-        elif which == "entry_id":
-            found = await asyncio.to_thread(self._audit.find, request.entry_id)
+        elif query.entry_id is not None:
+            found = await asyncio.to_thread(self._audit.find, query.entry_id)
             if found is None:
                 raise Refusal(
                     Kind.NOT_FOUND,
                     ("unknown_entry",),
-                    f"no audit entry has id {request.entry_id[:64]!r}",
+                    f"no audit entry has id {query.entry_id[:64]!r}",
                 )
             if found >= size:
                 raise _beyond(f"entry {found}", size)
@@ -252,19 +243,17 @@ class OversightHandlers:
                 f"is not one of {member.node_id}'s",
             )
         hashes = await asyncio.to_thread(self._audit.inclusion_proof, index, size)
-        return opb.GetInclusionProofResponse(
-            index=index, tree_size=size, entry=entry, hashes=hashes
-        ).SerializeToString()
+        return ProvenEntry(index=index, tree_size=size, entry=entry, proof=tuple(hashes))
 
-    async def _get_entries(self, member: Member, raw: bytes) -> bytes:
+    async def _get_entries(self, call: Call, wanted: EntryRange) -> list[bytes]:
+        member = call.member
         if not member.is_overseer:
             raise denied(
                 ("not_an_overseer",),
                 f"{member.node_id} is not an overseer: only overseers may read audit entries "
                 "(a node may prove its own with GetInclusionProof)",
             )
-        request = _parse(opb.GetEntriesRequest, raw)
-        start, end = request.start, request.end
+        start, end = wanted.start, wanted.end
         if start > end:
             raise invalid("invalid_range", f"start {start} is after end {end}")
         if end - start > MAX_ENTRIES_PER_CALL:
@@ -284,10 +273,7 @@ class OversightHandlers:
                 break
             entries.append(entry)
             total += len(entry) + 8
-        return opb.GetEntriesResponse(entries=entries).SerializeToString()
+        return entries
 
-    async def _get_witnessed_checkpoints(self, member: Member, raw: bytes) -> bytes:
-        _parse(opb.GetWitnessedCheckpointsRequest, raw)
-        cosigned = self._witness.cosigned() if self._witness is not None else []
-        views = [opb.WitnessedCheckpoint(log_node=log, note=note) for log, note in cosigned]
-        return opb.GetWitnessedCheckpointsResponse(checkpoints=views).SerializeToString()
+    async def _get_witnessed_checkpoints(self, call: Call, request: None) -> list[tuple[str, str]]:
+        return self._witness.cosigned() if self._witness is not None else []

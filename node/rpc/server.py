@@ -42,7 +42,7 @@ from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
 from node.rpc.admission import Admission
 from node.rpc.auth import PeerAuthenticator
-from node.rpc.call_path import Recorder
+from node.rpc.call_path import CallPath
 from node.rpc.exchange import SERVICE_NAME, ExchangeHandlers
 from node.rpc.oversight import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
 from node.rpc.oversight import OversightHandlers
@@ -215,15 +215,13 @@ async def _start(
             peer.not_after.timestamp()
         ),
     )
-    recorder = Recorder(audit, metrics)
+    call_path = CallPath(
+        authenticator, audit, metrics, admission=admission, signing_key=signing_key
+    )
     handlers = ExchangeHandlers(
-        authenticator,
         MatchService(
             identity, store, engine, metrics, policy_deadline=config.policy.deadline_ms / 1000
         ),
-        recorder,
-        admission,
-        signing_key,
         directory_state,
         # A newer directory is fetched with our credentials as they are now (they may
         # have rotated) from the peer that advertised it.
@@ -254,9 +252,7 @@ async def _start(
 
     oversight = OversightHandlers(
         node_id,
-        authenticator,
         audit,
-        recorder,
         revision=lambda: engine.revision,
         sign_checkpoint=checkpoint,
         max_response_bytes=config.server.max_message_bytes,
@@ -271,7 +267,9 @@ async def _start(
         ]
     )
     opened.push_async_callback(server.stop, 0)
-    server.add_generic_rpc_handlers([handlers.generic_handler(), oversight.generic_handler()])
+    server.add_generic_rpc_handlers(
+        [call_path.handler(handlers.service()), call_path.handler(oversight.service())]
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

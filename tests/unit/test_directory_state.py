@@ -33,6 +33,7 @@ from federation.directory import (
     sign_directory,
 )
 from federation.pki import create_authority, issue_node_certificate
+from federation.serde import WireError, get_directory_request_from_bytes, signed_directory_to_bytes
 from federation.signing import SERIAL_METADATA
 from federation.wire.liaison.exchange.v1 import exchange_pb2
 from node.directory_sources import MAX_DIRECTORY_BYTES, advertised_serial, fetcher_for, load_from
@@ -727,21 +728,22 @@ def test_advertised_serial(metadata: list[tuple[str, str | bytes]], expected: in
 # --- GetDirectory -----------------------------------------------------------------------------
 
 
-def test_respond(state: DirectoryState) -> None:
+def test_signed(state: DirectoryState) -> None:
     for known in (0, 1, 99):  # whatever the caller holds: it verifies and decides
+        request = exchange_pb2.GetDirectoryRequest(known_serial=known).SerializeToString()
+        assert get_directory_request_from_bytes(request) == known
         response = exchange_pb2.GetDirectoryResponse.FromString(
-            state.respond(exchange_pb2.GetDirectoryRequest(known_serial=known).SerializeToString())
+            signed_directory_to_bytes(*state.signed())
         )
         assert response.serial == 3 and response.signed_directory == state.raw
-    with pytest.raises(Refusal) as info:
-        state.respond(b"\xff\xff\xff")
-    assert info.value.kind is Kind.INVALID
+    with pytest.raises(WireError):
+        get_directory_request_from_bytes(b"\xff\xff\xff")
 
 
-def test_respond_without_a_directory_is_unavailable(key: ed25519.Ed25519PrivateKey) -> None:
+def test_signed_without_a_directory_is_unavailable(key: ed25519.Ed25519PrivateKey) -> None:
     empty = DirectoryState(key.public_key(), FED, "/nowhere", None)
     with pytest.raises(Refusal) as info:
-        empty.respond(b"")
+        empty.signed()
     assert info.value.reasons == ("directory_unavailable",)
 
 
@@ -764,7 +766,7 @@ def test_a_node_learns_a_directory_from_a_peer_over_mtls(
     state: DirectoryState, tmp_path: Path, key: ed25519.Ed25519PrivateKey, clock: Clock
 ) -> None:
     """The fetch the node hands to learn_from_peer, against a GetDirectory served by
-    `respond` on loopback: its own client certificate, the peer's TLS name checked against
+    `signed` on loopback: its own client certificate, the peer's TLS name checked against
     the federation CA, its serial in the request metadata."""
     from federation.client import ClientIdentity
 
@@ -795,7 +797,8 @@ def test_a_node_learns_a_directory_from_a_peer_over_mtls(
     async def get_directory(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         peers.extend(context.auth_context().get("x509_pem_cert", ()))
         seen.append(advertised_serial(dict(context.invocation_metadata() or ())))
-        return state.respond(raw)
+        get_directory_request_from_bytes(raw)
+        return signed_directory_to_bytes(*state.signed())
 
     async def run() -> None:
         server = grpc.aio.server()

@@ -1,7 +1,8 @@
 """GetCheckpoint signs the log's head when it grew, but never in a loop: at most one signature
 every `min_sign_interval_s`, shared by concurrent callers, and none for growth made only of
-OversightService calls. A real audit log and key; the handler called as the server calls it
-once the caller is identified (the gRPC path is in tests/federation/test_oversight.py)."""
+OversightService calls. A real audit log and key; the service method called as the call path
+calls it once the caller is identified and the request parsed (the gRPC path is in
+tests/federation/test_oversight.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from federation.checkpoints import audit_origin
-from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
-from node.audit.entries import new_entry_id
+from node.audit.entries import AuditRecord, new_entry_id
 from node.audit.log import AuditLog
 from node.audit.verify import stated_checkpoint
-from node.metrics import NodeMetrics
-from node.rpc.auth import PeerAuthenticator
-from node.rpc.call_path import Recorder, call_record
+from node.rpc.call_path import Call
 from node.rpc.oversight import OversightHandlers
 from tests.unit.test_audit import _append_many
 from tests.unit.test_witness import DIRECTORY, FED, KEYS
@@ -33,9 +29,7 @@ class Node:
         self.signed: list[tuple[float, int]] = []  # (when, tree size) of each signature
         self.handlers = OversightHandlers(
             NODE,
-            PeerAuthenticator(FED, lambda: DIRECTORY),
             self.audit,
-            Recorder(self.audit, NodeMetrics(CollectorRegistry())),
             sign_checkpoint=self._sign,
             min_sign_interval_s=INTERVAL,
         )
@@ -48,12 +42,24 @@ class Node:
         """The tree size of the checkpoint GetCheckpoint serves to a peer."""
         member = DIRECTORY.member("FR-DGPN")
         assert member is not None
-        raw = await self.handlers._get_checkpoint(member, b"")
-        return stated_checkpoint(opb.GetCheckpointResponse.FromString(raw).note).size
+        note = await self.handlers._get_checkpoint(Call(member, new_entry_id(), {}, ""), None)
+        return stated_checkpoint(note).size
 
     async def oversight_calls(self, count: int) -> None:
         for _ in range(count):
-            record = call_record(new_entry_id(), "FR-DGPN", "GetCheckpoint", None, "", b"", b"")
+            record = AuditRecord(
+                entry_id=new_entry_id(),
+                time="2026-12-04T00:00:00.000000Z",
+                peer="FR-DGPN",
+                method="GetCheckpoint",
+                purpose="",
+                legal_basis="",
+                decision="allow",
+                reasons=(),
+                policy_revision="",
+                request_sha256="",
+                response_sha256="",
+            )
             await self.audit.append(record)
 
 
