@@ -24,6 +24,7 @@ from federation.errors import (
     PeerUnavailable,
 )
 from federation.identity import tls_name
+from federation.methods import MATCH_METHOD
 from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
 from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
@@ -169,7 +170,6 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
     return kind(peer, details, reasons=reasons, status=code.name, metadata=metadata)
 
 
-MATCH_METHOD = "/liaison.exchange.v1.ExchangeService/Match"
 GET_DIRECTORY_METHOD = "/liaison.exchange.v1.ExchangeService/GetDirectory"
 HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 

@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from federation.client import (
-    MATCH_METHOD,
     ClientIdentity,
     PeerClient,
     match_query,
@@ -23,6 +22,7 @@ from federation.client import (
     translate,
 )
 from federation.errors import LiaisonError, PeerError, PeerRefused
+from federation.methods import MATCH_METHOD
 from federation.pki import (
     create_signing_key,
     load_signing_key,
