@@ -27,6 +27,13 @@ ENTRY_VERSION = 1
 # Fields that may carry personal data (free text an investigator typed): an overseer gets
 # their salted digests, never their values.
 PERSONAL_FIELDS = ("case_reference",)
+# Step-2 facts, written only when a call has them, so that every other entry keeps exactly
+# the bytes (and Merkle leaf) it had before they existed: the ticket a call opened or acted
+# on, the payload fields withheld from a disclosed record (names only, never values), the
+# operator who decided a ticket, and the operator's free-text reason (personal: digested
+# for overseers like `case_reference`).
+OPTIONAL_FIELDS = ("ticket", "withheld", "operator", "note")
+OPTIONAL_PERSONAL_FIELDS = ("note",)
 # Fields of the local hash chain, not part of the Merkle leaf: `salt` would unmask the
 # personal digests, and `prev`/`hash` are over the unredacted entry.
 _CHAIN_FIELDS = frozenset({"prev", "hash", "salt"})
@@ -91,9 +98,16 @@ class AuditRecord:
     # A random id, chosen before the entry is written so the answer can carry it (the
     # entry's index is known only once it is written); `append` draws one if empty.
     entry_id: str = ""
+    # OPTIONAL_FIELDS: in the entry only when not empty.
+    ticket: str = ""
+    withheld: tuple[str, ...] = ()
+    operator: str = ""
+    note: str = ""
 
 
-RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "entry_id")
+RECORD_FIELDS = tuple(
+    f.name for f in fields(AuditRecord) if f.name != "entry_id" and f.name not in OPTIONAL_FIELDS
+)
 
 
 def new_entry_id() -> str:
@@ -175,6 +189,9 @@ def redact(entry: Mapping[str, Any]) -> dict[str, Any]:
     for name in PERSONAL_FIELDS:
         value = out.pop(name, "")
         out[f"{name}_sha256"] = personal_digest(salt, str(value)) if salt else ""
+    for name in OPTIONAL_PERSONAL_FIELDS:
+        if name in out:
+            out[f"{name}_sha256"] = personal_digest(salt, str(out.pop(name))) if salt else ""
     return out
 
 

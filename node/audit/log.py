@@ -54,6 +54,7 @@ from node.audit.database_store import DatabaseStorage
 from node.audit.entries import (
     ENTRY_VERSION,
     GENESIS,
+    OPTIONAL_FIELDS,
     RECORD_FIELDS,
     AuditError,
     AuditRecord,
@@ -380,6 +381,10 @@ def _body(record: AuditRecord) -> dict[str, Any]:
     """An entry's body, before the log gives it its place (`seq`) and chain (`prev`)."""
     body: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
     body["reasons"] = list(record.reasons)
+    for name in OPTIONAL_FIELDS:
+        value = getattr(record, name)
+        if value:
+            body[name] = list(value) if isinstance(value, tuple) else value
     body["v"], body["id"] = ENTRY_VERSION, record.entry_id or new_entry_id()
     body["salt"] = secrets.token_hex(16)
     return body

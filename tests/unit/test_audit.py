@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from node.audit.entries import GENESIS, AuditCorrupt, AuditError, AuditRecord
+from node.audit.entries import (
+    GENESIS,
+    AuditCorrupt,
+    AuditError,
+    AuditRecord,
+    personal_digest,
+    redact,
+)
 from node.audit.file_store import FileStorage
 from node.audit.log import AuditLog
 from node.audit.storage import AuditStorage
@@ -340,3 +347,39 @@ def test_an_entry_that_cannot_be_encoded_refuses_its_batch_instead_of_hanging(
     ids = asyncio.run(run())
     assert verify_log(path) == 3
     assert _lines(path)[2]["id"] == ids[0]
+
+
+def test_step_two_facts_are_written_only_when_a_call_has_them(tmp_path: Path) -> None:
+    """A ticket, withheld field names, the deciding operator and their reason are in the
+    entries that have them; every other entry keeps the keys (and leaf) it always had, and
+    the operator's free-text reason reaches an overseer only as a salted digest."""
+
+    async def run() -> None:
+        log = AuditLog(tmp_path / "audit.log")
+        await log.append(_record(1))
+        await log.append(
+            _record(
+                2,
+                method="TicketApprove",
+                ticket="tkt_abc",
+                withheld=("address", "phone"),
+                operator="alice",
+                note="MLAT 2026/17 checked by the duty officer",
+            )
+        )
+        await log.close()
+
+    asyncio.run(run())
+    plain, step_two = _lines(tmp_path / "audit.log")
+    assert not {"ticket", "withheld", "operator", "note"} & set(plain)
+    assert (step_two["ticket"], step_two["withheld"], step_two["operator"]) == (
+        "tkt_abc",
+        ["address", "phone"],
+        "alice",
+    )
+    assert verify_log(tmp_path / "audit.log") == 2
+    seen = redact(step_two)
+    assert "note" not in seen and seen["note_sha256"] == personal_digest(
+        step_two["salt"], "MLAT 2026/17 checked by the duty officer"
+    )
+    assert seen["withheld"] == ["address", "phone"] and "note_sha256" not in redact(plain)
