@@ -40,6 +40,7 @@ from node.policy.cache import CachingEngine
 from node.policy.data import load_policy_data
 from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
+from node.received import ReceivedStore
 from node.rpc.admission import Admission
 from node.rpc.auth import PeerAuthenticator
 from node.rpc.call_path import CallPath
@@ -49,6 +50,7 @@ from node.rpc.oversight import OversightHandlers
 from node.rpc.tls import CertificateError, RotatingServerCredentials, TlsFiles
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
+from node.tickets import TicketStore
 
 log = logging.getLogger("liaison.node")
 
@@ -63,6 +65,10 @@ class Node:
     server: grpc.aio.Server
     port: int
     store: RecordStore
+    # Step 2 (issue 11): tickets awaiting an operator, and records received from peers;
+    # in the records' database.
+    tickets: TicketStore
+    received: ReceivedStore
     audit: AuditLog
     metrics: NodeMetrics
     metrics_port: int | None
@@ -92,6 +98,8 @@ class Node:
         if self.witness is not None:
             self.witness.close()
         self.engine.close()
+        self.received.close()
+        self.tickets.close()
         self.store.close()
         if self._http is not None:
             self._http.shutdown()
@@ -186,6 +194,12 @@ async def _start(
     store = RecordStore(config.store.url)
     opened.callback(store.close)
     store.create_schema()
+    tickets = TicketStore(config.store.url)
+    opened.callback(tickets.close)
+    tickets.create_schema()
+    received = ReceivedStore(config.store.url)
+    opened.callback(received.close)
+    received.create_schema()
     skew = config.trust.max_clock_skew_s
     audit = open_audit_log(
         config.audit.store,
@@ -335,6 +349,8 @@ async def _start(
         server,
         bound,
         store,
+        tickets,
+        received,
         audit,
         metrics,
         metrics_port,
