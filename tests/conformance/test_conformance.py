@@ -99,7 +99,8 @@ def test_every_expected_reason_is_in_the_contract() -> None:
 
 
 def test_expectations_are_well_formed() -> None:
-    """Denials name sorted reasons; every allow states its exact obligations."""
+    """Denials name sorted reasons; every allow states its exact obligations (a Fetch that
+    needs approval also its `approval_deadline_hours`, and no other Fetch does)."""
     problems = []
     for case in CASES:
         expect = case.expect
@@ -112,7 +113,9 @@ def test_expectations_are_well_formed() -> None:
             if not set(obligations) <= KNOWN_OBLIGATIONS:
                 problems.append(f"{case.source}: unknown obligation in {sorted(obligations)}")
             method = case.input.get("request", {}).get("method")
-            wanted = {"max_results"} if method == "Match" else FETCH_OBLIGATIONS
+            wanted = {"max_results"} if method == "Match" else set(FETCH_OBLIGATIONS)
+            if method != "Match" and obligations.get("require_approval") is True:
+                wanted.add("approval_deadline_hours")
             if set(obligations) != wanted:
                 problems.append(f"{case.source}: a {method} carries exactly {sorted(wanted)}")
         elif not reasons or reasons != sorted(set(reasons)):

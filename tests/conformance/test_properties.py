@@ -8,8 +8,9 @@ every validity edge, and now and then a field that is missing or of the wrong ty
 2. a Fetch on legal basis ``none``, or none at all, is never allowed;
 3. a requester whose status is not ``active`` is never allowed;
 4. an allow carries only obligations the node knows (exactly ``max_results`` on a Match,
-   exactly the four Fetch obligations on a Fetch), and a denial names sorted reasons from
-   the CONTRACT table.
+   exactly the four Fetch obligations on a Fetch, plus ``approval_deadline_hours`` exactly
+   when ``require_approval`` is true), and a denial names sorted reasons from the CONTRACT
+   table.
 """
 
 from __future__ import annotations
@@ -203,9 +204,18 @@ def check(policy_input: dict[str, Any], decision: Decision, known_reasons: set[s
             assert isinstance(max_results, int) and max_results >= 1
         else:
             assert method == "Fetch"
-            assert keys == {"handling_code", "redact", "require_approval", "retention_days"}
+            fetch_keys = {"handling_code", "redact", "require_approval", "retention_days"}
+            approval = decision.obligations.get("require_approval")
+            assert isinstance(approval, bool)
+            if approval:
+                assert keys == fetch_keys | {"approval_deadline_hours"}
+                hours = decision.obligations["approval_deadline_hours"]
+                assert isinstance(hours, int) and hours >= 1
+                if get(policy_input, "node", "profile") == "eu-led":
+                    assert hours <= 48
+            else:
+                assert keys == fetch_keys
             assert decision.obligations["handling_code"] in HANDLING_CODES
-            assert isinstance(decision.obligations["require_approval"], bool)
         # (2) a disclosure always needs a real legal basis (never `none`, never missing)
         if method == "Fetch":
             assert get(policy_input, "envelope", "legal_basis") in FETCH_LEGAL_BASES

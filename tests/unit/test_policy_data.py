@@ -302,8 +302,8 @@ J = ("jits", "JIT-2026-017")
         (
             _set((*A, "note"), "x"),
             "agreements.FR-DGPN.note",
-            "unknown key 'note'; expected one of: categories, legal_bases, max_results, "
-            "methods, purposes, redact, valid_from, valid_until",
+            "unknown key 'note'; expected one of: approval_deadline_hours, categories, "
+            "legal_bases, max_results, methods, purposes, redact, valid_from, valid_until",
         ),
         (
             _set(("agreements", "FR-DGPN "), VALID["agreements"]["FR-DGPN"]),
@@ -401,6 +401,21 @@ J = ("jits", "JIT-2026-017")
             _set(("settings", "retention_days"), 0),
             "settings.retention_days",
             "must be at least 1, got 0",
+        ),
+        (
+            _set(("settings", "approval_deadline_hours"), 0),
+            "settings.approval_deadline_hours",
+            "must be at least 1, got 0",
+        ),
+        (
+            _set(("settings", "approval_deadline_hours"), "48"),
+            "settings.approval_deadline_hours",
+            "expected an integer, got the string '48'",
+        ),
+        (
+            _set((*A, "approval_deadline_hours"), 1.5),
+            "agreements.FR-DGPN.approval_deadline_hours",
+            "expected an integer, got the number 1.5",
         ),
         (
             _set(("settings", "max_match_results"), None),

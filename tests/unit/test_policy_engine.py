@@ -48,6 +48,88 @@ def test_unknown_obligation_denies() -> None:
     assert (d.allow, d.reasons) == (False, ("unknown_obligation",))
 
 
+FETCH = {
+    "handling_code": "H1",
+    "redact": ["health"],
+    "require_approval": False,
+    "retention_days": 30,
+}
+TICKET = {**FETCH, "require_approval": True, "approval_deadline_hours": 48}
+
+
+@pytest.mark.parametrize(
+    "obligations",
+    [
+        {"max_results": 5},
+        FETCH,
+        {**FETCH, "redact": []},
+        TICKET,
+        {**TICKET, "approval_deadline_hours": 1, "handling_code": "H3"},
+    ],
+)
+def test_well_formed_obligations_allow(obligations: dict[str, object]) -> None:
+    d = Decision.from_document({"allow": True, "reasons": [], "obligations": obligations}, "r")
+    assert d == Decision(True, (), obligations, "r")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_results", 0),
+        ("max_results", "5"),
+        ("max_results", 2.5),
+        ("max_results", True),
+        ("redact", "health"),
+        ("redact", ["health", 7]),
+        ("redact", {"health": True}),
+        ("redact", None),
+        ("require_approval", "false"),
+        ("require_approval", 0),
+        ("retention_days", 0),
+        ("retention_days", -30),
+        ("retention_days", "30"),
+        ("retention_days", 30.0),
+        ("retention_days", False),
+        ("handling_code", "H4"),
+        ("handling_code", "h1"),
+        ("handling_code", 1),
+        ("handling_code", ["H1"]),
+        ("approval_deadline_hours", 0),
+        ("approval_deadline_hours", "48"),
+        ("approval_deadline_hours", 1.5),
+        ("approval_deadline_hours", True),
+        ("approval_deadline_hours", None),
+    ],
+)
+def test_malformed_obligation_value_is_policy_error(name: str, value: object) -> None:
+    base = {"max_results": 5} if name == "max_results" else TICKET
+    doc = {"allow": True, "reasons": [], "obligations": {**base, name: value}}
+    assert Decision.from_document(doc, "r") == Decision.deny("policy_error", "r")
+
+
+@pytest.mark.parametrize(
+    "obligations",
+    [
+        {**FETCH, "require_approval": True},  # a ticket that could never expire
+        {**FETCH, "approval_deadline_hours": 48},  # a deadline with nothing to decide
+        {"max_results": 5, "approval_deadline_hours": 48},
+    ],
+)
+def test_deadline_comes_exactly_with_approval(obligations: dict[str, object]) -> None:
+    doc = {"allow": True, "reasons": [], "obligations": obligations}
+    assert Decision.from_document(doc, "r") == Decision.deny("policy_error", "r")
+
+
+def test_unknown_obligation_wins_over_a_malformed_one() -> None:
+    doc = {"allow": True, "obligations": {"teleport": 1, "retention_days": "x"}}
+    assert Decision.from_document(doc, "r").reasons == ("unknown_obligation",)
+
+
+def test_a_deny_keeps_its_reasons_whatever_its_obligations() -> None:
+    doc = {"allow": False, "reasons": ["no_agreement"], "obligations": {"retention_days": 0}}
+    assert Decision.from_document(doc, "r").reasons == ("no_agreement",)
+
+
 def test_allow_with_reasons_denies() -> None:
     d = Decision.from_document({"allow": True, "reasons": ["x"]}, "r")
     assert (d.allow, d.reasons) == (False, ("policy_error",))

@@ -1,5 +1,6 @@
-# Minimisation: what a disclosed record loses (`redact`), who must look first
-# (`require_approval`), and the obligations of an allowed Match or Fetch.
+# Minimisation: what a disclosed record loses (`redact`), who must look first and how soon
+# (`require_approval`, `approval_deadline_hours`), and the obligations of an allowed Match or
+# Fetch.
 package liaison.base
 
 # Special categories of personal data (Art. 10 of Directive (EU) 2016/680): racial or ethnic
@@ -41,10 +42,19 @@ approval_by_marking if input.record.handling_code == "H3"
 match_obligations := {"max_results": max_results}
 
 # What an allowed Fetch must honour: `redact` adds the profile's fields to the agreement's;
-# `sensitive` is the profile's own call on approval.
-fetch_obligations(redact, sensitive) := {
-	"handling_code": input.record.handling_code,
-	"redact": sort(redact | agreement_redact),
-	"require_approval": true in {sensitive, approval_by_node, approval_by_marking},
-	"retention_days": retention_days,
+# `sensitive` is the profile's own call on approval; `deadline` is the profile's
+# approval deadline in hours, carried only when a person must approve (a ticket needs it,
+# a record disclosed at once has nothing to wait for).
+fetch_obligations(redact, sensitive, deadline) := object.union(duties, approval_deadline(approval, deadline)) if {
+	approval := true in {sensitive, approval_by_node, approval_by_marking}
+	duties := {
+		"handling_code": input.record.handling_code,
+		"redact": sort(redact | agreement_redact),
+		"require_approval": approval,
+		"retention_days": retention_days,
+	}
 }
+
+approval_deadline(true, hours) := {"approval_deadline_hours": hours}
+
+approval_deadline(false, _) := {}

@@ -33,6 +33,18 @@ test_approval_category_of_node if {
 	d.obligations.require_approval == true
 }
 
+test_approval_carries_its_deadline if {
+	fetch({"record": {"handling_code": "H3"}}).obligations == {
+		"approval_deadline_hours": 72,
+		"handling_code": "H3",
+		"redact": [],
+		"require_approval": true,
+		"retention_days": 30,
+	}
+}
+
+test_no_approval_no_deadline if not "approval_deadline_hours" in object.keys(fetch({}).obligations)
+
 test_approval_categories_absent if {
 	inp := object.union(data.liaison.testing.fetch_input, {"request": {"category": "firearm"}, "record": {"category": "firearm"}})
 	d := data.liaison.testing.decide_data(inp, object.remove(data.liaison.testing.policy_data, ["restrictions"]))

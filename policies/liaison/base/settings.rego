@@ -27,6 +27,23 @@ default retention_days := 90
 
 retention_days := data.settings.retention_days if positive_integer(data.settings.retention_days)
 
+# --- approval_deadline_hours (Fetch that a person must approve) -----------------------------
+
+# How long the owning node's operators have to decide a ticket: the agreement with the peer
+# says, else the node's settings, else 72 hours (three days: a weekend plus a working day).
+# A profile may shorten it (eu-led: at most 48 hours), never lengthen it.
+default node_approval_deadline_hours := 72
+
+node_approval_deadline_hours := data.settings.approval_deadline_hours if {
+	positive_integer(data.settings.approval_deadline_hours)
+}
+
+agreement_sets_deadline if positive_integer(agreement.approval_deadline_hours)
+
+approval_deadline_hours := agreement.approval_deadline_hours if agreement_sets_deadline
+
+approval_deadline_hours := node_approval_deadline_hours if not agreement_sets_deadline
+
 # --- the shape of the policy data -----------------------------------------------------------
 
 data_reasons contains "policy_data_invalid" if {
@@ -41,6 +58,16 @@ data_reasons contains "policy_data_invalid" if {
 
 data_reasons contains "policy_data_invalid" if {
 	n := data.settings.retention_days
+	not positive_integer(n)
+}
+
+data_reasons contains "policy_data_invalid" if {
+	n := data.settings.approval_deadline_hours
+	not positive_integer(n)
+}
+
+data_reasons contains "policy_data_invalid" if {
+	n := agreement.approval_deadline_hours
 	not positive_integer(n)
 }
 

@@ -57,6 +57,53 @@ test_retention_negative_is_invalid if invalid(fetch_with(with_settings({"retenti
 
 test_match_carries_no_retention if not match_with(data.liaison.testing.policy_data).obligations.retention_days
 
+# --- approval_deadline_hours ----------------------------------------------------------------
+
+# A firearm is in the fixture's approval_categories: its Fetch needs a person.
+firearm_with(d) := data.liaison.testing.decide_data(
+	object.union(data.liaison.testing.fetch_input, {
+		"node": {"profile": "bilateral"},
+		"request": {"category": "firearm"},
+		"record": {"category": "firearm"},
+	}),
+	d,
+)
+
+with_fr_deadline(hours) := data.liaison.testing.with_agreement("FR-DGPN", object.union(fr, {"approval_deadline_hours": hours}))
+
+test_deadline_default if firearm_with(data.liaison.testing.policy_data).obligations.approval_deadline_hours == 72
+
+test_deadline_from_settings if {
+	firearm_with(with_settings({"approval_deadline_hours": 36})).obligations.approval_deadline_hours == 36
+}
+
+test_deadline_from_agreement_over_settings if {
+	d := object.union(with_fr_deadline(12), {"settings": {"approval_deadline_hours": 36}})
+	firearm_with(d).obligations.approval_deadline_hours == 12
+}
+
+test_deadline_agreement_may_be_longer_than_settings if {
+	d := object.union(with_fr_deadline(120), {"settings": {"approval_deadline_hours": 36}})
+	firearm_with(d).obligations.approval_deadline_hours == 120
+}
+
+test_deadline_zero_in_settings_is_invalid if invalid(firearm_with(with_settings({"approval_deadline_hours": 0})))
+
+test_deadline_string_in_settings_is_invalid if invalid(firearm_with(with_settings({"approval_deadline_hours": "48"})))
+
+test_deadline_fraction_in_agreement_is_invalid if invalid(firearm_with(with_fr_deadline(1.5)))
+
+test_deadline_invalid_refuses_a_match_too if invalid(match_with(with_fr_deadline(0)))
+
+test_deadline_absent_without_approval if {
+	d := fetch_with(with_fr_deadline(12))
+	d.allow == true
+	d.obligations.require_approval == false
+	not "approval_deadline_hours" in object.keys(d.obligations)
+}
+
+test_match_carries_no_deadline if match_with(with_fr_deadline(12)).obligations == {"max_results": 5}
+
 # --- restrictions ---------------------------------------------------------------------------
 
 test_blocked_countries_not_a_list if {

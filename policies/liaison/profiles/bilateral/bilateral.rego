@@ -10,6 +10,6 @@ default obligations := {}
 
 obligations := data.liaison.base.match_obligations if data.liaison.base.is_match
 
-obligations := data.liaison.base.fetch_obligations(set(), false) if data.liaison.base.is_fetch
+obligations := data.liaison.base.fetch_obligations(set(), false, data.liaison.base.approval_deadline_hours) if data.liaison.base.is_fetch
 
 decision := data.liaison.base.verdict(deny_reasons, obligations)

@@ -31,6 +31,21 @@ test_fetch_person_redacts_only_what_the_agreement_says if {
 	d.obligations.require_approval == false
 }
 
+test_fetch_approval_category_deadline_from_agreement if {
+	fr := data.liaison.testing.agreements["FR-DGPN"]
+	d := data.liaison.testing.decide_data(
+		object.union(object.union(data.liaison.testing.fetch_input, {"request": {"category": "firearm"}}), {"record": {"category": "firearm"}}),
+		data.liaison.testing.with_agreement("FR-DGPN", object.union(fr, {"approval_deadline_hours": 120})),
+	)
+	d.obligations == {
+		"approval_deadline_hours": 120,
+		"handling_code": "H0",
+		"redact": [],
+		"require_approval": true,
+		"retention_days": 30,
+	}
+}
+
 test_fetch_reasons_from_every_rule if {
 	d := fetch({
 		"requester": {"status": "suspended"},

@@ -43,10 +43,17 @@ redact := data.liaison.base.special_category_fields | object.get(linked_person_f
 
 sensitive := input.request.category in sensitive_categories
 
+# Prüm II (Regulation (EU) 2024/982) gives the requested state 48 hours to release core data
+# after a confirmed match: a person decides within that, or sooner when the agreement or the
+# node's settings say so (eu_led.md).
+max_approval_deadline_hours := 48
+
+approval_deadline_hours := min({max_approval_deadline_hours, data.liaison.base.approval_deadline_hours})
+
 default obligations := {}
 
 obligations := data.liaison.base.match_obligations if data.liaison.base.is_match
 
-obligations := data.liaison.base.fetch_obligations(redact, sensitive) if data.liaison.base.is_fetch
+obligations := data.liaison.base.fetch_obligations(redact, sensitive, approval_deadline_hours) if data.liaison.base.is_fetch
 
 decision := data.liaison.base.verdict(deny_reasons, obligations)

@@ -106,6 +106,35 @@ test_fetch_firearm_node_approval if {
 	d.obligations.redact == sort(array.concat(special, ["holder_address", "holder_name"]))
 }
 
+test_fetch_approval_deadline_is_48_hours if {
+	d := fetch(as_category("wanted_person"))
+	d.obligations.approval_deadline_hours == 48
+}
+
+test_fetch_no_approval_no_deadline if not "approval_deadline_hours" in object.keys(fetch({}).obligations)
+
+fr := data.liaison.testing.agreements["FR-DGPN"]
+
+fetch_data(patch, d) := data.liaison.testing.decide_data(
+	object.union(object.union(data.liaison.testing.fetch_input, {"node": {"profile": "eu-led"}}), patch),
+	d,
+)
+
+test_fetch_deadline_never_longer_than_48_hours if {
+	d := object.union(data.liaison.testing.policy_data, {"settings": {"approval_deadline_hours": 96}})
+	fetch_data(as_category("wanted_person"), d).obligations.approval_deadline_hours == 48
+}
+
+test_fetch_deadline_shortened_by_the_agreement if {
+	d := data.liaison.testing.with_agreement("FR-DGPN", object.union(fr, {"approval_deadline_hours": 24}))
+	fetch_data(as_category("wanted_person"), d).obligations.approval_deadline_hours == 24
+}
+
+test_fetch_deadline_shortened_by_settings if {
+	d := object.union(data.liaison.testing.policy_data, {"settings": {"approval_deadline_hours": 12}})
+	fetch_data(as_category("wanted_person"), d).obligations.approval_deadline_hours == 12
+}
+
 test_fetch_h3_needs_approval if fetch({"record": {"handling_code": "H3"}}).obligations.require_approval == true
 
 test_fetch_keeps_base_rules if {
