@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -80,3 +81,32 @@ def postgres_url(_postgres_admin: Engine) -> Iterator[str]:
     finally:
         with _postgres_admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+DatabaseAway = Callable[[str], AbstractContextManager[None]]
+
+
+@pytest.fixture
+def database_away(_postgres_admin: Engine) -> DatabaseAway:
+    """`with database_away(url):` the database named by `url` is gone for the block: its
+    sessions are cut and no new one is let in (a server restart or a network cut, as a
+    client sees it); after the block it takes connections again."""
+
+    @contextmanager
+    def away(url: str) -> Iterator[None]:
+        name = make_url(url).database
+        with _postgres_admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            try:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+                yield
+            finally:
+                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+
+    return away

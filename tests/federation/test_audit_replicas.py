@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from federation import checkpoints, merkle
@@ -28,6 +27,7 @@ from node.audit.verify import load_storage_tree, verify_storage
 from node.config import load_config
 from node.local.federation import Federation, NodeHandle
 from node.rpc.server import start_node
+from tests.conftest import DatabaseAway
 from tests.federation.helpers import ask, clone_node, set_keys
 from tests.federation.test_cli import liaison
 from tests.federation.test_signed_requests import _body, _send, _signed
@@ -158,19 +158,9 @@ def test_two_replicas_answer_into_one_tree(
 
 
 def test_a_node_refuses_while_its_audit_database_is_away_and_recovers(
-    fed: Federation, postgres_url: str, tmp_path: Path
+    fed: Federation, postgres_url: str, tmp_path: Path, database_away: DatabaseAway
 ) -> None:
     node_handle = _replica(fed, tmp_path / "FR", postgres_url)
-    name = make_url(postgres_url).database
-    admin = create_engine(
-        make_url(postgres_url).set(database="postgres"),
-        poolclass=NullPool,
-        isolation_level="AUTOCOMMIT",
-    )
-
-    def sql(statement: str) -> None:
-        with admin.connect() as conn:
-            conn.execute(text(statement))
 
     async def scenario() -> None:
         node = await start_node(load_config(node_handle.config_path))
@@ -186,17 +176,9 @@ def test_a_node_refuses_while_its_audit_database_is_away_and_recovers(
         try:
             first = await client.match(query(), timeout=10)
             # The database goes away: its sessions are cut and no new one is let in.
-            sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            try:
-                sql(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                )
-                with pytest.raises(PeerUnavailable) as err:
-                    await client.match(query(), timeout=10)
-                assert err.value.reasons == ("audit_unavailable",)
-            finally:
-                sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            with database_away(postgres_url), pytest.raises(PeerUnavailable) as err:
+                await client.match(query(), timeout=10)
+            assert err.value.reasons == ("audit_unavailable",)
             again = await client.match(query(), timeout=10)
             assert node.audit.find(again.audit_entry) == 1
             assert node.audit.find(first.audit_entry) == 0
@@ -206,10 +188,7 @@ def test_a_node_refuses_while_its_audit_database_is_away_and_recovers(
             await client.close()
             await node.stop(0)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        admin.dispose()
+    asyncio.run(scenario())
     storage = DatabaseStorage(postgres_url, create=False)
     try:
         assert load_storage_tree(storage).size == 2  # the chain checked from entry 0

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from federation.vocabulary import LegalBasis
 from node.database import StoreUnavailable
 from node.received import ReceivedRecord, ReceivedStore
+from tests.conftest import DatabaseAway
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("LIAISON_TEST_POSTGRES_URL") else [])
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
@@ -169,34 +167,19 @@ def test_a_database_that_is_down_gives_a_clear_error() -> None:
         store.close()
 
 
-def test_postgresql_going_away_and_coming_back(postgres_url: str) -> None:
+def test_postgresql_going_away_and_coming_back(
+    postgres_url: str, database_away: DatabaseAway
+) -> None:
     store = ReceivedStore(postgres_url)
     store.create_schema()
     record = add_one(store, retention_days=1)
-    name = make_url(postgres_url).database
-    admin = create_engine(
-        make_url(postgres_url).set(database="postgres"),
-        poolclass=NullPool,
-        isolation_level="AUTOCOMMIT",
-    )
-
-    def sql(statement: str) -> None:
-        with admin.connect() as conn:
-            conn.execute(text(statement))
-
     try:
-        sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        )
-        try:
-            with pytest.raises(StoreUnavailable, match="check that the database is up"):
-                store.purge_due(T0 + timedelta(days=2))
-        finally:
-            sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with (
+            database_away(postgres_url),
+            pytest.raises(StoreUnavailable, match="check that the database is up"),
+        ):
+            store.purge_due(T0 + timedelta(days=2))
         assert store.get(record.id) == record  # nothing was half deleted
         assert store.purge_due(T0 + timedelta(days=2)) == [record]
     finally:
         store.close()
-        admin.dispose()

@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from federation.vocabulary import LegalBasis
 from node.database import StoreUnavailable
@@ -38,6 +35,7 @@ from node.tickets import (
     TicketStore,
     UnknownTicket,
 )
+from tests.conftest import DatabaseAway
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("LIAISON_TEST_POSTGRES_URL") else [])
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
@@ -444,38 +442,21 @@ def test_a_database_that_is_down_gives_a_clear_error() -> None:
         store.close()
 
 
-def test_postgresql_going_away_and_coming_back(postgres_url: str) -> None:
+def test_postgresql_going_away_and_coming_back(
+    postgres_url: str, database_away: DatabaseAway
+) -> None:
     """Sessions killed and no new one let in: a clear error, nothing half done; back: the
     next call works on a fresh connection."""
     store = TicketStore(postgres_url)
     store.create_schema()
     ticket = open_one(store)
-    name = make_url(postgres_url).database
-    admin = create_engine(
-        make_url(postgres_url).set(database="postgres"),
-        poolclass=NullPool,
-        isolation_level="AUTOCOMMIT",
-    )
-
-    def sql(statement: str) -> None:
-        with admin.connect() as conn:
-            conn.execute(text(statement))
-
     try:
-        sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        )
-        try:
+        with database_away(postgres_url):
             with pytest.raises(StoreUnavailable, match="check that the database is up"):
                 store.approve(ticket.id, "op", T0)
             with pytest.raises(StoreUnavailable):
                 store.expire_due(T0 + HOURS_48)
-        finally:
-            sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert store.get(ticket.id) == ticket
         assert store.approve(ticket.id, "op", T0).state is TicketState.APPROVED
     finally:
         store.close()
-        admin.dispose()
