@@ -145,13 +145,13 @@ def test_a_compact_file_and_a_file_without_jits(tmp_path: Path) -> None:
                 "2026-12-31",
             ),
             "not a real calendar date",
-        ),  # fmt: skip
+        ),
         (
             _add(
                 Path("X"), "N", *MEMBERS, "--valid-from", "1.1.2026", "--valid-until", "2026-12-31"
             ),
             "is not an ISO date",
-        ),  # fmt: skip
+        ),
         (_add(Path("X"), "bad id", *MEMBERS, *_window()), "is not a JIT id"),
         (
             _add(
@@ -165,7 +165,7 @@ def test_a_compact_file_and_a_file_without_jits(tmp_path: Path) -> None:
                 case="JIT-2026-017",
             ),
             "overlapping",
-        ),  # fmt: skip
+        ),
         (_add(Path("X"), "N", *MEMBERS, *_window(), case=""), "must not be empty"),
         (["policy", "jit", "revoke", "NOPE", "--reason", "r", "--data", "X"], "no JIT 'NOPE'"),
         (["policy", "jit", "revoke", "JIT-2026-017", "--reason", " ", "--data", "X"], "--reason"),
@@ -201,7 +201,7 @@ def test_concurrent_adds_wait_for_the_lock_and_lose_nothing(data: Path) -> None:
                     "-m",
                     "node.cli",
                     *_add(data, f"P{i}", *MEMBERS, *_window(), case=f"CASE-{i}"),
-                ],  # fmt: skip
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -236,9 +236,20 @@ def test_jit_add_changes_a_running_nodes_revision_without_restart(
         old = revision()
         config = str(nl.folder / "node.toml")
         result = liaison(
-            "policy", "jit", "add", "JIT-LIVE", "--member", "NL", "--member", "DE",
-            "--case-reference", "CASE-LIVE", *_window(), "--config", config,
-        )  # fmt: skip
+            "policy",
+            "jit",
+            "add",
+            "JIT-LIVE",
+            "--member",
+            "NL",
+            "--member",
+            "DE",
+            "--case-reference",
+            "CASE-LIVE",
+            *_window(),
+            "--config",
+            config,
+        )
         assert result.returncode == 0, result.stderr
         new = result.stdout.split("policy revision ")[1].split()[0]
         assert new != old and f"(was {old})" in result.stdout
