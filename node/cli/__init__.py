@@ -41,6 +41,7 @@ OPERATOR_ERRORS = (
     ("federation.identity", "InvalidIdentity"),
     ("node.importer", "ImportFailed"),
     ("node.policy.data", "PolicyDataError"),
+    ("node.policy.jits", "JitEditError"),
     ("node.policy.embedded", "PolicyLoadError"),
     ("node.rpc.server", "StartupError"),
     ("node.audit.entries", "AuditError"),

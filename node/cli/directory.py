@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from node.cli.shared import Subparsers, command, group
+from node.cli.shared import Subparsers, command, format_table, group
 
 
 def _directory_sign(args: argparse.Namespace) -> int:
@@ -105,9 +105,7 @@ def _directory_show(args: argparse.Namespace) -> int:
             )
             for m in sorted(directory.members, key=lambda m: m.node_id)
         ]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        print(format_table(rows))
     if expired:
         print(
             f"liaison: directory serial {directory.serial} expired at "

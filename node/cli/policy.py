@@ -1,4 +1,5 @@
-"""`liaison policy check|test|explain`: what an operator runs before trusting a policy.
+"""`liaison policy check|test|explain`: what an operator runs before trusting a policy; and
+`liaison policy jit add|revoke|list`, which edits the JIT grants of a running node's data.
 
 Each command reports step by step, in words an operator can act on; the CLI turns a failed
 step into exit status 2. The OPA binary is used where the project installed it (see
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.cli.shared import Subparsers, command, group
+from node.cli.shared import Subparsers, command, format_table, group
 
 if TYPE_CHECKING:
     from node.policy.decision import PolicyEngine
@@ -213,9 +214,153 @@ def _policy_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- `liaison policy jit` ----------------------------------------------------------------------
+
+
+def _jit_target(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(policy dir, data file): the node's, from --config; or --data, with the shipped Rego
+    unless --policy-dir names other (the Rego only enters the printed revision)."""
+    from node.config import ConfigError, load_config
+    from node.enrol import DEFAULT_POLICY_DIR
+
+    if args.config is not None:
+        policy = load_config(args.config).policy
+        return policy.policy_dir, policy.data
+    if args.data is None:
+        raise ConfigError("give --config node.toml, or --data FILE")
+    return args.policy_dir or DEFAULT_POLICY_DIR, args.data
+
+
+def _print_change(change: Any) -> None:
+    grant = change.grant
+    said = {
+        "added": f"added: members {','.join(grant.members)}, case {grant.case_reference!r}, "
+        f"{grant.valid_from} to {grant.valid_until}",
+        "ended": f"revoked: its window now ends {grant.valid_until} (kept in the data)",
+        "removed": "revoked: removed (it had not begun before today)",
+    }[change.action]
+    print(f"JIT {grant.jit_id} {said}")
+    print(f"policy revision {change.revision_after} (was {change.revision_before})")
+
+
+def _jit_add(args: argparse.Namespace) -> int:
+    from node.policy.jits import Grant, add_grant
+
+    policy_dir, data = _jit_target(args)
+    grant = Grant(
+        args.jit_id,
+        tuple(args.member),
+        args.case_reference,
+        args.valid_from,
+        args.valid_until,
+    )
+    _print_change(add_grant(data, policy_dir, grant))
+    return 0
+
+
+def _jit_revoke(args: argparse.Namespace) -> int:
+    from node.policy.jits import revoke_grant
+
+    policy_dir, data = _jit_target(args)
+    _print_change(revoke_grant(data, policy_dir, args.jit_id, args.reason))
+    return 0
+
+
+def _jit_list(args: argparse.Namespace) -> int:
+    from node.policy.jits import read_grants, utc_today
+
+    _, data = _jit_target(args)
+    today = utc_today()
+    found = read_grants(data)
+    if args.json:
+        rows = [{"id": g.jit_id, **g.as_json(), "status": g.status(today)} for g in found]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not found:
+        print(f"no JIT grants in {data}")
+        return 0
+    table = [("ID", "MEMBERS", "CASE REFERENCE", "WINDOW", "STATUS")]
+    table += [
+        (
+            g.jit_id,
+            ",".join(g.members),
+            g.case_reference,
+            f"{g.valid_from} to {g.valid_until}",
+            g.status(today),
+        )
+        for g in found
+    ]
+    print(format_table(table))
+    return 0
+
+
+def _register_jit(pol: Subparsers) -> None:
+    about = (
+        "the joint investigation team grants in the policy data: members fetch under a JIT "
+        "legal basis without a ticket inside the window; a running node picks up each edit "
+        "by itself (file watch or SIGHUP)"
+    )
+    jit = pol.add_parser("jit", help=about, description=about)
+    actions = jit.add_subparsers(dest="jit_action", required=True, metavar="ACTION")
+
+    def jit_command(
+        name: str, help_: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = command(actions, name, help_, run)
+        p.add_argument("--config", type=Path, help="the node's node.toml (its [policy] data)")
+        p.add_argument("--data", type=Path, help="policy data file (instead of --config)")
+        p.add_argument(
+            "--policy-dir",
+            type=Path,
+            help="Rego folder, for the revision printed with --data (default: the shipped one)",
+        )
+        return p
+
+    p = jit_command(
+        "add",
+        "add a JIT grant: the whole new data is checked as the node checks it and written "
+        "atomically; prints the new policy revision, which the node's log and every "
+        "decision's audit entry show once it has reloaded",
+        _jit_add,
+    )
+    p.add_argument("jit_id", metavar="JIT_ID", help="the grant's id, e.g. JIT-2026-017")
+    p.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="CC",
+        help="a member country (ISO 3166 alpha-2, e.g. DE); repeat for each, at least two",
+    )
+    p.add_argument(
+        "--case-reference",
+        required=True,
+        help="the case reference requests under this JIT carry (how the policy finds the grant)",
+    )
+    p.add_argument("--valid-from", required=True, metavar="YYYY-MM-DD", help="first day")
+    p.add_argument("--valid-until", required=True, metavar="YYYY-MM-DD", help="last day (included)")
+    p = jit_command(
+        "revoke",
+        "end a JIT grant now: its window is closed at yesterday (UTC; windows are whole days), "
+        "so no Fetch relies on it from today, while the grant stays in the data: an auditor "
+        "reading the data of any past revision, or of today, sees what was granted and until "
+        "when. A grant that had not begun before today is removed instead (no window can end "
+        "before it opens). The reason goes into the journal beside the data file "
+        "(<data>.changes.jsonl)",
+        _jit_revoke,
+    )
+    p.add_argument("jit_id", metavar="JIT_ID", help="the grant's id")
+    p.add_argument("--reason", required=True, help="why the grant ends (for the journal)")
+    p = jit_command(
+        "list", "list the JIT grants and whether each is in force today (UTC)", _jit_list
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
 def register(sub: Subparsers) -> None:
     """Declare `liaison policy` and its subcommands."""
-    pol = group(sub, "policy", "policy tasks: check, test and explain the node's Rego")
+    pol = group(
+        sub, "policy", "policy tasks: check, test and explain the node's Rego; edit its JIT grants"
+    )
 
     def policy_command(
         name: str, help_: str, run: Callable[[argparse.Namespace], int]
@@ -250,3 +395,4 @@ def register(sub: Subparsers) -> None:
         _policy_explain,
     )
     p.add_argument("--input", type=Path, required=True, help="a policy input JSON file")
+    _register_jit(pol)

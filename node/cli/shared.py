@@ -1,11 +1,11 @@
 """What the command groups share: declaring a group and its subcommands, the audit-entry
-argument, and writing a document to a file or standard output."""
+argument, a plain table, and writing a document to a file or standard output."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -45,6 +45,15 @@ def parse_entry(text: str) -> int | str:
         return int(text)
     raise argparse.ArgumentTypeError(
         f"{text!r} is neither an entry index (0, 1, ...) nor an entry id (32 hex digits)"
+    )
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (the first one the header) in left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
     )
 
 
