@@ -286,6 +286,23 @@ def test_the_log_still_verifies(node: NodeHandle) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
+def test_a_crashed_nodes_socket_is_replaced_at_start(node: NodeHandle) -> None:
+    """Last in this module: it kills the node (as a crash would) and starts it again."""
+    assert node.process is not None
+    node.process.kill()
+    node.process.wait(10)
+    socket = node.config().admin.socket
+    assert socket.exists()  # left behind
+    node.process = None
+    node.start()
+    node.wait_ready()
+    assert stat.S_IMODE(socket.stat().st_mode) == 0o600
+    listed = liaison("tickets", "list", "--config", str(node.config_path), "--json")
+    assert listed.returncode == 0, listed.stderr
+    node.stop()
+    assert not socket.exists()  # removed at a graceful stop
+
+
 def test_no_node_running_is_one_line(fed: Federation, tmp_path: Path) -> None:
     stopped = clone_node(fed, "FR-DGPN", tmp_path / "FR-DGPN")
     socket = stopped.config().admin.socket
