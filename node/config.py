@@ -111,6 +111,19 @@ class WitnessSection:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSection:
+    # The Unix domain socket of the node's AdminService (its own operators' `liaison
+    # tickets` commands): created with mode 0600, never a network port.
+    socket: Path = Path("admin.sock")
+
+
+@dataclass(frozen=True, slots=True)
+class TicketsSection:
+    # How often the node moves pending tickets past their deadline to `expired`.
+    expire_interval_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     source: Path
     node: NodeSection
@@ -121,6 +134,8 @@ class NodeConfig:
     policy: PolicySection
     audit: AuditSection
     witness: WitnessSection
+    admin: AdminSection
+    tickets: TicketsSection
 
     def client_identity(self) -> ClientIdentity:
         """This node's credentials for calling peers, read now from the files `[tls]` and
@@ -146,6 +161,8 @@ _SECTIONS: dict[str, type] = {
     "policy": PolicySection,
     "audit": AuditSection,
     "witness": WitnessSection,
+    "admin": AdminSection,
+    "tickets": TicketsSection,
 }
 # Integer keys for which 0 is meaningful (it turns the feature off).
 _ZERO_TURNS_OFF = frozenset({("witness", "interval_s")})

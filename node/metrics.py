@@ -7,10 +7,22 @@ fixed vocabularies: an identifier value can never become a label.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+if TYPE_CHECKING:
+    from node.tickets import Ticket
+
+# Time to a ticket's decision: a legal deadline is hours to days (48 h under eu-led).
+_HOUR = 3600.0
+_RESOLUTION_BUCKETS = (1.0, 60.0, 600.0, _HOUR, 4 * _HOUR, 12 * _HOUR, 24 * _HOUR, 48 * _HOUR)
+# Pending tickets by the share of their deadline used: [0, 0.5), [0.5, 0.8), [0.8, 1), due.
+DEADLINE_BUCKETS = (("lt50", 0.5), ("50to80", 0.8), ("80to100", 1.0), ("overdue", float("inf")))
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -137,6 +149,94 @@ class NodeMetrics:
             registry=registry,
         )
 
+        self.ticket_resolution = Histogram(
+            "liaison_ticket_resolution_seconds",
+            "Time from a ticket's opening to its decision, by outcome (approved, refused, "
+            "expired, withdrawn).",
+            ["outcome"],
+            buckets=_RESOLUTION_BUCKETS,
+            registry=registry,
+        )
+        self.ticket_deadline_misses = Counter(
+            "liaison_ticket_deadline_misses",
+            "Tickets that reached their legal deadline undecided (and expired).",
+            registry=registry,
+        )
+
+    def count_ticket(self, ticket: Ticket) -> None:
+        """A ticket's decision: its time to decision, and a miss if it expired."""
+        spent = ticket.time_to_decision
+        if spent is not None:
+            self.ticket_resolution.labels(ticket.state.value).observe(spent.total_seconds())
+        if ticket.state.value == "expired":
+            self.ticket_deadline_misses.inc()
+
+    def track_tickets(
+        self,
+        by_state: Callable[[], Mapping[str, int]],
+        deadline_used: Callable[[], Sequence[float]],
+    ) -> None:
+        """`liaison_tickets{state}` and the pending tickets' use of their deadlines, read
+        from the ticket store at scrape time (`deadline_used`: each pending ticket's share
+        of its deadline used, 1.0 = due)."""
+        self.registry.register(_TicketCollector(by_state, deadline_used))
+
     def track_audit_size(self, size: Callable[[], int]) -> None:
         """Derived state is read at scrape time, never copied and left to go stale."""
         self.audit_size.set_function(lambda: float(size()))
+
+
+class _TicketCollector(Collector):
+    """Ticket figures computed at scrape time (one query each), never copied to go stale.
+    If the database cannot answer, the families are left out of that scrape (an absent
+    series, not a false zero) and the node's log says why."""
+
+    def __init__(
+        self,
+        by_state: Callable[[], Mapping[str, int]],
+        deadline_used: Callable[[], Sequence[float]],
+    ) -> None:
+        self._by_state = by_state
+        self._deadline_used = deadline_used
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families({}, ()))
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts, used = self._by_state(), self._deadline_used()
+        except Exception as exc:  # a scrape must not fail for one family
+            logging.getLogger("liaison.node").error("cannot read ticket figures: %s", exc)
+            return iter(())
+        return iter(self._families(counts, used))
+
+    @staticmethod
+    def _families(counts: Mapping[str, int], used: Sequence[float]) -> list[Metric]:
+        states = GaugeMetricFamily("liaison_tickets", "Tickets by state.", labels=["state"])
+        for state, n in counts.items():
+            states.add_metric([state], float(n))
+        buckets = GaugeMetricFamily(
+            "liaison_tickets_pending_deadline_used",
+            "Pending tickets by the share of their legal deadline used: lt50, 50to80, "
+            "80to100, overdue (past it, not yet expired by the node).",
+            labels=["bucket"],
+        )
+        for name, n in deadline_buckets(used).items():
+            buckets.add_metric([name], float(n))
+        most = GaugeMetricFamily(
+            "liaison_tickets_pending_deadline_used_max",
+            "The largest share of its legal deadline any pending ticket has used (0: none "
+            "pending; 0.8 and above alerts, LiaisonTicketNearDeadline).",
+            value=max(used, default=0.0),
+        )
+        return [states, buckets, most]
+
+
+def deadline_buckets(used: Sequence[float]) -> dict[str, int]:
+    """How many pending tickets fall in each DEADLINE_BUCKETS bucket (lower bound
+    inclusive: a ticket at exactly 80% is in 80to100)."""
+    counts = {name: 0 for name, _ in DEADLINE_BUCKETS}
+    for fraction in used:
+        name = next(name for name, upper in DEADLINE_BUCKETS if fraction < upper)
+        counts[name] += 1
+    return counts

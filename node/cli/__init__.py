@@ -27,6 +27,7 @@ from node.cli import (
     policy,
     query,
     serve,
+    tickets,
     witness,
 )
 
@@ -46,6 +47,7 @@ OPERATOR_ERRORS = (
     ("node.rpc.server", "StartupError"),
     ("node.audit.entries", "AuditError"),
     ("node.audit.witness_state", "WitnessStateError"),
+    ("node.rpc.admin_client", "AdminError"),
     ("federation.errors", "LiaisonError"),
     ("builtins", "FileNotFoundError"),
     ("builtins", "PermissionError"),
@@ -74,6 +76,7 @@ GROUPS = (
     data.register,
     serve.register,
     query.register,
+    tickets.register,
     policy.register,
     demo.register,
 )

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -41,6 +42,7 @@ from node.policy.data import load_policy_data
 from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
 from node.received import ReceivedStore
+from node.rpc.admin import AdminServer, AdminSocketError
 from node.rpc.admission import Admission
 from node.rpc.auth import PeerAuthenticator
 from node.rpc.call_path import CallPath
@@ -50,6 +52,7 @@ from node.rpc.oversight import OversightHandlers
 from node.rpc.tls import CertificateError, RotatingServerCredentials, TlsFiles
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
+from node.ticket_desk import TicketDesk
 from node.tickets import TicketStore
 
 log = logging.getLogger("liaison.node")
@@ -81,17 +84,22 @@ class Node:
     _watcher: asyncio.Task[None] | None = None
     _checkpointer: asyncio.Task[None] | None = None
     _witnessing: asyncio.Task[None] | None = None
+    # Tickets: the operators' admin socket, and the job expiring tickets past deadline.
+    _admin: AdminServer | None = None
+    _expiry: asyncio.Task[None] | None = None
     # This node as a witness of its peers' logs (None when `[witness] interval_s` is 0).
     witness: Witness | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.directory.close()
-        for task in (self._witnessing, self._watcher, self._checkpointer):
+        for task in (self._witnessing, self._watcher, self._checkpointer, self._expiry):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.server.stop(grace)
+        if self._admin is not None:
+            await self._admin.stop()
         # A last checkpoint, so the log a stopped node leaves behind is signed to its end.
         await asyncio.to_thread(self._checkpoint)
         await self.audit.close()
@@ -209,6 +217,11 @@ async def _start(
     )
     opened.push_async_callback(audit.close)
     metrics.track_audit_size(lambda: audit.size)
+    metrics.track_tickets(
+        lambda: {state.value: n for state, n in tickets.open_by_state().items()},
+        lambda: [age.fraction for age in tickets.pending_ages(datetime.now(UTC))],
+    )
+    desk = TicketDesk(tickets, store, audit, metrics)
 
     admission = Admission(skew)
     # Nonces seen before a restart (even kill -9) are in the audit log's recent entries.
@@ -306,6 +319,13 @@ async def _start(
     await health_servicer.set(OVERSIGHT_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
+    admin = AdminServer(desk, config.admin.socket)
+    try:
+        await admin.start()
+    except AdminSocketError as exc:
+        raise StartupError(str(exc)) from None
+    opened.push_async_callback(admin.stop)
+
     http, metrics_port = None, None
     if config.server.metrics:
         mhost, mport = _split(config.server.metrics, "[server] metrics")
@@ -341,6 +361,7 @@ async def _start(
                 metrics=metrics,
             ).run()
         )
+    expiry = asyncio.create_task(desk.expire_every(config.tickets.expire_interval_s))
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
@@ -362,6 +383,8 @@ async def _start(
         _watcher=watcher,
         _checkpointer=checkpointer,
         _witnessing=witnessing,
+        _admin=admin,
+        _expiry=expiry,
         witness=witness,
     )
 

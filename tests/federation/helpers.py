@@ -66,7 +66,7 @@ def clone_node(
         source.folder,
         folder,
         ignore=shutil.ignore_patterns(
-            "audit.log", "*.log", "*.checkpoints", "*.witness.json", "directory.state"
+            "audit.log", "*.log", "*.checkpoints", "*.witness.json", "directory.state", "*.sock"
         ),
     )
     endpoint, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"

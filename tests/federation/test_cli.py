@@ -159,7 +159,7 @@ def _copy_node(fed: Federation, tmp_path: Path) -> Path:
         fed.nodes["FR-DGPN"].folder,
         folder,
         ignore=shutil.ignore_patterns(
-            "records.db*", "audit.log", "node.log", "*.checkpoints", "directory.state"
+            "records.db*", "audit.log", "node.log", "*.checkpoints", "directory.state", "*.sock"
         ),
     )
     return folder
