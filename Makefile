@@ -25,6 +25,9 @@ test: setup lint
 lint: setup
 	$(BIN)/python scripts/gen_protos.py --check
 	cd proto && ../.venv/tools/buf lint
+	@# The wire contract against the previous commit: what peers already speak must still
+	@# parse (needs that commit: a clone with history, not --depth 1).
+	cd proto && ../.venv/tools/buf breaking --against '../.git#ref=HEAD~1,subdir=proto'
 	.venv/tools/opa fmt --list --fail policies
 	.venv/tools/opa check --strict policies
 	.venv/tools/opa test policies

@@ -24,12 +24,24 @@ from federation.errors import (
     PeerUnavailable,
 )
 from federation.identity import tls_name
-from federation.methods import MATCH_METHOD
-from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
+from federation.methods import EXCHANGE_SERVICE, FETCH_METHOD, MATCH_METHOD, full_method
+from federation.model import (
+    Envelope,
+    FetchAnswer,
+    FetchQuery,
+    Identifier,
+    MatchAnswer,
+    MatchQuery,
+    TicketStatus,
+)
 from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
     STATUS_TRAILER,
+    WireError,
+    fetch_answer_from_bytes,
+    fetch_query_to_bytes,
     get_directory_request_to_bytes,
+    get_ticket_request_to_bytes,
     health_check_request_to_bytes,
     match_answer_from_bytes,
     match_query_to_bytes,
@@ -37,6 +49,7 @@ from federation.serde import (
     serving_from_bytes,
     signed_directory_from_bytes,
     status_from_trailers,
+    ticket_status_from_bytes,
     utc_now,
 )
 from federation.signing import (
@@ -171,6 +184,7 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
 
 
 GET_DIRECTORY_METHOD = "/liaison.exchange.v1.ExchangeService/GetDirectory"
+GET_TICKET_METHOD = full_method(EXCHANGE_SERVICE, "GetTicket")
 HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 
 
@@ -202,6 +216,12 @@ class PeerClient:
         self._match: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
             MATCH_METHOD
         )
+        self._fetch: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            FETCH_METHOD
+        )
+        self._get_ticket: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
+            self._channel.unary_unary(GET_TICKET_METHOD)
+        )
 
     @classmethod
     def for_member(
@@ -216,39 +236,78 @@ class PeerClient:
         )
 
     async def match(self, query: MatchQuery, timeout: float) -> MatchAnswer:
-        body = match_query_to_bytes(query)
-        signature = sign(self._key, request_message(MATCH_METHOD, body))
-        metadata = ((SIGNATURE_METADATA, signature), (SERIAL_METADATA, str(self._serial())))
-        call = self._match(body, timeout=timeout, metadata=metadata)
-        try:
-            raw = await call
-        except grpc.RpcError as exc:
-            self._check_refusal(body, exc)
-            raise translate(self.peer, exc) from None
-        self._verify(body, raw, await call.trailing_metadata(), ok=True)
+        """Hit or no-hit, and a reference per record (bound to us) for a later Fetch."""
+        raw = await self._signed(self._match, MATCH_METHOD, match_query_to_bytes(query), timeout)
         answer = match_answer_from_bytes(raw)
         if answer.responder != self.peer:
             raise PeerError(self.peer, f"answer claims to come from {answer.responder!r}")
         return answer
 
-    def _verify(self, request: bytes, body: bytes, trailers: Any, ok: bool) -> None:
+    async def fetch(self, query: FetchQuery, timeout: float) -> FetchAnswer:
+        """One record, by a reference one of our hits returned or by an approved ticket:
+        the record (`answer.record`, its payload the exact JSON text the peer signed) or a
+        ticket's status (`answer.ticket`: pending, or refused/expired with its reason).
+        A refusal raises the exception tree (`unknown_reference`, `reference_expired`,
+        `unknown_ticket`, `already_delivered`, the policy's reasons...)."""
+        raw = await self._signed(self._fetch, FETCH_METHOD, fetch_query_to_bytes(query), timeout)
+        try:
+            answer = fetch_answer_from_bytes(raw)
+        except WireError as exc:
+            raise PeerError(self.peer, f"malformed Fetch answer: {exc}") from None
+        if answer.responder != self.peer:
+            raise PeerError(self.peer, f"answer claims to come from {answer.responder!r}")
+        return answer
+
+    async def get_ticket(self, ticket_id: str, timeout: float) -> TicketStatus:
+        """Where a ticket we opened stands (`unknown_ticket` for any other). The answer is
+        not signed (it discloses nothing); the mTLS channel binds it to the peer."""
+        try:
+            raw = await self._get_ticket(get_ticket_request_to_bytes(ticket_id), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise translate(self.peer, exc) from None
+        try:
+            return ticket_status_from_bytes(raw)
+        except WireError as exc:
+            raise PeerError(self.peer, f"malformed ticket status: {exc}") from None
+
+    async def _signed(
+        self,
+        stub: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
+        method: str,
+        body: bytes,
+        timeout: float,
+    ) -> bytes:
+        """Send `body` signed for `method`; the answer's bytes once its signature verifies
+        (a refusal's signature is checked before it is translated)."""
+        signature = sign(self._key, request_message(method, body))
+        metadata = ((SIGNATURE_METADATA, signature), (SERIAL_METADATA, str(self._serial())))
+        call = stub(body, timeout=timeout, metadata=metadata)
+        try:
+            raw = await call
+        except grpc.RpcError as exc:
+            self._check_refusal(method, body, exc)
+            raise translate(self.peer, exc) from None
+        self._verify(method, body, raw, await call.trailing_metadata(), ok=True)
+        return raw
+
+    def _verify(self, method: str, request: bytes, body: bytes, trailers: Any, ok: bool) -> None:
         signature = next((v for k, v in trailers or () if k == SIGNATURE_METADATA), None)
         try:
             verify(
                 self._peer_key,
                 signature if isinstance(signature, bytes) else None,
-                response_message(MATCH_METHOD, hashlib.sha256(request).digest(), body, ok),
+                response_message(method, hashlib.sha256(request).digest(), body, ok),
                 f"answer from {self.peer}",
             )
         except BadSignature as exc:
             raise PeerError(self.peer, str(exc), reasons=("response_signature_invalid",)) from None
 
-    def _check_refusal(self, request: bytes, exc: grpc.RpcError) -> None:
+    def _check_refusal(self, method: str, request: bytes, exc: grpc.RpcError) -> None:
         """A refusal the node made is signed like an answer; transport failures are not."""
         trailers = _trailers(exc)
         status = next((v for k, v in trailers if k == STATUS_TRAILER), None)
         if isinstance(status, bytes):
-            self._verify(request, status, trailers, ok=False)
+            self._verify(method, request, status, trailers, ok=False)
 
     async def close(self) -> None:
         await self._channel.close()

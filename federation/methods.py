@@ -18,3 +18,4 @@ def full_method(service: str, method: str) -> str:
 
 
 MATCH_METHOD = full_method(EXCHANGE_SERVICE, "Match")
+FETCH_METHOD = full_method(EXCHANGE_SERVICE, "Fetch")

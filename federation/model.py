@@ -44,6 +44,57 @@ class MatchAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchQuery:
+    """One record asked for: by a reference a hit returned, or by an approved ticket
+    (exactly one of the two is set)."""
+
+    envelope: Envelope
+    record_ref: str = ""
+    ticket_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosedRecord:
+    """A record as its owner disclosed it. `payload_json` is canonical JSON, the exact text
+    the owner signed; `withheld_fields` names what policy or an operator left out of it."""
+
+    record_ref: str
+    category: str
+    handling_code: str
+    source_restrictions: tuple[str, ...]
+    origin_country: str
+    payload_json: str
+    withheld_fields: tuple[str, ...]
+    retention_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class TicketStatus:
+    """Where a ticket stands, as its requester may know it. `state` is one of `pending`,
+    `approved`, `refused`, `expired`, `withdrawn`; `reason` says why a ticket will not be
+    delivered (`refused_by_operator`, `ticket_expired`, `withdrawn`)."""
+
+    ticket_id: str
+    state: str
+    created_at: datetime
+    deadline_at: datetime
+    decided_at: datetime | None = None
+    reason: str = ""
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAnswer:
+    """Exactly one of `record` and `ticket` is set."""
+
+    responder: str
+    record: DisclosedRecord | None = None
+    ticket: TicketStatus | None = None
+    policy_revision: str = ""
+    audit_entry: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ProvenEntry:
     """One audit entry with its inclusion proof in the tree of `tree_size` (the
     OversightService client verifies it against a signed root before handing it out)."""

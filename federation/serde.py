@@ -15,13 +15,17 @@ from grpc_health.v1 import health_pb2
 from federation.errors import ERROR_DOMAIN
 from federation.model import (
     ConsistencyQuery,
+    DisclosedRecord,
     EntryRange,
     Envelope,
+    FetchAnswer,
+    FetchQuery,
     Identifier,
     InclusionQuery,
     MatchAnswer,
     MatchQuery,
     ProvenEntry,
+    TicketStatus,
 )
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
@@ -127,6 +131,163 @@ def match_answer_from_proto(msg: pb.MatchResponse) -> MatchAnswer:
 
 def match_answer_to_bytes(a: MatchAnswer) -> bytes:
     return match_answer_to_proto(a).SerializeToString()
+
+
+_TICKET_STATES = {
+    "pending": pb.TICKET_STATE_PENDING,
+    "approved": pb.TICKET_STATE_APPROVED,
+    "refused": pb.TICKET_STATE_REFUSED,
+    "expired": pb.TICKET_STATE_EXPIRED,
+    "withdrawn": pb.TICKET_STATE_WITHDRAWN,
+}
+_TICKET_STATE_NAMES = {v: k for k, v in _TICKET_STATES.items()}
+
+
+def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A set Timestamp, or None to leave the field unset (so `HasField` tells the truth)."""
+    if moment is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def _moment(msg: Message, name: str) -> datetime | None:
+    if not msg.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(msg, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def fetch_query_to_proto(q: FetchQuery) -> pb.FetchRequest:
+    msg = pb.FetchRequest(envelope=envelope_to_proto(q.envelope))
+    if q.ticket_id:
+        msg.ticket_id = q.ticket_id
+    else:
+        msg.record_ref = q.record_ref
+    return msg
+
+
+def fetch_query_from_bytes(raw: bytes) -> FetchQuery:
+    """A FetchRequest's bytes as the node received them (WireError if they are none)."""
+    msg = _from_bytes(pb.FetchRequest, raw)
+    if not msg.HasField("envelope"):
+        raise WireError("envelope", "missing: every request carries an envelope")
+    target = msg.WhichOneof("target")
+    if target is None:
+        raise WireError("target", "missing: name a record_ref or a ticket_id")
+    return FetchQuery(
+        envelope=envelope_from_proto(msg.envelope),
+        record_ref=msg.record_ref if target == "record_ref" else "",
+        ticket_id=msg.ticket_id if target == "ticket_id" else "",
+    )
+
+
+def ticket_status_to_proto(t: TicketStatus) -> pb.TicketStatus:
+    return pb.TicketStatus(
+        ticket_id=t.ticket_id,
+        state=_TICKET_STATES[t.state],
+        created_at=_timestamp(t.created_at),
+        deadline_at=_timestamp(t.deadline_at),
+        decided_at=_timestamp(t.decided_at),
+        reason=t.reason,
+        delivered_at=_timestamp(t.delivered_at),
+    )
+
+
+def ticket_status_from_proto(msg: pb.TicketStatus) -> TicketStatus:
+    created, deadline = _moment(msg, "created_at"), _moment(msg, "deadline_at")
+    if created is None or deadline is None:
+        raise WireError("ticket", "a ticket status without its creation time or deadline")
+    return TicketStatus(
+        ticket_id=msg.ticket_id,
+        state=_TICKET_STATE_NAMES.get(msg.state, "unspecified"),
+        created_at=created,
+        deadline_at=deadline,
+        decided_at=_moment(msg, "decided_at"),
+        reason=msg.reason,
+        delivered_at=_moment(msg, "delivered_at"),
+    )
+
+
+def fetch_answer_to_bytes(a: FetchAnswer) -> bytes:
+    msg = pb.FetchResponse(
+        responder=a.responder, policy_revision=a.policy_revision, audit_entry_id=a.audit_entry
+    )
+    if a.record is not None:
+        r = a.record
+        msg.record.CopyFrom(
+            pb.DisclosedRecord(
+                record_ref=r.record_ref,
+                category=r.category,
+                handling_code=r.handling_code,
+                source_restrictions=list(r.source_restrictions),
+                origin_country=r.origin_country,
+                payload_json=r.payload_json,
+                withheld_fields=list(r.withheld_fields),
+                retention_days=r.retention_days,
+            )
+        )
+    elif a.ticket is not None:
+        msg.ticket.CopyFrom(ticket_status_to_proto(a.ticket))
+    else:
+        raise ValueError("a FetchAnswer carries a record or a ticket")
+    return msg.SerializeToString()
+
+
+def fetch_answer_from_bytes(raw: bytes) -> FetchAnswer:
+    """A FetchResponse's bytes (DecodeError if they are none, WireError if it holds neither
+    a record nor a ticket)."""
+    msg = pb.FetchResponse.FromString(raw)
+    outcome = msg.WhichOneof("outcome")
+    record = ticket = None
+    if outcome == "record":
+        r = msg.record
+        record = DisclosedRecord(
+            record_ref=r.record_ref,
+            category=r.category,
+            handling_code=r.handling_code,
+            source_restrictions=tuple(r.source_restrictions),
+            origin_country=r.origin_country,
+            payload_json=r.payload_json,
+            withheld_fields=tuple(r.withheld_fields),
+            retention_days=r.retention_days,
+        )
+    elif outcome == "ticket":
+        ticket = ticket_status_from_proto(msg.ticket)
+    else:
+        raise WireError("outcome", "a FetchResponse with neither a record nor a ticket")
+    return FetchAnswer(
+        responder=msg.responder,
+        record=record,
+        ticket=ticket,
+        policy_revision=msg.policy_revision,
+        audit_entry=msg.audit_entry_id,
+    )
+
+
+def get_ticket_request_from_bytes(raw: bytes) -> str:
+    """The ticket id asked about."""
+    return _from_bytes(pb.GetTicketRequest, raw).ticket_id
+
+
+def get_ticket_request_to_bytes(ticket_id: str) -> bytes:
+    return pb.GetTicketRequest(ticket_id=ticket_id).SerializeToString()
+
+
+def ticket_status_to_bytes(t: TicketStatus) -> bytes:
+    return pb.GetTicketResponse(ticket=ticket_status_to_proto(t)).SerializeToString()
+
+
+def ticket_status_from_bytes(raw: bytes) -> TicketStatus:
+    msg = pb.GetTicketResponse.FromString(raw)
+    if not msg.HasField("ticket"):
+        raise WireError("ticket", "a GetTicketResponse without a ticket")
+    return ticket_status_from_proto(msg.ticket)
+
+
+def fetch_query_to_bytes(q: FetchQuery) -> bytes:
+    return fetch_query_to_proto(q).SerializeToString()
 
 
 _M = TypeVar("_M", bound=Message)

@@ -124,6 +124,13 @@ class TicketsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ExchangeSection:
+    # How long a record reference a hit handed out may be presented to Fetch the record
+    # (node/references.py); after that the requester asks again (Match).
+    reference_ttl_days: int = 30
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     source: Path
     node: NodeSection
@@ -136,6 +143,7 @@ class NodeConfig:
     witness: WitnessSection
     admin: AdminSection
     tickets: TicketsSection
+    exchange: ExchangeSection
 
     def client_identity(self) -> ClientIdentity:
         """This node's credentials for calling peers, read now from the files `[tls]` and
@@ -163,6 +171,7 @@ _SECTIONS: dict[str, type] = {
     "witness": WitnessSection,
     "admin": AdminSection,
     "tickets": TicketsSection,
+    "exchange": ExchangeSection,
 }
 # Integer keys for which 0 is meaningful (it turns the feature off).
 _ZERO_TURNS_OFF = frozenset({("witness", "interval_s")})

@@ -59,3 +59,19 @@ def invalid(reason: str, message: str) -> Refusal:
 
 def denied(reasons: tuple[str, ...], message: str, policy_revision: str = "") -> Refusal:
     return Refusal(Kind.DENIED, reasons, message, policy_revision)
+
+
+# Step 2 (Fetch, GetTicket): each reason a record request is refused for, and its status.
+# NOT_FOUND says "nothing by that name for you", whatever the cause, so a node cannot probe;
+# FAILED_PRECONDITION says "it was yours, but no longer": ask again (a new hit) or stop.
+STEP2_REASONS: dict[str, Kind] = {
+    "unknown_reference": Kind.NOT_FOUND,
+    "reference_expired": Kind.NOT_YET,
+    "unknown_ticket": Kind.NOT_FOUND,
+    "already_delivered": Kind.NOT_YET,
+}
+
+
+def step2(reason: str, message: str, policy_revision: str = "") -> Refusal:
+    """The refusal for a step-2 `reason`, with the status the catalog gives it."""
+    return Refusal(STEP2_REASONS[reason], (reason,), message, policy_revision)

@@ -66,6 +66,13 @@ class NodeMetrics:
             ["peer", "category"],
             registry=registry,
         )
+        self.fetch_withheld_fields = Counter(
+            "liaison_fetch_withheld_fields",
+            "Payload fields withheld from records disclosed by Fetch, by peer (how many, "
+            "never which values).",
+            ["peer"],
+            registry=registry,
+        )
         self.legal_basis = Counter(
             "liaison_legal_basis_use",
             "Requests by the legal basis they invoked.",

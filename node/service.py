@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from federation.directory import Member
-from federation.model import Identifier, MatchAnswer, MatchQuery
+from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
 from federation.vocabulary import CATEGORIES, IDENTIFIER_KINDS, MAX_IDENTIFIER_LENGTH, PURPOSES
 from node.database import StoreUnavailable
 from node.errors import Kind, Refusal, denied, invalid
 from node.metrics import NodeMetrics
 from node.normalise import NormalisationError, normalise_identifier
 from node.policy import Decision, PolicyEngine, PolicyUnavailable
+from node.references import References
 from node.store import RecordStore
 
 log = logging.getLogger("liaison.node")
@@ -36,9 +37,8 @@ class NodeIdentity:
     profile: str
 
 
-def validate_match(member: Member, query: MatchQuery) -> None:
-    """Reject what no policy should even be asked about; each check names its field."""
-    env = query.envelope
+def validate_envelope(member: Member, env: Envelope) -> None:
+    """The envelope's own checks, for every request that carries one; each names its field."""
     if env.requester != member.node_id:
         raise denied(
             ("requester_mismatch",),
@@ -57,6 +57,11 @@ def validate_match(member: Member, query: MatchQuery) -> None:
             f"envelope.purpose {env.purpose[:64]!r} is not a "
             f"federation purpose (one of {', '.join(sorted(PURPOSES))})",
         )
+
+
+def validate_match(member: Member, query: MatchQuery) -> None:
+    """Reject what no policy should even be asked about; each check names its field."""
+    validate_envelope(member, query.envelope)
     if query.category not in CATEGORIES:
         raise invalid(
             "category_unknown",
@@ -89,7 +94,7 @@ def build_policy_input(
     env = query.envelope
     return {
         "version": POLICY_INPUT_VERSION,
-        "now": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "now": policy_time(now),
         "node": {"node_id": node.node_id, "country": node.country, "profile": node.profile},
         "requester": {
             "node_id": member.node_id,
@@ -123,6 +128,11 @@ def max_results(obligations: Mapping[str, Any]) -> int:
     return limit
 
 
+def policy_time(now: datetime) -> str:
+    """`now` as the policy input writes it (RFC 3339 UTC, to the second)."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _policy_unavailable(why: str) -> Refusal:
     return Refusal(
         Kind.UNAVAILABLE,
@@ -140,8 +150,11 @@ class MatchService:
         metrics: NodeMetrics,
         clock: Callable[[], datetime] | None = None,
         policy_deadline: float = 0.25,
+        *,
+        references: References,
     ) -> None:
         self._node = node
+        self._references = references
         self._deadline = policy_deadline
         self._store = store
         self._engine = engine
@@ -205,9 +218,11 @@ class MatchService:
                 "the node could not read its records; nothing was disclosed, retry later",
                 decision.revision,
             ) from None
+        # Each stored ref goes out sealed for this requester (node/references.py).
+        now = self._clock()
         return MatchAnswer(
             responder=self._node.node_id,
             hit=bool(refs),
-            record_refs=tuple(refs),
+            record_refs=tuple(self._references.seal(member.node_id, ref, now) for ref in refs),
             policy_revision=decision.revision,
         )

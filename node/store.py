@@ -36,7 +36,7 @@ from sqlmodel import Field, SQLModel
 
 from federation.model import Identifier
 from federation.vocabulary import MAX_IDENTIFIER_LENGTH
-from node.database import StoreUnavailable, new_id, open_engine
+from node.database import StoreUnavailable, answering, new_id, open_engine
 from node.records import NewRecord, StoredRecord
 
 _CHUNK = 5_000
@@ -229,7 +229,7 @@ class RecordStore:
 
     def get(self, ref: str) -> StoredRecord | None:
         """The whole record behind ``ref``, for step 2; not on the match path."""
-        with self._engine.connect() as conn:
+        with answering(self._engine, "reading a record"), self._engine.connect() as conn:
             row = conn.execute(select(_records).where(_records.c.ref == ref)).one_or_none()
             if row is None:
                 return None

@@ -52,22 +52,30 @@ A = TypeVar("A")
 Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What an audit entry records of a request beyond its envelope (method-specific):
+    the category, and for step 2 the ticket and the names (never values) of the fields
+    withheld from a disclosed record."""
+
+    category: str = ""
+    ticket: str = ""
+    withheld: tuple[str, ...] = ()
+
+
 @dataclass
 class Call:
     """One call, as a service method sees it. `revision` is the policy revision in force
-    when the call arrived; a method whose answer a policy decided sets it to that one."""
+    when the call arrived; a method whose answer a policy decided sets it to that one.
+    `facts`, set by a method that learns them only while serving (a Fetch learns the
+    record's category from the record), replace the request's for the audit entry, for
+    its answer and its refusal alike."""
 
     member: Member
     entry_id: str
     metadata: Mapping[str, str | bytes]
     revision: str
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What an audit entry records of a request beyond its envelope (method-specific)."""
-
-    category: str = ""
+    facts: Facts | None = None
 
 
 def _no_facts(request: object) -> Facts:
@@ -202,6 +210,8 @@ class _Exchange:
             request_sha256=self.request_sha256.hex(),
             response_sha256=hashlib.sha256(self.response).hexdigest(),
             category=self.facts.category[:64],
+            ticket=self.facts.ticket[:64],
+            withheld=self.facts.withheld,
             case_reference=envelope.case_reference[:128] if envelope else "",
             nonce=envelope.nonce.hex()[:128] if envelope else "",
             request_signature=self.request_signature.hex(),
@@ -298,6 +308,7 @@ class CallPath:
     ) -> Callable[[NodeMetrics], None] | None:
         """Steps 1 to 4, up to the encoded answer in `x`, or its refusal. Returns what
         counts the method's own figures for the answer (`Method.counted`), if any."""
+        call: Call | None = None
         try:
             member = self._auth.identify(context.auth_context())  # 1 identify
             x.peer = member.node_id
@@ -316,13 +327,16 @@ class CallPath:
                 self._admitted().check_fresh(member, x.envelope)
             answer = await method.serve(call, request)  # 4 serve
             x.revision = call.revision
+            x.facts = call.facts or x.facts
             x.response = method.encode(answer)
         except Refusal as exc:
             x.peer = exc.peer or x.peer
             x.revision = exc.policy_revision or x.revision
+            x.facts = (call.facts if call else None) or x.facts
             x.refuse(exc)
             return None
         except Exception:
+            x.facts = (call.facts if call else None) or x.facts
             x.refuse(internal_failure(method.name, x.peer))
             return None
         counted, peer = method.counted, x.peer

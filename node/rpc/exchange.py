@@ -12,15 +12,27 @@ from collections.abc import Awaitable, Callable
 
 from federation.directory import Member
 from federation.methods import EXCHANGE_SERVICE
-from federation.model import Envelope, MatchAnswer, MatchQuery
+from federation.model import (
+    Envelope,
+    FetchAnswer,
+    FetchQuery,
+    MatchAnswer,
+    MatchQuery,
+    TicketStatus,
+)
 from federation.serde import (
+    fetch_answer_to_bytes,
+    fetch_query_from_bytes,
     get_directory_request_from_bytes,
+    get_ticket_request_from_bytes,
     match_answer_to_bytes,
     match_query_from_bytes,
     signed_directory_to_bytes,
+    ticket_status_to_bytes,
 )
 from node.directory_sources import advertised_serial
 from node.directory_state import DirectoryState
+from node.fetching import FetchService, Seen
 from node.metrics import NodeMetrics
 from node.rpc.call_path import Call, Facts, Method, Service
 from node.service import MatchService
@@ -34,8 +46,10 @@ class ExchangeHandlers:
         service: MatchService,
         directory: DirectoryState,
         fetcher: Callable[[Member], Callable[[], Awaitable[bytes]]],
+        fetching: FetchService,
     ) -> None:
         self._service = service
+        self._fetching = fetching
         self._directory = directory
         self._fetcher = fetcher
 
@@ -59,6 +73,24 @@ class ExchangeHandlers:
                     self.get_directory,
                     _directory_response,
                 ),
+                Method(
+                    "Fetch",
+                    fetch_query_from_bytes,
+                    self.fetch,
+                    fetch_answer_to_bytes,
+                    envelope=_fetch_envelope,
+                    nodes_only=True,
+                    facts=_fetch_facts,
+                    counted=_count_withheld,
+                ),
+                Method(
+                    "GetTicket",
+                    get_ticket_request_from_bytes,
+                    self.get_ticket,
+                    ticket_status_to_bytes,
+                    nodes_only=True,
+                    facts=_ticket_facts,
+                ),
             ],
             revision=lambda: self._service.policy_revision,
             on_identified=self.learn,
@@ -68,6 +100,22 @@ class ExchangeHandlers:
         answer = self._service.match(call.member, query)
         call.revision = answer.policy_revision
         return dataclasses.replace(answer, audit_entry=call.entry_id)
+
+    async def fetch(self, call: Call, query: FetchQuery) -> FetchAnswer:
+        seen = Seen(ticket=query.ticket_id[:64])
+        try:
+            answer = await self._fetching.fetch(call.member, query, call.entry_id, seen)
+        finally:
+            call.facts = Facts(seen.category, seen.ticket, seen.withheld)
+        call.revision = answer.policy_revision or call.revision
+        return dataclasses.replace(answer, policy_revision=call.revision, audit_entry=call.entry_id)
+
+    async def get_ticket(self, call: Call, ticket_id: str) -> TicketStatus:
+        seen = Seen(ticket=ticket_id[:64])
+        try:
+            return await self._fetching.ticket(call.member, ticket_id, seen)
+        finally:
+            call.facts = Facts(seen.category, seen.ticket)
 
     async def get_directory(self, call: Call, known_serial: int) -> tuple[int, bytes]:
         """The signed directory we hold, whatever serial the caller holds: the authority's
@@ -95,6 +143,25 @@ def _envelope(query: MatchQuery) -> Envelope:
 
 def _match_facts(query: MatchQuery) -> Facts:
     return Facts(category=query.category)
+
+
+def _fetch_envelope(query: FetchQuery) -> Envelope:
+    return query.envelope
+
+
+def _fetch_facts(query: FetchQuery) -> Facts:
+    return Facts(ticket=query.ticket_id[:64])
+
+
+def _ticket_facts(ticket_id: str) -> Facts:
+    return Facts(ticket=ticket_id[:64])
+
+
+def _count_withheld(
+    metrics: NodeMetrics, peer: str, query: FetchQuery, answer: FetchAnswer
+) -> None:
+    if answer.record is not None and answer.record.withheld_fields:
+        metrics.fetch_withheld_fields.labels(peer).inc(len(answer.record.withheld_fields))
 
 
 def _count_hit(metrics: NodeMetrics, peer: str, query: MatchQuery, answer: MatchAnswer) -> None:

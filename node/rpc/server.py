@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -36,12 +36,14 @@ from node.config import NodeConfig
 from node.directory_sources import fetcher_for
 from node.directory_state import DirectoryState
 from node.directory_state import for_node as directory_for_node
+from node.fetching import FetchService
 from node.metrics import NodeMetrics
 from node.policy.cache import CachingEngine
 from node.policy.data import load_policy_data
 from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
 from node.received import ReceivedStore
+from node.references import References
 from node.rpc.admin import AdminServer, AdminSocketError
 from node.rpc.admission import Admission
 from node.rpc.auth import PeerAuthenticator
@@ -245,16 +247,27 @@ async def _start(
     call_path = CallPath(
         authenticator, audit, metrics, admission=admission, signing_key=signing_key
     )
+    # Hit references are sealed under a key derived from the signing key (replicas share it).
+    references = References.for_signing_key(
+        signing_key, timedelta(days=config.exchange.reference_ttl_days)
+    )
+    matching = MatchService(
+        identity,
+        store,
+        engine,
+        metrics,
+        policy_deadline=config.policy.deadline_ms / 1000,
+        references=references,
+    )
     handlers = ExchangeHandlers(
-        MatchService(
-            identity, store, engine, metrics, policy_deadline=config.policy.deadline_ms / 1000
-        ),
+        matching,
         directory_state,
         # A newer directory is fetched with our credentials as they are now (they may
         # have rotated) from the peer that advertised it.
         lambda member: fetcher_for(
             config.client_identity, member.node_id, member.endpoint, lambda: directory_state.serial
         ),
+        FetchService(identity, store, tickets, references, matching.decide),
     )
 
     origin = audit_origin(config.node.federation, node_id)

@@ -29,7 +29,7 @@ def test_hit_returns_only_opaque_references(fed: Federation, de: ClientIdentity)
     answer = ask(de, fed, "FR-DGPN", "travel_document", [("document_number", spelled)])
     assert answer.hit is True
     assert answer.responder == "FR-DGPN"
-    assert len(answer.record_refs) == 1 and answer.record_refs[0].startswith("rec_")
+    assert len(answer.record_refs) == 1 and answer.record_refs[0].startswith("ref_")
     assert answer.policy_revision.startswith("sha256:")
     assert audit_entry(fed.nodes["FR-DGPN"], answer.audit_entry)["decision"] == "allow"
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from federation.model import Identifier
+from federation.pki import load_ed25519_private
 from node.local.federation import Federation
+from node.references import References
 from node.store import RecordStore
 from tests.federation.helpers import ask, clone_node, set_keys
 from tests.federation.test_cli import liaison
@@ -113,7 +116,13 @@ def test_a_node_on_postgresql_answers_and_sees_later_imports(
         store = RecordStore(postgres_url)
         try:
             ident = [Identifier("document_number", late_number)]
-            assert store.find("travel_document", ident, 10) == list(late_refs)
+            # The hit's reference is the stored ref, sealed for DE-BKA (node/references.py).
+            sealing = References.for_signing_key(
+                load_ed25519_private(fr.config().trust.signing_key)
+            )
+            now = datetime.now(UTC)
+            opened = [sealing.open("DE-BKA", ref, now).stored_ref for ref in late_refs]
+            assert store.find("travel_document", ident, 10) == opened
         finally:
             store.close()
     finally:

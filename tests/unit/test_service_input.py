@@ -21,6 +21,7 @@ from node.metrics import NodeMetrics
 from node.normalise import normalise_identifier
 from node.policy import Decision, PolicyUnavailable
 from node.records import NewRecord
+from node.references import References
 from node.service import (
     DEFAULT_MAX_RESULTS,
     MAX_IDENTIFIERS,
@@ -35,6 +36,7 @@ from node.store import RecordStore, new_ref
 
 NODE = NodeIdentity(node_id="DE-BKA", country="DE", profile="bilateral")
 NOW = datetime(2026, 3, 1, 12, 0, 0, 987654, tzinfo=UTC)
+REFERENCES = References(bytes(32))
 MEMBER = Member(
     node_id="FR-PN",
     endpoint="fr-pn.example:7001",
@@ -307,7 +309,9 @@ def _service(
 ) -> tuple[MatchService, FixedEngine, CollectorRegistry]:
     registry = CollectorRegistry()
     engine = FixedEngine(decision)
-    service = MatchService(NODE, store, engine, NodeMetrics(registry), clock=lambda: NOW)
+    service = MatchService(
+        NODE, store, engine, NodeMetrics(registry), clock=lambda: NOW, references=REFERENCES
+    )
     return service, engine, registry
 
 
@@ -316,6 +320,10 @@ def test_allowed_match_is_capped_by_max_results(store: RecordStore) -> None:
     service, engine, registry = _service(store, decision)
     answer = service.match(MEMBER, _query(Identifier("vin", SECRET_VIN.lower())))
     assert answer.hit and len(answer.record_refs) == 2
+    # One reference per record, each bound to the requester (node/references.py).
+    opened = [REFERENCES.open(MEMBER.node_id, ref, NOW).stored_ref for ref in answer.record_refs]
+    vin = Identifier("vin", normalise_identifier("vin", SECRET_VIN))
+    assert opened == store.find("vehicle", [vin], 2)
     assert answer.responder == "DE-BKA" and answer.policy_revision == "rev-9"
     assert SECRET_VIN not in json.dumps(engine.inputs[0])
     assert (
@@ -372,7 +380,13 @@ def test_a_decision_past_the_deadline_is_not_used(store: RecordStore) -> None:
     registry = CollectorRegistry()
     engine = SlowEngine(Decision(allow=True, revision="rev-slow"))
     service = MatchService(
-        NODE, store, engine, NodeMetrics(registry), clock=lambda: NOW, policy_deadline=0.01
+        NODE,
+        store,
+        engine,
+        NodeMetrics(registry),
+        clock=lambda: NOW,
+        policy_deadline=0.01,
+        references=REFERENCES,
     )
     with pytest.raises(Refusal) as info:
         service.match(MEMBER, _query(Identifier("vin", SECRET_VIN)))

@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"liaison/exchange/v1/exchange.proto\x12\x13liaison.exchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\nLegalBasis\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.liaison.exchange.v1.LegalBasisKind\x12\x11\n\treference\x18\x02 \x01(\t\"\xba\x01\n\x08\x45nvelope\x12\x11\n\trequester\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x34\n\x0blegal_basis\x18\x03 \x01(\x0b\x32\x1f.liaison.exchange.v1.LegalBasis\x12\x16\n\x0e\x63\x61se_reference\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\nIdentifier\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x87\x01\n\x0cMatchRequest\x12/\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1d.liaison.exchange.v1.Envelope\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x34\n\x0bidentifiers\x18\x03 \x03(\x0b\x32\x1f.liaison.exchange.v1.Identifier\"u\n\rMatchResponse\x12\x11\n\tresponder\x18\x01 \x01(\t\x12\x0b\n\x03hit\x18\x02 \x01(\x08\x12\x13\n\x0brecord_refs\x18\x03 \x03(\t\x12\x17\n\x0fpolicy_revision\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_entry_id\x18\x05 \x01(\t\"+\n\x13GetDirectoryRequest\x12\x14\n\x0cknown_serial\x18\x01 \x01(\x04\"@\n\x14GetDirectoryResponse\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x18\n\x10signed_directory\x18\x02 \x01(\x0c*\xc9\x01\n\x0eLegalBasisKind\x12 \n\x1cLEGAL_BASIS_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15LEGAL_BASIS_KIND_NONE\x10\x01\x12(\n$LEGAL_BASIS_KIND_BILATERAL_AGREEMENT\x10\x02\x12\x19\n\x15LEGAL_BASIS_KIND_MLAT\x10\x03\x12\x18\n\x14LEGAL_BASIS_KIND_JIT\x10\x04\x12\x1b\n\x17LEGAL_BASIS_KIND_TREATY\x10\x05\x32\xc6\x01\n\x0f\x45xchangeService\x12N\n\x05Match\x12!.liaison.exchange.v1.MatchRequest\x1a\".liaison.exchange.v1.MatchResponse\x12\x63\n\x0cGetDirectory\x12(.liaison.exchange.v1.GetDirectoryRequest\x1a).liaison.exchange.v1.GetDirectoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"liaison/exchange/v1/exchange.proto\x12\x13liaison.exchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\nLegalBasis\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.liaison.exchange.v1.LegalBasisKind\x12\x11\n\treference\x18\x02 \x01(\t\"\xba\x01\n\x08\x45nvelope\x12\x11\n\trequester\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x34\n\x0blegal_basis\x18\x03 \x01(\x0b\x32\x1f.liaison.exchange.v1.LegalBasis\x12\x16\n\x0e\x63\x61se_reference\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\nIdentifier\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x87\x01\n\x0cMatchRequest\x12/\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1d.liaison.exchange.v1.Envelope\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x34\n\x0bidentifiers\x18\x03 \x03(\x0b\x32\x1f.liaison.exchange.v1.Identifier\"u\n\rMatchResponse\x12\x11\n\tresponder\x18\x01 \x01(\t\x12\x0b\n\x03hit\x18\x02 \x01(\x08\x12\x13\n\x0brecord_refs\x18\x03 \x03(\t\x12\x17\n\x0fpolicy_revision\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_entry_id\x18\x05 \x01(\t\"+\n\x13GetDirectoryRequest\x12\x14\n\x0cknown_serial\x18\x01 \x01(\x04\"@\n\x14GetDirectoryResponse\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x18\n\x10signed_directory\x18\x02 \x01(\x0c\"t\n\x0c\x46\x65tchRequest\x12/\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1d.liaison.exchange.v1.Envelope\x12\x14\n\nrecord_ref\x18\x02 \x01(\tH\x00\x12\x13\n\tticket_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"\xcb\x01\n\rFetchResponse\x12\x11\n\tresponder\x18\x01 \x01(\t\x12\x36\n\x06record\x18\x02 \x01(\x0b\x32$.liaison.exchange.v1.DisclosedRecordH\x00\x12\x33\n\x06ticket\x18\x03 \x01(\x0b\x32!.liaison.exchange.v1.TicketStatusH\x00\x12\x17\n\x0fpolicy_revision\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_entry_id\x18\x05 \x01(\tB\t\n\x07outcome\"\xca\x01\n\x0f\x44isclosedRecord\x12\x12\n\nrecord_ref\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x15\n\rhandling_code\x18\x03 \x01(\t\x12\x1b\n\x13source_restrictions\x18\x04 \x03(\t\x12\x16\n\x0eorigin_country\x18\x05 \x01(\t\x12\x14\n\x0cpayload_json\x18\x06 \x01(\t\x12\x17\n\x0fwithheld_fields\x18\x07 \x03(\t\x12\x16\n\x0eretention_days\x18\x08 \x01(\r\"\xa5\x02\n\x0cTicketStatus\x12\x11\n\tticket_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .liaison.exchange.v1.TicketState\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65\x61\x64line_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndecided_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x10GetTicketRequest\x12\x11\n\tticket_id\x18\x01 \x01(\t\"F\n\x11GetTicketResponse\x12\x31\n\x06ticket\x18\x01 \x01(\x0b\x32!.liaison.exchange.v1.TicketStatus*\xc9\x01\n\x0eLegalBasisKind\x12 \n\x1cLEGAL_BASIS_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15LEGAL_BASIS_KIND_NONE\x10\x01\x12(\n$LEGAL_BASIS_KIND_BILATERAL_AGREEMENT\x10\x02\x12\x19\n\x15LEGAL_BASIS_KIND_MLAT\x10\x03\x12\x18\n\x14LEGAL_BASIS_KIND_JIT\x10\x04\x12\x1b\n\x17LEGAL_BASIS_KIND_TREATY\x10\x05*\xb0\x01\n\x0bTicketState\x12\x1c\n\x18TICKET_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TICKET_STATE_PENDING\x10\x01\x12\x19\n\x15TICKET_STATE_APPROVED\x10\x02\x12\x18\n\x14TICKET_STATE_REFUSED\x10\x03\x12\x18\n\x14TICKET_STATE_EXPIRED\x10\x04\x12\x1a\n\x16TICKET_STATE_WITHDRAWN\x10\x05\x32\xf2\x02\n\x0f\x45xchangeService\x12N\n\x05Match\x12!.liaison.exchange.v1.MatchRequest\x1a\".liaison.exchange.v1.MatchResponse\x12\x63\n\x0cGetDirectory\x12(.liaison.exchange.v1.GetDirectoryRequest\x1a).liaison.exchange.v1.GetDirectoryResponse\x12N\n\x05\x46\x65tch\x12!.liaison.exchange.v1.FetchRequest\x1a\".liaison.exchange.v1.FetchResponse\x12Z\n\tGetTicket\x12%.liaison.exchange.v1.GetTicketRequest\x1a&.liaison.exchange.v1.GetTicketResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liaison.exchange.v1.exchange_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEGALBASISKIND']._serialized_start=777
-  _globals['_LEGALBASISKIND']._serialized_end=978
+  _globals['_LEGALBASISKIND']._serialized_start=1713
+  _globals['_LEGALBASISKIND']._serialized_end=1914
+  _globals['_TICKETSTATE']._serialized_start=1917
+  _globals['_TICKETSTATE']._serialized_end=2093
   _globals['_LEGALBASIS']._serialized_start=92
   _globals['_LEGALBASIS']._serialized_end=174
   _globals['_ENVELOPE']._serialized_start=177
@@ -48,6 +50,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDIRECTORYREQUEST']._serialized_end=708
   _globals['_GETDIRECTORYRESPONSE']._serialized_start=710
   _globals['_GETDIRECTORYRESPONSE']._serialized_end=774
-  _globals['_EXCHANGESERVICE']._serialized_start=981
-  _globals['_EXCHANGESERVICE']._serialized_end=1179
+  _globals['_FETCHREQUEST']._serialized_start=776
+  _globals['_FETCHREQUEST']._serialized_end=892
+  _globals['_FETCHRESPONSE']._serialized_start=895
+  _globals['_FETCHRESPONSE']._serialized_end=1098
+  _globals['_DISCLOSEDRECORD']._serialized_start=1101
+  _globals['_DISCLOSEDRECORD']._serialized_end=1303
+  _globals['_TICKETSTATUS']._serialized_start=1306
+  _globals['_TICKETSTATUS']._serialized_end=1599
+  _globals['_GETTICKETREQUEST']._serialized_start=1601
+  _globals['_GETTICKETREQUEST']._serialized_end=1638
+  _globals['_GETTICKETRESPONSE']._serialized_start=1640
+  _globals['_GETTICKETRESPONSE']._serialized_end=1710
+  _globals['_EXCHANGESERVICE']._serialized_start=2096
+  _globals['_EXCHANGESERVICE']._serialized_end=2466
 # @@protoc_insertion_point(module_scope)

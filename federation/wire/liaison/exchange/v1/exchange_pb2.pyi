@@ -44,6 +44,29 @@ LEGAL_BASIS_KIND_JIT: LegalBasisKind.ValueType  # 4
 LEGAL_BASIS_KIND_TREATY: LegalBasisKind.ValueType  # 5
 Global___LegalBasisKind: _TypeAlias = LegalBasisKind  # noqa: Y015
 
+class _TicketState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TicketStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TicketState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TICKET_STATE_UNSPECIFIED: _TicketState.ValueType  # 0
+    TICKET_STATE_PENDING: _TicketState.ValueType  # 1
+    TICKET_STATE_APPROVED: _TicketState.ValueType  # 2
+    TICKET_STATE_REFUSED: _TicketState.ValueType  # 3
+    TICKET_STATE_EXPIRED: _TicketState.ValueType  # 4
+    TICKET_STATE_WITHDRAWN: _TicketState.ValueType  # 5
+
+class TicketState(_TicketState, metaclass=_TicketStateEnumTypeWrapper): ...
+
+TICKET_STATE_UNSPECIFIED: TicketState.ValueType  # 0
+TICKET_STATE_PENDING: TicketState.ValueType  # 1
+TICKET_STATE_APPROVED: TicketState.ValueType  # 2
+TICKET_STATE_REFUSED: TicketState.ValueType  # 3
+TICKET_STATE_EXPIRED: TicketState.ValueType  # 4
+TICKET_STATE_WITHDRAWN: TicketState.ValueType  # 5
+Global___TicketState: _TypeAlias = TicketState  # noqa: Y015
+
 @_typing.final
 class LegalBasis(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -242,3 +265,225 @@ class GetDirectoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDirectoryResponse: _TypeAlias = GetDirectoryResponse  # noqa: Y015
+
+@_typing.final
+class FetchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    RECORD_REF_FIELD_NUMBER: _builtins.int
+    TICKET_ID_FIELD_NUMBER: _builtins.int
+    record_ref: _builtins.str
+    """A record reference one of the requester's own hits returned (bound to it, expiring)."""
+    ticket_id: _builtins.str
+    """An approved ticket of the requester's, to collect its record (once)."""
+    @_builtins.property
+    def envelope(self) -> Global___Envelope:
+        """Purpose, legal basis (kind and reference) and case reference of the request."""
+
+    def __init__(
+        self,
+        *,
+        envelope: Global___Envelope | None = ...,
+        record_ref: _builtins.str = ...,
+        ticket_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "record_ref", b"record_ref", "target", b"target", "ticket_id", b"ticket_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "record_ref", b"record_ref", "target", b"target", "ticket_id", b"ticket_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["record_ref", "ticket_id"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___FetchRequest: _TypeAlias = FetchRequest  # noqa: Y015
+
+@_typing.final
+class FetchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONDER_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
+    POLICY_REVISION_FIELD_NUMBER: _builtins.int
+    AUDIT_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    responder: _builtins.str
+    """Node id of the node that answered."""
+    policy_revision: _builtins.str
+    """Revision of the policy that decided."""
+    audit_entry_id: _builtins.str
+    """Id of the audit entry that records this exchange."""
+    @_builtins.property
+    def record(self) -> Global___DisclosedRecord:
+        """The record, as disclosed."""
+
+    @_builtins.property
+    def ticket(self) -> Global___TicketStatus:
+        """A person at the owner must decide first (pending), or decided against it."""
+
+    def __init__(
+        self,
+        *,
+        responder: _builtins.str = ...,
+        record: Global___DisclosedRecord | None = ...,
+        ticket: Global___TicketStatus | None = ...,
+        policy_revision: _builtins.str = ...,
+        audit_entry_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "record", b"record", "ticket", b"ticket"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_entry_id", b"audit_entry_id", "outcome", b"outcome", "policy_revision", b"policy_revision", "record", b"record", "responder", b"responder", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["record", "ticket"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___FetchResponse: _TypeAlias = FetchResponse  # noqa: Y015
+
+@_typing.final
+class DisclosedRecord(_message.Message):
+    """A record as its owner disclosed it: the owner's markings travel with it, and the
+    response's signature covers them and the payload's exact bytes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_REF_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    HANDLING_CODE_FIELD_NUMBER: _builtins.int
+    SOURCE_RESTRICTIONS_FIELD_NUMBER: _builtins.int
+    ORIGIN_COUNTRY_FIELD_NUMBER: _builtins.int
+    PAYLOAD_JSON_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELDS_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    record_ref: _builtins.str
+    """A reference to this record, bound to the requester."""
+    category: _builtins.str
+    handling_code: _builtins.str
+    """H0 to H3: how the requester must handle it."""
+    origin_country: _builtins.str
+    """The country the record comes from (ISO 3166 alpha-2)."""
+    payload_json: _builtins.str
+    """The payload as canonical JSON text (sorted keys, no spaces, UTF-8): the exact bytes
+    the owner signed.
+    """
+    retention_days: _builtins.int
+    """How long the requester may keep the record."""
+    @_builtins.property
+    def source_restrictions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Countries the record must never be shown to (ISO 3166 alpha-2)."""
+
+    @_builtins.property
+    def withheld_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the payload fields withheld (absent from payload_json): the record is not
+        complete. Names only, never values.
+        """
+
+    def __init__(
+        self,
+        *,
+        record_ref: _builtins.str = ...,
+        category: _builtins.str = ...,
+        handling_code: _builtins.str = ...,
+        source_restrictions: _abc.Iterable[_builtins.str] | None = ...,
+        origin_country: _builtins.str = ...,
+        payload_json: _builtins.str = ...,
+        withheld_fields: _abc.Iterable[_builtins.str] | None = ...,
+        retention_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "handling_code", b"handling_code", "origin_country", b"origin_country", "payload_json", b"payload_json", "record_ref", b"record_ref", "retention_days", b"retention_days", "source_restrictions", b"source_restrictions", "withheld_fields", b"withheld_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisclosedRecord: _TypeAlias = DisclosedRecord  # noqa: Y015
+
+@_typing.final
+class TicketStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    ticket_id: _builtins.str
+    state: Global___TicketState.ValueType
+    reason: _builtins.str
+    """Machine-readable, for a ticket that will not be delivered: `refused_by_operator`,
+    `ticket_expired`, `withdrawn`; empty otherwise.
+    """
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deadline_at(self) -> _timestamp_pb2.Timestamp:
+        """The legal deadline: the ticket expires when it passes undecided."""
+
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was approved, refused, expired or withdrawn; unset while pending."""
+
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp:
+        """When its record was collected; unset until then (a record is delivered once)."""
+
+    def __init__(
+        self,
+        *,
+        ticket_id: _builtins.str = ...,
+        state: Global___TicketState.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline_at: _timestamp_pb2.Timestamp | None = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline_at", b"deadline_at", "decided_at", b"decided_at", "delivered_at", b"delivered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline_at", b"deadline_at", "decided_at", b"decided_at", "delivered_at", b"delivered_at", "reason", b"reason", "state", b"state", "ticket_id", b"ticket_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TicketStatus: _TypeAlias = TicketStatus  # noqa: Y015
+
+@_typing.final
+class GetTicketRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_ID_FIELD_NUMBER: _builtins.int
+    ticket_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        ticket_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticket_id", b"ticket_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTicketRequest: _TypeAlias = GetTicketRequest  # noqa: Y015
+
+@_typing.final
+class GetTicketResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ticket(self) -> Global___TicketStatus: ...
+    def __init__(
+        self,
+        *,
+        ticket: Global___TicketStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTicketResponse: _TypeAlias = GetTicketResponse  # noqa: Y015

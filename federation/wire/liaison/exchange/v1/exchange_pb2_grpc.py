@@ -49,6 +49,16 @@ class ExchangeServiceStub:
                 request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryRequest.SerializeToString,
                 response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryResponse.FromString,
                 _registered_method=True)
+        self.Fetch = channel.unary_unary(
+                '/liaison.exchange.v1.ExchangeService/Fetch',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.FetchRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.FetchResponse.FromString,
+                _registered_method=True)
+        self.GetTicket = channel.unary_unary(
+                '/liaison.exchange.v1.ExchangeService/GetTicket',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.FromString,
+                _registered_method=True)
 
 
 class ExchangeServiceServicer:
@@ -77,6 +87,24 @@ class ExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Fetch(self, request, context):
+        """Fetch asks for one record (the Prüm step 2): by a reference one of the requester's own
+        hits returned, or by an approved ticket to collect. The owner's policy answers with
+        the record (its redactions applied, its handling code and source restrictions with
+        it), a refusal, or a ticket a person at the owner must decide first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTicket(self, request, context):
+        """GetTicket tells the requester that opened a ticket where it stands; any other node
+        is told `unknown_ticket`, as for a ticket that never existed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +117,16 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.GetDirectory,
                     request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryRequest.FromString,
                     response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryResponse.SerializeToString,
+            ),
+            'Fetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Fetch,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.FetchRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.FetchResponse.SerializeToString,
+            ),
+            'GetTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTicket,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -150,6 +188,60 @@ class ExchangeService:
             '/liaison.exchange.v1.ExchangeService/GetDirectory',
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryRequest.SerializeToString,
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetDirectoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.exchange.v1.ExchangeService/Fetch',
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.FetchRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.exchange.v1.ExchangeService/GetTicket',
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,16 @@ class ExchangeServiceStub:
     serial in the `liaison-directory-serial` metadata, so a node that learns of a newer
     serial fetches it from the peer that has it and verifies it before using it.
     """
+    Fetch: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.FetchRequest, _exchange_pb2.FetchResponse]
+    """Fetch asks for one record (the Prüm step 2): by a reference one of the requester's own
+    hits returned, or by an approved ticket to collect. The owner's policy answers with
+    the record (its redactions applied, its handling code and source restrictions with
+    it), a refusal, or a ticket a person at the owner must decide first.
+    """
+    GetTicket: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.GetTicketRequest, _exchange_pb2.GetTicketResponse]
+    """GetTicket tells the requester that opened a ticket where it stands; any other node
+    is told `unknown_ticket`, as for a ticket that never existed.
+    """
 
 @_typing.type_check_only
 class ExchangeServiceAsyncStub(ExchangeServiceStub):
@@ -68,6 +78,16 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
     bytes the federation authority signed. Every call advertises the caller's directory
     serial in the `liaison-directory-serial` metadata, so a node that learns of a newer
     serial fetches it from the peer that has it and verifies it before using it.
+    """
+    Fetch: _aio.UnaryUnaryMultiCallable[_exchange_pb2.FetchRequest, _exchange_pb2.FetchResponse]  # type: ignore[assignment]
+    """Fetch asks for one record (the Prüm step 2): by a reference one of the requester's own
+    hits returned, or by an approved ticket to collect. The owner's policy answers with
+    the record (its redactions applied, its handling code and source restrictions with
+    it), a refusal, or a ticket a person at the owner must decide first.
+    """
+    GetTicket: _aio.UnaryUnaryMultiCallable[_exchange_pb2.GetTicketRequest, _exchange_pb2.GetTicketResponse]  # type: ignore[assignment]
+    """GetTicket tells the requester that opened a ticket where it stands; any other node
+    is told `unknown_ticket`, as for a ticket that never existed.
     """
 
 class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -98,6 +118,28 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
         bytes the federation authority signed. Every call advertises the caller's directory
         serial in the `liaison-directory-serial` metadata, so a node that learns of a newer
         serial fetches it from the peer that has it and verifies it before using it.
+        """
+
+    @_abc_1.abstractmethod
+    def Fetch(
+        self,
+        request: _exchange_pb2.FetchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.FetchResponse, _abc.Awaitable[_exchange_pb2.FetchResponse]]:
+        """Fetch asks for one record (the Prüm step 2): by a reference one of the requester's own
+        hits returned, or by an approved ticket to collect. The owner's policy answers with
+        the record (its redactions applied, its handling code and source restrictions with
+        it), a refusal, or a ticket a person at the owner must decide first.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTicket(
+        self,
+        request: _exchange_pb2.GetTicketRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.GetTicketResponse, _abc.Awaitable[_exchange_pb2.GetTicketResponse]]:
+        """GetTicket tells the requester that opened a ticket where it stands; any other node
+        is told `unknown_ticket`, as for a ticket that never existed.
         """
 
 def add_ExchangeServiceServicer_to_server(servicer: ExchangeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
