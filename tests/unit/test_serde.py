@@ -11,17 +11,34 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from federation.errors import ERROR_DOMAIN
-from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
+from federation.model import (
+    DisclosedRecord,
+    Envelope,
+    FetchAnswer,
+    FetchQuery,
+    Identifier,
+    MatchAnswer,
+    MatchQuery,
+    TicketStatus,
+)
 from federation.serde import (
     WireError,
     envelope_from_proto,
     envelope_to_proto,
+    fetch_answer_from_bytes,
+    fetch_answer_to_bytes,
+    fetch_query_from_bytes,
+    fetch_query_to_bytes,
+    get_ticket_request_from_bytes,
+    get_ticket_request_to_bytes,
     match_answer_from_proto,
     match_answer_to_proto,
     match_query_from_proto,
     match_query_to_proto,
     refusal_from_status,
     rich_status,
+    ticket_status_from_bytes,
+    ticket_status_to_bytes,
 )
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
@@ -175,3 +192,62 @@ def test_error_info_of_another_domain_and_other_details_are_ignored() -> None:
     status.details.extend([foreign, other])
     back = status_pb2.Status.FromString(status.SerializeToString())
     assert refusal_from_status(back)[0] == ("ours",)
+
+
+# --- Fetch and GetTicket
+
+
+def _env() -> Envelope:
+    return Envelope(
+        "DE-BKA",
+        "criminal_investigation",
+        LegalBasis.MLAT,
+        "MLAT-7",
+        "C-1",
+        b"n" * 16,
+        datetime(2026, 12, 5, 9, 0, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [FetchQuery(_env(), record_ref="ref_abc"), FetchQuery(_env(), ticket_id="tkt_abc")],
+)
+def test_fetch_request_round_trips(query: FetchQuery) -> None:
+    assert fetch_query_from_bytes(fetch_query_to_bytes(query)) == query
+
+
+def test_fetch_request_without_envelope_or_target_is_malformed() -> None:
+    with pytest.raises(WireError, match="envelope"):
+        fetch_query_from_bytes(pb.FetchRequest(record_ref="ref_abc").SerializeToString())
+    no_target = pb.FetchRequest(envelope=pb.Envelope(requester="DE-BKA"))
+    with pytest.raises(WireError, match="target"):
+        fetch_query_from_bytes(no_target.SerializeToString())
+    with pytest.raises(WireError):
+        fetch_query_from_bytes(b"\xff\xff")
+
+
+T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+STATUSES = [
+    TicketStatus("tkt_1", "pending", T0, T0 + timedelta(hours=48)),
+    TicketStatus("tkt_2", "refused", T0, T0 + timedelta(hours=48), T0, "refused_by_operator"),
+    TicketStatus("tkt_3", "approved", T0, T0 + timedelta(hours=1), T0, "", T0),
+]
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_ticket_status_round_trips(status: TicketStatus) -> None:
+    assert ticket_status_from_bytes(ticket_status_to_bytes(status)) == status
+    answer = FetchAnswer("FR-DGPN", ticket=status, policy_revision="r", audit_entry="e")
+    assert fetch_answer_from_bytes(fetch_answer_to_bytes(answer)) == answer
+
+
+def test_a_disclosed_record_round_trips_byte_for_byte() -> None:
+    record = DisclosedRecord(
+        "ref_x", "travel_document", "H2", ("NL",), "FR", '{"a":"é"}', ("status",), 30
+    )
+    answer = FetchAnswer("FR-DGPN", record=record, policy_revision="r", audit_entry="e")
+    assert fetch_answer_from_bytes(fetch_answer_to_bytes(answer)) == answer
+    with pytest.raises(WireError, match="neither"):
+        fetch_answer_from_bytes(pb.FetchResponse(responder="FR-DGPN").SerializeToString())
+    assert get_ticket_request_from_bytes(get_ticket_request_to_bytes("tkt_1")) == "tkt_1"
