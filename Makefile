@@ -1,5 +1,5 @@
 # The two commands of the README, and the checks behind them.
-.PHONY: setup demo test lint check clean
+.PHONY: setup demo test lint check clean wire-baseline
 
 BIN := .venv/bin
 
@@ -25,9 +25,15 @@ test: setup lint
 lint: setup
 	$(BIN)/python scripts/gen_protos.py --check
 	cd proto && ../.venv/tools/buf lint
-	@# The wire contract against the previous commit: what peers already speak must still
-	@# parse (needs that commit: a clone with history, not --depth 1).
-	cd proto && ../.venv/tools/buf breaking --against '../.git#ref=HEAD~1,subdir=proto'
+	@# The wire contract must not break what deployed peers speak: checked against the
+	@# committed image of the last deployed contract (proto/wire-baseline.binpb, whatever the
+	@# clone's depth; refresh it with `make wire-baseline` when a version ships), and against
+	@# the previous commit when the clone has one.
+	cd proto && ../.venv/tools/buf breaking --against wire-baseline.binpb
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+	  echo "cd proto && buf breaking --against HEAD~1"; \
+	  cd proto && ../.venv/tools/buf breaking --against '../.git#ref=HEAD~1,subdir=proto'; \
+	fi
 	.venv/tools/opa fmt --list --fail policies
 	.venv/tools/opa check --strict policies
 	.venv/tools/opa test policies
@@ -40,6 +46,11 @@ lint: setup
 	$(BIN)/lint-imports --no-logo
 
 check: test
+
+# The image of the wire contract that `buf breaking` holds every later change to: run when
+# a version of the contract is deployed, and commit proto/wire-baseline.binpb.
+wire-baseline: setup
+	cd proto && ../.venv/tools/buf build -o wire-baseline.binpb
 
 clean:
 	rm -rf .venv demo-federation .pytest_cache .mypy_cache .ruff_cache
