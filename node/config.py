@@ -124,6 +124,13 @@ class TicketsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceivedSection:
+    # How often the node deletes the records it received whose retention ended (each
+    # deletion audited as `ReceivedPurge`, node/received_purge.py).
+    purge_interval_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeSection:
     # How long a record reference a hit handed out may be presented to Fetch the record
     # (node/references.py); after that the requester asks again (Match).
@@ -144,6 +151,7 @@ class NodeConfig:
     admin: AdminSection
     tickets: TicketsSection
     exchange: ExchangeSection
+    received: ReceivedSection
 
     def client_identity(self) -> ClientIdentity:
         """This node's credentials for calling peers, read now from the files `[tls]` and
@@ -172,6 +180,7 @@ _SECTIONS: dict[str, type] = {
     "admin": AdminSection,
     "tickets": TicketsSection,
     "exchange": ExchangeSection,
+    "received": ReceivedSection,
 }
 # Integer keys for which 0 is meaningful (it turns the feature off).
 _ZERO_TURNS_OFF = frozenset({("witness", "interval_s")})

@@ -169,6 +169,12 @@ class NodeMetrics:
             "Tickets that reached their legal deadline undecided (and expired).",
             registry=registry,
         )
+        self.received_purged = Counter(
+            "liaison_received_purged",
+            "Records received from a peer and deleted when their retention ended, by peer.",
+            ["peer"],
+            registry=registry,
+        )
 
     def count_ticket(self, ticket: Ticket) -> None:
         """A ticket's decision: its time to decision, and a miss if it expired."""

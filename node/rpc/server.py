@@ -43,6 +43,7 @@ from node.policy.data import load_policy_data
 from node.policy.engines import build_engine
 from node.policy.reload import ReloadingEngine, reload_counter
 from node.received import ReceivedStore
+from node.received_purge import ReceivedPurger
 from node.references import References
 from node.rpc.admin import AdminServer, AdminSocketError
 from node.rpc.admission import Admission
@@ -89,12 +90,20 @@ class Node:
     # Tickets: the operators' admin socket, and the job expiring tickets past deadline.
     _admin: AdminServer | None = None
     _expiry: asyncio.Task[None] | None = None
+    # Deletes received records whose retention ended, audited (node/received_purge.py).
+    _purging: asyncio.Task[None] | None = None
     # This node as a witness of its peers' logs (None when `[witness] interval_s` is 0).
     witness: Witness | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.directory.close()
-        for task in (self._witnessing, self._watcher, self._checkpointer, self._expiry):
+        for task in (
+            self._witnessing,
+            self._watcher,
+            self._checkpointer,
+            self._expiry,
+            self._purging,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -375,6 +384,9 @@ async def _start(
             ).run()
         )
     expiry = asyncio.create_task(desk.expire_every(config.tickets.expire_interval_s))
+    purging = asyncio.create_task(
+        ReceivedPurger(received, audit, metrics).purge_every(config.received.purge_interval_s)
+    )
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
@@ -398,6 +410,7 @@ async def _start(
         _witnessing=witnessing,
         _admin=admin,
         _expiry=expiry,
+        _purging=purging,
         witness=witness,
     )
 
