@@ -1,4 +1,7 @@
-"""`liaison query match`: this node asks its peers, and prints one row per peer."""
+"""`liaison query match|fetch|ticket`: this node asks its peers. `match` prints one row per
+peer; `fetch` asks one peer for one record (by a hit's reference or an approved ticket),
+keeps a disclosed record in this node's received records (node/received.py) with the
+restrictions that follow it, and prints it; `ticket` polls a ticket's state."""
 
 from __future__ import annotations
 
@@ -10,7 +13,11 @@ from typing import TYPE_CHECKING, Any
 from node.cli.shared import Subparsers, command, group
 
 if TYPE_CHECKING:
+    from federation.client import PeerClient
     from federation.fanout import PeerResult
+    from federation.model import FetchAnswer, TicketStatus
+    from node.config import NodeConfig
+    from node.received import ReceivedRecord
 
 _FLAGS = {
     "document_number": "document_number",
@@ -126,6 +133,189 @@ async def run_match_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peer_client(config: NodeConfig, peer_id: str) -> PeerClient:
+    """A client for one peer of the directory the node itself would use."""
+    from federation.client import PeerClient
+    from federation.errors import InvalidRequest
+    from federation.pki import public_key_from_text
+    from node.directory_state import for_node as directory_for_node
+
+    authority = public_key_from_text(config.trust.authority_public_key.read_text())
+    directory = directory_for_node(config, authority).load()
+    member = directory.member(peer_id)
+    if member is None:
+        raise InvalidRequest(peer_id, f"not in directory serial {directory.serial}")
+    if not member.is_node:
+        raise InvalidRequest(peer_id, "is an overseer, not a node: it answers no queries")
+    identity = config.client_identity()
+    return PeerClient.for_member(identity, member, serial=lambda: directory.serial)
+
+
+def _when(moment: Any) -> str:
+    return "" if moment is None else moment.isoformat(timespec="seconds")
+
+
+def ticket_doc(t: TicketStatus) -> dict[str, Any]:
+    return {
+        "id": t.ticket_id,
+        "state": t.state,
+        "created_at": _when(t.created_at),
+        "deadline_at": _when(t.deadline_at),
+        "decided_at": _when(t.decided_at),
+        "reason": t.reason,
+        "delivered_at": _when(t.delivered_at),
+    }
+
+
+def resharing_warning(handling_code: str, source_restrictions: Any) -> str:
+    """The line an investigator must see before passing a received record on; empty when
+    neither its handling code nor its source restricts it."""
+    why = []
+    if handling_code in ("H2", "H3"):
+        why.append(f"handling code {handling_code}")
+    if source_restrictions:
+        why.append(f"restricted by its source ({', '.join(source_restrictions)})")
+    if not why:
+        return ""
+    return f"WARNING: this record may not be passed on: {' and '.join(why)}"
+
+
+def _keep(config: NodeConfig, args: argparse.Namespace, answer: FetchAnswer) -> ReceivedRecord:
+    """The disclosed record, in this node's received records, with what follows it."""
+    from datetime import UTC, datetime
+
+    from federation.vocabulary import LegalBasis
+    from node.received import ReceivedStore
+
+    record = answer.record
+    assert record is not None
+    store = ReceivedStore(config.store.url)
+    try:
+        store.create_schema()
+        return store.add(
+            from_node=answer.responder,
+            record_ref=record.record_ref,
+            category=record.category,
+            payload=json.loads(record.payload_json),
+            handling_code=record.handling_code,
+            source_restrictions=record.source_restrictions,
+            origin_country=record.origin_country,
+            purpose=args.purpose,
+            legal_basis=LegalBasis(args.legal_basis),
+            legal_reference=args.legal_reference,
+            case_reference=args.case_reference,
+            retention_days=record.retention_days,
+            received_at=datetime.now(UTC),
+            ticket_id=args.ticket or None,
+        )
+    finally:
+        store.close()
+
+
+def _print_doc(doc: dict[str, Any]) -> None:
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        print(f"{key + ':':<21} {value}")
+
+
+async def run_fetch_command(args: argparse.Namespace) -> int:
+    """Fetch one record; 0 with a record or a ticket, 1 when the peer refused."""
+    from federation.client import new_envelope
+    from federation.errors import InvalidRequest, PeerRefused
+    from federation.model import FetchQuery
+    from federation.vocabulary import LegalBasis
+    from node.config import load_config
+
+    config = load_config(args.config)
+    client = _peer_client(config, args.peer)
+    envelope = new_envelope(
+        config.node.id,
+        args.purpose,
+        legal_basis=LegalBasis(args.legal_basis),
+        legal_reference=args.legal_reference,
+        case_reference=args.case_reference,
+    )
+    query = FetchQuery(envelope, record_ref=args.ref or "", ticket_id=args.ticket or "")
+    try:
+        answer = await client.fetch(query, timeout=args.timeout)
+    except (PeerRefused, InvalidRequest) as exc:
+        if not exc.reasons:
+            raise
+        doc: dict[str, Any] = {"peer": args.peer, "outcome": "refused"}
+        doc |= {"reasons": list(exc.reasons), "message": exc.message}
+        doc["audit_entry"] = exc.metadata.get("audit_entry", "")
+        print(json.dumps(doc, indent=2) if args.json else f"refused by {args.peer}")
+        if not args.json:
+            _print_doc({k: v for k, v in doc.items() if k not in ("peer", "outcome")})
+        return 1
+    finally:
+        await client.close()
+    doc = {"peer": answer.responder}
+    warning = ""
+    if answer.ticket is not None:
+        doc |= {"outcome": "ticket", "ticket": ticket_doc(answer.ticket)}
+    else:
+        record = answer.record
+        assert record is not None
+        doc["outcome"] = "record"
+        if record.retention_days >= 1:
+            kept = _keep(config, args, answer)
+            doc |= {"received_id": kept.id, "retain_until": _when(kept.retain_until)}
+        else:  # the owner granted no time to keep it: shown once, not kept
+            doc |= {"received_id": "", "retain_until": ""}
+        doc["record"] = {
+            "record_ref": record.record_ref,
+            "category": record.category,
+            "handling_code": record.handling_code,
+            "source_restrictions": list(record.source_restrictions),
+            "origin_country": record.origin_country,
+            "withheld_fields": list(record.withheld_fields),
+            "retention_days": record.retention_days,
+            "payload": json.loads(record.payload_json),
+        }
+        warning = resharing_warning(record.handling_code, record.source_restrictions)
+    doc |= {"policy_revision": answer.policy_revision, "audit_entry": answer.audit_entry}
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
+    if answer.ticket is not None:
+        t = doc.pop("ticket")
+        print(f"{args.peer} opened ticket {t['id']}: {t['state']}, deadline {t['deadline_at']}")
+        print(f"collect it once approved: liaison query fetch ... --ticket {t['id']}")
+    else:
+        flat = doc.pop("record")
+        kept_id = doc["received_id"]
+        print(
+            f"record {flat['record_ref']} from {args.peer}, "
+            + (f"kept as {kept_id} until {doc['retain_until']}" if kept_id else "not kept")
+        )
+        _print_doc({**flat, "received_id": kept_id or "-"})
+    if warning:
+        print(warning)
+    _print_doc({k: v for k, v in doc.items() if k in ("policy_revision", "audit_entry")})
+    return 0
+
+
+async def run_ticket_command(args: argparse.Namespace) -> int:
+    from node.config import load_config
+
+    config = load_config(args.config)
+    client = _peer_client(config, args.peer)
+    try:
+        status = await client.get_ticket(args.ticket, timeout=args.timeout)
+    finally:
+        await client.close()
+    doc = ticket_doc(status)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_doc(doc)
+    return 0
+
+
 # --- `liaison query` ---------------------------------------------------------------------------
 
 
@@ -133,6 +323,21 @@ def _query_match(args: argparse.Namespace) -> int:
     import asyncio
 
     return asyncio.run(run_match_command(args))
+
+
+def _query_fetch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(run_fetch_command(args))
+
+
+def _query_ticket(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(run_ticket_command(args))
+
+
+_BASES = ["none", "bilateral_agreement", "mlat", "jit", "treaty"]
 
 
 def register(sub: Subparsers) -> None:
@@ -148,7 +353,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--legal-basis",
         default="none",
-        choices=["none", "bilateral_agreement", "mlat", "jit", "treaty"],
+        choices=_BASES,
     )
     p.add_argument("--legal-reference", default="")
     p.add_argument("--case", default="", help="your case file reference")
@@ -164,3 +369,24 @@ def register(sub: Subparsers) -> None:
         p.add_argument(f"--{flag}")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds for all peers")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = command(
+        query, "fetch", "one record from one peer (a hit's reference or a ticket)", _query_fetch
+    )
+    p.add_argument("--config", type=Path, required=True, help="your node's node.toml")
+    p.add_argument("--peer", required=True, help="the peer node id that owns the record")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--ref", help="the record reference a hit returned")
+    target.add_argument("--ticket", help="an approved ticket's id, to collect its record")
+    p.add_argument("--purpose", required=True)
+    p.add_argument("--legal-basis", default="none", choices=_BASES)
+    p.add_argument("--legal-reference", default="", help="e.g. the MLAT request's reference")
+    p.add_argument("--case-reference", default="", help="your case file reference")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command(query, "ticket", "where a ticket a peer opened for us stands", _query_ticket)
+    p.add_argument("--config", type=Path, required=True, help="your node's node.toml")
+    p.add_argument("--peer", required=True, help="the peer node id that opened the ticket")
+    p.add_argument("--ticket", required=True, help="the ticket's id")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    p.add_argument("--json", action="store_true", help="print JSON")
