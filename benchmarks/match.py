@@ -28,256 +28,39 @@ import gc
 import hashlib
 import os
 import platform
-import random
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Final
 
 import grpc
 
-from federation.client import ClientIdentity, match_query, new_envelope, secure_channel
+from federation.client import ClientIdentity, secure_channel
 from federation.pki import load_signing_key
-from federation.serde import match_answer_from_bytes, match_answer_to_proto, match_query_to_bytes
+from federation.serde import match_answer_from_bytes, match_answer_to_proto
 from federation.signing import (
-    SIGNATURE_METADATA,
     request_message,
     response_message,
     sign,
     verify,
 )
-from measuring import percentiles, print_table, process_cpu, raise_exit
+from match_echo import METHOD, EchoProcess, echo_serve
+from match_load import ASKER, CALL_TIMEOUT, HIT_SHARE, Call, Measurement, Queries, measure
+from measuring import print_table, raise_exit
 from node.local.demo import AGREEMENTS
-from node.local.federation import NodeHandle, build_federation, stop_process
+from node.local.federation import NodeHandle, build_federation
 
-ASKER: Final = "DE-BKA"
 OWNER: Final = "FR-DGPN"
-METHOD: Final = "/liaison.exchange.v1.ExchangeService/Match"
 CONCURRENCY: Final = (1, 64)
-HIT_SHARE: Final = 0.5
 TARGET_RATIO: Final = 0.6
-CALL_TIMEOUT: Final = 30.0
 # The audit entry id in a node's answer grows with its log; the echo answers with one of
 # five digits, the size it has after ten thousand requests.
 ECHO_AUDIT_ENTRY: Final = "12345"
-
-# Raw bytes in and out, no (de)serialiser: the client only sends what was built beforehand.
-Call: TypeAlias = "grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]"
-# A serialised request and the metadata that carries its signature.
-Request: TypeAlias = tuple[bytes, tuple[tuple[str, bytes], ...]]
-
-
-@dataclass(frozen=True)
-class Measurement:
-    target: str
-    in_flight: int
-    requests: int
-    errors: int
-    seconds: float
-    p50: float
-    p99: float
-    server_cpu: float  # seconds, all threads of the server process
-    client_cpu: float  # seconds, this process
-    pool_ran_out: bool
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
-
-    def per_request_us(self, cpu: float) -> float:
-        return cpu / self.requests * 1e6 if self.requests else float("nan")
-
-
-# --- the echo server (runs in its own process: `match.py --echo-server ...`) ---------------
-
-
-async def _echo_serve(cert: Path, key: Path, ca: Path, response_file: Path) -> None:
-    response = response_file.read_bytes()
-
-    async def match(_raw: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        return response
-
-    limit = 1 << 20  # the node's default max_message_bytes
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ]
-    )
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                METHOD.split("/")[1], {"Match": grpc.unary_unary_rpc_method_handler(match)}
-            )
-        ]
-    )
-    credentials = grpc.ssl_server_credentials(
-        [(key.read_bytes(), cert.read_bytes())],
-        root_certificates=ca.read_bytes(),
-        require_client_auth=True,
-    )
-    port = server.add_secure_port("127.0.0.1:0", credentials)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {port}", flush=True)
-    await stop.wait()
-    await server.stop(1.0)
-
-
-class EchoProcess:
-    """The echo server in a child process, so it has a core of its own as the node has."""
-
-    def __init__(self, owner: NodeHandle, response: bytes, folder: Path) -> None:
-        self.folder = folder
-        response_file = folder / "echo-response.bin"
-        response_file.write_bytes(response)
-        config = owner.config()
-        with (folder / "echo.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--echo-server",
-                    str(config.tls.certificate),
-                    str(config.tls.key),
-                    str(config.tls.ca),
-                    str(response_file),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=folder,
-            )
-        self.endpoint = ""
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        self.endpoint = f"127.0.0.1:{self._wait_port(timeout)}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _wait_port(self, timeout: float) -> int:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline().decode() if ready else ""
-        if not line.startswith("READY "):
-            self.stop()
-            tail = (self.folder / "echo.log").read_text()[-3000:]
-            raise RuntimeError(f"echo server did not start; its log ends:\n{tail}")
-        return int(line.split()[1])
-
-    def stop(self, timeout: float = 10.0) -> None:
-        stop_process(self.process, timeout)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-# --- the load generator --------------------------------------------------------------------
-
-
-class Queries:
-    """Serialised MatchRequests, half hits (the owner's document numbers), half no-hits."""
-
-    def __init__(
-        self, owner_rows: Sequence[dict[str, Any]], signing_key: bytes, seed: int = 1
-    ) -> None:
-        self._key = load_signing_key(signing_key)
-        self.hits = [
-            str(r["document_number"]) for r in owner_rows if r["category"] == "travel_document"
-        ]
-        if not self.hits:
-            raise ValueError("the owner holds no travel documents to ask about")
-        self._rng = random.Random(seed)
-        self._count = 0
-
-    def one(self, hit: bool) -> Request:
-        self._count += 1
-        number = self._rng.choice(self.hits) if hit else f"ZZFAKE{self._rng.randrange(10**9):09d}"
-        env = new_envelope(
-            ASKER, "criminal_investigation", case_reference=f"BENCH-{self._count:08d}"
-        )
-        query = match_query(env, "travel_document", [("document_number", number)])
-        body = match_query_to_bytes(query)
-        # Signed like every real request: the node refuses unsigned ones.
-        signature = sign(self._key, request_message(METHOD, body))
-        return body, ((SIGNATURE_METADATA, signature),)
-
-    def build(self, n: int) -> list[Request]:
-        """``n`` requests, each with its own fresh envelope (nonce and issue time)."""
-        return [self.one(self._rng.random() < HIT_SHARE) for _ in range(n)]
-
-
-async def drive(
-    call: Call, requests: Sequence[Request], in_flight: int, seconds: float, pid: int, target: str
-) -> Measurement:
-    """Keep ``in_flight`` calls going until ``seconds`` pass or the requests run out."""
-    latencies: list[float] = []
-    errors = 0
-    cursor = 0
-    clock = time.perf_counter
-    deadline = clock() + seconds
-
-    async def worker() -> None:
-        nonlocal cursor, errors
-        while cursor < len(requests) and clock() < deadline:
-            body, metadata = requests[cursor]
-            cursor += 1
-            started = clock()
-            try:
-                await call(body, timeout=CALL_TIMEOUT, metadata=metadata)
-            except grpc.RpcError:
-                errors += 1
-                continue
-            latencies.append(clock() - started)
-
-    server0, client0, started = process_cpu(pid), time.process_time(), clock()
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    elapsed = clock() - started
-    server_cpu, client_cpu = process_cpu(pid) - server0, time.process_time() - client0
-    p50, p99 = percentiles(latencies, 0.50, 0.99)
-    return Measurement(
-        target,
-        in_flight,
-        len(latencies),
-        errors,
-        elapsed,
-        p50,
-        p99,
-        server_cpu,
-        client_cpu,
-        pool_ran_out=cursor >= len(requests),
-    )
-
-
-async def measure(
-    call: Call,
-    queries: Queries,
-    target: str,
-    pid: int,
-    in_flight: int,
-    seconds: float,
-    warmup: float,
-) -> Measurement:
-    """Warm up at ``in_flight``, then time it; the warm-up's rate sizes the request pool."""
-    warm = await drive(
-        call, queries.build(max(2000, 50 * in_flight)), in_flight, warmup, pid, target
-    )
-    if warm.errors:
-        raise RuntimeError(f"{target}: {warm.errors} calls failed during the warm-up")
-    pool = queries.build(int(warm.rate * seconds * 2) + 50 * in_flight)
-    result = await drive(call, pool, in_flight, seconds, pid, target)
-    print(f"  {target:<5} {in_flight:>3} in flight: {result.rate:8.0f} req/s", flush=True)
-    return result
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -532,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.echo_server:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_echo_serve(*args.echo_server))
+            asyncio.run(echo_serve(*args.echo_server))
         return 0
     if args.quick:
         return run(2000, 1.0, 0.3, args.pin)

@@ -48,40 +48,28 @@ from urllib3.util import Timeout
 
 from node.policy.decision import Decision, PolicyUnavailable
 from node.policy.embedded import PolicyLoadError
+from node.policy.opa_modules import (
+    GUARD_ID,
+    GUARD_PACKAGE,
+    PACKAGE_PATH,
+    PACKAGE_RE,
+    PUSHING,
+    RULE,
+    fixed_point,
+    guard_module,
+    opa_errors,
+)
 from node.policy.revision import canonical_json, policy_files, policy_revision
 
 log = logging.getLogger("liaison.policy")
 # Seconds between attempts to give a restarted, empty OPA our policy again.
 REPAIR_INTERVAL = 2.0
 
-PACKAGE_PATH = "liaison.exchange"
-RULE = "decision"
 DEFAULT_PORT = 8181
 DEFAULT_DEADLINE = 0.25  # seconds, per decision: the event loop is blocked this long at most
 DEFAULT_PUSH_TIMEOUT = 10.0  # seconds, per upload call at start-up (OPA compiles on PUT)
 
-# The one module the engine adds to the files: it stamps every answer with the revision
-# OPA holds, so an engine whose files are no longer in OPA (another engine pushed over
-# them, a push failed half-way, OPA restarted empty) refuses to decide instead of
-# reporting a decision of other Rego under its own revision. Its package is outside the
-# policies' namespace, so it changes nothing they compute.
-GUARD_ID = "liaison-opa-engine-guard.rego"
-GUARD_PACKAGE = "liaison_opa_engine_guard"
-PUSHING = "pushing"
-
-
-def guard_module(revision: str) -> str:
-    """``answer`` = the revision, and the decision when it is defined."""
-    stamp = json.dumps(revision)
-    return (
-        f"package {GUARD_PACKAGE}\n\n"
-        f'default answer := {{"revision": {stamp}}}\n\n'
-        f'answer := {{"revision": {stamp}, "decision": data.{PACKAGE_PATH}.{RULE}}}\n'
-    )
-
-
 _JSON_HEADERS = {"Content-Type": "application/json"}
-_PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
 _PACKAGE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -92,22 +80,6 @@ def _deadline(seconds: float) -> Timeout:
     connect and *each* read separately, up to twice the deadline or more.
     """
     return Timeout(total=seconds)
-
-
-def _opa_errors(exc: RegoParseError, fallback_file: str) -> str:
-    """OPA's compile errors as ``file:row:col: message`` (OPA names the module id)."""
-    parts: list[str] = []
-    for err in exc.errors:
-        if not isinstance(err, dict):
-            continue
-        loc = err.get("location") or {}
-        where = loc.get("file") or fallback_file
-        if loc.get("row"):
-            where = f"{where}:{loc['row']}:{loc.get('col', 0)}"
-        parts.append(f"{where}: {err.get('message', err.get('code', 'error'))}")
-    if not parts:
-        parts.append(f"{fallback_file}: {exc.expression}: {exc.message}")
-    return "; ".join(parts)
 
 
 class OpaEngine:
@@ -226,32 +198,6 @@ class OpaEngine:
             "correct [policy] opa_url"
         )
 
-    @staticmethod
-    def _fixed_point(steps: dict[str, Callable[[], str | None]]) -> dict[str, str]:
-        """Run every step, again and again, until all succeed or a round makes no progress.
-
-        OPA compiles each policy PUT or DELETE against the modules it holds at that moment,
-        and the policy API has no multi-module transaction: a module calling a function
-        from a file not yet pushed is refused ("undefined function"), and a stale module is
-        refused removal while the old version of one of ours still uses it. An order that
-        works, when one exists, is found this way. Returns ``{step: last error}`` for what
-        never succeeded: a real compile error, or what depends on one.
-        """
-        errors: dict[str, str] = {}
-        pending = dict(steps)
-        while pending:
-            errors = {}
-            before = len(pending)
-            for name, step in list(pending.items()):
-                error = step()
-                if error is None:
-                    del pending[name]
-                else:
-                    errors[name] = error
-            if len(pending) == before:  # no progress: what is left will never go in
-                break
-        return errors
-
     def _delete_module(self, module_id: str) -> str | None:
         try:
             self._client.delete_policy(quote(module_id, safe="/"))
@@ -267,7 +213,7 @@ class OpaEngine:
             # upload *that*, and OPA would run something no file says.
             self._client.update_policy_from_string(text, quote(name, safe="/"), rego_compat=False)
         except RegoParseError as exc:
-            return _opa_errors(exc, name)
+            return opa_errors(exc, name)
         except requests.RequestException as exc:
             raise self._unavailable(f"pushing {name}", exc) from exc
         return None
@@ -286,7 +232,7 @@ class OpaEngine:
 
     def _push_files(self, sources: list[tuple[str, str]], data_json: str) -> None:
         ours = {name for name, _ in sources}
-        roots = {m.group(1) for _, text in sources if (m := _PACKAGE_RE.search(text))}
+        roots = {m.group(1) for _, text in sources if (m := PACKAGE_RE.search(text))}
         try:
             existing = self._client.get_policies_info()
         except requests.HTTPError as exc:
@@ -308,7 +254,7 @@ class OpaEngine:
             steps[f"remove {module_id}"] = partial(self._delete_module, module_id)
         for name, text in sources:
             steps[f"push {name}"] = partial(self._put_module, name, text)
-        failed = self._fixed_point(steps)
+        failed = fixed_point(steps)
         if failed:
             raise PolicyLoadError(
                 f"OPA refused {len(failed)} of {len(steps)} step(s) (a module that fails to "

@@ -20,7 +20,8 @@ from federation.pki import create_authority, issue_node_certificate
 from node.policy import opa_process
 from node.policy.decision import Decision, PolicyUnavailable
 from node.policy.embedded import EmbeddedEngine, PolicyLoadError
-from node.policy.opa import GUARD_ID, OpaEngine
+from node.policy.opa import OpaEngine
+from node.policy.opa_modules import GUARD_ID
 from node.policy.opa_process import OpaNotFound, OpaServer, OpaTls, find_opa, start_opa
 from node.policy.revision import canonical_json, policy_revision
 from tests.unit.policy_examples import ALLOW_INPUT, DATA, POLICIES
