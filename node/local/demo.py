@@ -1,7 +1,10 @@
 """`liaison demo`: three countries on loopback, a scripted set of federated queries, a table.
 
 DE-BKA's investigator asks FR-DGPN and NL-KLPD. The agreements are chosen so that one run
-shows a hit, a no-hit, and refusals by policy with their reasons. Then an oversight body
+shows a hit, a no-hit, and refusals by policy with their reasons. Then DE-BKA fetches the
+record behind its first hit under an MLAT: FR-DGPN's policy wants a person to approve it, so
+FR's operator does, over FR's admin socket, and the record arrives without what FR's
+agreement withholds. Then an oversight body
 checks every node's audit log as an overseer would: the node's signed checkpoint, the
 cosignatures of the peers that witness it, and a proof that the first question's entry is
 in the log, with nothing but public keys from the directory.
@@ -10,6 +13,7 @@ in the log, with nothing but public keys from the directory.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -20,12 +24,14 @@ from federation import checkpoints
 from federation.client import MatchTransport, PeerClient, match_query, new_envelope
 from federation.errors import LiaisonError
 from federation.fanout import match_all
-from federation.model import MatchQuery
+from federation.model import FetchQuery, MatchQuery
 from federation.pki import public_key_from_text
+from federation.vocabulary import LegalBasis
 from node.audit.witness_state import witness_name
 from node.cli.oversight import load_overseer
 from node.cli.query import format_table, result_row
 from node.local.federation import Federation, build_federation
+from node.rpc.admin_client import AdminClient
 
 ASKER = "DE-BKA"
 PEERS = ("FR-DGPN", "NL-KLPD")
@@ -41,8 +47,10 @@ AGREEMENTS: dict[str, dict[str, Any]] = {
         "DE-BKA": {
             "categories": ["travel_document", "vehicle", "wanted_person"],
             "purposes": ["criminal_investigation", "border_control"],
-            "methods": ["Match"],
-            "legal_bases": ["none", "bilateral_agreement"],
+            "methods": ["Match", "Fetch"],
+            "legal_bases": ["none", "bilateral_agreement", "mlat"],
+            # FR's own file number for the record stays in France.
+            "redact": {"travel_document": ["reference"]},
             **WINDOW,
         }
     },
@@ -66,14 +74,37 @@ AGREEMENTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# FR-DGPN's operators approve every travel document it discloses (its policy data's
+# `restrictions`), so question 5 opens a ticket.
+POLICY_DATA: dict[str, dict[str, Any]] = {
+    "FR-DGPN": {
+        "restrictions": {"blocked_countries": [], "approval_categories": ["travel_document"]}
+    }
+}
+OWNER = "FR-DGPN"
+MLAT_REFERENCE = "MLAT-DE-FR-2026-0042"
+OPERATOR = "fr-duty-officer"
+
 
 def _first(rows: list[dict[str, Any]], category: str) -> dict[str, Any]:
     return next(r for r in rows if r["category"] == category)
 
 
+def _passport(fed: Federation) -> dict[str, Any]:
+    """A French passport that question 5 may fetch: no source restriction, and a marking
+    (H0 or H1) that does not itself send it to a person, so that FR's own rule does."""
+    return next(
+        r
+        for r in fed.nodes[OWNER].rows
+        if r.get("document_type") == "passport"
+        and not r.get("source_restrictions")
+        and r.get("handling_code", "H0") in ("H0", "H1")
+    )
+
+
 def scenarios(fed: Federation) -> list[tuple[str, str, str, list[tuple[str, str]]]]:
     """(title, purpose, category, identifiers): chosen from the records each node holds."""
-    fr_doc = _first(fed.nodes["FR-DGPN"].rows, "travel_document")["document_number"]
+    fr_doc = _passport(fed)["document_number"]
     nl_vin = _first(fed.nodes["NL-KLPD"].rows, "vehicle")["vin"]
     return [
         (
@@ -114,12 +145,14 @@ def _query_maker(
     return make
 
 
-async def _ask(fed: Federation) -> dict[str, str]:
-    """Ask the scripted questions; the audit entry each peer named for the first one."""
+async def _ask(fed: Federation) -> tuple[dict[str, str], list[str]]:
+    """Ask the scripted questions: the audit entry each peer named for the first one, and
+    the references FR-DGPN's hit returned."""
     asker = fed.nodes[ASKER]
     identity = asker.identity()
     clients = [PeerClient.for_member(identity, fed.member(p)) for p in PEERS]
     named: dict[str, str] = {}
+    refs: list[str] = []
     try:
         for n, (title, purpose, category, identifiers) in enumerate(scenarios(fed), 1):
             results = await match_all(
@@ -130,10 +163,62 @@ async def _ask(fed: Federation) -> dict[str, str]:
             print("   " + format_table(rows).replace("\n", "\n   "))
             if n == 1:
                 named = {str(r["peer"]): str(r.get("audit_entry") or "") for r in rows}
+                refs = next(list(r.get("record_refs", [])) for r in rows if r["peer"] == OWNER)
     finally:
         for c in clients:
             await c.close()
-    return named
+    return named, refs
+
+
+def _approve(fed: Federation, ticket_id: str) -> None:
+    """As FR-DGPN's operator, on FR's admin socket (what `liaison tickets approve` does)."""
+    with AdminClient(fed.nodes[OWNER].config().admin.socket) as admin:
+        admin.approve(ticket_id, OPERATOR, f"{MLAT_REFERENCE} checked against the case file")
+
+
+async def _fetch(fed: Federation, record_ref: str) -> list[dict[str, object]]:
+    """Fetch under the MLAT, have FR's operator approve the ticket, collect the record: the
+    ticket's and the record's rows, then a row per payload field (withheld ones named)."""
+    client = PeerClient.for_member(fed.nodes[ASKER].identity(), fed.member(OWNER))
+
+    def query(**target: str) -> FetchQuery:
+        envelope = new_envelope(
+            ASKER,
+            "criminal_investigation",
+            legal_basis=LegalBasis.MLAT,
+            legal_reference=MLAT_REFERENCE,
+            case_reference="DEMO-1",
+        )
+        return FetchQuery(envelope, **target)
+
+    try:
+        opened = (await client.fetch(query(record_ref=record_ref), timeout=5.0)).ticket
+        if opened is None or opened.state != "pending":
+            raise RuntimeError(f"{OWNER} was expected to open a ticket, not to answer {opened}")
+        hours = (opened.deadline_at - opened.created_at).total_seconds() / 3600
+        print(f"   {OWNER} opens ticket {opened.ticket_id}: pending, due within {hours:g} h")
+        await asyncio.to_thread(_approve, fed, opened.ticket_id)
+        print(f"   {OPERATOR} approves it on {OWNER}'s admin socket")
+        status = await client.get_ticket(opened.ticket_id, timeout=5.0)
+        record = (await client.fetch(query(ticket_id=opened.ticket_id), timeout=5.0)).record
+        if record is None or status.decided_at is None:
+            raise RuntimeError(f"the approved ticket {opened.ticket_id} delivered no record")
+    finally:
+        await client.close()
+    decided = (status.decided_at - status.created_at).total_seconds()
+    payload = json.loads(record.payload_json)
+    rows: list[dict[str, object]] = [
+        {"field": "ticket", "value": f"{status.ticket_id} ({status.state})"},
+        {"field": "time to decision", "value": f"{decided:.2f} s of the {hours:g} h allowed"},
+        {"field": "handling code", "value": record.handling_code},
+        {"field": "retention", "value": f"{record.retention_days} days"},
+    ]
+    rows += [
+        {"field": f"payload.{k}", "value": v if isinstance(v, str) else json.dumps(v)}
+        for k, v in sorted(payload.items())
+    ]
+    rows += [{"field": f"payload.{k}", "value": "(withheld)"} for k in record.withheld_fields]
+    return rows
 
 
 async def _oversee(fed: Federation, entries: Mapping[str, str]) -> list[dict[str, object]]:
@@ -208,14 +293,21 @@ def run_demo(root: Path, *, keep: bool = False, records: int = 3000) -> int:
         records=records,
         overseers=(OVERSEER,),
         witness_interval_s=WITNESS_INTERVAL_S,
+        policy_data=POLICY_DATA,
     )
     fed.start()
     try:
         for n in fed.nodes.values():
             print(f"  {n.node_id:<8} gRPC+mTLS {n.endpoint}   metrics http://{n.metrics}/metrics")
-        entries = asyncio.run(_ask(fed))
+        entries, refs = asyncio.run(_ask(fed))
         print(
-            f"\n5. {OVERSEER} (an overseer) checks each node's audit log: its signed "
+            f"\n5. {ASKER} fetches the French passport of question 1 under {MLAT_REFERENCE};\n"
+            f"   {OWNER}'s policy requires a person's approval first"
+        )
+        record_rows = asyncio.run(_fetch(fed, refs[0]))
+        print("   " + _table(record_rows).replace("\n", "\n   "))
+        print(
+            f"\n6. {OVERSEER} (an overseer) checks each node's audit log: its signed "
             "checkpoint,\n   the peers' cosignatures, and the entry of question 1"
         )
         rows = asyncio.run(_oversee(fed, entries))

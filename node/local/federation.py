@@ -142,13 +142,16 @@ def build_federation(
     seed: int = 7,
     overseers: Sequence[str] = (),
     witness_interval_s: int = 0,
+    policy_data: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Federation:
     """Lay out a federation under `root` (wiped first if the kit made it before).
 
     Each of `overseers` is enrolled as an overseer (identity in `root/<id>`, listed in the
     directory with role overseer) and runs no node. The nodes witness each other every
     `witness_interval_s` (`[witness] interval_s`); off by default, so that a test or a
-    benchmark finds in the audit logs only the calls it made."""
+    benchmark finds in the audit logs only the calls it made. A node's entry in
+    `policy_data` (e.g. its `restrictions` or `settings`) joins its agreements in its
+    policy data file."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).exists():
             raise FileExistsError(
@@ -179,7 +182,11 @@ def build_federation(
         with (folder / "node.toml").open("a") as toml:
             toml.write(f"\n[witness]\ninterval_s = {witness_interval_s}\n")
         (folder / "agreements.json").write_text(
-            json.dumps({"agreements": agreements.get(node_id, {})}, indent=2) + "\n"
+            json.dumps(
+                {"agreements": agreements.get(node_id, {}), **(policy_data or {}).get(node_id, {})},
+                indent=2,
+            )
+            + "\n"
         )
         rows = list(generate_rows(node_id[:2], records, seed=seed + i))
         write_jsonl(folder / "records.jsonl", rows)

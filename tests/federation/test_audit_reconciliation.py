@@ -61,7 +61,7 @@ def _mix(fed: Federation) -> list[Ask]:
             (("vin", vin),),
             "deny",
             "legal_basis_not_agreed",
-            legal_basis=LegalBasis.MLAT,
+            legal_basis=LegalBasis.TREATY,
         ),
         Ask(crime, "spaceship", (("vin", vin),), "invalid", "category_unknown"),
         Ask(crime, "vehicle", (("vin", "@@@"),), "invalid", "identifier_invalid"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -231,13 +232,28 @@ def test_audit_verify_names_the_first_bad_entry(fed: Federation, tmp_path: Path)
 
 
 def test_the_demo_runs_end_to_end_and_an_overseer_verifies_every_log(tmp_path: Path) -> None:
-    """The README's first command: queries answered, then every node's checkpoint verified,
-    cosigned by both peers, and the first question's entry proven in FR-DGPN's log."""
+    """The README's first command: queries answered; the first hit's record fetched under an
+    MLAT, approved by FR's operator and delivered without the field FR withholds; then every
+    node's checkpoint verified, cosigned by both peers, and the first question's entry
+    proven in FR-DGPN's log."""
     result = liaison("demo", "--dir", str(tmp_path / "demo"), "--records", "200", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "FR-DGPN  hit" in out and "category_not_agreed" in out
-    table = out[out.index("5. EU-EDPS") :]
+    fetched = out[out.index("5. DE-BKA fetches") : out.index("6. EU-EDPS")]
+    assert "opens ticket tkt_" in fetched and "pending, due within 72 h" in fetched
+    assert "fr-duty-officer approves it" in fetched
+    cells = (re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in fetched.splitlines()[4:])
+    fields = {pair[0]: pair[-1] for pair in cells if pair[0]}
+    assert fields["ticket"].endswith("(approved)")
+    assert fields["time to decision"].endswith(" s of the 72 h allowed")
+    assert fields["handling code"] in ("H0", "H1")
+    assert fields["payload.document_type"] == "passport"
+    assert fields["payload.document_number"].startswith("FRFAKE")
+    assert fields["payload.reference"] == "(withheld)"
+    assert "SYN-FR-" not in out  # the withheld value itself never arrives
+    assert fields["retention"] == "90 days"
+    table = out[out.index("6. EU-EDPS") :]
     rows = {
         line.split()[0]: line
         for line in table.splitlines()
