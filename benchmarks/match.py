@@ -137,7 +137,7 @@ async def bench(
             for target, call, pid in (("echo", echo_call, echo.pid), ("node", node_call, node_pid)):
                 pin(pid, server_cpus)
                 results.append(
-                    await measure(call, queries, target, pid, in_flight, seconds, warmup)
+                    await measure(call, queries.build, target, pid, in_flight, seconds, warmup)
                 )
         return results
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -74,8 +74,13 @@ class Queries:
         self._count = 0
 
     def one(self, hit: bool) -> Request:
-        self._count += 1
         number = self._rng.choice(self.hits) if hit else f"ZZFAKE{self._rng.randrange(10**9):09d}"
+        return self.for_number(number)
+
+    def for_number(self, number: str) -> Request:
+        """A signed request for this document number (benchmarks/fetch.py collects the
+        references its hits return)."""
+        self._count += 1
         env = new_envelope(
             ASKER, "criminal_investigation", case_reference=f"BENCH-{self._count:08d}"
         )
@@ -134,7 +139,7 @@ async def drive(
 
 async def measure(
     call: Call,
-    queries: Queries,
+    build: Callable[[int], list[Request]],
     target: str,
     pid: int,
     in_flight: int,
@@ -142,12 +147,10 @@ async def measure(
     warmup: float,
 ) -> Measurement:
     """Warm up at ``in_flight``, then time it; the warm-up's rate sizes the request pool."""
-    warm = await drive(
-        call, queries.build(max(2000, 50 * in_flight)), in_flight, warmup, pid, target
-    )
+    warm = await drive(call, build(max(2000, 50 * in_flight)), in_flight, warmup, pid, target)
     if warm.errors:
         raise RuntimeError(f"{target}: {warm.errors} calls failed during the warm-up")
-    pool = queries.build(int(warm.rate * seconds * 2) + 50 * in_flight)
+    pool = build(int(warm.rate * seconds * 2) + 50 * in_flight)
     result = await drive(call, pool, in_flight, seconds, pid, target)
     print(f"  {target:<5} {in_flight:>3} in flight: {result.rate:8.0f} req/s", flush=True)
     return result

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from federation.directory import Member
 from federation.model import DisclosedRecord, Envelope, FetchAnswer, FetchQuery, TicketStatus
+from federation.vocabulary import LegalBasis
 from node.database import StoreUnavailable
 from node.errors import Kind, Refusal, denied, step2
 from node.policy import Decision
@@ -125,7 +126,7 @@ def build_fetch_policy_input(
     node: NodeIdentity, member: Member, env: Envelope, record: StoredRecord, now: datetime
 ) -> dict[str, Any]:
     """The policy's view of a Fetch: facts about the request and the record, never a value
-    (the case reference is the requester's file number, which a JIT grant names)."""
+    (the case reference, the requester's file number, only under `jit`: a grant names it)."""
     return {
         "version": POLICY_INPUT_VERSION,
         "now": policy_time(now),
@@ -140,7 +141,9 @@ def build_fetch_policy_input(
             "legal_basis": env.legal_basis.value,
             "has_legal_reference": bool(env.legal_reference),
             "has_case_reference": bool(env.case_reference),
-            "case_reference": env.case_reference,
+            # The value only where a JIT grant is named by it: elsewhere every case would
+            # be a decision cache miss (benchmarks/fetch.py), and the policy needs no more.
+            **({"case_reference": env.case_reference} if env.legal_basis is LegalBasis.JIT else {}),
         },
         "request": {
             "method": "Fetch",
@@ -252,7 +255,7 @@ class FetchService:
             opened = self._references.open(member.node_id, query.record_ref, now)
         except ReferenceRefused as exc:
             raise step2(exc.reason, str(exc)) from None
-        record = await self._blocking(self._records.get, opened.stored_ref)
+        record = self._read(opened.stored_ref)
         if record is None:  # deleted since the hit: the same answer as any unknown reference
             raise step2("unknown_reference", "no such reference for this requester")
         seen.category = record.category
@@ -318,7 +321,7 @@ class FetchService:
             return FetchAnswer(responder=self._node.node_id, ticket=ticket_status(ticket, now))
         if ticket.delivered_at is not None:
             raise _already_delivered(ticket.id, ticket.delivered_at)
-        record = await self._blocking(self._records.get, ticket.record_ref)
+        record = self._read(ticket.record_ref)
         if record is None:
             raise step2("unknown_reference", "the record of this ticket is no longer held")
         # Marked before it leaves: of two collections at once, exactly one gets the record.
@@ -346,6 +349,15 @@ class FetchService:
             return await self._blocking(self._tickets.get, ticket_id, member.node_id)
         except (UnknownTicket, NotYourTicket):
             raise _unknown_ticket(ticket_id) from None
+
+    def _read(self, ref: str) -> StoredRecord | None:
+        """The record, read on the event loop as Match reads (one indexed statement on a
+        kept connection: a worker thread would cost more than the read)."""
+        try:
+            return self._records.get(ref)
+        except StoreUnavailable as exc:
+            log.error("Fetch refused: %s", exc)
+            raise _store_unavailable() from None
 
     async def _blocking(self, work: Callable[..., T], *args: Any, revision: str = "") -> T:
         """A store call in a worker thread; a database that cannot answer is a refusal."""

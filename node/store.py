@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
@@ -36,7 +37,7 @@ from sqlmodel import Field, SQLModel
 
 from federation.model import Identifier
 from federation.vocabulary import MAX_IDENTIFIER_LENGTH
-from node.database import StoreUnavailable, answering, new_id, open_engine
+from node.database import StoreUnavailable, new_id, open_engine
 from node.records import NewRecord, StoredRecord
 
 _CHUNK = 5_000
@@ -91,6 +92,35 @@ def _find_statement(n: int, hide: bool) -> Select[str]:
     return stmt.order_by(_records.c.id).limit(bindparam("limit"))
 
 
+def _get_statement() -> Select[Any]:
+    """One record and its identifiers (one row each, in insertion order; one row with
+    empty identifier columns when it has none)."""
+    r, i = _records.c, _identifiers.c
+    joined = _records.outerjoin(_identifiers, i.record_id == r.id)
+    return (
+        select(
+            r.ref,
+            r.category,
+            r.handling_code,
+            r.source_restrictions,
+            r.payload,
+            r.created_at,
+            i.kind,
+            i.value,
+        )
+        .select_from(joined)
+        .where(r.ref == bindparam("ref"))
+        .order_by(i.id)
+    )
+
+
+def _utc(value: datetime | str) -> datetime:
+    """A stored time as an aware UTC datetime: SQLite's driver gives the text SQLAlchemy
+    wrote, without a zone; every value was written in UTC."""
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at.replace(tzinfo=at.tzinfo or UTC)
+
+
 def _chunks(items: Sequence[NewRecord], size: int) -> Iterator[Sequence[NewRecord]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -98,7 +128,7 @@ def _chunks(items: Sequence[NewRecord], size: int) -> Iterator[Sequence[NewRecor
 
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
-_CompiledFind = tuple[str, tuple[str, ...], dict[str, Any]]
+_Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
 
 
 class RecordStore:
@@ -106,8 +136,10 @@ class RecordStore:
 
     def __init__(self, url: str = "sqlite:///liaison.db") -> None:
         self._engine: Engine = open_engine(url)
-        self._find_sql: dict[tuple[int, bool], _CompiledFind] = {}
+        self._find_sql: dict[tuple[int, bool], _Compiled] = {}
+        self._get_sql: _Compiled | None = None
         self._raw_conn: Any = None
+        self._raw_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -166,7 +198,7 @@ class RecordStore:
         shape = (len(unique), hidden_from is not None)
         compiled = self._find_sql.get(shape)
         if compiled is None:
-            compiled = self._find_sql[shape] = self._compile(*shape)
+            compiled = self._find_sql[shape] = self._compile(_find_statement(*shape))
         sql, order, defaults = compiled
         params: dict[str, Any] = {**defaults, "category": category, "limit": limit}
         if hidden_from is not None:
@@ -177,29 +209,36 @@ class RecordStore:
         for n, (kind, value) in enumerate(unique):
             params[f"kind{n}"] = kind
             params[f"value{n}"] = value
+        return [row[0] for row in self._read(sql, order, params, "record lookup")]
+
+    def _read(
+        self, sql: str, order: tuple[str, ...], params: dict[str, Any], what: str
+    ) -> list[tuple[Any, ...]]:
+        """Rows of a compiled read on the kept connection; a dead connection is replaced
+        once (a PostgreSQL restart or failover, an idle timeout in between: without it,
+        every later read would fail on the dead one; a read is safe to repeat)."""
         args = [params[name] for name in order] if order else params
         dbapi_error = self._engine.dialect.loaded_dbapi.Error
-        try:
+        # The request path reads on the event loop, the operator's desk from worker
+        # threads: one reader at a time on the one connection (uncontended, well under 1 µs).
+        with self._raw_lock:
             try:
-                return self._run_find(sql, args)
+                try:
+                    return self._run(sql, args)
+                except dbapi_error as exc:
+                    if not self._lost(exc):
+                        raise
+                    self._raw_conn.invalidate(exc)
+                    self._raw_conn = None
+                    return self._run(sql, args)
             except dbapi_error as exc:
-                # A server connection can die under a long-running node (a PostgreSQL
-                # restart or failover, an idle timeout in between): without this, every
-                # later lookup would fail on the dead one. A lookup only reads, so one
-                # retry is safe.
-                if not self._lost(exc):
-                    raise
-                self._raw_conn.invalidate(exc)
-                self._raw_conn = None
-                return self._run_find(sql, args)
-        except dbapi_error as exc:
-            raise StoreUnavailable(f"record lookup failed: {type(exc).__name__}: {exc}") from exc
+                raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
-    def _run_find(self, sql: str, args: Any) -> list[str]:
+    def _run(self, sql: str, args: Any) -> list[tuple[Any, ...]]:
         cursor = self._raw().cursor()
         try:
             cursor.execute(sql, args)
-            return [row[0] for row in cursor.fetchall()]
+            return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
 
@@ -209,9 +248,9 @@ class RecordStore:
             return False
         return bool(self._engine.dialect.is_disconnect(exc, self._raw_conn.dbapi_connection, None))
 
-    def _compile(self, n: int, hide: bool) -> _CompiledFind:
-        """The find statement's SQL for this dialect, its positional order, fixed values."""
-        compiled = _find_statement(n, hide).compile(dialect=self._engine.dialect)
+    def _compile(self, statement: Select[Any]) -> _Compiled:
+        """A read's SQL for this dialect, its positional order, fixed values."""
+        compiled = statement.compile(dialect=self._engine.dialect)
         order = tuple(compiled.positiontup or ()) if compiled.positional else ()
         # Parameters the dialect adds itself (SQLite's OFFSET 0) come with their values.
         defaults = {k: v for k, v in compiled.params.items() if v is not None}
@@ -228,25 +267,24 @@ class RecordStore:
         return self._raw_conn
 
     def get(self, ref: str) -> StoredRecord | None:
-        """The whole record behind ``ref``, for step 2; not on the match path."""
-        with answering(self._engine, "reading a record"), self._engine.connect() as conn:
-            row = conn.execute(select(_records).where(_records.c.ref == ref)).one_or_none()
-            if row is None:
-                return None
-            idents = conn.execute(
-                select(_identifiers.c.kind, _identifiers.c.value)
-                .where(_identifiers.c.record_id == row.id)
-                .order_by(_identifiers.c.id)
-            ).all()
+        """The whole record behind ``ref``, for step 2: one statement on the kept
+        connection, as :meth:`find` (through a SQLAlchemy Connection it cost a Fetch about
+        as much as the rest of the request; docs/performance.md)."""
+        if self._get_sql is None:
+            self._get_sql = self._compile(_get_statement())
+        sql, order, defaults = self._get_sql
+        rows = self._read(sql, order, {**defaults, "ref": ref}, "reading a record")
+        if not rows:
+            return None
+        _ref, category, handling_code, restrictions, payload, created_at = rows[0][:6]
         return StoredRecord(
-            ref=row.ref,
-            category=row.category,
-            handling_code=row.handling_code,
-            source_restrictions=tuple(json.loads(row.source_restrictions)),
-            identifiers=tuple(Identifier(kind, value) for kind, value in idents),
-            payload=json.loads(row.payload),
-            # SQLite keeps no zone; every value was written in UTC.
-            created_at=row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC),
+            ref=ref,
+            category=category,
+            handling_code=handling_code,
+            source_restrictions=tuple(json.loads(restrictions)),
+            identifiers=tuple(Identifier(k, v) for *_, k, v in rows if k is not None),
+            payload=json.loads(payload),
+            created_at=_utc(created_at),
         )
 
     def count(self, category: str | None = None) -> int:

@@ -30,6 +30,16 @@ def test_match_benchmark_quick_run_exits_cleanly_with_its_ratio() -> None:
     assert "target node >= 0.6x echo throughput:" in out
 
 
+def test_fetch_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() -> None:
+    out = run_quick("fetch.py", timeout=240)
+    for method in ("match", "fetch"):
+        for in_flight in (1, 64):
+            assert f"  {method:<5} {in_flight:>3} in flight:" in out
+    assert "ratio Fetch/Match throughput:" in out
+    assert "ratio Fetch/Match p99 latency:" in out
+    assert "target Fetch >= 0.8x Match throughput:" in out
+
+
 def test_policy_benchmark_quick_run_exits_cleanly_with_its_ratio_and_target() -> None:
     out = run_quick("policy.py", timeout=120)
     assert "ratio of mean µs per decision to the floor" in out

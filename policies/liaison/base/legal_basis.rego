@@ -28,9 +28,20 @@ legal_basis_reasons contains "legal_reference_missing" if {
 }
 
 # A disclosed record is tied to the requester's case, for the audit and for JIT grants.
+# The input carries the case reference itself only under `jit`, where it names the grant;
+# other Fetches say only that they name a case, so their decisions can be cached across
+# cases (policies/CONTRACT.md). A case reference given must not be empty.
+case_named if case_reference
+
+case_named if {
+	not is_jit_fetch
+	input.envelope.has_case_reference == true
+	not "case_reference" in object.keys(input.envelope)
+}
+
 legal_basis_reasons contains "case_reference_missing" if {
 	is_fetch
-	not case_reference
+	not case_named
 }
 
 # --- joint investigation teams (data.jits) -------------------------------------------------

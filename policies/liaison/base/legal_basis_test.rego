@@ -45,9 +45,26 @@ test_treaty_reference_not_a_boolean if only({"envelope": {"legal_basis": "treaty
 
 test_case_reference_empty if only({"envelope": {"case_reference": ""}}, "case_reference_missing")
 
-test_case_reference_missing if {
+# Outside `jit` the node sends only the flag (the value would defeat the decision cache).
+test_case_named_by_flag_alone if {
 	inp := data.liaison.testing.without(data.liaison.testing.fetch_input, ["envelope"], "case_reference")
-	data.liaison.testing.denied(data.liaison.testing.decide(inp), ["case_reference_missing"])
+	data.liaison.testing.decide(object.union(inp, {"envelope": {"has_case_reference": true}})).allow == true
+}
+
+test_case_flag_false_is_missing if {
+	inp := data.liaison.testing.without(data.liaison.testing.fetch_input, ["envelope"], "case_reference")
+	d := data.liaison.testing.decide(object.union(inp, {"envelope": {"has_case_reference": false}}))
+	data.liaison.testing.denied(d, ["case_reference_missing"])
+}
+
+# Under `jit` the flag is not enough: the value names the grant.
+test_jit_flag_alone_is_missing if {
+	inp := data.liaison.testing.without(
+		object.union(data.liaison.testing.fetch_input, {"envelope": {"legal_basis": "jit", "has_case_reference": true}}),
+		["envelope"], "case_reference",
+	)
+	d := data.liaison.testing.decide(inp)
+	d.reasons == ["case_reference_missing", "jit_not_found"]
 }
 
 # --- JIT ------------------------------------------------------------------------------------
