@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -250,7 +250,7 @@ class FetchService:
         validate_envelope(member, query.envelope)
         now = self._clock()
         if query.ticket_id:
-            return await self._collect(member, query.ticket_id, seen, now)
+            return await self._collect(member, query, seen, now)
         try:
             opened = self._references.open(member.node_id, query.record_ref, now)
         except ReferenceRefused as exc:
@@ -311,9 +311,10 @@ class FetchService:
         return ticket_status(ticket, self._clock())
 
     async def _collect(
-        self, member: Member, ticket_id: str, seen: Seen, now: datetime
+        self, member: Member, query: FetchQuery, seen: Seen, now: datetime
     ) -> FetchAnswer:
         """Fetch by ticket: an approved ticket's record, once; otherwise its status."""
+        ticket_id = query.ticket_id
         seen.ticket = ticket_id[:_MAX_AUDITED_ID]
         ticket = await self._own_ticket(member, ticket_id)
         seen.category = ticket.category
@@ -324,6 +325,7 @@ class FetchService:
         record = self._read(ticket.record_ref)
         if record is None:
             raise step2("unknown_reference", "the record of this ticket is no longer held")
+        duties, revision = self._still_allowed(member, query.envelope, ticket, record, now)
         # Marked before it leaves: of two collections at once, exactly one gets the record.
         try:
             ticket = await self._blocking(
@@ -335,14 +337,42 @@ class FetchService:
             raise _unknown_ticket(ticket_id) from None
         disclosed = disclose(
             record,
-            ticket.withheld,
+            sorted(set(ticket.withheld) | set(duties.redact)),
             record_ref=self._references.seal(member.node_id, record.ref, now),
-            handling_code=ticket.handling_code,
-            retention_days=ticket.retention_days,
+            handling_code=duties.handling_code,
+            retention_days=min(ticket.retention_days, duties.retention_days),
             origin_country=self._node.country,
         )
         seen.withheld = disclosed.withheld_fields
-        return FetchAnswer(responder=self._node.node_id, record=disclosed)
+        return FetchAnswer(responder=self._node.node_id, record=disclosed, policy_revision=revision)
+
+    def _still_allowed(
+        self,
+        member: Member,
+        envelope: Envelope,
+        ticket: Ticket,
+        record: StoredRecord,
+        now: datetime,
+    ) -> tuple[FetchDuties, str]:
+        """The policy asked again at collection, on the ticket's own purpose and legal
+        ground: an agreement withdrawn, a country blocked or a marking raised since the
+        approval must stop the record, as it would stop a new request. What the policy
+        withholds now is withheld on top of the ticket's redactions."""
+        asked = replace(
+            envelope,
+            purpose=ticket.purpose,
+            legal_basis=ticket.legal_basis,
+            legal_reference=ticket.legal_reference,
+            case_reference=ticket.case_reference,
+        )
+        decision = self._decide(build_fetch_policy_input(self._node, member, asked, record, now))
+        if not decision.allow:
+            raise denied(
+                decision.reasons,
+                f"the data owner's policy no longer allows ticket {ticket.id} to be delivered",
+                decision.revision,
+            )
+        return fetch_duties(decision), decision.revision
 
     async def _own_ticket(self, member: Member, ticket_id: str) -> Ticket:
         try:

@@ -237,3 +237,46 @@ def test_the_envelope_is_checked_before_anything_is_read(n: Node) -> None:
         n.fetch(ref=n.refs.seal("DE-BKA", "rec_1", NOW), purpose="")
     assert err.value.reasons == ("purpose_missing",)
     assert n.policy.inputs == []
+
+
+def _approved_ticket(n: Node) -> str:
+    n.policy.decision = Decision(
+        True,
+        (),
+        {**ALLOW, "require_approval": True, "approval_deadline_hours": 48, "retention_days": 7},
+        "rev-4",
+    )
+    ticket = n.fetch(ref=n.refs.seal("DE-BKA", "rec_1", NOW), legal_reference="MLAT-1")[0].ticket
+    assert ticket is not None
+    n.tickets.approve(ticket.ticket_id, "op", NOW, fields=tuple(PAYLOAD))
+    return ticket.ticket_id
+
+
+def test_collection_asks_the_policy_again_on_the_tickets_own_ground(n: Node) -> None:
+    """An agreement withdrawn after the approval stops the record; the ticket stays
+    undelivered, so it can be collected once the policy allows it again."""
+    ticket_id = _approved_ticket(n)
+    n.policy.decision = Decision(False, ("method_not_permitted",), {}, "rev-5")
+    with pytest.raises(Refusal) as err:
+        # The collecting request's own envelope is not the ground the ticket was opened on.
+        n.fetch(ticket=ticket_id, legal_basis=LegalBasis.NONE, case_reference="")
+    assert err.value.reasons == ("method_not_permitted",) and err.value.policy_revision == "rev-5"
+    envelope = n.policy.inputs[-1]["envelope"]
+    assert (envelope["purpose"], envelope["legal_basis"]) == (
+        "criminal_investigation",
+        "bilateral_agreement",
+    )
+    assert envelope["has_legal_reference"] and envelope["has_case_reference"]
+    assert n.tickets.get(ticket_id).delivered_at is None
+
+    # Allowed again, now withholding one more field than when it was approved.
+    n.policy.decision = Decision(
+        True, (), {**ALLOW, "redact": ["holder_phone"], "retention_days": 3}, "rev-6"
+    )
+    answer, seen = n.fetch(ticket=ticket_id)
+    record = answer.record
+    assert record is not None and answer.policy_revision == "rev-6"
+    assert record.withheld_fields == ("holder_phone", "status") == seen.withheld
+    assert json.loads(record.payload_json) == {"document_number": "FRFAKE1"}
+    assert record.retention_days == 3
+    assert n.tickets.get(ticket_id).delivered_at is not None
