@@ -180,6 +180,19 @@ class TicketDesk:
             written = await self._audit.append(record)
         except AuditError as exc:
             self._metrics.audit_failures.inc()
+            # A transition the log never recorded does not stand: put it back.
+            try:
+                undone = await asyncio.to_thread(self._tickets.undo, ticket)
+            except StoreUnavailable as store_exc:
+                log.error("could not undo unaudited ticket %s: %s", ticket.id, store_exc)
+                undone = False
+            if undone:
+                log.error("ticket %s left pending: its audit entry failed: %s", ticket.id, exc)
+                raise AuditError(
+                    f"ticket {ticket.id} is unchanged (still pending): the audit log could not "
+                    f"record the {method} ({exc}); try again once the node's audit log is "
+                    "writable (see the node's log)"
+                ) from None
             log.error("ticket %s is %s; its audit entry failed: %s", ticket.id, ticket.state, exc)
             raise AuditError(
                 f"ticket {ticket.id} is {ticket.state}, but its audit entry could not be "

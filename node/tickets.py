@@ -269,6 +269,36 @@ class TicketStore:
         )
         return self._update(stmt, ticket_id, requester, "recording a delivery", delivery=True)
 
+    def undo(self, ticket: Ticket) -> bool:
+        """Put back what one transition did, when its audit entry could not be written: a
+        decision goes back to pending, a delivery back to undelivered. Only while the row is
+        exactly as that transition left it (nothing else moved it since); whether it was.
+
+        Why: every transition is an audit entry. A decision the log never recorded must not
+        stand, and a delivery the requester never received must not use up its ticket."""
+        if ticket.delivered_at is not None:
+            stmt = (
+                update(_t)
+                .where(_t.c.id == ticket.id, _t.c.delivered_at == to_db(ticket.delivered_at))
+                .values(delivered_at=None)
+            )
+        elif ticket.decided_at is not None and ticket.state is not TicketState.PENDING:
+            stmt = (
+                update(_t)
+                .where(
+                    _t.c.id == ticket.id,
+                    _t.c.state == ticket.state.value,
+                    _t.c.decided_at == to_db(ticket.decided_at),
+                    _t.c.delivered_at.is_(None),
+                )
+                .values(state=_PENDING, decided_at=None, operator="", reason="", extra_redact="[]")
+            )
+        else:
+            return False
+        what = f"undoing a change to ticket {ticket.id}"
+        with answering(self._engine, what), self._engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount)
+
     def _update(
         self,
         stmt: Any,

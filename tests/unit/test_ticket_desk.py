@@ -6,7 +6,9 @@ socket's start, stale-socket replacement and mode; the wire form of a ticket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import stat
 from collections.abc import Iterator
@@ -19,6 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from federation.model import Identifier
 from federation.vocabulary import LegalBasis
+from node.audit.entries import AuditError
+from node.audit.file_store import FileStorage
 from node.audit.log import AuditLog
 from node.metrics import NodeMetrics, deadline_buckets
 from node.records import NewRecord
@@ -128,6 +132,50 @@ def test_a_refused_decision_changes_and_audits_nothing(d: Desk) -> None:
         asyncio.run(d.desk.approve(tid, "alice"))
     assert [e["method"] for e in d.entries()] == ["TicketRefuse"]
     assert d.value("liaison_audit_entries_total") == 1
+
+
+@contextlib.contextmanager
+def full_disk(audit: AuditLog) -> Iterator[None]:
+    """The audit file's writes fail with a real ENOSPC (/dev/full) while inside."""
+    storage = audit._storage
+    assert isinstance(storage, FileStorage)
+    good = storage._fd
+    storage._fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        yield
+    finally:
+        os.close(storage._fd)
+        storage._fd = good
+
+
+def test_a_decision_the_log_cannot_record_does_not_stand(d: Desk) -> None:
+    """Every transition is an audit entry: with the disk full the ticket stays pending, the
+    operator is told to try again, and nothing was counted; then it goes through."""
+    tid = d.open()
+    with full_disk(d.audit):
+        with pytest.raises(AuditError, match=rf"ticket {tid} is unchanged \(still pending\)"):
+            asyncio.run(d.desk.approve(tid, "alice", "checked", ["photo"]))
+        with pytest.raises(AuditError, match="No space left"):
+            asyncio.run(d.desk.refuse(tid, "bob", "no basis"))
+    ticket = d.tickets.get(tid)
+    assert ticket.state is TicketState.PENDING and ticket.decided_at is None
+    assert (ticket.operator, ticket.reason, ticket.withheld) == ("", "", ("address",))
+    assert d.value("liaison_ticket_resolution_seconds_count", outcome="approved") == 0
+    assert d.value("liaison_audit_failures_total") == 2 and d.entries() == []
+    done = asyncio.run(d.desk.approve(tid, "alice", "checked", ["photo"]))
+    assert done.ticket.state is TicketState.APPROVED
+    assert [e["method"] for e in d.entries()] == ["TicketApprove"]
+
+
+def test_an_expiry_the_log_cannot_record_is_tried_again(d: Desk) -> None:
+    tid = d.open(1)
+    d.clock.now += timedelta(hours=2)
+    with full_disk(d.audit), pytest.raises(AuditError):
+        asyncio.run(d.desk.expire_due())
+    assert d.tickets.get(tid).state is TicketState.PENDING
+    [done] = asyncio.run(d.desk.expire_due())
+    assert done.ticket.state is TicketState.EXPIRED
+    assert [e["method"] for e in d.entries()] == ["TicketExpire"]
 
 
 def test_expiry_audits_each_ticket_and_counts_misses(d: Desk) -> None:

@@ -251,6 +251,32 @@ class TestTicketStore:
         assert again.value.delivered_at == T0 + timedelta(hours=2)
         assert tickets.get(ticket.id).delivered_at == T0 + timedelta(hours=2)
 
+    def test_undo_puts_back_exactly_one_unaudited_transition(self, tickets: TicketStore) -> None:
+        ticket = open_one(tickets)
+        approved = tickets.approve(ticket.id, "op", T0, extra_redact=["x"], fields=("x",))
+        assert tickets.undo(approved)
+        back = tickets.get(ticket.id)
+        assert (back.state, back.decided_at, back.operator, back.withheld) == (
+            TicketState.PENDING,
+            None,
+            "",
+            ("address", "photo"),
+        )
+        assert not tickets.undo(approved)  # already put back: nothing to undo
+        assert not tickets.undo(back)  # a pending ticket has no transition to undo
+        # A decision made since is not the one to undo.
+        refused = tickets.refuse(ticket.id, "op2", "no", T0 + timedelta(hours=1))
+        assert not tickets.undo(approved) and tickets.get(ticket.id) == refused
+
+    def test_undo_of_a_delivery_lets_it_be_collected(self, tickets: TicketStore) -> None:
+        ticket = open_one(tickets)
+        tickets.approve(ticket.id, "op", T0)
+        delivered = tickets.mark_delivered(ticket.id, "DE-BKA", T0 + timedelta(hours=1))
+        assert tickets.undo(delivered)
+        after = tickets.get(ticket.id)
+        assert after.state is TicketState.APPROVED and after.delivered_at is None
+        assert tickets.mark_delivered(ticket.id, "DE-BKA", T0 + timedelta(hours=2)).delivered_at
+
     def test_refused_and_expired_tickets_deliver_nothing(self, tickets: TicketStore) -> None:
         refused = open_one(tickets)
         tickets.refuse(refused.id, "op", "no", T0)
