@@ -94,6 +94,7 @@ def fetch(
     ticket_id: str = "",
     basis: LegalBasis = LegalBasis.BILATERAL_AGREEMENT,
     reference: str = "",
+    case: str = "CASE-2026-0042",
     endpoint: str | None = None,
 ) -> FetchAnswer:
     async def run() -> FetchAnswer:
@@ -104,7 +105,7 @@ def fetch(
                 "criminal_investigation",
                 legal_basis=basis,
                 legal_reference=reference,
-                case_reference="CASE-2026-0042",
+                case_reference=case,
             )
             query = FetchQuery(env, record_ref=record_ref, ticket_id=ticket_id)
             return await client.fetch(query, timeout=10.0)
