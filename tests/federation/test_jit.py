@@ -55,8 +55,16 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 def owner(request: pytest.FixtureRequest, fed: Federation, tmp_path: Path) -> Iterator[NodeHandle]:
     """FR-DGPN as a fresh process that checks its policy files every 100 ms."""
     opa: OpaServer | None = start_opa() if request.param == "opa" else None
-    engine = {"engine": '"opa"', "opa_url": f'"{opa.url}"'} if opa else {}
-    node = clone_node(fed, OWNER, tmp_path / OWNER, watch="true", watch_interval_ms="100", **engine)
+    engine, url = ('"opa"', f'"{opa.url}"') if opa else ('"embedded"', '"http://127.0.0.1:8181"')
+    node = clone_node(
+        fed,
+        OWNER,
+        tmp_path / OWNER,
+        watch="true",
+        watch_interval_ms="100",
+        engine=engine,
+        opa_url=url,
+    )
     node.start()
     try:
         node.wait_ready()
