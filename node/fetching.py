@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -70,11 +70,13 @@ _MAX_AUDITED_ID = 64
 
 @dataclass
 class Seen:
-    """What a Fetch learned that its audit entry records: names, never values."""
+    """What a Fetch learned that its audit entry records (names, never values), and what
+    puts back the delivery it marked if its answer is not sent (`if_unsent`)."""
 
     category: str = ""
     ticket: str = ""
     withheld: tuple[str, ...] = ()
+    if_unsent: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +337,7 @@ class FetchService:
             raise _already_delivered(ticket.id, exc.delivered_at) from None
         except TicketError:  # gone or no longer approved in between: not the requester's
             raise _unknown_ticket(ticket_id) from None
+        seen.if_unsent = self._undo_delivery(ticket)
         disclosed = disclose(
             record,
             sorted(set(ticket.withheld) | set(duties.redact)),
@@ -345,6 +348,16 @@ class FetchService:
         )
         seen.withheld = disclosed.withheld_fields
         return FetchAnswer(responder=self._node.node_id, record=disclosed, policy_revision=revision)
+
+    def _undo_delivery(self, delivered: Ticket) -> Callable[[], Awaitable[None]]:
+        """A delivery whose answer was never sent must not use up the ticket: the requester
+        would be told `already_delivered` of a record it never received."""
+
+        async def undo() -> None:
+            if await asyncio.to_thread(self._tickets.undo, delivered):
+                log.warning("ticket %s is collectable again: its record was not sent", delivered.id)
+
+        return undo
 
     def _still_allowed(
         self,

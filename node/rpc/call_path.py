@@ -69,13 +69,17 @@ class Call:
     when the call arrived; a method whose answer a policy decided sets it to that one.
     `facts`, set by a method that learns them only while serving (a Fetch learns the
     record's category from the record), replace the request's for the audit entry, for
-    its answer and its refusal alike."""
+    its answer and its refusal alike. `if_unsent`, set by a method that changed state for
+    its answer (a Fetch that marks a ticket delivered), puts that change back when the
+    answer is not sent after all: its audit entry could not be written, or another replica
+    had answered the same request."""
 
     member: Member
     entry_id: str
     metadata: Mapping[str, str | bytes]
     revision: str
     facts: Facts | None = None
+    if_unsent: Callable[[], Awaitable[None]] | None = None
 
 
 def _no_facts(request: object) -> Facts:
@@ -179,6 +183,7 @@ class _Exchange:
     response: bytes = b""
     refusal: Refusal | None = None
     signature: bytes = b""
+    if_unsent: Callable[[], Awaitable[None]] | None = None
 
     def refuse(self, refusal: Refusal) -> None:
         self.refusal = refusal
@@ -283,6 +288,8 @@ class CallPath:
         if failed is not None:
             x.refuse(failed)
             x.seal(self._key)
+        if x.refusal is not None and x.if_unsent is not None:
+            await self._put_back(x)
         self._count(method.name, x.peer, x.refusal, x.envelope)  # 7 count
         if x.refusal is None and tally is not None:
             tally(self.metrics)
@@ -328,21 +335,38 @@ class CallPath:
             answer = await method.serve(call, request)  # 4 serve
             x.revision = call.revision
             x.facts = call.facts or x.facts
+            x.if_unsent = call.if_unsent
             x.response = method.encode(answer)
         except Refusal as exc:
             x.peer = exc.peer or x.peer
             x.revision = exc.policy_revision or x.revision
             x.facts = (call.facts if call else None) or x.facts
+            x.if_unsent = call.if_unsent if call else None
             x.refuse(exc)
             return None
         except Exception:
             x.facts = (call.facts if call else None) or x.facts
+            x.if_unsent = call.if_unsent if call else None
             x.refuse(internal_failure(method.name, x.peer))
             return None
         counted, peer = method.counted, x.peer
         if counted is None:
             return None
         return lambda metrics: counted(metrics, peer, request, answer)
+
+    async def _put_back(self, x: _Exchange) -> None:
+        """The method's state change for an answer that is not sent: put back, so that (say)
+        a ticket whose record never left can still be collected. A failure to put it back
+        is the operator's to see; the refusal is sent either way."""
+        assert x.if_unsent is not None
+        try:
+            await x.if_unsent()
+        except Exception:
+            log.exception(
+                "could not put back what a %s from %s changed for an answer it was not sent",
+                x.method.name,
+                x.peer,
+            )
 
     async def _make_durable(
         self, record: AuditRecord, entry_id: str, if_replayed: Callable[[], AuditRecord]

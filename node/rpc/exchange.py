@@ -107,6 +107,7 @@ class ExchangeHandlers:
             answer = await self._fetching.fetch(call.member, query, call.entry_id, seen)
         finally:
             call.facts = Facts(seen.category, seen.ticket, seen.withheld)
+            call.if_unsent = seen.if_unsent
         call.revision = answer.policy_revision or call.revision
         return dataclasses.replace(answer, policy_revision=call.revision, audit_entry=call.entry_id)
 

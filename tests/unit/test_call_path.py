@@ -138,6 +138,7 @@ class Node:
         self.audit = audit
         self.steps: list[str] = []
         self.fail = False
+        self.put_back: list[str] = []
         self.path = CallPath(
             PeerAuthenticator(FED, lambda: pki.directory),
             audit,
@@ -171,6 +172,11 @@ class Node:
 
     async def _match(self, call: Call, query: MatchQuery) -> MatchAnswer:
         self.steps.append("serve")
+
+        async def put_back() -> None:
+            self.put_back.append(call.entry_id)
+
+        call.if_unsent = put_back
         if self.fail:
             raise RuntimeError(f"a bug, with a value that must not reach the peer: {SECRET}")
         call.revision = "rev-1"
@@ -238,6 +244,7 @@ def test_an_answer_is_audited_counted_and_signed(pki: Pki, node: Node) -> None:
     message = response_message(MATCH_METHOD, digest, response, ok=True)
     verify(pki.node_key.public_key(), answer_signature, message, "response")
     assert node.count(REQUESTER, "Match", "allow") == 1
+    assert node.put_back == []  # sent: nothing put back
 
 
 def test_an_unidentified_caller_is_refused_before_its_request_is_read(pki: Pki, node: Node) -> None:
@@ -328,6 +335,8 @@ def test_an_audit_failure_refuses_and_discloses_nothing(pki: Pki, tmp_path: Path
     assert node.registry.get_sample_value("liaison_audit_failures_total") == 1
     assert node.count(REQUESTER, "Match", "error") == 1
     assert node.audit.size == 0
+    # What serve changed for the answer is put back: the answer never left.
+    assert len(node.put_back) == 1
 
 
 def test_a_replay_found_at_audit_time_is_one_refused_entry(pki: Pki, tmp_path: Path) -> None:
@@ -373,6 +382,7 @@ def test_a_replay_found_at_audit_time_is_one_refused_entry(pki: Pki, tmp_path: P
     ]
     ours = entries[1]
     assert ours["reasons"] == ["replayed"]
+    assert node.put_back == [ours["id"]]
     assert refusal_from_status(refused.status)[1]["audit_entry"] == ours["id"]
     assert ours["response_sha256"] == hashlib.sha256(sent).hexdigest()
     assert ours["response_signature"] == refused.trailers[SIGNATURE_METADATA].hex()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -280,3 +280,27 @@ def test_collection_asks_the_policy_again_on_the_tickets_own_ground(n: Node) -> 
     assert json.loads(record.payload_json) == {"document_number": "FRFAKE1"}
     assert record.retention_days == 3
     assert n.tickets.get(ticket_id).delivered_at is not None
+
+
+def test_a_delivery_whose_answer_is_not_sent_is_put_back(n: Node) -> None:
+    """The call path runs `if_unsent` when the answer's audit entry cannot be written: the
+    ticket is collectable again, once, and a second put-back changes nothing."""
+    ticket_id = _approved_ticket(n)
+    _, seen = n.fetch(ticket=ticket_id)
+    assert n.tickets.get(ticket_id).delivered_at is not None and seen.if_unsent is not None
+    undo = seen.if_unsent
+    asyncio.run(_run(undo))
+    assert n.tickets.get(ticket_id).delivered_at is None
+    n.clock.now += timedelta(seconds=1)
+    answer, _ = n.fetch(ticket=ticket_id)
+    assert answer.record is not None
+    delivered = n.tickets.get(ticket_id).delivered_at
+    asyncio.run(_run(undo))  # the first delivery's put-back, late: the second stands
+    assert n.tickets.get(ticket_id).delivered_at == delivered is not None
+    with pytest.raises(Refusal) as err:
+        n.fetch(ticket=ticket_id)
+    assert err.value.reasons == ("already_delivered",)
+
+
+async def _run(work: Callable[[], Awaitable[None]]) -> None:
+    await work()
