@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,10 +34,42 @@ from node.store import RecordStore
 MARKER = ".liaison-federation-kit"
 
 
+# Ports handed out by this process, never handed out twice.
+_given: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A loopback port free now, chosen *below* the kernel's ephemeral range when there is
+    room: a port from that range (what binding port 0 gives) can be taken, between this
+    call and the node's own bind, as the source port of any outgoing connection, which on
+    a busy machine happened ("address in use"). Below the range only another listener can
+    take it, and this process never hands the same one out twice."""
+    low, _ = _ephemeral_range()
+    if low > 12000:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            if port in _given:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _given.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    _given.add(port)
+    return port
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
