@@ -2,13 +2,20 @@
 approved ticket, disclosed only as the owner's policy allows.
 
 By reference: open the reference (bound to its requester, expiring: node/references.py),
-load the record, ask the policy with the record's facts, then enforce every obligation of
+load the record (this node's own, or one it received: node/received.py), ask the policy
+with the record's facts, then enforce every obligation of
 the decision: `redact` removes the fields (absent, not blanked), `handling_code` and the
 source restrictions travel with the record, `retention_days` tells the requester how long
 it may keep it, and `require_approval` opens a ticket with the policy's
 `approval_deadline_hours` instead of disclosing anything. A decision whose obligations are
 not exactly what policies/CONTRACT.md gives a Fetch is a deny (`policy_error`): nothing here
 falls back to a default.
+
+A received record is passed on only as its owner's markings allow: the policy sees its own
+facts (:meth:`ReceivedRecord.policy_facts`, whose `origin_country` is the first owner's), so
+an H2 record or one with source restrictions is refused (policies/liaison/base/record.rego);
+one that may go out keeps its owner's origin, handling code and restrictions, and is never
+granted longer than this node itself may still keep it.
 
 By ticket: only the requester that opened it may ask (anyone else hears `unknown_ticket`,
 as for a ticket that never existed); an approved ticket's record goes out once, with the
@@ -39,6 +46,8 @@ from node.database import StoreUnavailable
 from node.errors import Kind, Refusal, denied, step2
 from node.policy import Decision
 from node.policy.decision import KNOWN_OBLIGATIONS, OBLIGATION_SHAPES
+from node.received import PREFIX as RECEIVED_PREFIX
+from node.received import ReceivedRecord, ReceivedStore
 from node.records import StoredRecord
 from node.references import ReferenceRefused, References
 from node.service import POLICY_INPUT_VERSION, NodeIdentity, policy_time, validate_envelope
@@ -66,6 +75,37 @@ _WHY_NOT = {
     TicketState.WITHDRAWN: "withdrawn",
 }
 _MAX_AUDITED_ID = 64
+_DAY = timedelta(days=1)
+
+# A record this node may be asked for: its own, or one it received from a peer.
+Held = StoredRecord | ReceivedRecord
+
+
+def stored_ref(record: Held) -> str:
+    """The ref a hit seals and a ticket names: an own record's ref, a received one's id."""
+    return record.id if isinstance(record, ReceivedRecord) else record.ref
+
+
+def record_facts(node: NodeIdentity, record: Held) -> dict[str, Any]:
+    """The ``record`` object of a Fetch policy input (policies/CONTRACT.md): an own
+    record's origin is this node's country, a received one's is its first owner's."""
+    if isinstance(record, ReceivedRecord):
+        return record.policy_facts()
+    return {
+        "category": record.category,
+        "handling_code": record.handling_code,
+        "source_restrictions": list(record.source_restrictions),
+        "origin_country": node.country,
+    }
+
+
+def granted_days(record: Held, days: int, now: datetime) -> int:
+    """How long the requester may keep the record: what the policy grants, and for a
+    received record never past the day this node must itself delete it (0 whole days
+    left: shown to the requester, not kept)."""
+    if isinstance(record, ReceivedRecord):
+        return max(0, min(days, (record.retain_until - now) // _DAY))
+    return days
 
 
 @dataclass
@@ -125,7 +165,7 @@ def fetch_duties(decision: Decision) -> FetchDuties:
 
 
 def build_fetch_policy_input(
-    node: NodeIdentity, member: Member, env: Envelope, record: StoredRecord, now: datetime
+    node: NodeIdentity, member: Member, env: Envelope, record: Held, now: datetime
 ) -> dict[str, Any]:
     """The policy's view of a Fetch: facts about the request and the record, never a value
     (the case reference, the requester's file number, only under `jit`: a grant names it)."""
@@ -152,13 +192,7 @@ def build_fetch_policy_input(
             "category": record.category,
             "identifier_kinds": sorted({i.kind for i in record.identifiers}),
         },
-        "record": {
-            "category": record.category,
-            "handling_code": record.handling_code,
-            "source_restrictions": list(record.source_restrictions),
-            # Records in this store are this node's own; received ones are elsewhere.
-            "origin_country": node.country,
-        },
+        "record": record_facts(node, record),
     }
 
 
@@ -169,7 +203,7 @@ def canonical_payload(payload: Mapping[str, Any]) -> str:
 
 
 def disclose(
-    record: StoredRecord,
+    record: Held,
     withheld: Collection[str],
     *,
     record_ref: str,
@@ -236,9 +270,12 @@ class FetchService:
         references: References,
         decide: Callable[[Mapping[str, Any]], Decision],
         clock: Callable[[], datetime] | None = None,
+        *,
+        received: ReceivedStore | None = None,
     ) -> None:
         self._node = node
         self._records = records
+        self._received = received
         self._tickets = tickets
         self._references = references
         self._decide = decide
@@ -257,7 +294,7 @@ class FetchService:
             opened = self._references.open(member.node_id, query.record_ref, now)
         except ReferenceRefused as exc:
             raise step2(exc.reason, str(exc)) from None
-        record = self._read(opened.stored_ref)
+        record = await self._load(opened.stored_ref)
         if record is None:  # deleted since the hit: the same answer as any unknown reference
             raise step2("unknown_reference", "no such reference for this requester")
         seen.category = record.category
@@ -271,7 +308,7 @@ class FetchService:
             ticket = await self._blocking(
                 lambda: self._tickets.open(
                     requester=member.node_id,
-                    record_ref=record.ref,
+                    record_ref=stored_ref(record),
                     category=record.category,
                     purpose=env.purpose,
                     legal_basis=env.legal_basis,
@@ -297,8 +334,8 @@ class FetchService:
             duties.redact,
             record_ref=query.record_ref,
             handling_code=duties.handling_code,
-            retention_days=duties.retention_days,
-            origin_country=self._node.country,
+            retention_days=granted_days(record, duties.retention_days, now),
+            origin_country=record_facts(self._node, record)["origin_country"],
         )
         seen.withheld = disclosed.withheld_fields
         return FetchAnswer(
@@ -324,7 +361,7 @@ class FetchService:
             return FetchAnswer(responder=self._node.node_id, ticket=ticket_status(ticket, now))
         if ticket.delivered_at is not None:
             raise _already_delivered(ticket.id, ticket.delivered_at)
-        record = self._read(ticket.record_ref)
+        record = await self._load(ticket.record_ref)
         if record is None:
             raise step2("unknown_reference", "the record of this ticket is no longer held")
         duties, revision = self._still_allowed(member, query.envelope, ticket, record, now)
@@ -341,10 +378,12 @@ class FetchService:
         disclosed = disclose(
             record,
             sorted(set(ticket.withheld) | set(duties.redact)),
-            record_ref=self._references.seal(member.node_id, record.ref, now),
+            record_ref=self._references.seal(member.node_id, stored_ref(record), now),
             handling_code=duties.handling_code,
-            retention_days=min(ticket.retention_days, duties.retention_days),
-            origin_country=self._node.country,
+            retention_days=granted_days(
+                record, min(ticket.retention_days, duties.retention_days), now
+            ),
+            origin_country=record_facts(self._node, record)["origin_country"],
         )
         seen.withheld = disclosed.withheld_fields
         return FetchAnswer(responder=self._node.node_id, record=disclosed, policy_revision=revision)
@@ -364,7 +403,7 @@ class FetchService:
         member: Member,
         envelope: Envelope,
         ticket: Ticket,
-        record: StoredRecord,
+        record: Held,
         now: datetime,
     ) -> tuple[FetchDuties, str]:
         """The policy asked again at collection, on the ticket's own purpose and legal
@@ -393,9 +432,14 @@ class FetchService:
         except (UnknownTicket, NotYourTicket):
             raise _unknown_ticket(ticket_id) from None
 
-    def _read(self, ref: str) -> StoredRecord | None:
-        """The record, read on the event loop as Match reads (one indexed statement on a
-        kept connection: a worker thread would cost more than the read)."""
+    async def _load(self, ref: str) -> Held | None:
+        """The record a stored ref names: a received one (by its id) in a worker thread, an
+        own one on the event loop as Match reads (one indexed statement on a kept
+        connection: a worker thread would cost more than the read)."""
+        if ref.startswith(RECEIVED_PREFIX):
+            if self._received is None:
+                return None
+            return await self._blocking(self._received.get, ref)
         try:
             return self._records.get(ref)
         except StoreUnavailable as exc:

@@ -28,23 +28,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
-from federation.model import Identifier
 from federation.vocabulary import CATEGORIES, HANDLING_CODES
-from node.normalise import NormalisationError, name_dob, normalise_number
+from node.normalise import record_identifiers
 from node.records import NewRecord
 from node.store import RecordStore, new_ref
 
 SHOWN_ERRORS: Final = 20
 _COLUMNS: Final = frozenset({"category", "handling_code", "source_restrictions"})
-_PERSON: Final = ("family_name", "given_names", "date_of_birth")
-_NUMBERS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    # category: (required number fields, optional number fields); field name == kind
-    "travel_document": (("document_number",), ()),
-    "wanted_person": ((), ("document_number",)),
-    "missing_person": ((), ("document_number",)),
-    "vehicle": (("vin",), ("registration_number",)),
-    "firearm": (("serial_number",), ()),
-}
 _COUNTRY: Final = re.compile(r"[A-Z]{2}", re.ASCII)
 
 
@@ -220,39 +210,14 @@ def _record(
         fail("handling_code", f"expected one of {', '.join(sorted(HANDLING_CODES))}")
     restrictions = _restrictions(row.get("source_restrictions"), fail)
 
-    identifiers: list[Identifier] = []
-    required, optional = _NUMBERS[category]
-    for name in (*required, *optional):
-        value = row.get(name)
-        if value is None or (name in optional and value == ""):
-            if name in required:
-                fail(name, f"is required for {category}")
-            continue
-        try:
-            identifiers.append(Identifier(name, normalise_number(_text(name, value), name)))
-        except NormalisationError as exc:
-            fail(exc.field, exc.message)
-    if category in {"wanted_person", "missing_person"}:
-        missing = [name for name in _PERSON if row.get(name) is None]
-        for name in missing:
-            fail(name, f"is required for {category}")
-        try:
-            if not missing:
-                family, given, dob = (_text(name, row[name]) for name in _PERSON)
-                identifiers.insert(0, Identifier("name_dob", name_dob(family, given, dob, today)))
-        except NormalisationError as exc:
-            fail(exc.field, exc.message)
+    identifiers, problems = record_identifiers(category, row, today)
+    for problem in problems:
+        fail(problem.field, problem.message)
     if errors:
         return None, errors
     payload = {k: v for k, v in row.items() if k not in _COLUMNS}
-    record = NewRecord(new_ref(), category, handling, restrictions, tuple(identifiers), payload)
+    record = NewRecord(new_ref(), category, handling, restrictions, identifiers, payload)
     return record, errors
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise NormalisationError(name, f"expected a string, got {type(value).__name__}")
-    return value
 
 
 def _restrictions(value: Any, fail: Callable[[str, str], None]) -> tuple[str, ...]:

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import Final
+from typing import Any, Final
 
+from federation.model import Identifier
 from federation.vocabulary import IDENTIFIER_KINDS, MAX_IDENTIFIER_LENGTH
 
 KNOWN_KINDS: Final[frozenset[str]] = frozenset().union(*IDENTIFIER_KINDS.values())
@@ -36,6 +38,18 @@ NUMBER_KINDS: Final[frozenset[str]] = frozenset(
     {"document_number", "vin", "registration_number", "serial_number"}
 )
 
+# The fields a record of each category is found by: (required numbers, optional numbers);
+# a number's field name is its identifier kind. People are found by ``name_dob``, from
+# ``_PERSON`` together.
+_NUMBERS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "travel_document": (("document_number",), ()),
+    "wanted_person": ((), ("document_number",)),
+    "missing_person": ((), ("document_number",)),
+    "vehicle": (("vin",), ("registration_number",)),
+    "firearm": (("serial_number",), ()),
+}
+_PERSON: Final = ("family_name", "given_names", "date_of_birth")
+_PEOPLE: Final = frozenset({"wanted_person", "missing_person"})
 _NUMBER_SEPARATORS: Final = re.compile(r"[\s\-./\\\u2010-\u2015\u2212\uFE58\uFE63\uFF0D]+")
 _NUMBER_ALLOWED: Final = re.compile(r"[A-Z0-9]+", re.ASCII)
 _DATE: Final = re.compile(r"(\d{4})(-?)(\d{2})\2(\d{2})", re.ASCII)
@@ -152,3 +166,46 @@ def normalise_identifier(kind: str, value: str, today: date | None = None) -> st
         raise NormalisationError(kind, "expected three parts 'family|given|YYYY-MM-DD'")
     family, given, dob = parts
     return _check_result(name_dob(family, given, dob, today), kind)
+
+
+def record_identifiers(
+    category: str, fields: Mapping[str, Any], today: date | None = None
+) -> tuple[tuple[Identifier, ...], tuple[NormalisationError, ...]]:
+    """The identifiers a record of ``category`` is found by, derived from its fields, and
+    every problem on the way (a required field missing, a value that does not normalise).
+
+    The one derivation: an own record being imported (:mod:`node.importer`, where any
+    problem refuses the row) and a record received from a peer (:mod:`node.received`, kept
+    with whatever identifiers its disclosed fields still give: the owner may have withheld
+    some) are found by the very same spellings. ``name_dob`` comes first."""
+    if category not in _NUMBERS:
+        raise NormalisationError("category", f"expected one of {', '.join(sorted(_NUMBERS))}")
+    identifiers: list[Identifier] = []
+    problems: list[NormalisationError] = []
+    required, optional = _NUMBERS[category]
+    for name in (*required, *optional):
+        value = fields.get(name)
+        if value is None or (name in optional and value == ""):
+            if name in required:
+                problems.append(NormalisationError(name, f"is required for {category}"))
+            continue
+        try:
+            identifiers.append(Identifier(name, normalise_number(_text(name, value), name)))
+        except NormalisationError as exc:
+            problems.append(exc)
+    if category in _PEOPLE:
+        missing = [name for name in _PERSON if fields.get(name) is None]
+        problems.extend(NormalisationError(n, f"is required for {category}") for n in missing)
+        try:
+            if not missing:
+                family, given, dob = (_text(name, fields[name]) for name in _PERSON)
+                identifiers.insert(0, Identifier("name_dob", name_dob(family, given, dob, today)))
+        except NormalisationError as exc:
+            problems.append(exc)
+    return tuple(identifiers), tuple(problems)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise NormalisationError(name, f"expected a string, got {type(value).__name__}")
+    return value

@@ -21,6 +21,7 @@ from node.errors import Kind, Refusal, denied, invalid
 from node.metrics import NodeMetrics
 from node.normalise import NormalisationError, normalise_identifier
 from node.policy import Decision, PolicyEngine, PolicyUnavailable
+from node.received import ReceivedStore
 from node.references import References
 from node.store import RecordStore
 
@@ -152,9 +153,11 @@ class MatchService:
         policy_deadline: float = 0.25,
         *,
         references: References,
+        received: ReceivedStore | None = None,
     ) -> None:
         self._node = node
         self._references = references
+        self._received = received
         self._deadline = policy_deadline
         self._store = store
         self._engine = engine
@@ -210,6 +213,16 @@ class MatchService:
         # A record its owner restricted from this country must not even be a hit.
         try:
             refs = self._store.find(query.category, identifiers, limit, hidden_from=member.country)
+            if self._received is not None and len(refs) < limit:
+                # Then what this node received from others, as its owner's rules allow
+                # (node/received.py); whether it may be passed on is the Fetch's decision.
+                refs += self._received.find(
+                    query.category,
+                    identifiers,
+                    limit - len(refs),
+                    requester=member.node_id,
+                    requester_country=member.country,
+                )
         except StoreUnavailable as exc:
             log.error("Match from %s refused: %s", member.node_id, exc)
             raise Refusal(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
@@ -32,12 +31,12 @@ from sqlalchemy import (
     not_,
     select,
 )
-from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlmodel import Field, SQLModel
 
 from federation.model import Identifier
 from federation.vocabulary import MAX_IDENTIFIER_LENGTH
-from node.database import StoreUnavailable, new_id, open_engine
+from node.database import new_id, open_engine
+from node.kept_reader import Compiled, KeptReader
 from node.records import NewRecord, StoredRecord
 
 _CHUNK = 5_000
@@ -128,7 +127,6 @@ def _chunks(items: Sequence[NewRecord], size: int) -> Iterator[Sequence[NewRecor
 
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
-_Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
 
 
 class RecordStore:
@@ -136,10 +134,9 @@ class RecordStore:
 
     def __init__(self, url: str = "sqlite:///liaison.db") -> None:
         self._engine: Engine = open_engine(url)
-        self._find_sql: dict[tuple[int, bool], _Compiled] = {}
-        self._get_sql: _Compiled | None = None
-        self._raw_conn: Any = None
-        self._raw_lock = threading.Lock()
+        self._reader = KeptReader(self._engine)
+        self._find_sql: dict[tuple[int, bool], Compiled] = {}
+        self._get_sql: Compiled | None = None
 
     @property
     def engine(self) -> Engine:
@@ -198,9 +195,8 @@ class RecordStore:
         shape = (len(unique), hidden_from is not None)
         compiled = self._find_sql.get(shape)
         if compiled is None:
-            compiled = self._find_sql[shape] = self._compile(_find_statement(*shape))
-        sql, order, defaults = compiled
-        params: dict[str, Any] = {**defaults, "category": category, "limit": limit}
+            compiled = self._find_sql[shape] = self._reader.compile(_find_statement(*shape))
+        params: dict[str, Any] = {"category": category, "limit": limit}
         if hidden_from is not None:
             if not _COUNTRY.fullmatch(hidden_from):
                 raise ValueError("hidden_from must be an ISO 3166 alpha-2 code")
@@ -209,71 +205,15 @@ class RecordStore:
         for n, (kind, value) in enumerate(unique):
             params[f"kind{n}"] = kind
             params[f"value{n}"] = value
-        return [row[0] for row in self._read(sql, order, params, "record lookup")]
-
-    def _read(
-        self, sql: str, order: tuple[str, ...], params: dict[str, Any], what: str
-    ) -> list[tuple[Any, ...]]:
-        """Rows of a compiled read on the kept connection; a dead connection is replaced
-        once (a PostgreSQL restart or failover, an idle timeout in between: without it,
-        every later read would fail on the dead one; a read is safe to repeat)."""
-        args = [params[name] for name in order] if order else params
-        dbapi_error = self._engine.dialect.loaded_dbapi.Error
-        # The request path reads on the event loop, the operator's desk from worker
-        # threads: one reader at a time on the one connection (uncontended, well under 1 µs).
-        with self._raw_lock:
-            try:
-                try:
-                    return self._run(sql, args)
-                except dbapi_error as exc:
-                    if not self._lost(exc):
-                        raise
-                    self._raw_conn.invalidate(exc)
-                    self._raw_conn = None
-                    return self._run(sql, args)
-            except dbapi_error as exc:
-                raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
-    def _run(self, sql: str, args: Any) -> list[tuple[Any, ...]]:
-        cursor = self._raw().cursor()
-        try:
-            cursor.execute(sql, args)
-            return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
-
-    def _lost(self, exc: DBAPIModule.Error) -> bool:
-        """Whether ``exc`` means the kept lookup connection is gone."""
-        if self._raw_conn is None:
-            return False
-        return bool(self._engine.dialect.is_disconnect(exc, self._raw_conn.dbapi_connection, None))
-
-    def _compile(self, statement: Select[Any]) -> _Compiled:
-        """A read's SQL for this dialect, its positional order, fixed values."""
-        compiled = statement.compile(dialect=self._engine.dialect)
-        order = tuple(compiled.positiontup or ()) if compiled.positional else ()
-        # Parameters the dialect adds itself (SQLite's OFFSET 0) come with their values.
-        defaults = {k: v for k, v in compiled.params.items() if v is not None}
-        return compiled.string, order, defaults
-
-    def _raw(self) -> Any:
-        # One DBAPI connection kept for lookups, in autocommit where the driver has it, so it
-        # never holds a read snapshot open (it must see records imported after it opened).
-        if self._raw_conn is None:
-            self._raw_conn = self._engine.raw_connection()
-            driver = self._raw_conn.driver_connection
-            if self._engine.dialect.name != "sqlite" and hasattr(driver, "autocommit"):
-                driver.autocommit = True
-        return self._raw_conn
+        return [row[0] for row in self._reader.read(compiled, params, "record lookup")]
 
     def get(self, ref: str) -> StoredRecord | None:
         """The whole record behind ``ref``, for step 2: one statement on the kept
         connection, as :meth:`find` (through a SQLAlchemy Connection it cost a Fetch about
         as much as the rest of the request; docs/performance.md)."""
         if self._get_sql is None:
-            self._get_sql = self._compile(_get_statement())
-        sql, order, defaults = self._get_sql
-        rows = self._read(sql, order, {**defaults, "ref": ref}, "reading a record")
+            self._get_sql = self._reader.compile(_get_statement())
+        rows = self._reader.read(self._get_sql, {"ref": ref}, "reading a record")
         if not rows:
             return None
         _ref, category, handling_code, restrictions, payload, created_at = rows[0][:6]
@@ -295,7 +235,5 @@ class RecordStore:
             return int(conn.execute(stmt).scalar_one())
 
     def close(self) -> None:
-        if self._raw_conn is not None:
-            self._raw_conn.close()
-            self._raw_conn = None
+        self._reader.close()
         self._engine.dispose()

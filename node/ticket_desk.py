@@ -28,6 +28,9 @@ from node.audit.entries import AuditError, AuditRecord, canonical, new_entry_id
 from node.audit.log import AuditLog
 from node.database import StoreUnavailable
 from node.metrics import NodeMetrics
+from node.received import PREFIX as RECEIVED_PREFIX
+from node.received import ReceivedRecord, ReceivedStore
+from node.records import StoredRecord
 from node.store import RecordStore
 from node.tickets import Ticket, TicketState, TicketStore
 
@@ -81,9 +84,11 @@ class TicketDesk:
         metrics: NodeMetrics,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        received: ReceivedStore | None = None,
     ) -> None:
         self._tickets = tickets
         self._records = records
+        self._received = received
         self._audit = audit
         self._metrics = metrics
         self._now = now
@@ -150,7 +155,11 @@ class TicketDesk:
     def _fields(self, record_ref: str) -> tuple[str, ...]:
         """The payload field names of a ticket's record (none if it is gone: then no
         redaction can be added, since none would withhold anything)."""
-        record = self._records.get(record_ref)
+        record: StoredRecord | ReceivedRecord | None
+        if record_ref.startswith(RECEIVED_PREFIX):  # a received record being passed on
+            record = None if self._received is None else self._received.get(record_ref)
+        else:
+            record = self._records.get(record_ref)
         return () if record is None else tuple(record.payload)
 
     async def _audited(self, method: str, ticket: Ticket, asked: Mapping[str, object]) -> Decided:

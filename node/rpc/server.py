@@ -232,7 +232,7 @@ async def _start(
         lambda: {state.value: n for state, n in tickets.open_by_state().items()},
         lambda: [age.fraction for age in tickets.pending_ages(datetime.now(UTC))],
     )
-    desk = TicketDesk(tickets, store, audit, metrics)
+    desk = TicketDesk(tickets, store, audit, metrics, received=received)
 
     admission = Admission(skew)
     # Nonces seen before a restart (even kill -9) are in the audit log's recent entries.
@@ -267,6 +267,7 @@ async def _start(
         metrics,
         policy_deadline=config.policy.deadline_ms / 1000,
         references=references,
+        received=received,
     )
     handlers = ExchangeHandlers(
         matching,
@@ -276,7 +277,7 @@ async def _start(
         lambda member: fetcher_for(
             config.client_identity, member.node_id, member.endpoint, lambda: directory_state.serial
         ),
-        FetchService(identity, store, tickets, references, matching.decide),
+        FetchService(identity, store, tickets, references, matching.decide, received=received),
     )
 
     origin = audit_origin(config.node.federation, node_id)

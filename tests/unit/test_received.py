@@ -16,14 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from federation.model import Identifier
 from federation.vocabulary import LegalBasis
 from node.database import StoreUnavailable
+from node.normalise import record_identifiers
 from node.received import ReceivedRecord, ReceivedStore
 from tests.conftest import DatabaseAway
 
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("LIAISON_TEST_POSTGRES_URL") else [])
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+PERSON = {
+    "family_name": "Dvořák",
+    "given_names": "Jana Marie",
+    "date_of_birth": "1980-02-29",
+    "document_number": "c01-x00 t47",
+}
+NAME_DOB = Identifier("name_dob", "dvorak|jana marie|1980-02-29")
+DOCUMENT = Identifier("document_number", "C01X00T47")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -132,7 +143,8 @@ class TestReceivedStore:
         stores = [ReceivedStore(url), ReceivedStore(url)]
         stores[0].create_schema()
         try:
-            ids = {add_one(stores[0], retention_days=1).id for _ in range(30)}
+            # With identifiers: each purge deletes those first, then the records.
+            ids = {add_one(stores[0], payload=PERSON, retention_days=1).id for _ in range(30)}
             barrier = threading.Barrier(2)
             reports: list[list[ReceivedRecord]] = [[], []]
 
@@ -148,9 +160,83 @@ class TestReceivedStore:
             reported = [r.id for report in reports for r in report]
             assert sorted(reported) == sorted(ids)
             assert stores[1].list() == []
+            assert find(stores[1], NAME_DOB, asker="ES-CNP") == []
         finally:
             for store in stores:
                 store.close()
+
+
+def find(
+    store: ReceivedStore, *idents: Identifier, asker: str = "NL-KLPD", limit: int = 10
+) -> list[str]:
+    return store.find("wanted_person", idents, limit, requester=asker, requester_country=asker[:2])
+
+
+class TestFindingReceivedRecords:
+    """A received record is a hit for a third country, found by the spellings own records
+    are found by; never for the node it came from nor a country its source names."""
+
+    def test_identifiers_are_derived_as_for_own_records(self, received: ReceivedStore) -> None:
+        kept = add_one(received, payload=PERSON, source_restrictions=[])
+        own, problems = record_identifiers("wanted_person", PERSON)
+        assert problems == () and kept.identifiers == own == (NAME_DOB, DOCUMENT)
+        assert received.get(kept.id) == kept
+        assert received.list() == [kept]
+        assert find(received, NAME_DOB) == [kept.id]
+        assert find(received, DOCUMENT) == [kept.id]
+        assert find(received, NAME_DOB, DOCUMENT) == [kept.id]
+        assert find(received, NAME_DOB, Identifier("document_number", "OTHER1")) == []
+        assert received.find("missing_person", [NAME_DOB], 10, requester="NL-KLPD",
+                             requester_country="NL") == []  # fmt: skip
+
+    def test_a_withheld_field_gives_no_identifier(self, received: ReceivedStore) -> None:
+        partial = {k: v for k, v in PERSON.items() if k != "date_of_birth"}
+        kept = add_one(received, payload=partial, source_restrictions=[])
+        assert kept.identifiers == (DOCUMENT,)
+        assert find(received, DOCUMENT) == [kept.id] and find(received, NAME_DOB) == []
+
+    def test_never_a_hit_for_where_it_came_from(self, received: ReceivedStore) -> None:
+        kept = add_one(received, payload=PERSON, source_restrictions=[], from_node="DE-BKA")
+        assert find(received, NAME_DOB, asker="DE-BKA") == []
+        assert find(received, NAME_DOB, asker="DE-LKA") == [kept.id]  # another German node
+
+    def test_never_a_hit_for_a_restricted_country(self, received: ReceivedStore) -> None:
+        kept = add_one(received, payload=PERSON, source_restrictions=["BE", "NL"])
+        assert find(received, NAME_DOB, asker="NL-KLPD") == []
+        assert find(received, NAME_DOB, asker="BE-FPJ") == []
+        assert find(received, NAME_DOB, asker="ES-CNP") == [kept.id]
+        with pytest.raises(ValueError, match="alpha-2"):
+            received.find("wanted_person", [NAME_DOB], 10, requester="x", requester_country="")
+        with pytest.raises(ValueError, match="at least one identifier"):
+            received.find("wanted_person", [], 10, requester="x", requester_country="NL")
+
+    def test_oldest_first_and_limited(self, received: ReceivedStore) -> None:
+        ids = [
+            add_one(
+                received,
+                payload=PERSON,
+                source_restrictions=[],
+                received_at=T0 - timedelta(hours=n),
+            ).id
+            for n in range(3)
+        ]
+        assert find(received, NAME_DOB) == ids[::-1]
+        assert find(received, NAME_DOB, limit=2) == ids[::-1][:2]
+        assert find(received, NAME_DOB, limit=0) == []
+
+    def test_purge_takes_its_identifiers_with_it(self, url: str, received: ReceivedStore) -> None:
+        short = add_one(received, payload=PERSON, source_restrictions=[], retention_days=1)
+        longer = add_one(received, payload=PERSON, source_restrictions=[], retention_days=5)
+        assert sorted(find(received, DOCUMENT)) == sorted([short.id, longer.id])
+        assert received.purge_due(T0 + timedelta(days=1)) == [short]
+        assert find(received, DOCUMENT) == [longer.id]
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                left = conn.execute(text("SELECT DISTINCT received_id FROM received_identifiers"))
+                assert [row[0] for row in left] == [longer.id]
+        finally:
+            engine.dispose()
 
 
 def test_a_database_that_is_down_gives_a_clear_error() -> None:

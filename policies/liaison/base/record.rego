@@ -3,7 +3,8 @@
 # Handling codes follow Europol's: H0 law-enforcement use only, H1 not for court use without
 # the owner's permission, H2 not to be disseminated further, H3 other restrictions (here: a
 # human approves first). Source restrictions name countries a record must never reach, as
-# in INTERPOL's rules; they travel with a record that is re-shared.
+# in INTERPOL's rules; they travel with a record that is re-shared, and a re-shared record
+# that carries any is not passed on again.
 package liaison.base
 
 handling_codes := {"H0", "H1", "H2", "H3"}
@@ -46,6 +47,17 @@ record_reasons contains "handling_code_forbids_resharing" if {
 record_reasons contains "source_restricted" if {
 	is_fetch
 	member_of(requester_country, input.record.source_restrictions)
+}
+
+# Source restrictions are the originator's conditions: only the originator can weigh them
+# against a country it did not name. A record received with any restriction is therefore
+# not passed on, whoever asks (the requester named in it hears `source_restricted` too).
+record_reasons contains "source_restriction_forbids_resharing" if {
+	is_fetch
+	is_reshare
+	restrictions := input.record.source_restrictions
+	is_array(restrictions)
+	count(restrictions) > 0
 }
 
 # A restriction list that is not a list cannot be checked: refuse rather than ignore it.

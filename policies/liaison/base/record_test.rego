@@ -51,7 +51,33 @@ test_missing_handling_code if {
 test_source_restricted if only({"record": {"source_restrictions": ["US", "FR"]}}, "source_restricted")
 
 test_source_restricted_when_reshared if {
-	only(object.union(reshared, {"record": {"source_restrictions": ["FR"]}}), "source_restricted")
+	d := fetch(object.union(reshared, {"record": {"source_restrictions": ["FR"]}}))
+	data.liaison.testing.denied(d, ["source_restricted", "source_restriction_forbids_resharing"])
+}
+
+test_reshared_with_any_source_restriction_refused if {
+	only(object.union(reshared, {"record": {"source_restrictions": ["US"]}}), "source_restriction_forbids_resharing")
+}
+
+test_reshared_without_origin_and_restricted_refused if {
+	inp := data.liaison.testing.without(
+		object.union(data.liaison.testing.fetch_input, {"record": {"source_restrictions": ["US"]}}),
+		["record"], "origin_country",
+	)
+	data.liaison.testing.denied(data.liaison.testing.decide(inp), ["source_restriction_forbids_resharing"])
+}
+
+test_reshared_h2_with_restriction_gives_both_reasons if {
+	d := fetch(object.union(reshared, {"record": {"handling_code": "H2", "source_restrictions": ["US"]}}))
+	data.liaison.testing.denied(d, ["handling_code_forbids_resharing", "source_restriction_forbids_resharing"])
+}
+
+test_reshared_with_empty_restrictions_allowed if {
+	fetch(object.union(reshared, {"record": {"source_restrictions": []}})).allow == true
+}
+
+test_own_record_restricted_for_others_allowed if {
+	fetch({"record": {"source_restrictions": ["US"], "origin_country": "DE"}}).allow == true
 }
 
 test_source_restriction_for_others if fetch({"record": {"source_restrictions": ["US"]}}).allow == true

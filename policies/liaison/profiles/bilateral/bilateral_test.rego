@@ -52,7 +52,7 @@ test_fetch_reasons_from_every_rule if {
 		"envelope": {"legal_basis": "none"},
 		"record": {"handling_code": "H2", "origin_country": "NL", "source_restrictions": ["FR"]},
 	})
-	d.reasons == ["handling_code_forbids_resharing", "legal_basis_insufficient", "requester_not_active", "source_restricted"]
+	d.reasons == ["handling_code_forbids_resharing", "legal_basis_insufficient", "requester_not_active", "source_restricted", "source_restriction_forbids_resharing"]
 }
 
 # The demo federation's agreement (node/local/demo.py): Match only, legal basis `none` allowed.
