@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -27,7 +28,7 @@ from federation.model import (
     ProvenEntry,
     TicketStatus,
 )
-from federation.vocabulary import LegalBasis
+from federation.vocabulary import CATEGORIES, HANDLING_CODES, LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 from federation.wire.liaison.exchange.v1 import oversight_pb2 as opb
 
@@ -242,17 +243,7 @@ def fetch_answer_from_bytes(raw: bytes) -> FetchAnswer:
     outcome = msg.WhichOneof("outcome")
     record = ticket = None
     if outcome == "record":
-        r = msg.record
-        record = DisclosedRecord(
-            record_ref=r.record_ref,
-            category=r.category,
-            handling_code=r.handling_code,
-            source_restrictions=tuple(r.source_restrictions),
-            origin_country=r.origin_country,
-            payload_json=r.payload_json,
-            withheld_fields=tuple(r.withheld_fields),
-            retention_days=r.retention_days,
-        )
+        record = _disclosed(msg.record)
     elif outcome == "ticket":
         ticket = ticket_status_from_proto(msg.ticket)
     else:
@@ -263,6 +254,35 @@ def fetch_answer_from_bytes(raw: bytes) -> FetchAnswer:
         ticket=ticket,
         policy_revision=msg.policy_revision,
         audit_entry=msg.audit_entry_id,
+    )
+
+
+def _disclosed(r: pb.DisclosedRecord) -> DisclosedRecord:
+    """A disclosed record, checked as the receiver will keep it: the markings that decide
+    what it may do with the record must be ones it knows, and the payload a JSON object."""
+    if r.category not in CATEGORIES:
+        raise WireError("record.category", f"{r.category[:40]!r} is not a category")
+    if r.handling_code not in HANDLING_CODES:
+        raise WireError("record.handling_code", f"{r.handling_code[:8]!r} is not H0-H3")
+    if not (
+        len(r.origin_country) == 2 and r.origin_country.isascii() and r.origin_country.isupper()
+    ):
+        raise WireError("record.origin_country", "not a two-letter country code")
+    try:
+        payload = json.loads(r.payload_json)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise WireError("record.payload_json", "not a JSON object")
+    return DisclosedRecord(
+        record_ref=r.record_ref,
+        category=r.category,
+        handling_code=r.handling_code,
+        source_restrictions=tuple(r.source_restrictions),
+        origin_country=r.origin_country,
+        payload_json=r.payload_json,
+        withheld_fields=tuple(r.withheld_fields),
+        retention_days=r.retention_days,
     )
 
 

@@ -251,3 +251,33 @@ def test_a_disclosed_record_round_trips_byte_for_byte() -> None:
     with pytest.raises(WireError, match="neither"):
         fetch_answer_from_bytes(pb.FetchResponse(responder="FR-DGPN").SerializeToString())
     assert get_ticket_request_from_bytes(get_ticket_request_to_bytes("tkt_1")) == "tkt_1"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("category", "recipe"),
+        ("handling_code", "H9"),
+        ("origin_country", "fr"),
+        ("origin_country", "FRA"),
+        ("payload_json", "[1, 2]"),
+        ("payload_json", "{not json"),
+    ],
+)
+def test_a_disclosed_record_the_receiver_could_not_keep_is_malformed(
+    field: str, value: str
+) -> None:
+    """The receiver keeps a record under its markings: markings it does not know, or a
+    payload that is no JSON object, are the sender's error, told as such."""
+    record = pb.DisclosedRecord(
+        record_ref="ref_x",
+        category="vehicle",
+        handling_code="H0",
+        origin_country="FR",
+        payload_json='{"vin": "X"}',
+        retention_days=30,
+    )
+    setattr(record, field, value)
+    raw = pb.FetchResponse(responder="FR-DGPN", record=record).SerializeToString()
+    with pytest.raises(WireError, match=f"record.{field}"):
+        fetch_answer_from_bytes(raw)
