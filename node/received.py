@@ -120,8 +120,57 @@ class ReceivedIdentifierRow(SQLModel, table=True):
     value: str = Field(max_length=MAX_IDENTIFIER_LENGTH)
 
 
+class ReceivedPurgeRow(SQLModel, table=True):
+    """A deletion at the end of a retention whose audit entry is not written yet: the
+    facts the entry needs, never a payload value. Written in the deleting transaction and
+    removed once the running node has audited it, so that no deletion goes unaudited (a
+    failed audit, or a purge by the command while no node ran, is audited on the next run)."""
+
+    __tablename__ = "received_purges"
+
+    id: str = Field(primary_key=True, max_length=32)  # the received record's id
+    from_node: str = Field(max_length=64)
+    category: str = Field(max_length=32)
+    purpose: str = Field(max_length=64)
+    legal_basis: str = Field(max_length=32)
+    case_reference: str = Field(sa_type=Text)
+    ticket_id: str | None = Field(default=None, max_length=32)
+    retain_until: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    purged_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """A received record deleted at the end of its retention, as its audit entry tells it."""
+
+    id: str
+    from_node: str
+    category: str
+    purpose: str
+    legal_basis: LegalBasis
+    case_reference: str
+    ticket_id: str | None
+    retain_until: datetime
+    purged_at: datetime
+
+
 _r = ReceivedRow.__table__  # type: ignore[attr-defined]
 _ri = ReceivedIdentifierRow.__table__  # type: ignore[attr-defined]
+_rp = ReceivedPurgeRow.__table__  # type: ignore[attr-defined]
+
+
+def _purge_note(record: ReceivedRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "from_node": record.from_node,
+        "category": record.category,
+        "purpose": record.purpose,
+        "legal_basis": record.legal_basis.value,
+        "case_reference": record.case_reference,
+        "ticket_id": record.ticket_id,
+        "retain_until": to_db(record.retain_until),
+        "purged_at": to_db(now),
+    }
 
 
 def _received(row: Row[Any], identifiers: Iterable[Identifier] = ()) -> ReceivedRecord:
@@ -189,8 +238,8 @@ class ReceivedStore:
         self._find_sql: dict[int, Compiled] = {}
 
     def create_schema(self) -> None:
-        with answering(self._engine, "creating the received_records table"):
-            SQLModel.metadata.create_all(self._engine, tables=[_r, _ri])
+        with answering(self._engine, "creating the received records tables"):
+            SQLModel.metadata.create_all(self._engine, tables=[_r, _ri, _rp])
 
     def add(
         self,
@@ -313,7 +362,8 @@ class ReceivedStore:
     def purge_due(self, now: datetime) -> builtins.list[ReceivedRecord]:
         """Delete every record whose retention ended (``retain_until <= now``), with its
         identifiers, in one transaction, returning what it deleted: two purging replicas
-        never both report one, and no purged record is a hit any more."""
+        never both report one, and no purged record is a hit any more. The same transaction
+        notes each deletion as still to be audited (:meth:`unaudited_purges`)."""
         due = select(_r.c.id).where(_r.c.retain_until <= to_db(now))
         forget = (
             delete(_ri)
@@ -327,7 +377,37 @@ class ReceivedStore:
             for _id, received_id, kind, value in sorted(conn.execute(forget)):
                 idents.setdefault(received_id, []).append(Identifier(kind, value))
             gone = [_received(row, idents.get(row.id, ())) for row in conn.execute(stmt)]
+            if gone:
+                conn.execute(insert(_rp), [_purge_note(r, now) for r in gone])
         return sorted(gone, key=lambda r: (r.retain_until, r.id))
+
+    def unaudited_purges(self, limit: int = 1000) -> builtins.list[Purged]:
+        """Deletions whose audit entry is still to be written, oldest first."""
+        stmt = select(_rp).order_by(_rp.c.purged_at, _rp.c.id).limit(limit)
+        with answering(self._engine, "reading purges to audit"), self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            Purged(
+                id=row.id,
+                from_node=row.from_node,
+                category=row.category,
+                purpose=row.purpose,
+                legal_basis=LegalBasis(row.legal_basis),
+                case_reference=row.case_reference,
+                ticket_id=row.ticket_id,
+                retain_until=from_db(row.retain_until),
+                purged_at=from_db(row.purged_at),
+            )
+            for row in rows
+        ]
+
+    def purges_audited(self, ids: Iterable[str]) -> None:
+        """Forget the notes of deletions now in the audit log."""
+        done = builtins.list(ids)
+        if not done:
+            return
+        with answering(self._engine, "noting audited purges"), self._engine.begin() as conn:
+            conn.execute(delete(_rp).where(_rp.c.id.in_(done)))
 
     def close(self) -> None:
         self._reader.close()

@@ -5,7 +5,7 @@ restrictions that follow them (node/received.py).
 with a warning when its handling code or its source forbids passing it on. Deleting
 records past their retention is the running node's job (every `[received]
 purge_interval_s`, each deletion audited: node/received_purge.py); `purge` does it here only
-when no node is running, and says that those deletions are not audited.
+when no node is running, and the node audits those deletions when it next starts.
 """
 
 from __future__ import annotations
@@ -138,7 +138,10 @@ def _purge(args: argparse.Namespace) -> int:
         store.close()
     for r in gone:
         print(f"purged {r.id} from {r.from_node} (retained until {_when(r.retain_until)})")
-    print(f"{len(gone)} received record(s) purged; no node was running, so not audited")
+    print(
+        f"{len(gone)} received record(s) purged; no node was running, so each deletion is "
+        "audited when the node next starts"
+    )
     return 0
 
 

@@ -255,17 +255,30 @@ def _purged(node: NodeHandle) -> list[dict[str, Any]]:
     return [e for e in map(json.loads, lines) if e.get("method") == "ReceivedPurge"]
 
 
-def test_purge_with_no_node_running_says_it_is_not_audited(fed: Federation) -> None:
-    """Last: it stops DE-BKA."""
+def test_a_purge_with_no_node_running_is_audited_when_the_node_starts(fed: Federation) -> None:
+    """Last: it stops DE-BKA and starts it again."""
     de = fed.nodes[ASKER]
     de.stop()
+    before = len(_purged(de))
     gone = _inject(de, age=timedelta(days=3), days=1, code="H1", source=[])
     done = liaison("received", "purge", "--config", str(de.config_path))
     assert done.returncode == 0, done.stderr
     assert f"purged {gone} from {OTHER}" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == (
-        "1 received record(s) purged; no node was running, so not audited"
+        "1 received record(s) purged; no node was running, so each deletion is audited when "
+        "the node next starts"
     )
     assert gone not in _received_ids(de)
+    assert len(_purged(de)) == before
+    de.start()
+    try:
+        de.wait_ready()
+        deadline = time.monotonic() + 15
+        while len(entries := _purged(de)) == before:
+            assert time.monotonic() < deadline, "the purge was not audited at start"
+            time.sleep(0.2)
+        assert len(entries) == before + 1 and entries[-1]["peer"] == OTHER
+    finally:
+        de.stop()
     verified = liaison("audit", "verify", "--config", str(de.config_path))
     assert verified.returncode == 0, verified.stdout + verified.stderr
