@@ -6,9 +6,11 @@ The channel verifies the peer against the DNS name that binds its certificate to
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +35,7 @@ from federation.model import (
     MatchAnswer,
     MatchQuery,
     TicketStatus,
+    WatchQuery,
 )
 from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
@@ -51,6 +54,11 @@ from federation.serde import (
     status_from_trailers,
     ticket_status_from_bytes,
     utc_now,
+)
+from federation.serde_watch import (
+    ticket_status_from_body,
+    watch_frame_from_bytes,
+    watch_query_to_bytes,
 )
 from federation.signing import (
     SERIAL_METADATA,
@@ -185,6 +193,10 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
 
 GET_DIRECTORY_METHOD = "/liaison.exchange.v1.ExchangeService/GetDirectory"
 GET_TICKET_METHOD = full_method(EXCHANGE_SERVICE, "GetTicket")
+WATCH_TICKET_METHOD = full_method(EXCHANGE_SERVICE, "WatchTicket")
+# Between two subscriptions of a watch while the owner is unavailable: doubling from the
+# first, up to the last.
+WATCH_BACKOFF_S = (0.25, 4.0)
 HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 
 
@@ -206,6 +218,7 @@ class PeerClient:
     ) -> None:
         self.peer = peer
         self.endpoint = endpoint
+        self._requester = identity.node_id
         self._key = load_signing_key(identity.signing_key)
         self._peer_key = public_key_from_text(peer_signing_key)
         self._serial = serial
@@ -221,6 +234,9 @@ class PeerClient:
         )
         self._get_ticket: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
             self._channel.unary_unary(GET_TICKET_METHOD)
+        )
+        self._watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = self._channel.unary_stream(
+            WATCH_TICKET_METHOD
         )
 
     @classmethod
@@ -270,6 +286,68 @@ class PeerClient:
         except WireError as exc:
             raise PeerError(self.peer, f"malformed ticket status: {exc}") from None
 
+    async def watch_ticket(
+        self, ticket_id: str, *, resubscribe_for: float = 30.0, purpose: str = ""
+    ) -> AsyncGenerator[TicketStatus, None]:
+        """Where a ticket we opened stands, now and at each change, until it is decided
+        (approved, refused, expired or withdrawn): then the iteration ends. Each status's
+        signature is verified before it is read.
+
+        When the owner is unavailable (restarting: it ends its watches with UNAVAILABLE;
+        or unreachable), the watch subscribes again with a new signed request (a fresh
+        nonce) after a short, growing pause, for up to `resubscribe_for` seconds of
+        unavailability in a row; then its PeerUnavailable is raised. A status equal to the
+        last one yielded (the first of a new subscription, when nothing changed meanwhile)
+        is not yielded again. Any refusal (`unknown_ticket`, `too_many_watches`, ...)
+        raises the exception tree at once."""
+        loop = asyncio.get_running_loop()
+        last: TicketStatus | None = None
+        pause, unavailable_since = WATCH_BACKOFF_S[0], None
+        while True:
+            query = WatchQuery(new_envelope(self._requester, purpose), ticket_id)
+            try:
+                async with contextlib.aclosing(
+                    self._watch_once(watch_query_to_bytes(query))
+                ) as statuses:
+                    async for status in statuses:
+                        pause, unavailable_since = WATCH_BACKOFF_S[0], None
+                        if status != last:
+                            last = status
+                            yield status
+                        if status.decided:
+                            return
+            except PeerUnavailable:
+                now = loop.time()
+                unavailable_since = now if unavailable_since is None else unavailable_since
+                if now + pause - unavailable_since > resubscribe_for:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, WATCH_BACKOFF_S[1])
+                continue
+            raise PeerError(self.peer, f"the watch of ticket {ticket_id} ended undecided")
+
+    async def _watch_once(self, body: bytes) -> AsyncGenerator[TicketStatus, None]:
+        """One WatchTicket subscription: each status as it comes, verified."""
+        signature = sign(self._key, request_message(WATCH_TICKET_METHOD, body))
+        metadata = ((SIGNATURE_METADATA, signature), (SERIAL_METADATA, str(self._serial())))
+        call = self._watch(body, metadata=metadata)  # no deadline: it lasts until decided
+        try:
+            async for frame in call:
+                try:
+                    status, signed_by = watch_frame_from_bytes(frame)
+                except WireError as exc:
+                    raise PeerError(self.peer, f"malformed WatchTicket message: {exc}") from None
+                self._verify_signature(WATCH_TICKET_METHOD, body, status, signed_by, ok=True)
+                try:
+                    yield ticket_status_from_body(status)
+                except WireError as exc:
+                    raise PeerError(self.peer, f"malformed ticket status: {exc}") from None
+        except grpc.RpcError as exc:
+            self._check_refusal(WATCH_TICKET_METHOD, body, exc)
+            raise translate(self.peer, exc) from None
+        finally:
+            call.cancel()  # nothing if it ended; else the peer frees the watch's slot
+
     async def _signed(
         self,
         stub: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
@@ -292,10 +370,16 @@ class PeerClient:
 
     def _verify(self, method: str, request: bytes, body: bytes, trailers: Any, ok: bool) -> None:
         signature = next((v for k, v in trailers or () if k == SIGNATURE_METADATA), None)
+        signed = signature if isinstance(signature, bytes) else None
+        self._verify_signature(method, request, body, signed, ok)
+
+    def _verify_signature(
+        self, method: str, request: bytes, body: bytes, signature: bytes | None, ok: bool
+    ) -> None:
         try:
             verify(
                 self._peer_key,
-                signature if isinstance(signature, bytes) else None,
+                signature,
                 response_message(method, hashlib.sha256(request).digest(), body, ok),
                 f"answer from {self.peer}",
             )

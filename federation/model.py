@@ -82,6 +82,22 @@ class TicketStatus:
     reason: str = ""
     delivered_at: datetime | None = None
 
+    @property
+    def decided(self) -> bool:
+        """Whether the decision the requester waits for is made: approved (collect it with
+        a Fetch), or refused, expired or withdrawn (it will never be delivered). A watch of
+        the ticket ends here; nothing after it (the delivery) is waited for."""
+        return self.state in ("approved", "refused", "expired", "withdrawn")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchQuery:
+    """A WatchTicket request: one ticket the requester opened, asked about signed and
+    fresh (its envelope's requester, nonce and issue time are what count)."""
+
+    envelope: Envelope
+    ticket_id: str
+
 
 @dataclass(frozen=True, slots=True)
 class FetchAnswer:

@@ -121,6 +121,10 @@ class AdminSection:
 class TicketsSection:
     # How often the node moves pending tickets past their deadline to `expired`.
     expire_interval_s: int = 30
+    # How often an open WatchTicket stream reads its ticket again (seconds; a change this
+    # node's own desk makes wakes it at once), and how many a peer may hold open at once.
+    watch_poll_s: float = 1.0
+    max_watches_per_peer: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +235,14 @@ def _section(name: str, cls: type, raw: Any, source: Path) -> Any:
                 )
                 raise ConfigError(f"{source}: [{name}] {key} must be {what}")
             values[key] = value
+        elif kind == "float":
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 < value < float("inf")
+            ):
+                raise ConfigError(f"{source}: [{name}] {key} must be a positive number")
+            values[key] = float(value)
         else:
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: [{name}] {key} must be a string")

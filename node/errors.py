@@ -17,6 +17,8 @@ class Kind(Enum):
     DENIED = grpc.StatusCode.PERMISSION_DENIED
     UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
     TOO_LARGE = grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The same status (an alias): a peer holds all the streams it may hold open at once.
+    TOO_MANY = grpc.StatusCode.RESOURCE_EXHAUSTED
     # Well formed, but not answerable in the node's present state (e.g. beyond its latest
     # signed checkpoint): asking again later may succeed.
     NOT_YET = grpc.StatusCode.FAILED_PRECONDITION

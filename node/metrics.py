@@ -169,6 +169,13 @@ class NodeMetrics:
             "Tickets that reached their legal deadline undecided (and expired).",
             registry=registry,
         )
+        self.ticket_watches = Gauge(
+            "liaison_ticket_watches",
+            "WatchTicket streams open on this node, by peer (at most [tickets] "
+            "max_watches_per_peer each).",
+            ["peer"],
+            registry=registry,
+        )
         self.received_purged = Counter(
             "liaison_received_purged",
             "Records received from a peer and deleted when their retention ended, by peer.",

@@ -74,7 +74,8 @@ class TicketDesk:
     """Tickets as the node's operators work them: list, read, approve, refuse, expire.
 
     ``now`` is the clock (injectable for tests); the stores are synchronous and run in a
-    worker thread, never on the event loop."""
+    worker thread, never on the event loop. ``on_change(ticket_id)`` is told of each
+    transition once it is audited (the node wakes that ticket's WatchTicket streams)."""
 
     def __init__(
         self,
@@ -85,7 +86,9 @@ class TicketDesk:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         received: ReceivedStore | None = None,
+        on_change: Callable[[str], None] = lambda ticket_id: None,
     ) -> None:
+        self._on_change = on_change
         self._tickets = tickets
         self._records = records
         self._received = received
@@ -209,4 +212,5 @@ class TicketDesk:
             ) from None
         self._metrics.audit_entries.inc()
         self._metrics.count_ticket(ticket)
+        self._on_change(ticket.id)
         return Decided(ticket, written)

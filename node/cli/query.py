@@ -1,7 +1,8 @@
 """`liaison query match|fetch|ticket`: this node asks its peers. `match` prints one row per
 peer; `fetch` asks one peer for one record (by a hit's reference or an approved ticket),
 keeps a disclosed record in this node's received records (node/received.py) with the
-restrictions that follow it, and prints it; `ticket` polls a ticket's state."""
+restrictions that follow it, and prints it; `ticket` asks where a ticket stands, or with
+`--watch` follows it until it is decided."""
 
 from __future__ import annotations
 
@@ -304,6 +305,11 @@ async def run_ticket_command(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     client = _peer_client(config, args.peer)
+    if args.watch:
+        try:
+            return await _watch_ticket(client, args)
+        finally:
+            await client.close()
     try:
         status = await client.get_ticket(args.ticket, timeout=args.timeout)
     finally:
@@ -313,6 +319,29 @@ async def run_ticket_command(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         _print_doc(doc)
+    return 0
+
+
+async def _watch_ticket(client: PeerClient, args: argparse.Namespace) -> int:
+    """Each status as it comes (with --json one object a line), until the ticket is
+    decided: then 0. A refusal, or the owner unavailable for longer than --timeout, raises
+    (the command's usual error line)."""
+    import contextlib
+    import sys
+
+    watch = client.watch_ticket(args.ticket, resubscribe_for=args.timeout)
+    async with contextlib.aclosing(watch) as statuses:
+        first = True
+        async for status in statuses:
+            doc = ticket_doc(status)
+            if args.json:
+                print(json.dumps(doc), flush=True)
+                continue
+            if not first:
+                print()
+            first = False
+            _print_doc(doc)
+            sys.stdout.flush()
     return 0
 
 
@@ -388,5 +417,18 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--config", type=Path, required=True, help="your node's node.toml")
     p.add_argument("--peer", required=True, help="the peer node id that opened the ticket")
     p.add_argument("--ticket", required=True, help="the ticket's id")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="print each status as it comes until the ticket is decided (WatchTicket)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds; with --watch, how long to keep subscribing again while the peer is "
+        "unavailable (the watch itself lasts until the decision)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print JSON (with --watch, one object a line)"
+    )

@@ -16,17 +16,24 @@
 
 A method is declared once (`Method`) and registered in its service's list; the path is the
 same for all of them, so every call is audited, counted and refused the same way.
+
+A server-streaming method (`Streaming`) takes the same path up to its first message: its
+serve step opens the stream and has its first item ready (or refuses), and that call is
+audited once, durably, before the first message leaves. Each later item is then signed,
+bound to the request like an answer, and sent with its signature in the message (a stream
+has one trailer for all of them); a Refusal the stream raises later ends it, signed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -49,6 +56,7 @@ UNIDENTIFIED = "unidentified"
 
 Q = TypeVar("Q")
 A = TypeVar("A")
+A_co = TypeVar("A_co", covariant=True)
 Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
 
 
@@ -110,6 +118,52 @@ class Method(Generic[Q, A]):
         return self.envelope is not None
 
 
+class Updates(Protocol[A_co]):
+    """What a streaming method's serve step opens: its first item, ready before anything
+    is audited or sent (so that what can be refused is refused as a unary call would be),
+    then the rest as they come. `close` releases what the stream holds; the path calls it
+    once the stream ends, however it ends (the client's cancellation included)."""
+
+    @property
+    def first(self) -> A_co: ...
+
+    def rest(self) -> AsyncIterator[A_co]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Streaming(Generic[Q, A]):
+    """A server-streaming RPC: `method` serves a call up to its `Updates` (its `encode`
+    encodes the first item: the audit entry's response), `encode` each later item, and
+    `frame` puts an item's bytes and the node's signature over them into one message.
+    Build it with `streaming`."""
+
+    method: Method[Q, Updates[A]]
+    encode: Callable[[A], bytes]
+    frame: Callable[[bytes, bytes], bytes]
+
+
+def streaming(
+    name: str,
+    parse: Callable[[bytes], Q],
+    serve: Callable[[Call, Q], Awaitable[Updates[A]]],
+    encode: Callable[[A], bytes],
+    frame: Callable[[bytes, bytes], bytes],
+    *,
+    envelope: Callable[[Q], Envelope],
+    nodes_only: bool = False,
+    facts: Callable[[Q], Facts] = _no_facts,
+) -> Streaming[Q, A]:
+    """A streaming method; signed (every message of it is), so it takes an `envelope`."""
+
+    def first(updates: Updates[A]) -> bytes:
+        return encode(updates.first)
+
+    method = Method(name, parse, serve, first, envelope, nodes_only=nodes_only, facts=facts)
+    return Streaming(method, encode, frame)
+
+
 @dataclass(frozen=True)
 class Service:
     """A gRPC service as the path serves it. `revision` names the policy revision audited
@@ -120,6 +174,7 @@ class Service:
     methods: Sequence[Method[Any, Any]]
     revision: Callable[[], str] = lambda: ""
     on_identified: Callable[[Call], None] | None = None
+    streams: Sequence[Streaming[Any, Any]] = ()
 
 
 def audit_time() -> str:
@@ -184,6 +239,7 @@ class _Exchange:
     refusal: Refusal | None = None
     signature: bytes = b""
     if_unsent: Callable[[], Awaitable[None]] | None = None
+    answer: Any = None  # what the serve step returned (a stream's Updates)
 
     def refuse(self, refusal: Refusal) -> None:
         self.refusal = refusal
@@ -195,9 +251,11 @@ class _Exchange:
             return
         if key is None:
             raise RuntimeError("a signed method is served by a call path without a key")
-        ok = self.refusal is None
-        message = response_message(self.wire_name, self.request_sha256, self.response, ok)
-        self.signature = sign(key, message)
+        self.signature = self.sign(key, self.response, self.refusal is None)
+
+    def sign(self, key: ed25519.Ed25519PrivateKey, body: bytes, ok: bool) -> bytes:
+        """The node's signature over `body`, bound to this call's request."""
+        return sign(key, response_message(self.wire_name, self.request_sha256, body, ok))
 
     def record(self, time: str) -> AuditRecord:
         """The call's one audit record."""
@@ -250,10 +308,24 @@ class CallPath:
 
             return handle
 
-        return grpc.method_handlers_generic_handler(
-            service.name,
-            {m.name: grpc.unary_unary_rpc_method_handler(bound(m)) for m in service.methods},
-        )
+        def bound_stream(
+            method: Streaming[Any, Any],
+        ) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
+            # An async generator function itself: grpc.aio tells how to drive a handler by
+            # what kind of function it is.
+            async def handle(raw: bytes, context: Context) -> AsyncIterator[bytes]:
+                async with contextlib.aclosing(self.stream(service, method, raw, context)) as s:
+                    async for message in s:
+                        yield message
+
+            return handle
+
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            m.name: grpc.unary_unary_rpc_method_handler(bound(m)) for m in service.methods
+        }
+        for s in service.streams:
+            handlers[s.method.name] = grpc.unary_stream_rpc_method_handler(bound_stream(s))
+        return grpc.method_handlers_generic_handler(service.name, handlers)
 
     async def run(
         self, service: Service, method: Method[Q, A], raw: bytes, context: Context
@@ -261,14 +333,65 @@ class CallPath:
         """Steps 1 to 8 for one call: the answer's bytes, or the call aborted with its
         refusal (grpc.aio's abort raises)."""
         started = time.perf_counter()
-        x = _Exchange(
-            method,
-            full_method(service.name, method.name),
-            hashlib.sha256(raw).digest(),
-            new_entry_id(),
-            service.revision(),
-        )
+        x = _exchange(service, method, raw)
         tally = await self._serve(service, method, x, raw, context)  # steps 1-4
+        trailers = await self._conclude(method, x, tally, started, context)  # steps 5-8
+        if trailers:
+            context.set_trailing_metadata(trailers)
+        return x.response  # 8 answer
+
+    async def stream(
+        self, service: Service, streaming: Streaming[Q, A], raw: bytes, context: Context
+    ) -> AsyncGenerator[bytes, None]:
+        """Steps 1 to 8 for a streaming call, up to its first message; then each later
+        item, signed and framed. The stream's `Updates` are closed however it ends."""
+        started = time.perf_counter()
+        method = streaming.method
+        x = _exchange(service, method, raw)
+        tally = await self._serve(service, method, x, raw, context)  # steps 1-4
+        updates: Updates[A] | None = x.answer  # set once serve returned, refused or not
+        try:
+            await self._conclude(method, x, tally, started, context)  # 5-8, or aborted
+            assert updates is not None  # a refusal has aborted by now
+            yield streaming.frame(x.response, x.signature)
+            rest, refusal = updates.rest(), None
+            while refusal is None:
+                try:
+                    item = await anext(rest)
+                except StopAsyncIteration:
+                    return
+                except Refusal as exc:
+                    refusal = exc
+                except Exception:
+                    refusal = internal_failure(method.name, x.peer)
+                else:
+                    body = streaming.encode(item)
+                    yield streaming.frame(body, x.sign(self._signer(), body, True))
+            # Ended by a refusal after the call was audited: sent signed, not audited again
+            # (the call's one entry records the subscription and its first item).
+            log.info("ending a %s stream of %s: %s", method.name, x.peer, refusal.message)
+            x.refuse(refusal)
+            x.seal(self._key)
+            await context.abort(
+                refusal.kind.value,
+                refusal.message,
+                ((STATUS_TRAILER, x.response), (SIGNATURE_METADATA, x.signature)),
+            )
+        finally:
+            if updates is not None:
+                updates.close()
+
+    async def _conclude(
+        self,
+        method: Method[Q, A],
+        x: _Exchange,
+        tally: Callable[[NodeMetrics], None] | None,
+        started: float,
+        context: Context,
+    ) -> tuple[tuple[str, bytes], ...]:
+        """Steps 5 to 8 once the call is served: sealed, recorded, durable and counted; the
+        call aborted with its refusal (grpc.aio's abort raises), or the trailers that go
+        with its answer."""
         x.seal(self._key)
         when = audit_time()
 
@@ -301,9 +424,7 @@ class CallPath:
                 x.refusal.message,
                 ((STATUS_TRAILER, x.response), *trailers),
             )
-        if trailers:
-            context.set_trailing_metadata(trailers)
-        return x.response  # 8 answer
+        return trailers
 
     async def _serve(
         self,
@@ -332,7 +453,7 @@ class CallPath:
             if method.envelope is not None:
                 x.envelope = method.envelope(request)
                 self._admitted().check_fresh(member, x.envelope)
-            answer = await method.serve(call, request)  # 4 serve
+            answer = x.answer = await method.serve(call, request)  # 4 serve
             x.revision = call.revision
             x.facts = call.facts or x.facts
             x.if_unsent = call.if_unsent
@@ -397,10 +518,25 @@ class CallPath:
         if envelope is not None and peer != UNIDENTIFIED:
             m.legal_basis.labels(peer, envelope.legal_basis.value).inc()
 
+    def _signer(self) -> ed25519.Ed25519PrivateKey:
+        if self._key is None:
+            raise RuntimeError("a signed method is served by a call path without a key")
+        return self._key
+
     def _admitted(self) -> Admission:
         if self._admission is None:
             raise RuntimeError("a signed method is served by a call path without admission")
         return self._admission
+
+
+def _exchange(service: Service, method: Method[Any, Any], raw: bytes) -> _Exchange:
+    return _Exchange(
+        method,
+        full_method(service.name, method.name),
+        hashlib.sha256(raw).digest(),
+        new_entry_id(),
+        service.revision(),
+    )
 
 
 def _guard(method: Method[Any, Any], member: Member) -> None:

@@ -19,6 +19,7 @@ from federation.model import (
     MatchAnswer,
     MatchQuery,
     TicketStatus,
+    WatchQuery,
 )
 from federation.serde import (
     fetch_answer_to_bytes,
@@ -30,12 +31,14 @@ from federation.serde import (
     signed_directory_to_bytes,
     ticket_status_to_bytes,
 )
+from federation.serde_watch import ticket_status_body, watch_frame, watch_query_from_bytes
 from node.directory_sources import advertised_serial
 from node.directory_state import DirectoryState
 from node.fetching import FetchService, Seen
 from node.metrics import NodeMetrics
-from node.rpc.call_path import Call, Facts, Method, Service
+from node.rpc.call_path import Call, Facts, Method, Service, streaming
 from node.service import MatchService
+from node.ticket_watch import TicketWatches, Watch
 
 SERVICE_NAME = EXCHANGE_SERVICE
 
@@ -47,9 +50,11 @@ class ExchangeHandlers:
         directory: DirectoryState,
         fetcher: Callable[[Member], Callable[[], Awaitable[bytes]]],
         fetching: FetchService,
+        watches: TicketWatches,
     ) -> None:
         self._service = service
         self._fetching = fetching
+        self._watches = watches
         self._directory = directory
         self._fetcher = fetcher
 
@@ -94,6 +99,18 @@ class ExchangeHandlers:
             ],
             revision=lambda: self._service.policy_revision,
             on_identified=self.learn,
+            streams=[
+                streaming(
+                    "WatchTicket",
+                    watch_query_from_bytes,
+                    self.watch_ticket,
+                    ticket_status_body,
+                    watch_frame,
+                    envelope=_watch_envelope,
+                    nodes_only=True,
+                    facts=_watch_facts,
+                ),
+            ],
         )
 
     async def match(self, call: Call, query: MatchQuery) -> MatchAnswer:
@@ -115,6 +132,15 @@ class ExchangeHandlers:
         seen = Seen(ticket=ticket_id[:64])
         try:
             return await self._fetching.ticket(call.member, ticket_id, seen)
+        finally:
+            call.facts = Facts(seen.category, seen.ticket)
+
+    async def watch_ticket(self, call: Call, query: WatchQuery) -> Watch:
+        """A watch of a ticket `call.member` opened: its status now (audited with the
+        call), then each change until it is decided (node/ticket_watch.py)."""
+        seen = Seen(ticket=query.ticket_id[:64])
+        try:
+            return await self._watches.open(call.member, query, seen)
         finally:
             call.facts = Facts(seen.category, seen.ticket)
 
@@ -156,6 +182,14 @@ def _fetch_facts(query: FetchQuery) -> Facts:
 
 def _ticket_facts(ticket_id: str) -> Facts:
     return Facts(ticket=ticket_id[:64])
+
+
+def _watch_envelope(query: WatchQuery) -> Envelope:
+    return query.envelope
+
+
+def _watch_facts(query: WatchQuery) -> Facts:
+    return Facts(ticket=query.ticket_id[:64])
 
 
 def _count_withheld(

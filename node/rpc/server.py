@@ -56,6 +56,7 @@ from node.rpc.tls import CertificateError, RotatingServerCredentials, TlsFiles
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
 from node.ticket_desk import TicketDesk
+from node.ticket_watch import TicketWatches
 from node.tickets import TicketStore
 
 log = logging.getLogger("liaison.node")
@@ -94,8 +95,12 @@ class Node:
     _purging: asyncio.Task[None] | None = None
     # This node as a witness of its peers' logs (None when `[witness] interval_s` is 0).
     witness: Witness | None = None
+    # Open WatchTicket streams: ended first at a stop, so none waits out the grace period.
+    watches: TicketWatches | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.watches is not None:
+            self.watches.close()
         await self.directory.close()
         for task in (
             self._witnessing,
@@ -232,7 +237,6 @@ async def _start(
         lambda: {state.value: n for state, n in tickets.open_by_state().items()},
         lambda: [age.fraction for age in tickets.pending_ages(datetime.now(UTC))],
     )
-    desk = TicketDesk(tickets, store, audit, metrics, received=received)
 
     admission = Admission(skew)
     # Nonces seen before a restart (even kill -9) are in the audit log's recent entries.
@@ -269,6 +273,17 @@ async def _start(
         references=references,
         received=received,
     )
+    fetching = FetchService(
+        identity, store, tickets, references, matching.decide, received=received
+    )
+    watches = TicketWatches(
+        fetching,
+        poll_s=config.tickets.watch_poll_s,
+        max_per_peer=config.tickets.max_watches_per_peer,
+        on_count=lambda peer, n: metrics.ticket_watches.labels(peer).set(n),
+    )
+    # The desk wakes the watchers of a ticket it moves (an operator's decision, an expiry).
+    desk = TicketDesk(tickets, store, audit, metrics, received=received, on_change=watches.changed)
     handlers = ExchangeHandlers(
         matching,
         directory_state,
@@ -277,7 +292,8 @@ async def _start(
         lambda member: fetcher_for(
             config.client_identity, member.node_id, member.endpoint, lambda: directory_state.serial
         ),
-        FetchService(identity, store, tickets, references, matching.decide, received=received),
+        fetching,
+        watches,
     )
 
     origin = audit_origin(config.node.federation, node_id)
@@ -413,6 +429,7 @@ async def _start(
         _expiry=expiry,
         _purging=purging,
         witness=witness,
+        watches=watches,
     )
 
 

@@ -487,3 +487,59 @@ class GetTicketResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTicketResponse: _TypeAlias = GetTicketResponse  # noqa: Y015
+
+@_typing.final
+class WatchTicketRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    TICKET_ID_FIELD_NUMBER: _builtins.int
+    ticket_id: _builtins.str
+    @_builtins.property
+    def envelope(self) -> Global___Envelope:
+        """The requester, nonce and issue time are checked as for every signed request; the
+        purpose may be empty (the ticket keeps the purpose it was opened for), else it must be
+        one of the federation's. The legal basis and case reference are audited as given.
+        """
+
+    def __init__(
+        self,
+        *,
+        envelope: Global___Envelope | None = ...,
+        ticket_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "ticket_id", b"ticket_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTicketRequest: _TypeAlias = WatchTicketRequest  # noqa: Y015
+
+@_typing.final
+class WatchTicketResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_STATUS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    ticket_status: _builtins.bytes
+    """A TicketStatus, serialised: the exact bytes `signature` covers (protobuf
+    serialisation is not canonical, so the status travels as the bytes the node signed).
+    """
+    signature: _builtins.bytes
+    """Ed25519 by the node over the response message of the signing scheme: this method's
+    full name, the SHA-256 of the WatchTicketRequest's bytes, "ok", and `ticket_status`.
+    """
+    def __init__(
+        self,
+        *,
+        ticket_status: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "ticket_status", b"ticket_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTicketResponse: _TypeAlias = WatchTicketResponse  # noqa: Y015

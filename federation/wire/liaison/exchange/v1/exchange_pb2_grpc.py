@@ -59,6 +59,11 @@ class ExchangeServiceStub:
                 request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.SerializeToString,
                 response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.FromString,
                 _registered_method=True)
+        self.WatchTicket = channel.unary_stream(
+                '/liaison.exchange.v1.ExchangeService/WatchTicket',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketResponse.FromString,
+                _registered_method=True)
 
 
 class ExchangeServiceServicer:
@@ -105,6 +110,19 @@ class ExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTicket(self, request, context):
+        """WatchTicket tells the requester that opened a ticket where it stands, then again each
+        time that changes, until the ticket is decided (approved, refused, expired or
+        withdrawn): then the stream ends. The request is signed and fresh like a Fetch's; each
+        status sent is signed by the node (the signature travels in the message, since a
+        stream has one trailer for all its messages). Any other node is refused
+        `unknown_ticket`, as for GetTicket. A node that stops ends its watches with
+        UNAVAILABLE: subscribe again with a new request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +145,11 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.GetTicket,
                     request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.FromString,
                     response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.SerializeToString,
+            ),
+            'WatchTicket': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTicket,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -242,6 +265,33 @@ class ExchangeService:
             '/liaison.exchange.v1.ExchangeService/GetTicket',
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.SerializeToString,
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/liaison.exchange.v1.ExchangeService/WatchTicket',
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketResponse.FromString,
             options,
             channel_credentials,
             insecure,

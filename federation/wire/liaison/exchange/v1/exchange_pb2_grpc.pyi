@@ -58,6 +58,15 @@ class ExchangeServiceStub:
     """GetTicket tells the requester that opened a ticket where it stands; any other node
     is told `unknown_ticket`, as for a ticket that never existed.
     """
+    WatchTicket: _grpc.UnaryStreamMultiCallable[_exchange_pb2.WatchTicketRequest, _exchange_pb2.WatchTicketResponse]
+    """WatchTicket tells the requester that opened a ticket where it stands, then again each
+    time that changes, until the ticket is decided (approved, refused, expired or
+    withdrawn): then the stream ends. The request is signed and fresh like a Fetch's; each
+    status sent is signed by the node (the signature travels in the message, since a
+    stream has one trailer for all its messages). Any other node is refused
+    `unknown_ticket`, as for GetTicket. A node that stops ends its watches with
+    UNAVAILABLE: subscribe again with a new request.
+    """
 
 @_typing.type_check_only
 class ExchangeServiceAsyncStub(ExchangeServiceStub):
@@ -88,6 +97,15 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
     GetTicket: _aio.UnaryUnaryMultiCallable[_exchange_pb2.GetTicketRequest, _exchange_pb2.GetTicketResponse]  # type: ignore[assignment]
     """GetTicket tells the requester that opened a ticket where it stands; any other node
     is told `unknown_ticket`, as for a ticket that never existed.
+    """
+    WatchTicket: _aio.UnaryStreamMultiCallable[_exchange_pb2.WatchTicketRequest, _exchange_pb2.WatchTicketResponse]  # type: ignore[assignment]
+    """WatchTicket tells the requester that opened a ticket where it stands, then again each
+    time that changes, until the ticket is decided (approved, refused, expired or
+    withdrawn): then the stream ends. The request is signed and fresh like a Fetch's; each
+    status sent is signed by the node (the signature travels in the message, since a
+    stream has one trailer for all its messages). Any other node is refused
+    `unknown_ticket`, as for GetTicket. A node that stops ends its watches with
+    UNAVAILABLE: subscribe again with a new request.
     """
 
 class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -140,6 +158,21 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_exchange_pb2.GetTicketResponse, _abc.Awaitable[_exchange_pb2.GetTicketResponse]]:
         """GetTicket tells the requester that opened a ticket where it stands; any other node
         is told `unknown_ticket`, as for a ticket that never existed.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTicket(
+        self,
+        request: _exchange_pb2.WatchTicketRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_exchange_pb2.WatchTicketResponse], _abc.AsyncIterator[_exchange_pb2.WatchTicketResponse]]:
+        """WatchTicket tells the requester that opened a ticket where it stands, then again each
+        time that changes, until the ticket is decided (approved, refused, expired or
+        withdrawn): then the stream ends. The request is signed and fresh like a Fetch's; each
+        status sent is signed by the node (the signature travels in the message, since a
+        stream has one trailer for all its messages). Any other node is refused
+        `unknown_ticket`, as for GetTicket. A node that stops ends its watches with
+        UNAVAILABLE: subscribe again with a new request.
         """
 
 def add_ExchangeServiceServicer_to_server(servicer: ExchangeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
