@@ -353,3 +353,29 @@ def test_witness_endpoint_overrides_are_read(tmp_path: Path) -> None:
 def test_witness_endpoint_overrides_are_checked(tmp_path: Path, value: str, error: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"[witness] {error}")):
         _load(tmp_path, NODE + f"[witness]\nendpoints = {value}\n")
+
+
+def test_ticket_watch_settings_default_and_are_read(tmp_path: Path) -> None:
+    defaults = _load(tmp_path / "a", NODE).tickets
+    assert (defaults.watch_poll_s, defaults.max_watches_per_peer) == (1.0, 16)
+    keys = "[tickets]\nwatch_poll_s = 0.25\nmax_watches_per_peer = 2\n"
+    read = _load(tmp_path / "b", NODE + keys)
+    assert (read.tickets.watch_poll_s, read.tickets.max_watches_per_peer) == (0.25, 2)
+    whole = _load(tmp_path / "c", NODE + "[tickets]\nwatch_poll_s = 3\n").tickets.watch_poll_s
+    assert whole == 3.0 and isinstance(whole, float)
+
+
+@pytest.mark.parametrize("value", ["0", "-1.5", "true", '"1"', "inf", "nan"])
+def test_watch_poll_must_be_a_positive_number(tmp_path: Path, value: str) -> None:
+    path = _write(tmp_path, NODE + f"[tickets]\nwatch_poll_s = {value}\n")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"{path.resolve()}: [tickets] watch_poll_s must be a positive number"),
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5"])
+def test_max_watches_per_peer_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[tickets\] max_watches_per_peer must be a positive"):
+        _load(tmp_path, NODE + f"[tickets]\nmax_watches_per_peer = {value}\n")

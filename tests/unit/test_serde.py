@@ -20,6 +20,7 @@ from federation.model import (
     MatchAnswer,
     MatchQuery,
     TicketStatus,
+    WatchQuery,
 )
 from federation.serde import (
     WireError,
@@ -39,6 +40,14 @@ from federation.serde import (
     rich_status,
     ticket_status_from_bytes,
     ticket_status_to_bytes,
+)
+from federation.serde_watch import (
+    ticket_status_body,
+    ticket_status_from_body,
+    watch_frame,
+    watch_frame_from_bytes,
+    watch_query_from_bytes,
+    watch_query_to_bytes,
 )
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
@@ -281,3 +290,26 @@ def test_a_disclosed_record_the_receiver_could_not_keep_is_malformed(
     raw = pb.FetchResponse(responder="FR-DGPN", record=record).SerializeToString()
     with pytest.raises(WireError, match=f"record.{field}"):
         fetch_answer_from_bytes(raw)
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_a_watched_status_round_trips_as_the_bytes_signed(status: TicketStatus) -> None:
+    body = ticket_status_body(status)
+    frame = watch_frame(body, b"s" * 64)
+    assert watch_frame_from_bytes(frame) == (body, b"s" * 64)
+    assert ticket_status_from_body(body) == status
+    assert status.decided is (status.state != "pending")
+
+
+def test_a_watch_request_round_trips_and_needs_its_envelope() -> None:
+    env = Envelope("DE-BKA", "", nonce=b"n" * 16, issued_at=T0)
+    query = WatchQuery(env, "tkt_1")
+    assert watch_query_from_bytes(watch_query_to_bytes(query)) == query
+    with pytest.raises(WireError, match="envelope"):
+        watch_query_from_bytes(pb.WatchTicketRequest(ticket_id="tkt_1").SerializeToString())
+    with pytest.raises(WireError, match="not a WatchTicketRequest"):
+        watch_query_from_bytes(b"\xff\xff")
+    with pytest.raises(WireError, match="not a WatchTicketResponse"):
+        watch_frame_from_bytes(b"\xff\xff")
+    with pytest.raises(WireError, match="without its creation time"):
+        ticket_status_from_body(pb.TicketStatus(ticket_id="tkt_1").SerializeToString())

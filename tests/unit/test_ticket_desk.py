@@ -52,6 +52,8 @@ class Desk:
     registry: CollectorRegistry
     clock: Clock
     ref: str
+    # The tickets the desk said it moved (the node wakes their watchers with it).
+    changed: list[str]
 
     def open(self, hours: float = 48) -> str:
         return self.tickets.open(
@@ -95,8 +97,9 @@ def d(tmp_path: Path) -> Iterator[Desk]:
         lambda: {s.value: n for s, n in tickets.open_by_state().items()},
         lambda: [a.fraction for a in tickets.pending_ages(clock.now)],
     )
-    desk = TicketDesk(tickets, records, audit, metrics, now=clock)
-    yield Desk(desk, tickets, audit, registry, clock, "rec_1")
+    changed: list[str] = []
+    desk = TicketDesk(tickets, records, audit, metrics, now=clock, on_change=changed.append)
+    yield Desk(desk, tickets, audit, registry, clock, "rec_1", changed)
     asyncio.run(audit.close())
     tickets.close()
     records.close()
@@ -117,6 +120,7 @@ def test_an_approval_is_one_entry_and_one_count(d: Desk) -> None:
     assert d.value("liaison_ticket_resolution_seconds_count", outcome="approved") == 1
     assert d.value("liaison_ticket_resolution_seconds_sum", outcome="approved") == 7200
     assert d.value("liaison_audit_entries_total") == 1
+    assert d.changed == [tid]
 
 
 def test_a_refused_decision_changes_and_audits_nothing(d: Desk) -> None:
@@ -132,6 +136,7 @@ def test_a_refused_decision_changes_and_audits_nothing(d: Desk) -> None:
         asyncio.run(d.desk.approve(tid, "alice"))
     assert [e["method"] for e in d.entries()] == ["TicketRefuse"]
     assert d.value("liaison_audit_entries_total") == 1
+    assert d.changed == [tid]  # the refusal only: nothing else moved it
 
 
 @contextlib.contextmanager
@@ -162,9 +167,11 @@ def test_a_decision_the_log_cannot_record_does_not_stand(d: Desk) -> None:
     assert (ticket.operator, ticket.reason, ticket.withheld) == ("", "", ("address",))
     assert d.value("liaison_ticket_resolution_seconds_count", outcome="approved") == 0
     assert d.value("liaison_audit_failures_total") == 2 and d.entries() == []
+    assert d.changed == []  # no watcher is woken for a decision that did not stand
     done = asyncio.run(d.desk.approve(tid, "alice", "checked", ["photo"]))
     assert done.ticket.state is TicketState.APPROVED
     assert [e["method"] for e in d.entries()] == ["TicketApprove"]
+    assert d.changed == [tid]
 
 
 def test_an_expiry_the_log_cannot_record_is_tried_again(d: Desk) -> None:
@@ -194,6 +201,7 @@ def test_expiry_audits_each_ticket_and_counts_misses(d: Desk) -> None:
     assert d.value("liaison_ticket_deadline_misses_total") == 2
     assert d.value("liaison_ticket_resolution_seconds_count", outcome="expired") == 2
     assert asyncio.run(d.desk.expire_due()) == []
+    assert sorted(d.changed) == sorted([first, second])
     assert d.value("liaison_tickets", state="pending") == 1
     assert d.value("liaison_tickets", state="expired") == 2
     assert d.tickets.get(later).state is TicketState.PENDING
