@@ -62,6 +62,20 @@ from node.tickets import TicketStore
 log = logging.getLogger("liaison.node")
 
 
+# A WatchTicket stream may stay quiet for days. Peers ping every 60 s on a call
+# (federation/client.py): allowed here, where gRPC's default (one ping per 5 minutes without
+# data) would end a quiet watch with GOAWAY "too_many_pings" after three of them. And the
+# node pings each connection itself, without limit while a call is open, so a peer that
+# vanished without closing its connection is found within ~80 s and its watches' slots
+# (`[tickets] max_watches_per_peer`) are given back.
+KEEPALIVE = (
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
 class StartupError(RuntimeError):
     """The node cannot start; the message names what is wrong and what to do."""
 
@@ -330,6 +344,7 @@ async def _start(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            *KEEPALIVE,
         ]
     )
     opened.push_async_callback(server.stop, 0)

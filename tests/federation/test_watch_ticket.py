@@ -360,3 +360,13 @@ def test_the_cli_watches_until_the_decision(fed: Federation) -> None:
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert "approved" in text.stdout and ticket.id in text.stdout
+
+    unknown = liaison(
+        "query", "ticket", "--config", str(fed.nodes[ASKER].config_path),
+        "--peer", OWNER, "--ticket", "tkt_nope", "--watch", "--json",
+    )  # fmt: skip
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        f"liaison: error: {OWNER}: no ticket 'tkt_nope' of yours"
+    )
