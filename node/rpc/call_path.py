@@ -17,11 +17,12 @@
 A method is declared once (`Method`) and registered in its service's list; the path is the
 same for all of them, so every call is audited, counted and refused the same way.
 
-A server-streaming method (`Streaming`) takes the same path up to its first message: its
-serve step opens the stream and has its first item ready (or refuses), and that call is
-audited once, durably, before the first message leaves. Each later item is then signed,
-bound to the request like an answer, and sent with its signature in the message (a stream
-has one trailer for all of them); a Refusal the stream raises later ends it, signed.
+A server-streaming method (`Streaming`, node/rpc/streams.py) takes the same path up to its
+first message: its serve step opens the stream and has its first item ready (or refuses),
+and that call is audited once, durably, before the first message leaves. Each later item is
+then signed, bound to the request like an answer, and sent with its signature in the
+message (a stream has one trailer for all of them); a Refusal the stream raises later ends
+it, signed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -50,13 +51,15 @@ from node.metrics import NodeMetrics
 from node.rpc.admission import Admission, replayed
 from node.rpc.auth import PeerAuthenticator
 
+if TYPE_CHECKING:  # declared beside it, on top of this module's Method
+    from node.rpc.streams import Streaming, Updates
+
 log = logging.getLogger("liaison.node")
 # The metric and audit label for a caller refused before it was identified.
 UNIDENTIFIED = "unidentified"
 
 Q = TypeVar("Q")
 A = TypeVar("A")
-A_co = TypeVar("A_co", covariant=True)
 Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
 
 
@@ -116,52 +119,6 @@ class Method(Generic[Q, A]):
     @property
     def signed(self) -> bool:
         return self.envelope is not None
-
-
-class Updates(Protocol[A_co]):
-    """What a streaming method's serve step opens: its first item, ready before anything
-    is audited or sent (so that what can be refused is refused as a unary call would be),
-    then the rest as they come. `close` releases what the stream holds; the path calls it
-    once the stream ends, however it ends (the client's cancellation included)."""
-
-    @property
-    def first(self) -> A_co: ...
-
-    def rest(self) -> AsyncIterator[A_co]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Streaming(Generic[Q, A]):
-    """A server-streaming RPC: `method` serves a call up to its `Updates` (its `encode`
-    encodes the first item: the audit entry's response), `encode` each later item, and
-    `frame` puts an item's bytes and the node's signature over them into one message.
-    Build it with `streaming`."""
-
-    method: Method[Q, Updates[A]]
-    encode: Callable[[A], bytes]
-    frame: Callable[[bytes, bytes], bytes]
-
-
-def streaming(
-    name: str,
-    parse: Callable[[bytes], Q],
-    serve: Callable[[Call, Q], Awaitable[Updates[A]]],
-    encode: Callable[[A], bytes],
-    frame: Callable[[bytes, bytes], bytes],
-    *,
-    envelope: Callable[[Q], Envelope],
-    nodes_only: bool = False,
-    facts: Callable[[Q], Facts] = _no_facts,
-) -> Streaming[Q, A]:
-    """A streaming method; signed (every message of it is), so it takes an `envelope`."""
-
-    def first(updates: Updates[A]) -> bytes:
-        return encode(updates.first)
-
-    method = Method(name, parse, serve, first, envelope, nodes_only=nodes_only, facts=facts)
-    return Streaming(method, encode, frame)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from node.directory_sources import advertised_serial
 from node.directory_state import DirectoryState
 from node.fetching import FetchService, Seen
 from node.metrics import NodeMetrics
-from node.rpc.call_path import Call, Facts, Method, Service, streaming
+from node.rpc.call_path import Call, Facts, Method, Service
+from node.rpc.streams import streaming
 from node.service import MatchService
 from node.ticket_watch import TicketWatches, Watch
 

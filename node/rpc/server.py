@@ -69,7 +69,7 @@ log = logging.getLogger("liaison.node")
 # vanished without closing its connection is found within ~80 s and its watches' slots
 # (`[tickets] max_watches_per_peer`) are given back.
 KEEPALIVE = (
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.http2.max_pings_without_data", 0),

@@ -1,8 +1,9 @@
-"""The one call path for a server-streaming method (node/rpc/call_path.py `Streaming`): the
-same steps as a unary call up to the first message, which leaves only once the call's one
-audit entry is durable; each later message signed and bound to the request; a refusal
-before the first message is a unary refusal, one after it ends the stream signed and
-unaudited; and the stream's `Updates` are closed however the stream ends.
+"""The one call path for a server-streaming method (node/rpc/streams.py `Streaming`, run by
+node/rpc/call_path.py): the same steps as a unary call up to the first message, which
+leaves only once the call's one audit entry is durable; each later message signed and
+bound to the request; a refusal before the first message is a unary refusal, one after it
+ends the stream signed and unaudited; and the stream's `Updates` are closed however the
+stream ends.
 
 The parts are those of tests/unit/test_call_path.py (a real authenticator, admission,
 audit log and metrics; a stand-in for grpc's ServicerContext)."""
@@ -42,7 +43,8 @@ from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
 from node.rpc.admission import Admission
 from node.rpc.auth import PeerAuthenticator
-from node.rpc.call_path import Call, CallPath, Facts, Service, streaming
+from node.rpc.call_path import Call, CallPath, Facts, Service
+from node.rpc.streams import streaming
 from tests.unit.test_call_path import FED, REQUESTER, Aborted, Context, Pki
 
 WATCH = full_method(EXCHANGE_SERVICE, "WatchTicket")
