@@ -29,7 +29,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from federation.directory import Member
+from federation.directory import Member, MemberStatus
 from federation.model import Envelope, TicketStatus, WatchQuery
 from federation.vocabulary import PURPOSES
 from node.errors import Kind, Refusal, denied, invalid
@@ -80,6 +80,7 @@ class TicketWatches:
         poll_s: float,
         max_per_peer: int,
         on_count: Callable[[str, int], None] = lambda peer, n: None,
+        member: Callable[[str], Member | None] | None = None,
     ) -> None:
         if poll_s <= 0 or max_per_peer < 1:
             raise ValueError("watch_poll_s must be positive and max_watches_per_peer >= 1")
@@ -87,6 +88,7 @@ class TicketWatches:
         self._poll = poll_s
         self._max = max_per_peer
         self._on_count = on_count
+        self._member = member
         self._open: Counter[str] = Counter()
         self._wakers: dict[str, set[asyncio.Event]] = {}
         self._closing = False
@@ -131,14 +133,33 @@ class TicketWatches:
         except BaseException:
             self._give_back(peer, ticket_id, waker)
             raise
+
+        async def read() -> TicketStatus:
+            self._still_member(peer)
+            return await self._fetching.ticket(member, ticket_id, Seen())
+
         return Watch(
             first,
-            lambda: self._fetching.ticket(member, ticket_id, Seen()),
+            read,
             waker,
             poll_s=self._poll,
             stopping=lambda: self._closing,
             on_close=lambda: self._give_back(peer, ticket_id, waker),
         )
+
+    def _still_member(self, peer: str) -> None:
+        """A watch may stay open for days: a peer revoked from the federation (or dropped
+        from its directory) meanwhile loses it at the next poll, as a new call would be
+        refused. (`member`, the directory's entry for a node id, unset checks nothing.)"""
+        if self._member is None:
+            return
+        now = self._member(peer)
+        if now is None or now.status is MemberStatus.REVOKED:
+            raise denied(
+                ("member_revoked" if now else "unknown_member",),
+                f"{peer} is no longer an active member of the federation directory; "
+                "its ticket watch ends",
+            )
 
     def _take(self, peer: str, ticket_id: str, waker: asyncio.Event) -> None:
         self._open[peer] += 1

@@ -295,6 +295,7 @@ async def _start(
         poll_s=config.tickets.watch_poll_s,
         max_per_peer=config.tickets.max_watches_per_peer,
         on_count=lambda peer, n: metrics.ticket_watches.labels(peer).set(n),
+        member=lambda node_id: directory_state.require().member(node_id),
     )
     # The desk wakes the watchers of a ticket it moves (an operator's decision, an expiry).
     desk = TicketDesk(tickets, store, audit, metrics, received=received, on_change=watches.changed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -260,3 +261,40 @@ def test_the_settings_are_checked(owner: Owner) -> None:
         owner.watches(poll_s=0)
     with pytest.raises(ValueError, match="max_watches_per_peer"):
         owner.watches(max_per_peer=0)
+
+
+@pytest.mark.parametrize(
+    ("standing", "reason"),
+    [
+        (replace(DE, status=MemberStatus.REVOKED), "member_revoked"),
+        (None, "unknown_member"),
+    ],
+)
+def test_a_peer_revoked_while_watching_loses_its_watch(
+    owner: Owner, standing: Member | None, reason: str
+) -> None:
+    """A watch may last days; the directory may revoke the peer meanwhile. Suspended
+    peers keep theirs, as they may still ask GetTicket."""
+    ticket_id = owner.open_ticket()
+    directory = {"DE-BKA": DE}
+
+    async def run() -> Refusal:
+        watches = TicketWatches(owner.fetching, poll_s=0.05, max_per_peer=4, member=directory.get)
+        watch = await watches.open(DE, query(ticket_id), Seen())
+        rest = watch.rest()
+        directory["DE-BKA"] = replace(DE, status=MemberStatus.SUSPENDED)
+        waiting = asyncio.ensure_future(anext(rest))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # suspended: still watching
+        if standing is None:
+            del directory["DE-BKA"]
+        else:
+            directory["DE-BKA"] = standing
+        with pytest.raises(Refusal) as err:
+            await asyncio.wait_for(waiting, 2.0)
+        watch.close()
+        assert watches.open_count("DE-BKA") == 0
+        return err.value
+
+    refusal = asyncio.run(run())
+    assert refusal.reasons == (reason,)
