@@ -34,8 +34,9 @@ from federation.model import (
     Identifier,
     MatchAnswer,
     MatchQuery,
+    TicketQuery,
     TicketStatus,
-    WatchQuery,
+    WithdrawAnswer,
 )
 from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
@@ -55,10 +56,12 @@ from federation.serde import (
     ticket_status_from_bytes,
     utc_now,
 )
-from federation.serde_watch import (
+from federation.serde_tickets import (
     ticket_status_from_body,
     watch_frame_from_bytes,
     watch_query_to_bytes,
+    withdraw_answer_from_bytes,
+    withdraw_query_to_bytes,
 )
 from federation.signing import (
     SERIAL_METADATA,
@@ -194,6 +197,7 @@ def translate(peer: str, exc: grpc.RpcError) -> LiaisonError:
 GET_DIRECTORY_METHOD = "/liaison.exchange.v1.ExchangeService/GetDirectory"
 GET_TICKET_METHOD = full_method(EXCHANGE_SERVICE, "GetTicket")
 WATCH_TICKET_METHOD = full_method(EXCHANGE_SERVICE, "WatchTicket")
+WITHDRAW_TICKET_METHOD = full_method(EXCHANGE_SERVICE, "WithdrawTicket")
 # Between two subscriptions of a watch while the owner is unavailable: doubling from the
 # first, up to the last.
 WATCH_BACKOFF_S = (0.25, 4.0)
@@ -237,6 +241,9 @@ class PeerClient:
         )
         self._watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = self._channel.unary_stream(
             WATCH_TICKET_METHOD
+        )
+        self._withdraw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            WITHDRAW_TICKET_METHOD
         )
 
     @classmethod
@@ -286,6 +293,23 @@ class PeerClient:
         except WireError as exc:
             raise PeerError(self.peer, f"malformed ticket status: {exc}") from None
 
+    async def withdraw_ticket(
+        self, ticket_id: str, timeout: float, *, purpose: str = ""
+    ) -> WithdrawAnswer:
+        """Withdraw a pending ticket we opened: we no longer need its record. A decided one
+        is refused `ticket_not_pending`, any other node's `unknown_ticket`. Not idempotent:
+        never retried (a second withdrawal is `ticket_not_pending`)."""
+        query = TicketQuery(new_envelope(self._requester, purpose), ticket_id)
+        body = withdraw_query_to_bytes(query)
+        raw = await self._signed(self._withdraw, WITHDRAW_TICKET_METHOD, body, timeout)
+        try:
+            answer = withdraw_answer_from_bytes(raw)
+        except WireError as exc:
+            raise PeerError(self.peer, f"malformed WithdrawTicket answer: {exc}") from None
+        if answer.ticket.ticket_id != ticket_id:
+            raise PeerError(self.peer, f"answer names ticket {answer.ticket.ticket_id!r}")
+        return answer
+
     async def watch_ticket(
         self, ticket_id: str, *, resubscribe_for: float = 30.0, purpose: str = ""
     ) -> AsyncGenerator[TicketStatus, None]:
@@ -304,7 +328,7 @@ class PeerClient:
         last: TicketStatus | None = None
         pause, unavailable_since = WATCH_BACKOFF_S[0], None
         while True:
-            query = WatchQuery(new_envelope(self._requester, purpose), ticket_id)
+            query = TicketQuery(new_envelope(self._requester, purpose), ticket_id)
             try:
                 async with contextlib.aclosing(
                     self._watch_once(watch_query_to_bytes(query))

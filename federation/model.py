@@ -91,12 +91,21 @@ class TicketStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class WatchQuery:
-    """A WatchTicket request: one ticket the requester opened, asked about signed and
-    fresh (its envelope's requester, nonce and issue time are what count)."""
+class TicketQuery:
+    """A WatchTicket or WithdrawTicket request: one ticket the requester opened, asked
+    about signed and fresh (its envelope's requester, nonce and issue time are what
+    count)."""
 
     envelope: Envelope
     ticket_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawAnswer:
+    """A withdrawn ticket's status, and the owner's audit entry of the withdrawal."""
+
+    ticket: TicketStatus
+    audit_entry: str = ""
 
 
 @dataclass(frozen=True, slots=True)

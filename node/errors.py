@@ -71,6 +71,7 @@ STEP2_REASONS: dict[str, Kind] = {
     "reference_expired": Kind.NOT_YET,
     "unknown_ticket": Kind.NOT_FOUND,
     "already_delivered": Kind.NOT_YET,
+    "ticket_not_pending": Kind.NOT_YET,
 }
 
 

@@ -58,6 +58,8 @@ from node.tickets import (
     NotYourTicket,
     Ticket,
     TicketError,
+    TicketExpired,
+    TicketNotPending,
     TicketState,
     TicketStore,
     UnknownTicket,
@@ -349,6 +351,24 @@ class FetchService:
         seen.category = ticket.category
         return ticket_status(ticket, self._clock())
 
+    async def withdraw(self, member: Member, ticket_id: str, seen: Seen) -> TicketStatus:
+        """WithdrawTicket: the requester no longer needs a pending ticket's record, so no
+        person at this node need decide it. Put back if its answer is not sent."""
+        seen.ticket = ticket_id[:_MAX_AUDITED_ID]
+        ticket = await self._own_ticket(member, ticket_id)
+        seen.category = ticket.category
+        now = self._clock()
+        try:
+            withdrawn = await self._blocking(self._tickets.withdraw, ticket.id, member.node_id, now)
+        except (UnknownTicket, NotYourTicket):
+            raise _unknown_ticket(ticket_id) from None
+        except (TicketNotPending, TicketExpired) as exc:
+            raise step2(
+                "ticket_not_pending", f"{exc}: only a pending ticket can be withdrawn"
+            ) from None
+        seen.if_unsent = self._undo(withdrawn)
+        return ticket_status(withdrawn, now)
+
     async def _collect(
         self, member: Member, query: FetchQuery, seen: Seen, now: datetime
     ) -> FetchAnswer:
@@ -374,7 +394,7 @@ class FetchService:
             raise _already_delivered(ticket.id, exc.delivered_at) from None
         except TicketError:  # gone or no longer approved in between: not the requester's
             raise _unknown_ticket(ticket_id) from None
-        seen.if_unsent = self._undo_delivery(ticket)
+        seen.if_unsent = self._undo(ticket)
         disclosed = disclose(
             record,
             sorted(set(ticket.withheld) | set(duties.redact)),
@@ -388,13 +408,16 @@ class FetchService:
         seen.withheld = disclosed.withheld_fields
         return FetchAnswer(responder=self._node.node_id, record=disclosed, policy_revision=revision)
 
-    def _undo_delivery(self, delivered: Ticket) -> Callable[[], Awaitable[None]]:
-        """A delivery whose answer was never sent must not use up the ticket: the requester
-        would be told `already_delivered` of a record it never received."""
+    def _undo(self, moved: Ticket) -> Callable[[], Awaitable[None]]:
+        """Put back a delivery or a withdrawal whose answer was never sent: the requester
+        would be told `already_delivered` of a record it never received, or find withdrawn
+        a ticket it was told nothing about."""
 
         async def undo() -> None:
-            if await asyncio.to_thread(self._tickets.undo, delivered):
-                log.warning("ticket %s is collectable again: its record was not sent", delivered.id)
+            if await asyncio.to_thread(self._tickets.undo, moved):
+                log.warning(
+                    "ticket %s is put back: the answer that moved it was not sent", moved.id
+                )
 
         return undo
 

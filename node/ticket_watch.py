@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from federation.directory import Member, MemberStatus
-from federation.model import Envelope, TicketStatus, WatchQuery
+from federation.model import Envelope, TicketQuery, TicketStatus
 from federation.vocabulary import PURPOSES
 from node.errors import Kind, Refusal, denied, invalid
 from node.fetching import FetchService, Seen
@@ -49,10 +49,11 @@ def node_stopping() -> Refusal:
     )
 
 
-def validate_watch_envelope(member: Member, env: Envelope) -> None:
-    """A watch's envelope: its requester must be the caller; its purpose may be empty (the
-    ticket keeps the purpose it was opened for), but if given it must be a federation
-    purpose, since the audit entry records it."""
+def validate_ticket_envelope(member: Member, env: Envelope) -> None:
+    """The envelope of a request about a ticket (WatchTicket, WithdrawTicket): its requester
+    must be the caller; its purpose may be empty (the ticket keeps the purpose it was
+    opened for), but if given it must be a federation purpose, since the audit entry
+    records it."""
     if env.requester != member.node_id:
         raise denied(
             ("requester_mismatch",),
@@ -109,10 +110,10 @@ class TicketWatches:
             for waker in wakers:
                 waker.set()
 
-    async def open(self, member: Member, query: WatchQuery, seen: Seen) -> Watch:
+    async def open(self, member: Member, query: TicketQuery, seen: Seen) -> Watch:
         """A watch of `query.ticket_id`, its first status read; or a Refusal (the peer holds
         all its slots, another node's or an unknown ticket, the node stopping)."""
-        validate_watch_envelope(member, query.envelope)
+        validate_ticket_envelope(member, query.envelope)
         seen.ticket = query.ticket_id[:64]
         if self._closing:
             raise node_stopping()

@@ -2,7 +2,7 @@
 peer; `fetch` asks one peer for one record (by a hit's reference or an approved ticket),
 keeps a disclosed record in this node's received records (node/received.py) with the
 restrictions that follow it, and prints it; `ticket` asks where a ticket stands, or with
-`--watch` follows it until it is decided."""
+`--watch` follows it until it is decided, or with `--withdraw` withdraws it."""
 
 from __future__ import annotations
 
@@ -310,11 +310,16 @@ async def run_ticket_command(args: argparse.Namespace) -> int:
             return await _watch_ticket(client, args)
         finally:
             await client.close()
+    entry = ""
     try:
-        status = await client.get_ticket(args.ticket, timeout=args.timeout)
+        if args.withdraw:
+            withdrawn = await client.withdraw_ticket(args.ticket, timeout=args.timeout)
+            status, entry = withdrawn.ticket, withdrawn.audit_entry
+        else:
+            status = await client.get_ticket(args.ticket, timeout=args.timeout)
     finally:
         await client.close()
-    doc = ticket_doc(status)
+    doc = ticket_doc(status) | ({"audit_entry": entry} if entry else {})
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -417,10 +422,16 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--config", type=Path, required=True, help="your node's node.toml")
     p.add_argument("--peer", required=True, help="the peer node id that opened the ticket")
     p.add_argument("--ticket", required=True, help="the ticket's id")
-    p.add_argument(
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
         "--watch",
         action="store_true",
         help="print each status as it comes until the ticket is decided (WatchTicket)",
+    )
+    how.add_argument(
+        "--withdraw",
+        action="store_true",
+        help="withdraw the pending ticket: we no longer need its record (WithdrawTicket)",
     )
     p.add_argument(
         "--timeout",

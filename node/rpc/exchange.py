@@ -18,8 +18,9 @@ from federation.model import (
     FetchQuery,
     MatchAnswer,
     MatchQuery,
+    TicketQuery,
     TicketStatus,
-    WatchQuery,
+    WithdrawAnswer,
 )
 from federation.serde import (
     fetch_answer_to_bytes,
@@ -31,7 +32,13 @@ from federation.serde import (
     signed_directory_to_bytes,
     ticket_status_to_bytes,
 )
-from federation.serde_watch import ticket_status_body, watch_frame, watch_query_from_bytes
+from federation.serde_tickets import (
+    ticket_status_body,
+    watch_frame,
+    watch_query_from_bytes,
+    withdraw_answer_to_bytes,
+    withdraw_query_from_bytes,
+)
 from node.directory_sources import advertised_serial
 from node.directory_state import DirectoryState
 from node.fetching import FetchService, Seen
@@ -39,7 +46,7 @@ from node.metrics import NodeMetrics
 from node.rpc.call_path import Call, Facts, Method, Service
 from node.rpc.streams import streaming
 from node.service import MatchService
-from node.ticket_watch import TicketWatches, Watch
+from node.ticket_watch import TicketWatches, Watch, validate_ticket_envelope
 
 SERVICE_NAME = EXCHANGE_SERVICE
 
@@ -97,6 +104,15 @@ class ExchangeHandlers:
                     nodes_only=True,
                     facts=_ticket_facts,
                 ),
+                Method(
+                    "WithdrawTicket",
+                    withdraw_query_from_bytes,
+                    self.withdraw_ticket,
+                    withdraw_answer_to_bytes,
+                    envelope=_watch_envelope,
+                    nodes_only=True,
+                    facts=_watch_facts,
+                ),
             ],
             revision=lambda: self._service.policy_revision,
             on_identified=self.learn,
@@ -136,7 +152,19 @@ class ExchangeHandlers:
         finally:
             call.facts = Facts(seen.category, seen.ticket)
 
-    async def watch_ticket(self, call: Call, query: WatchQuery) -> Watch:
+    async def withdraw_ticket(self, call: Call, query: TicketQuery) -> WithdrawAnswer:
+        """The requester withdraws a pending ticket it opened; its watchers are told."""
+        validate_ticket_envelope(call.member, query.envelope)
+        seen = Seen(ticket=query.ticket_id[:64])
+        try:
+            status = await self._fetching.withdraw(call.member, query.ticket_id, seen)
+        finally:
+            call.facts = Facts(seen.category, seen.ticket)
+            call.if_unsent = seen.if_unsent
+        self._watches.changed(query.ticket_id)
+        return WithdrawAnswer(status, call.entry_id)
+
+    async def watch_ticket(self, call: Call, query: TicketQuery) -> Watch:
         """A watch of a ticket `call.member` opened: its status now (audited with the
         call), then each change until it is decided (node/ticket_watch.py)."""
         seen = Seen(ticket=query.ticket_id[:64])
@@ -185,11 +213,11 @@ def _ticket_facts(ticket_id: str) -> Facts:
     return Facts(ticket=ticket_id[:64])
 
 
-def _watch_envelope(query: WatchQuery) -> Envelope:
+def _watch_envelope(query: TicketQuery) -> Envelope:
     return query.envelope
 
 
-def _watch_facts(query: WatchQuery) -> Facts:
+def _watch_facts(query: TicketQuery) -> Facts:
     return Facts(ticket=query.ticket_id[:64])
 
 

@@ -310,7 +310,7 @@ def test_an_audit_entry_names_the_first_status_sent(
 ) -> None:
     """The entry's response digest and signature are those of the first status: what the
     subscription disclosed when it opened."""
-    from federation.serde_watch import ticket_status_body
+    from federation.serde_tickets import ticket_status_body
 
     ticket = open_ticket(owner)
     decide(owner, ticket.id)
@@ -370,3 +370,69 @@ def test_the_cli_watches_until_the_decision(fed: Federation) -> None:
     assert unknown.stderr.strip().splitlines()[-1] == (
         f"liaison: error: {OWNER}: no ticket 'tkt_nope' of yours"
     )
+
+
+def test_the_requester_withdraws_its_ticket_and_its_watch_is_told(
+    fed: Federation, owner: NodeHandle, de: ClientIdentity
+) -> None:
+    """`liaison query ticket --withdraw` on DE-BKA's node: the ticket is withdrawn (audited,
+    signed answer), a watch of it sees `withdrawn` at once and ends; withdrawing again, or
+    another node withdrawing it, is refused; its record can no longer be collected."""
+    fr = fed.nodes[OWNER]
+    ticket = open_ticket(fr)
+    other = open_ticket(fr)
+    nl = fed.nodes[OTHER].identity()
+
+    async def refused_for_nl() -> tuple[str, ...]:
+        peer = PeerClient.for_member(nl, fed.member(OWNER))
+        try:
+            with pytest.raises(InvalidRequest) as err:
+                await peer.withdraw_ticket(other.id, timeout=10)
+            return err.value.reasons
+        finally:
+            await peer.close()
+
+    assert asyncio.run(refused_for_nl()) == ("unknown_ticket",)
+
+    async def watched_while_withdrawn() -> list[TicketStatus]:
+        peer = PeerClient.for_member(de, fed.member(OWNER))
+        seen: list[TicketStatus] = []
+        first = asyncio.Event()
+        try:
+            watching = asyncio.create_task(collect(peer.watch_ticket(ticket.id), seen, first))
+            await asyncio.wait_for(first.wait(), 10)
+            done = await asyncio.to_thread(
+                liaison,
+                "query", "ticket", "--config", str(fed.nodes[ASKER].config_path),
+                "--peer", OWNER, "--ticket", ticket.id, "--withdraw", "--json",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            doc = json.loads(done.stdout)
+            assert (doc["state"], doc["reason"]) == ("withdrawn", "withdrawn")
+            entries = [json.loads(x) for x in (fr.folder / "audit.log").read_text().splitlines()]
+            [entry] = [e for e in entries if e["id"] == doc["audit_entry"]]
+            assert (entry["method"], entry["ticket"], entry["peer"]) == (
+                "WithdrawTicket",
+                ticket.id,
+                ASKER,
+            )
+            await asyncio.wait_for(watching, 10)
+            return seen
+        finally:
+            await peer.close()
+
+    seen = asyncio.run(watched_while_withdrawn())
+    assert [s.state for s in seen] == ["pending", "withdrawn"]
+
+    again = liaison(
+        "query", "ticket", "--config", str(fed.nodes[ASKER].config_path),
+        "--peer", OWNER, "--ticket", ticket.id, "--withdraw",
+    )  # fmt: skip
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "is already withdrawn" in again.stderr
+    assert "only a pending ticket can be withdrawn" in again.stderr
+    status = liaison(
+        "query", "ticket", "--config", str(fed.nodes[ASKER].config_path),
+        "--peer", OWNER, "--ticket", other.id, "--json",
+    )  # fmt: skip
+    assert json.loads(status.stdout)["state"] == "pending"  # NL's attempt changed nothing

@@ -26,15 +26,15 @@ from prometheus_client import CollectorRegistry
 from federation.client import new_envelope
 from federation.directory import Member, new_directory
 from federation.methods import EXCHANGE_SERVICE, full_method
-from federation.model import WatchQuery
+from federation.model import TicketQuery
 from federation.pki import (
     create_authority,
     issue_node_certificate,
     peer_certificate,
     public_key_text,
 )
-from federation.serde_watch import watch_frame, watch_frame_from_bytes, watch_query_from_bytes
-from federation.serde_watch import watch_query_to_bytes as to_bytes
+from federation.serde_tickets import watch_frame, watch_frame_from_bytes, watch_query_from_bytes
+from federation.serde_tickets import watch_query_to_bytes as to_bytes
 from federation.signing import SIGNATURE_METADATA, request_message, response_message, sign
 from federation.signing import verify as verify_signature
 from node.audit.file_store import FileStorage
@@ -110,7 +110,7 @@ class Node:
         )
         self.service = Service(EXCHANGE_SERVICE, [], streams=[self.method])
 
-    async def _open(self, call: Call, query: WatchQuery) -> Counted:
+    async def _open(self, call: Call, query: TicketQuery) -> Counted:
         if query.ticket_id == "tkt_unknown":
             raise Refusal(Kind.NOT_FOUND, ("unknown_ticket",), "no such ticket of yours")
         self.opened.append(self.next)
@@ -141,7 +141,7 @@ class Node:
 
 
 def request(pki: Pki, ticket_id: str = "tkt_1") -> tuple[bytes, Context]:
-    body = to_bytes(WatchQuery(new_envelope(REQUESTER, ""), ticket_id))
+    body = to_bytes(TicketQuery(new_envelope(REQUESTER, ""), ticket_id))
     signature = sign(pki.requester_key, request_message(WATCH, body))
     return body, Context(pki.pem, [(SIGNATURE_METADATA, signature)])
 

@@ -304,3 +304,29 @@ def test_a_delivery_whose_answer_is_not_sent_is_put_back(n: Node) -> None:
 
 async def _run(work: Callable[[], Awaitable[None]]) -> None:
     await work()
+
+
+def test_the_requester_withdraws_a_pending_ticket_once(n: Node) -> None:
+    n.policy.decision = Decision(
+        True,
+        (),
+        {**ALLOW, "require_approval": True, "approval_deadline_hours": 48, "retention_days": 7},
+        "rev-4",
+    )
+    ticket = n.fetch(ref=n.refs.seal("DE-BKA", "rec_1", NOW), legal_reference="MLAT-1")[0].ticket
+    assert ticket is not None
+    with pytest.raises(Refusal) as err:  # another node: as if it never existed
+        asyncio.run(n.service.withdraw(NL, ticket.ticket_id, Seen()))
+    assert err.value.reasons == ("unknown_ticket",)
+    seen = Seen()
+    status = asyncio.run(n.service.withdraw(DE, ticket.ticket_id, seen))
+    assert (status.state, status.reason) == ("withdrawn", "withdrawn")
+    assert (seen.ticket, seen.category) == (ticket.ticket_id, "travel_document")
+    assert seen.if_unsent is not None
+    asyncio.run(_run(seen.if_unsent))  # its answer was not sent: pending again
+    assert n.tickets.get(ticket.ticket_id).state.value == "pending"
+    asyncio.run(n.service.withdraw(DE, ticket.ticket_id, Seen()))
+    with pytest.raises(Refusal) as err:
+        asyncio.run(n.service.withdraw(DE, ticket.ticket_id, Seen()))
+    assert err.value.reasons == ("ticket_not_pending",)
+    assert "only a pending ticket can be withdrawn" in err.value.message

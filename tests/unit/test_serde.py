@@ -19,8 +19,9 @@ from federation.model import (
     Identifier,
     MatchAnswer,
     MatchQuery,
+    TicketQuery,
     TicketStatus,
-    WatchQuery,
+    WithdrawAnswer,
 )
 from federation.serde import (
     WireError,
@@ -41,13 +42,17 @@ from federation.serde import (
     ticket_status_from_bytes,
     ticket_status_to_bytes,
 )
-from federation.serde_watch import (
+from federation.serde_tickets import (
     ticket_status_body,
     ticket_status_from_body,
     watch_frame,
     watch_frame_from_bytes,
     watch_query_from_bytes,
     watch_query_to_bytes,
+    withdraw_answer_from_bytes,
+    withdraw_answer_to_bytes,
+    withdraw_query_from_bytes,
+    withdraw_query_to_bytes,
 )
 from federation.vocabulary import LegalBasis
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
@@ -301,9 +306,21 @@ def test_a_watched_status_round_trips_as_the_bytes_signed(status: TicketStatus) 
     assert status.decided is (status.state != "pending")
 
 
+def test_a_withdrawal_round_trips_and_needs_its_envelope_and_ticket() -> None:
+    env = Envelope("DE-BKA", "", nonce=b"n" * 16, issued_at=T0)
+    query = TicketQuery(env, "tkt_1")
+    assert withdraw_query_from_bytes(withdraw_query_to_bytes(query)) == query
+    with pytest.raises(WireError, match="envelope"):
+        withdraw_query_from_bytes(pb.WithdrawTicketRequest(ticket_id="t").SerializeToString())
+    answer = WithdrawAnswer(STATUSES[1], "e" * 32)
+    assert withdraw_answer_from_bytes(withdraw_answer_to_bytes(answer)) == answer
+    with pytest.raises(WireError, match="ticket"):
+        withdraw_answer_from_bytes(pb.WithdrawTicketResponse().SerializeToString())
+
+
 def test_a_watch_request_round_trips_and_needs_its_envelope() -> None:
     env = Envelope("DE-BKA", "", nonce=b"n" * 16, issued_at=T0)
-    query = WatchQuery(env, "tkt_1")
+    query = TicketQuery(env, "tkt_1")
     assert watch_query_from_bytes(watch_query_to_bytes(query)) == query
     with pytest.raises(WireError, match="envelope"):
         watch_query_from_bytes(pb.WatchTicketRequest(ticket_id="tkt_1").SerializeToString())

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from federation.directory import Member, MemberStatus
-from federation.model import Envelope, TicketStatus, WatchQuery
+from federation.model import Envelope, TicketQuery, TicketStatus
 from federation.vocabulary import LegalBasis
 from node.errors import Kind, Refusal
 from node.fetching import FetchService, Seen
@@ -94,8 +94,8 @@ def owner(tmp_path: Path) -> Iterator[Owner]:
     node.records.close()
 
 
-def query(ticket_id: str, who: Member = DE, purpose: str = "") -> WatchQuery:
-    return WatchQuery(Envelope(who.node_id, purpose, nonce=b"n" * 16), ticket_id)
+def query(ticket_id: str, who: Member = DE, purpose: str = "") -> TicketQuery:
+    return TicketQuery(Envelope(who.node_id, purpose, nonce=b"n" * 16), ticket_id)
 
 
 async def next_of(rest: AsyncIterator[TicketStatus], within: float = 2.0) -> TicketStatus:
@@ -219,7 +219,7 @@ def test_a_ticket_not_the_requesters_is_unknown_and_takes_no_slot(owner: Owner, 
 def test_the_envelope_is_checked(owner: Owner, envelope: Envelope, reason: str) -> None:
     ticket_id = owner.open_ticket()
     with pytest.raises(Refusal) as err:
-        asyncio.run(owner.watches().open(DE, WatchQuery(envelope, ticket_id), Seen()))
+        asyncio.run(owner.watches().open(DE, TicketQuery(envelope, ticket_id), Seen()))
     assert err.value.reasons == (reason,)
 
 

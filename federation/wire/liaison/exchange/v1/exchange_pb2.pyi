@@ -489,6 +489,55 @@ class GetTicketResponse(_message.Message):
 Global___GetTicketResponse: _TypeAlias = GetTicketResponse  # noqa: Y015
 
 @_typing.final
+class WithdrawTicketRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    TICKET_ID_FIELD_NUMBER: _builtins.int
+    ticket_id: _builtins.str
+    @_builtins.property
+    def envelope(self) -> Global___Envelope:
+        """Checked as for WatchTicket: the purpose may be empty (the ticket keeps its own)."""
+
+    def __init__(
+        self,
+        *,
+        envelope: Global___Envelope | None = ...,
+        ticket_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "ticket_id", b"ticket_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawTicketRequest: _TypeAlias = WithdrawTicketRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawTicketResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    AUDIT_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    audit_entry_id: _builtins.str
+    """The owner's audit entry of this withdrawal."""
+    @_builtins.property
+    def ticket(self) -> Global___TicketStatus: ...
+    def __init__(
+        self,
+        *,
+        ticket: Global___TicketStatus | None = ...,
+        audit_entry_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_entry_id", b"audit_entry_id", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawTicketResponse: _TypeAlias = WithdrawTicketResponse  # noqa: Y015
+
+@_typing.final
 class WatchTicketRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

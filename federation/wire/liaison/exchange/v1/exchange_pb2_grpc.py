@@ -59,6 +59,11 @@ class ExchangeServiceStub:
                 request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.SerializeToString,
                 response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.FromString,
                 _registered_method=True)
+        self.WithdrawTicket = channel.unary_unary(
+                '/liaison.exchange.v1.ExchangeService/WithdrawTicket',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawTicketRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawTicketResponse.FromString,
+                _registered_method=True)
         self.WatchTicket = channel.unary_stream(
                 '/liaison.exchange.v1.ExchangeService/WatchTicket',
                 request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketRequest.SerializeToString,
@@ -110,6 +115,16 @@ class ExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WithdrawTicket(self, request, context):
+        """WithdrawTicket: the requester that opened a ticket no longer needs its record, so a
+        person at the owner need not decide it. Signed and fresh like a Fetch; only a pending
+        ticket can be withdrawn (a decided one is `ticket_not_pending`), and any other node's
+        ticket is `unknown_ticket`. The answer is the ticket's status, signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTicket(self, request, context):
         """WatchTicket tells the requester that opened a ticket where it stands, then again each
         time that changes, until the ticket is decided (approved, refused, expired or
@@ -145,6 +160,11 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.GetTicket,
                     request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.FromString,
                     response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.SerializeToString,
+            ),
+            'WithdrawTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawTicket,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawTicketRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawTicketResponse.SerializeToString,
             ),
             'WatchTicket': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTicket,
@@ -265,6 +285,33 @@ class ExchangeService:
             '/liaison.exchange.v1.ExchangeService/GetTicket',
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketRequest.SerializeToString,
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.GetTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.exchange.v1.ExchangeService/WithdrawTicket',
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawTicketRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawTicketResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,12 @@ class ExchangeServiceStub:
     """GetTicket tells the requester that opened a ticket where it stands; any other node
     is told `unknown_ticket`, as for a ticket that never existed.
     """
+    WithdrawTicket: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.WithdrawTicketRequest, _exchange_pb2.WithdrawTicketResponse]
+    """WithdrawTicket: the requester that opened a ticket no longer needs its record, so a
+    person at the owner need not decide it. Signed and fresh like a Fetch; only a pending
+    ticket can be withdrawn (a decided one is `ticket_not_pending`), and any other node's
+    ticket is `unknown_ticket`. The answer is the ticket's status, signed.
+    """
     WatchTicket: _grpc.UnaryStreamMultiCallable[_exchange_pb2.WatchTicketRequest, _exchange_pb2.WatchTicketResponse]
     """WatchTicket tells the requester that opened a ticket where it stands, then again each
     time that changes, until the ticket is decided (approved, refused, expired or
@@ -97,6 +103,12 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
     GetTicket: _aio.UnaryUnaryMultiCallable[_exchange_pb2.GetTicketRequest, _exchange_pb2.GetTicketResponse]  # type: ignore[assignment]
     """GetTicket tells the requester that opened a ticket where it stands; any other node
     is told `unknown_ticket`, as for a ticket that never existed.
+    """
+    WithdrawTicket: _aio.UnaryUnaryMultiCallable[_exchange_pb2.WithdrawTicketRequest, _exchange_pb2.WithdrawTicketResponse]  # type: ignore[assignment]
+    """WithdrawTicket: the requester that opened a ticket no longer needs its record, so a
+    person at the owner need not decide it. Signed and fresh like a Fetch; only a pending
+    ticket can be withdrawn (a decided one is `ticket_not_pending`), and any other node's
+    ticket is `unknown_ticket`. The answer is the ticket's status, signed.
     """
     WatchTicket: _aio.UnaryStreamMultiCallable[_exchange_pb2.WatchTicketRequest, _exchange_pb2.WatchTicketResponse]  # type: ignore[assignment]
     """WatchTicket tells the requester that opened a ticket where it stands, then again each
@@ -158,6 +170,18 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_exchange_pb2.GetTicketResponse, _abc.Awaitable[_exchange_pb2.GetTicketResponse]]:
         """GetTicket tells the requester that opened a ticket where it stands; any other node
         is told `unknown_ticket`, as for a ticket that never existed.
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawTicket(
+        self,
+        request: _exchange_pb2.WithdrawTicketRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.WithdrawTicketResponse, _abc.Awaitable[_exchange_pb2.WithdrawTicketResponse]]:
+        """WithdrawTicket: the requester that opened a ticket no longer needs its record, so a
+        person at the owner need not decide it. Signed and fresh like a Fetch; only a pending
+        ticket can be withdrawn (a decided one is `ticket_not_pending`), and any other node's
+        ticket is `unknown_ticket`. The answer is the ticket's status, signed.
         """
 
     @_abc_1.abstractmethod

@@ -1,6 +1,7 @@
-"""WatchTicket's wire conversions, beside federation/serde.py (which they would grow past
-its size): the signed request, and the streamed messages, each a TicketStatus's exact bytes
-with the node's signature over them.
+"""WatchTicket's and WithdrawTicket's wire conversions, beside federation/serde.py (which
+they would grow past its size): the signed requests, WithdrawTicket's answer, and
+WatchTicket's streamed messages, each a TicketStatus's exact bytes with the node's
+signature over them.
 
 A stream has one trailer for all its messages, so the signature of each status travels in
 the message itself, beside the bytes it covers (never a re-serialised message).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from federation.model import TicketStatus, WatchQuery
+from federation.model import TicketQuery, TicketStatus, WithdrawAnswer
 from federation.serde import (
     WireError,
     envelope_from_proto,
@@ -21,13 +22,13 @@ from federation.serde import (
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
 
 
-def watch_query_to_bytes(q: WatchQuery) -> bytes:
+def watch_query_to_bytes(q: TicketQuery) -> bytes:
     return pb.WatchTicketRequest(
         envelope=envelope_to_proto(q.envelope), ticket_id=q.ticket_id
     ).SerializeToString()
 
 
-def watch_query_from_bytes(raw: bytes) -> WatchQuery:
+def watch_query_from_bytes(raw: bytes) -> TicketQuery:
     """A WatchTicketRequest's bytes as the node received them (WireError if they are none)."""
     try:
         msg = pb.WatchTicketRequest.FromString(raw)
@@ -35,7 +36,7 @@ def watch_query_from_bytes(raw: bytes) -> WatchQuery:
         raise WireError("", "request is not a WatchTicketRequest") from None
     if not msg.HasField("envelope"):
         raise WireError("envelope", "missing: every signed request carries an envelope")
-    return WatchQuery(envelope=envelope_from_proto(msg.envelope), ticket_id=msg.ticket_id)
+    return TicketQuery(envelope=envelope_from_proto(msg.envelope), ticket_id=msg.ticket_id)
 
 
 def ticket_status_body(t: TicketStatus) -> bytes:
@@ -65,3 +66,36 @@ def ticket_status_from_body(body: bytes) -> TicketStatus:
     except DecodeError:
         raise WireError("ticket_status", "not a TicketStatus") from None
     return ticket_status_from_proto(msg)
+
+
+def withdraw_query_to_bytes(q: TicketQuery) -> bytes:
+    return pb.WithdrawTicketRequest(
+        envelope=envelope_to_proto(q.envelope), ticket_id=q.ticket_id
+    ).SerializeToString()
+
+
+def withdraw_query_from_bytes(raw: bytes) -> TicketQuery:
+    """A WithdrawTicketRequest's bytes as the node received them (WireError if none)."""
+    try:
+        msg = pb.WithdrawTicketRequest.FromString(raw)
+    except DecodeError:
+        raise WireError("", "request is not a WithdrawTicketRequest") from None
+    if not msg.HasField("envelope"):
+        raise WireError("envelope", "missing: every signed request carries an envelope")
+    return TicketQuery(envelope=envelope_from_proto(msg.envelope), ticket_id=msg.ticket_id)
+
+
+def withdraw_answer_to_bytes(a: WithdrawAnswer) -> bytes:
+    return pb.WithdrawTicketResponse(
+        ticket=ticket_status_to_proto(a.ticket), audit_entry_id=a.audit_entry
+    ).SerializeToString()
+
+
+def withdraw_answer_from_bytes(raw: bytes) -> WithdrawAnswer:
+    try:
+        msg = pb.WithdrawTicketResponse.FromString(raw)
+    except DecodeError:
+        raise WireError("", "answer is not a WithdrawTicketResponse") from None
+    if not msg.HasField("ticket"):
+        raise WireError("ticket", "missing: a withdrawal answers with the ticket's status")
+    return WithdrawAnswer(ticket_status_from_proto(msg.ticket), msg.audit_entry_id)
