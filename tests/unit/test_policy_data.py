@@ -109,7 +109,7 @@ def test_the_schema_enums_are_the_federation_vocabulary() -> None:
     assert set(_enum("category")) == CATEGORIES
     assert set(_enum("purpose")) == PURPOSES
     assert set(_enum("legal_basis")) == {basis.value for basis in LegalBasis}
-    assert set(_enum("method")) == {"Match", "Fetch"}
+    assert set(_enum("method")) == {"Match", "Fetch", "PublishNotice"}
 
 
 def test_the_country_codes_are_the_249_iso_3166_alpha_2_codes() -> None:
