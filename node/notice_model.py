@@ -66,6 +66,23 @@ class StoredNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class NoticeDraft:
+    """What an operator publishes (identifier values as typed: they are normalised here)."""
+
+    category: str
+    identifiers: tuple[Identifier, ...]
+    summary: str
+    handling_code: str
+    to_all_members: bool
+    recipients: tuple[str, ...]
+    expires_at: datetime
+    purpose: str
+    legal_basis: LegalBasis = LegalBasis.NONE
+    legal_reference: str = ""
+    case_reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One recipient's row in the publisher's outbox."""
 

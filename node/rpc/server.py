@@ -38,6 +38,12 @@ from node.directory_state import DirectoryState
 from node.directory_state import for_node as directory_for_node
 from node.fetching import FetchService
 from node.metrics import NodeMetrics
+from node.notice_delivery import notice_courier
+from node.notice_desk import NoticeDesk
+from node.notice_hits import NoticeAlerts
+from node.notice_outbox import OutboxStore
+from node.notice_service import NoticeService
+from node.notices import NoticeStore
 from node.policy.cache import CachingEngine
 from node.policy.data import load_policy_data
 from node.policy.engines import build_engine
@@ -94,6 +100,11 @@ class Node:
     _purging: asyncio.Task[None] | None = None
     # This node as a witness of its peers' logs (None when `[witness] interval_s` is 0).
     witness: Witness | None = None
+    # Notices: those received (with their hits), this node's own and their outbox, and
+    # the courier delivering them.
+    notices: NoticeStore | None = None
+    outbox: OutboxStore | None = None
+    _courier: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.directory.close()
@@ -103,6 +114,7 @@ class Node:
             self._checkpointer,
             self._expiry,
             self._purging,
+            self._courier,
         ):
             if task is not None:
                 task.cancel()
@@ -118,6 +130,9 @@ class Node:
             self.witness.close()
         self.engine.close()
         self.received.close()
+        for notice_store in (self.notices, self.outbox):
+            if notice_store is not None:
+                notice_store.close()
         self.tickets.close()
         self.store.close()
         if self._http is not None:
@@ -219,6 +234,11 @@ async def _start(
     received = ReceivedStore(config.store.url)
     opened.callback(received.close)
     received.create_schema()
+    notices, outbox = NoticeStore(config.store.url), OutboxStore(config.store.url)
+    opened.callback(notices.close)
+    opened.callback(outbox.close)
+    notices.create_schema()
+    outbox.create_schema()
     skew = config.trust.max_clock_skew_s
     audit = open_audit_log(
         config.audit.store,
@@ -232,6 +252,7 @@ async def _start(
         lambda: {state.value: n for state, n in tickets.open_by_state().items()},
         lambda: [age.fraction for age in tickets.pending_ages(datetime.now(UTC))],
     )
+    metrics.track_notices(notices.hit_counts, outbox.counts_by_state)
     desk = TicketDesk(tickets, store, audit, metrics)
 
     admission = Admission(skew)
@@ -267,6 +288,7 @@ async def _start(
         metrics,
         policy_deadline=config.policy.deadline_ms / 1000,
         references=references,
+        alerts=NoticeAlerts(notices),
     )
     handlers = ExchangeHandlers(
         matching,
@@ -277,6 +299,11 @@ async def _start(
             config.client_identity, member.node_id, member.endpoint, lambda: directory_state.serial
         ),
         FetchService(identity, store, tickets, references, matching.decide),
+        NoticeService(identity, notices, matching.decide, metrics),
+    )
+    courier = notice_courier(config, outbox, directory_state)
+    notice_desk = NoticeDesk(
+        node_id, outbox, notices, audit, metrics, lambda: directory_state.current, courier
     )
 
     origin = audit_origin(config.node.federation, node_id)
@@ -341,7 +368,7 @@ async def _start(
     await health_servicer.set(OVERSIGHT_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    admin = AdminServer(desk, config.admin.socket)
+    admin = AdminServer(desk, notice_desk, config.admin.socket)
     try:
         await admin.start()
     except AdminSocketError as exc:
@@ -387,6 +414,7 @@ async def _start(
     purging = asyncio.create_task(
         ReceivedPurger(received, audit, metrics).purge_every(config.received.purge_interval_s)
     )
+    delivering = asyncio.create_task(courier.run())
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
@@ -412,6 +440,9 @@ async def _start(
         _expiry=expiry,
         _purging=purging,
         witness=witness,
+        notices=notices,
+        outbox=outbox,
+        _courier=delivering,
     )
 
 

@@ -221,7 +221,7 @@ J = ("jits", "JIT-2026-017")
         (
             _set((*A, "methods"), ["match"]),
             "agreements.FR-DGPN.methods[0]",
-            "'match' is not one of ['Fetch', 'Match'] (did you mean 'Match'?)",
+            "'match' is not one of ['Fetch', 'Match', 'PublishNotice'] (did you mean 'Match'?)",
         ),
         (
             _set((*A, "legal_bases"), ["MLAT"]),
