@@ -303,8 +303,8 @@ J = ("jits", "JIT-2026-017")
             _set((*A, "note"), "x"),
             "agreements.FR-DGPN.note",
             "unknown key 'note'; expected one of: approval_deadline_hours, categories, "
-            "legal_bases, max_results, methods, notice_handling_codes, purposes, redact, valid_from, "
-            "valid_until",
+            "legal_bases, max_results, methods, notice_handling_codes, purposes, redact, "
+            "valid_from, valid_until",
         ),
         (
             _set(("agreements", "FR-DGPN "), VALID["agreements"]["FR-DGPN"]),

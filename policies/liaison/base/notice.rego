@@ -28,14 +28,18 @@ notice_code_accepted if {
 
 notice_code_known if notice_handling_code in handling_codes
 
+# A rule, not `not is_object(input.notice)`: engines disagree on negating a call whose
+# argument is undefined (request.rego).
+notice_given if is_object(input.notice)
+
 notice_reasons contains "notice_missing" if {
 	is_publish_notice
-	not is_object(input.notice)
+	not notice_given
 }
 
 notice_reasons contains "handling_code_unknown" if {
 	is_publish_notice
-	is_object(input.notice)
+	notice_given
 	not notice_code_known
 }
 
