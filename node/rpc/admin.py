@@ -68,9 +68,15 @@ class AdminSocketError(RuntimeError):
 class AdminHandlers(AdminServicer):
     """Each call: the plain request to the desk, its answer or its error back."""
 
-    def __init__(self, desk: TicketDesk, notices: NoticeDesk) -> None:
+    def __init__(self, desk: TicketDesk, notices: NoticeDesk | None = None) -> None:
         self._desk = desk
-        self._notices = notices
+        self._notice_desk = notices
+
+    @property
+    def _notices(self) -> NoticeDesk:
+        if self._notice_desk is None:
+            raise NoticeError("notices_unavailable", "this admin socket serves no notices")
+        return self._notice_desk
 
     async def ListTickets(
         self, request: apb.ListTicketsRequest, context: Context
@@ -182,7 +188,7 @@ def _status(exc: TicketError | NoticeError) -> grpc.StatusCode:
     if isinstance(exc, NoticeError):
         return (
             grpc.StatusCode.FAILED_PRECONDITION
-            if exc.reason == "notice_not_active"
+            if exc.reason in ("notice_not_active", "notices_unavailable")
             else grpc.StatusCode.INVALID_ARGUMENT
         )
     if isinstance(exc, UnknownTicket):
@@ -237,7 +243,7 @@ def _clear_stale(path: Path) -> None:
 class AdminServer:
     """The AdminService on `path` (mode 0600), until `stop`."""
 
-    def __init__(self, desk: TicketDesk, notices: NoticeDesk, path: Path) -> None:
+    def __init__(self, desk: TicketDesk, path: Path, notices: NoticeDesk | None = None) -> None:
         self.path = path
         self._handlers = AdminHandlers(desk, notices)
         self._server: grpc.aio.Server | None = None

@@ -368,7 +368,7 @@ async def _start(
     await health_servicer.set(OVERSIGHT_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    admin = AdminServer(desk, notice_desk, config.admin.socket)
+    admin = AdminServer(desk, config.admin.socket, notice_desk)
     try:
         await admin.start()
     except AdminSocketError as exc:
