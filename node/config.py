@@ -140,6 +140,9 @@ class NoticesSection:
     retry_max_s: int = 300
     timeout_s: int = 10
     poll_interval_s: int = 5
+    # How often the node clears the identifiers and summary of received notices that are
+    # no longer active (expired, past their retention, withdrawn).
+    forget_interval_s: int = 3600
 
 
 @dataclass(frozen=True, slots=True)

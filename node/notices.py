@@ -19,10 +19,12 @@ A database that cannot answer raises :class:`node.database.StoreUnavailable`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -45,7 +47,7 @@ from sqlmodel import Field, SQLModel
 
 from federation.model import Identifier
 from federation.vocabulary import MAX_IDENTIFIER_LENGTH, LegalBasis
-from node.database import answering, from_db, new_id, open_engine, to_db
+from node.database import StoreUnavailable, answering, from_db, new_id, open_engine, to_db
 from node.notice_model import NoticeHit, NoticeState, StoredNotice
 
 
@@ -96,6 +98,7 @@ _n = ReceivedNoticeRow.__table__  # type: ignore[attr-defined]
 _k = NoticeKeyRow.__table__  # type: ignore[attr-defined]
 _h = NoticeHitRow.__table__  # type: ignore[attr-defined]
 _ACTIVE = NoticeState.ACTIVE.value
+log = logging.getLogger("liaison.node")
 
 
 def identifiers_json(identifiers: Iterable[Identifier]) -> str:
@@ -342,6 +345,39 @@ class NoticeStore:
         )
         with answering(self._engine, "listing notices"), self._engine.connect() as conn:
             return [stored_notice(row) for row in conn.execute(stmt)]
+
+    def forget_expired(self, now: datetime) -> int:
+        """Clear the identifiers and summary of every notice no longer active (expired, past
+        its retention, or withdrawn), and its match keys: what it was is not kept longer
+        than it may be used. The row stays, without personal data, so that a late
+        redelivery is still answered with the version held instead of being stored again.
+        How many were cleared."""
+        gone = or_(_n.c.active_until <= to_db(now), _n.c.state != _ACTIVE)
+        personal = or_(_n.c.identifiers != "[]", _n.c.summary != "")
+        with answering(self._engine, "forgetting expired notices"), self._engine.begin() as conn:
+            cleared = conn.execute(
+                update(_n)
+                .where(gone, personal)
+                .values(identifiers="[]", summary="")
+                .returning(_n.c.publisher, _n.c.notice_id)
+            ).all()
+            for publisher, notice_id in cleared:
+                conn.execute(
+                    delete(_k).where(_k.c.publisher == publisher, _k.c.notice_id == notice_id)
+                )
+        return len(cleared)
+
+    async def forget_every(self, interval: float) -> None:
+        """The node's job clearing notices no longer active; never stops on a failure."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                cleared = await asyncio.to_thread(self.forget_expired, datetime.now(UTC))
+            except StoreUnavailable as exc:
+                log.error("could not clear expired notices: %s", exc)
+                continue
+            if cleared:
+                log.info("cleared %d notice(s) no longer active (identifiers, summary)", cleared)
 
     def close(self) -> None:
         self._engine.dispose()

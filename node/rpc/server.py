@@ -105,6 +105,7 @@ class Node:
     notices: NoticeStore | None = None
     outbox: OutboxStore | None = None
     _courier: asyncio.Task[None] | None = None
+    _forgetting: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.directory.close()
@@ -115,6 +116,7 @@ class Node:
             self._expiry,
             self._purging,
             self._courier,
+            self._forgetting,
         ):
             if task is not None:
                 task.cancel()
@@ -415,6 +417,8 @@ async def _start(
         ReceivedPurger(received, audit, metrics).purge_every(config.received.purge_interval_s)
     )
     delivering = asyncio.create_task(courier.run())
+    # Received notices no longer active lose their identifiers and summary.
+    forgetting = asyncio.create_task(notices.forget_every(config.notices.forget_interval_s))
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
@@ -443,6 +447,7 @@ async def _start(
         notices=notices,
         outbox=outbox,
         _courier=delivering,
+        _forgetting=forgetting,
     )
 
 

@@ -181,3 +181,16 @@ def test_a_withdrawal_bumps_the_version_and_outlives_a_publication_in_flight(
     with pytest.raises(UnknownNotice):
         outbox.withdraw("ntc_none", T0)
     assert outbox.next_due() == T0
+
+
+def test_what_no_longer_matches_is_forgotten_but_still_answered(notices: NoticeStore) -> None:
+    notices.receive(notice())
+    notices.receive(notice(notice_id="ntc_two", identifiers=(DOC,)))
+    notices.withdraw("DE-BKA", "ntc_two", 2, T0)
+    assert notices.forget_expired(T0) == 1  # the withdrawn one
+    assert notices.forget_expired(T0 + timedelta(days=31)) == 1  # then the expired one
+    assert notices.forget_expired(T0 + timedelta(days=31)) == 0
+    held = notices.held("DE-BKA", "ntc_one")
+    assert held is not None and (held.identifiers, held.summary, held.version) == ((), "", 1)
+    assert notices.receive(notice()).identifiers == ()  # a redelivery stores nothing again
+    assert notices.active_keys(T0) == {}
