@@ -147,6 +147,10 @@ class NoticeStore:
 
     def __init__(self, url: str) -> None:
         self._engine = open_engine(url)
+        # Raised each time this process changes the notices (a cache of their keys, as
+        # node/notice_hits.py keeps one, reloads at once then; other replicas' changes it
+        # sees on its next timed reload).
+        self.generation = 0
 
     def create_schema(self) -> None:
         with answering(self._engine, "creating the notice tables"):
@@ -254,7 +258,8 @@ class NoticeStore:
             try:
                 with answering(self._engine, what), self._engine.begin() as conn:
                     result: StoredNotice = run(conn)
-                    return result
+                self.generation += 1
+                return result
             except IntegrityError:
                 if attempt == 2:
                     raise
@@ -365,6 +370,7 @@ class NoticeStore:
                 conn.execute(
                     delete(_k).where(_k.c.publisher == publisher, _k.c.notice_id == notice_id)
                 )
+        self.generation += 1
         return len(cleared)
 
     async def forget_every(self, interval: float) -> None:

@@ -257,3 +257,24 @@ def test_a_match_and_an_import_hitting_a_notice_raise_local_alerts(
     assert (report.total, report.notice_hits) == (2, 1)
     assert notices.hit_counts() == {"travel_document": 2}
     assert "ZQ7730091" not in caplog.text and "NOTICE HIT" in caplog.text
+
+
+def test_a_notice_another_replica_received_is_matched_after_the_refresh(
+    service: NoticeService, notices: NoticeStore, tmp_path: Path
+) -> None:
+    """Two stores on one database, as two replicas: this one's keys in memory follow its
+    own changes at once, and the other's after `refresh_s`."""
+    other = NoticeStore(f"sqlite:///{tmp_path / 'node.db'}")
+    clock = [0.0]
+    alerts = NoticeAlerts(other, clock=lambda: NOW, refresh_s=5.0, monotonic=lambda: clock[0])
+    doc = [Identifier("document_number", "ZQ7730091")]
+    assert alerts.match_from("FR-DGPN", doc) == []
+    _publish(service, _query())  # received by the replica of `notices`
+    assert alerts.match_from("FR-DGPN", doc) == []  # not seen yet
+    clock[0] = 5.0
+    assert len(alerts.match_from("FR-DGPN", doc)) == 1
+    env = Envelope("DE-BKA", "criminal_investigation", nonce=b"o" * 16, issued_at=NOW)
+    asyncio.run(service.withdraw(DE, WithdrawNoticeQuery(env, "ntc_one", 2)))
+    # still a candidate in memory, but the database says it is withdrawn: no hit
+    assert alerts.match_from("FR-DGPN", doc) == []
+    other.close()
