@@ -26,7 +26,14 @@ from federation.errors import (
     PeerUnavailable,
 )
 from federation.identity import tls_name
-from federation.methods import EXCHANGE_SERVICE, FETCH_METHOD, MATCH_METHOD, full_method
+from federation.methods import (
+    EXCHANGE_SERVICE,
+    FETCH_METHOD,
+    MATCH_METHOD,
+    PUBLISH_NOTICE_METHOD,
+    WITHDRAW_NOTICE_METHOD,
+    full_method,
+)
 from federation.model import (
     Envelope,
     FetchAnswer,
@@ -36,6 +43,13 @@ from federation.model import (
     MatchQuery,
     TicketStatus,
     WatchQuery,
+)
+from federation.notices_model import NoticeReceipt, PublishNoticeQuery, WithdrawNoticeQuery
+from federation.notices_serde import (
+    publish_notice_request_to_bytes,
+    publish_receipt_from_bytes,
+    withdraw_notice_request_to_bytes,
+    withdraw_receipt_from_bytes,
 )
 from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
@@ -238,6 +252,12 @@ class PeerClient:
         self._watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = self._channel.unary_stream(
             WATCH_TICKET_METHOD
         )
+        self._publish: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            PUBLISH_NOTICE_METHOD
+        )
+        self._withdraw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            WITHDRAW_NOTICE_METHOD
+        )
 
     @classmethod
     def for_member(
@@ -347,6 +367,24 @@ class PeerClient:
             raise translate(self.peer, exc) from None
         finally:
             call.cancel()  # nothing if it ended; else the peer frees the watch's slot
+
+    async def publish_notice(self, query: PublishNoticeQuery, timeout: float) -> NoticeReceipt:
+        """Deliver a notice; the receipt names the version the peer holds now. A refusal by
+        the peer's policy raises PeerRefused with its reasons."""
+        body = publish_notice_request_to_bytes(query)
+        raw = await self._signed(self._publish, PUBLISH_NOTICE_METHOD, body, timeout)
+        return self._receipt(publish_receipt_from_bytes(raw))
+
+    async def withdraw_notice(self, query: WithdrawNoticeQuery, timeout: float) -> NoticeReceipt:
+        """Tell the peer one of our notices is withdrawn (only its publisher may)."""
+        body = withdraw_notice_request_to_bytes(query)
+        raw = await self._signed(self._withdraw, WITHDRAW_NOTICE_METHOD, body, timeout)
+        return self._receipt(withdraw_receipt_from_bytes(raw))
+
+    def _receipt(self, receipt: NoticeReceipt) -> NoticeReceipt:
+        if receipt.responder != self.peer:
+            raise PeerError(self.peer, f"answer claims to come from {receipt.responder!r}")
+        return receipt
 
     async def _signed(
         self,
