@@ -48,13 +48,17 @@ AGREEMENTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _liaison(node: NodeHandle, *args: str) -> str:
-    done = subprocess.run(
+def _run(node: NodeHandle, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "node.cli", *args, "--config", str(node.config_path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def _liaison(node: NodeHandle, *args: str) -> str:
+    done = _run(node, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -264,3 +268,27 @@ def test_a_withdrawal_reaches_every_recipient_and_stops_the_matching(
         with _admin(fed, node_id) as admin:
             (held,) = admin.notices(published=False)
         assert (held.state.value, held.version) == ("withdrawn", 2)
+
+
+def test_the_commands_say_what_was_wrong_in_one_line(fed: Federation) -> None:
+    unknown = _run(fed.nodes[DE], "notices", "status", "ntc_none")
+    assert unknown.returncode == 2
+    assert unknown.stderr == "liaison: error: this node published no notice 'ntc_none'\n"
+    stranger = _run(
+        fed.nodes[DE],
+        "notices",
+        "publish",
+        "--category",
+        "vehicle",
+        "--identifier",
+        "vin=WVWZZZ1JZXW386752",
+        "--summary",
+        "stolen",
+        "--handling-code",
+        "H0",
+        "--to",
+        "XX-NOBODY",
+    )
+    assert stranger.returncode == 2
+    assert "XX-NOBODY is not another node of the federation directory" in stranger.stderr
+    assert len(stranger.stderr.splitlines()) == 1
