@@ -26,7 +26,14 @@ from federation.errors import (
     PeerUnavailable,
 )
 from federation.identity import tls_name
-from federation.methods import EXCHANGE_SERVICE, FETCH_METHOD, MATCH_METHOD, full_method
+from federation.methods import (
+    EXCHANGE_SERVICE,
+    FETCH_METHOD,
+    MATCH_METHOD,
+    PUBLISH_NOTICE_METHOD,
+    WITHDRAW_NOTICE_METHOD,
+    full_method,
+)
 from federation.model import (
     Envelope,
     FetchAnswer,
@@ -38,6 +45,7 @@ from federation.model import (
     TicketStatus,
     WithdrawAnswer,
 )
+from federation.notices_model import NoticeReceipt, PublishNoticeQuery, WithdrawNoticeQuery
 from federation.pki import load_signing_key, public_key_from_text
 from federation.serde import (
     STATUS_TRAILER,
@@ -55,6 +63,12 @@ from federation.serde import (
     status_from_trailers,
     ticket_status_from_bytes,
     utc_now,
+)
+from federation.serde_notices import (
+    publish_notice_request_to_bytes,
+    publish_receipt_from_bytes,
+    withdraw_notice_request_to_bytes,
+    withdraw_receipt_from_bytes,
 )
 from federation.serde_tickets import (
     ticket_status_from_body,
@@ -242,8 +256,14 @@ class PeerClient:
         self._watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = self._channel.unary_stream(
             WATCH_TICKET_METHOD
         )
-        self._withdraw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
-            WITHDRAW_TICKET_METHOD
+        self._withdraw_ticket: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
+            self._channel.unary_unary(WITHDRAW_TICKET_METHOD)
+        )
+        self._publish: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            PUBLISH_NOTICE_METHOD
+        )
+        self._withdraw_notice: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
+            self._channel.unary_unary(WITHDRAW_NOTICE_METHOD)
         )
 
     @classmethod
@@ -301,7 +321,7 @@ class PeerClient:
         never retried (a second withdrawal is `ticket_not_pending`)."""
         query = TicketQuery(new_envelope(self._requester, purpose), ticket_id)
         body = withdraw_query_to_bytes(query)
-        raw = await self._signed(self._withdraw, WITHDRAW_TICKET_METHOD, body, timeout)
+        raw = await self._signed(self._withdraw_ticket, WITHDRAW_TICKET_METHOD, body, timeout)
         try:
             answer = withdraw_answer_from_bytes(raw)
         except WireError as exc:
@@ -371,6 +391,24 @@ class PeerClient:
             raise translate(self.peer, exc) from None
         finally:
             call.cancel()  # nothing if it ended; else the peer frees the watch's slot
+
+    async def publish_notice(self, query: PublishNoticeQuery, timeout: float) -> NoticeReceipt:
+        """Deliver a notice; the receipt names the version the peer holds now. A refusal by
+        the peer's policy raises PeerRefused with its reasons."""
+        body = publish_notice_request_to_bytes(query)
+        raw = await self._signed(self._publish, PUBLISH_NOTICE_METHOD, body, timeout)
+        return self._receipt(publish_receipt_from_bytes(raw))
+
+    async def withdraw_notice(self, query: WithdrawNoticeQuery, timeout: float) -> NoticeReceipt:
+        """Tell the peer one of our notices is withdrawn (only its publisher may)."""
+        body = withdraw_notice_request_to_bytes(query)
+        raw = await self._signed(self._withdraw_notice, WITHDRAW_NOTICE_METHOD, body, timeout)
+        return self._receipt(withdraw_receipt_from_bytes(raw))
+
+    def _receipt(self, receipt: NoticeReceipt) -> NoticeReceipt:
+        if receipt.responder != self.peer:
+            raise PeerError(self.peer, f"answer claims to come from {receipt.responder!r}")
+        return receipt
 
     async def _signed(
         self,

@@ -19,3 +19,5 @@ def full_method(service: str, method: str) -> str:
 
 MATCH_METHOD = full_method(EXCHANGE_SERVICE, "Match")
 FETCH_METHOD = full_method(EXCHANGE_SERVICE, "Fetch")
+PUBLISH_NOTICE_METHOD = full_method(EXCHANGE_SERVICE, "PublishNotice")
+WITHDRAW_NOTICE_METHOD = full_method(EXCHANGE_SERVICE, "WithdrawNotice")

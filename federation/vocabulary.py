@@ -36,6 +36,16 @@ PURPOSES: Final[frozenset[str]] = frozenset(
 
 HANDLING_CODES: Final[frozenset[str]] = frozenset({"H0", "H1", "H2", "H3"})
 
+# The closed list of notice categories (an alert one node broadcasts): a wanted or missing
+# person, a stolen travel document, a stolen vehicle. Each is a federation category, so a
+# notice is matched with the identifier kinds (and normalisation) its records use.
+NOTICE_CATEGORIES: Final[frozenset[str]] = frozenset(
+    {"wanted_person", "missing_person", "travel_document", "vehicle"}
+)
+
+# Longest notice summary (free text for the receiving officers), in characters.
+MAX_NOTICE_SUMMARY: Final[int] = 1000
+
 # Longest identifier value accepted anywhere (query or import), in characters.
 MAX_IDENTIFIER_LENGTH: Final[int] = 256
 

@@ -135,6 +135,21 @@ class ReceivedSection:
 
 
 @dataclass(frozen=True, slots=True)
+class NoticesSection:
+    # The courier delivering this node's notices (node/notice_delivery.py): a failed
+    # attempt is tried again after retry_initial_s, doubling up to retry_max_s (each delay
+    # jittered down to half); a call waits at most timeout_s; with nothing due, the outbox
+    # is looked at every poll_interval_s (a publication wakes it at once).
+    retry_initial_s: int = 2
+    retry_max_s: int = 300
+    timeout_s: int = 10
+    poll_interval_s: int = 5
+    # How often the node clears the identifiers and summary of received notices that are
+    # no longer active (expired, past their retention, withdrawn).
+    forget_interval_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeSection:
     # How long a record reference a hit handed out may be presented to Fetch the record
     # (node/references.py); after that the requester asks again (Match).
@@ -156,6 +171,7 @@ class NodeConfig:
     tickets: TicketsSection
     exchange: ExchangeSection
     received: ReceivedSection
+    notices: NoticesSection
 
     def client_identity(self) -> ClientIdentity:
         """This node's credentials for calling peers, read now from the files `[tls]` and
@@ -185,6 +201,7 @@ _SECTIONS: dict[str, type] = {
     "tickets": TicketsSection,
     "exchange": ExchangeSection,
     "received": ReceivedSection,
+    "notices": NoticesSection,
 }
 # Integer keys for which 0 is meaningful (it turns the feature off).
 _ZERO_TURNS_OFF = frozenset({("witness", "interval_s")})
@@ -338,6 +355,11 @@ def load_config(path: Path) -> NodeConfig:
             raise ConfigError(
                 f"{path}: [witness] endpoints: {peer} = {endpoint!r} must be host:port"
             )
+    if config.notices.retry_max_s < config.notices.retry_initial_s:
+        raise ConfigError(
+            f"{path}: [notices] retry_max_s must be at least retry_initial_s "
+            f"({config.notices.retry_initial_s})"
+        )
     if config.node.profile not in PROFILES:
         raise ConfigError(
             f"{path}: [node] profile {config.node.profile!r} is not one of {', '.join(PROFILES)}"

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from federation.vocabulary import CATEGORIES, HANDLING_CODES
 from node.normalise import record_identifiers
+from node.notice_hits import NoticeAlerts
 from node.records import NewRecord
 from node.store import RecordStore, new_ref
 
@@ -71,14 +72,23 @@ class UnreadableFile(ImportFailed):
 @dataclass(frozen=True, slots=True)
 class ImportReport:
     counts: Mapping[str, int] = field(default_factory=dict)
+    # Accepted notices the imported records hit (each a local alert: node/notice_hits.py).
+    notice_hits: int = 0
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
 
-def import_file(path: Path, store: RecordStore, *, today: date | None = None) -> ImportReport:
-    """Validate every row of ``path``, then write them all in one transaction."""
+def import_file(
+    path: Path,
+    store: RecordStore,
+    *,
+    today: date | None = None,
+    alerts: NoticeAlerts | None = None,
+) -> ImportReport:
+    """Validate every row of ``path``, then write them all in one transaction; with
+    ``alerts``, check the records written against the notices the node accepted."""
     errors: list[RowError] = []
     records: list[NewRecord] = []
     first_seen: dict[str, int] = {}  # travel document number -> line
@@ -103,7 +113,8 @@ def import_file(path: Path, store: RecordStore, *, today: date | None = None) ->
     counts: dict[str, int] = {}
     for record in records:
         counts[record.category] = counts.get(record.category, 0) + 1
-    return ImportReport(dict(sorted(counts.items())))
+    hits = alerts.imported(records) if alerts is not None else []
+    return ImportReport(dict(sorted(counts.items())), len(hits))
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:

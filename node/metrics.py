@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -183,6 +183,15 @@ class NodeMetrics:
             registry=registry,
         )
 
+        # Notices: what peers sent (outcome: accepted, duplicate, refused, withdrawn).
+        self.notices_received = Counter(
+            "liaison_notices_received",
+            "Notices received from peers, by peer and outcome (accepted, duplicate: a "
+            "redelivery of a version already held, refused, withdrawn).",
+            ["peer", "outcome"],
+            registry=registry,
+        )
+
     def count_ticket(self, ticket: Ticket) -> None:
         """A ticket's decision: its time to decision, and a miss if it expired."""
         spent = ticket.time_to_decision
@@ -200,6 +209,16 @@ class NodeMetrics:
         from the ticket store at scrape time (`deadline_used`: each pending ticket's share
         of its deadline used, 1.0 = due)."""
         self.registry.register(_TicketCollector(by_state, deadline_used))
+
+    def track_notices(
+        self,
+        hits_by_category: Callable[[], Mapping[str, int]],
+        outbox_by_state: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """`liaison_notice_hits_total{category}` and `liaison_notice_outbox{state}`, read from
+        the database at scrape time: a hit raised by an import (another process) or by
+        another replica counts too, and the outbox is never a stale copy."""
+        self.registry.register(_NoticeCollector(hits_by_category, outbox_by_state))
 
     def track_audit_size(self, size: Callable[[], int]) -> None:
         """Derived state is read at scrape time, never copied and left to go stale."""
@@ -250,6 +269,49 @@ class _TicketCollector(Collector):
             value=max(used, default=0.0),
         )
         return [states, buckets, most]
+
+
+class _NoticeCollector(Collector):
+    """Notice figures computed at scrape time; left out of a scrape the database cannot
+    answer (an absent series, not a false zero), as for tickets."""
+
+    def __init__(
+        self,
+        hits: Callable[[], Mapping[str, int]],
+        outbox: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._hits = hits
+        self._outbox = outbox
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families({}, {}))
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            hits, outbox = self._hits(), self._outbox()
+        except Exception as exc:  # a scrape must not fail for one family
+            logging.getLogger("liaison.node").error("cannot read notice figures: %s", exc)
+            return iter(())
+        return iter(self._families(hits, outbox))
+
+    @staticmethod
+    def _families(hits: Mapping[str, int], outbox: Mapping[str, int]) -> list[Metric]:
+        counted = CounterMetricFamily(
+            "liaison_notice_hits",
+            "Local alerts: a peer's Match or a record import that hit an accepted notice, by "
+            "category (never told to the publisher).",
+            labels=["category"],
+        )
+        for category, n in sorted(hits.items()):
+            counted.add_metric([category], float(n))
+        states = GaugeMetricFamily(
+            "liaison_notice_outbox",
+            "Deliveries of this node's notices, by state (pending, delivered, refused, expired).",
+            labels=["state"],
+        )
+        for state, n in outbox.items():
+            states.add_metric([state], float(n))
+        return [counted, states]
 
 
 def deadline_buckets(used: Sequence[float]) -> dict[str, int]:

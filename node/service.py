@@ -20,6 +20,7 @@ from node.database import StoreUnavailable
 from node.errors import Kind, Refusal, denied, invalid
 from node.metrics import NodeMetrics
 from node.normalise import NormalisationError, normalise_identifier
+from node.notice_hits import NoticeAlerts
 from node.policy import Decision, PolicyEngine, PolicyUnavailable
 from node.received import ReceivedStore
 from node.references import References
@@ -154,10 +155,13 @@ class MatchService:
         *,
         references: References,
         received: ReceivedStore | None = None,
+        alerts: NoticeAlerts | None = None,
     ) -> None:
         self._node = node
         self._references = references
         self._received = received
+        # Checks an allowed Match against the notices this node accepted (a local alert).
+        self._alerts = alerts
         self._deadline = policy_deadline
         self._store = store
         self._engine = engine
@@ -231,6 +235,8 @@ class MatchService:
                 "the node could not read its records; nothing was disclosed, retry later",
                 decision.revision,
             ) from None
+        if self._alerts is not None:  # local only: the answer is the same either way
+            self._alerts.match_from(member.node_id, identifiers)
         # Each stored ref goes out sealed for this requester (node/references.py).
         now = self._clock()
         return MatchAnswer(

@@ -32,7 +32,9 @@ PERSONAL_FIELDS = ("case_reference",)
 # on, the payload fields withheld from a disclosed record (names only, never values), the
 # operator who decided a ticket, and the operator's free-text reason (personal: digested
 # for overseers like `case_reference`).
-OPTIONAL_FIELDS = ("ticket", "withheld", "operator", "note")
+# Notices add the notice a call received, withdrew or published (`<id>@<version>`) and how
+# many identifiers it carried (a count, never a value).
+OPTIONAL_FIELDS = ("ticket", "withheld", "operator", "note", "notice", "identifiers")
 OPTIONAL_PERSONAL_FIELDS = ("note",)
 # Fields of the local hash chain, not part of the Merkle leaf: `salt` would unmask the
 # personal digests, and `prev`/`hash` are over the unredacted entry.
@@ -103,6 +105,8 @@ class AuditRecord:
     withheld: tuple[str, ...] = ()
     operator: str = ""
     note: str = ""
+    notice: str = ""
+    identifiers: int = 0
 
 
 RECORD_FIELDS = tuple(

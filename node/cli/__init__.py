@@ -23,6 +23,7 @@ from node.cli import (
     directory,
     federation,
     node,
+    notices,
     oversight,
     policy,
     query,
@@ -49,6 +50,7 @@ OPERATOR_ERRORS = (
     ("node.audit.entries", "AuditError"),
     ("node.audit.witness_state", "WitnessStateError"),
     ("node.rpc.admin_client", "AdminError"),
+    ("node.notice_model", "NoticeError"),
     ("federation.errors", "LiaisonError"),
     ("builtins", "FileNotFoundError"),
     ("builtins", "PermissionError"),
@@ -79,6 +81,7 @@ GROUPS = (
     query.register,
     received.register,
     tickets.register,
+    notices.register,
     policy.register,
     demo.register,
 )

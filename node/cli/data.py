@@ -11,17 +11,27 @@ from node.cli.shared import Subparsers, command, group
 def _data_import(args: argparse.Namespace) -> int:
     from node.config import load_config
     from node.importer import import_file
+    from node.notice_hits import NoticeAlerts
+    from node.notices import NoticeStore
     from node.store import RecordStore
 
     config = load_config(args.config)
     store = RecordStore(config.store.url)
+    notices = NoticeStore(config.store.url)
     try:
         store.create_schema()
-        report = import_file(args.file, store)
+        notices.create_schema()
+        report = import_file(args.file, store, alerts=NoticeAlerts(notices))
     finally:
+        notices.close()
         store.close()
     by_category = ", ".join(f"{n} {c}" for c, n in sorted(report.counts.items()))
     print(f"imported {report.total} record(s) from {args.file}: {by_category or 'none'}")
+    if report.notice_hits:
+        print(
+            f"ALERT: the records hit {report.notice_hits} active notice(s): "
+            f"see `liaison notices hits --config {args.config}`"
+        )
     return 0
 
 

@@ -10,7 +10,9 @@ and root can connect; the permission is the authentication, as for a database's 
 socket), it is never a network port, and peers never reach it. The peer-facing call path
 (node/rpc/call_path.py) identifies callers by their certificate, which a local operator
 does not have. The operator names themselves in each request (`--operator`), and that name
-is what the audit entry records. Reading tickets (list, show) is not audited: it discloses
+is what the audit entry records. The notices an operator publishes and withdraws go through
+it too (`liaison notices`): the node audits them and its courier delivers them. Reading
+tickets or notices (list, show, status, hits) is not audited: it discloses
 nothing beyond the node's own machine, to the user who can already read its database.
 
 A stale socket left by a crashed node is replaced at start; a socket another process still
@@ -33,6 +35,14 @@ import grpc
 
 from node.audit.entries import AuditError
 from node.database import StoreUnavailable
+from node.notice_desk import NoticeDesk
+from node.notice_model import NoticeError, UnknownNotice
+from node.rpc.admin_notices_wire import (
+    delivery_to_proto,
+    draft_from_proto,
+    hit_to_proto,
+    notice_to_proto,
+)
 from node.rpc.admin_wire import (
     AdminServicer,
     add_admin_servicer,
@@ -58,8 +68,15 @@ class AdminSocketError(RuntimeError):
 class AdminHandlers(AdminServicer):
     """Each call: the plain request to the desk, its answer or its error back."""
 
-    def __init__(self, desk: TicketDesk) -> None:
+    def __init__(self, desk: TicketDesk, notices: NoticeDesk | None = None) -> None:
         self._desk = desk
+        self._notice_desk = notices
+
+    @property
+    def _notices(self) -> NoticeDesk:
+        if self._notice_desk is None:
+            raise NoticeError("notices_unavailable", "this admin socket serves no notices")
+        return self._notice_desk
 
     async def ListTickets(
         self, request: apb.ListTicketsRequest, context: Context
@@ -103,8 +120,77 @@ class AdminHandlers(AdminServicer):
 
         return await _answer(context, run)
 
+    async def PublishNotice(
+        self, request: apb.PublishNoticeRequest, context: Context
+    ) -> apb.PublishNoticeResponse:
+        async def run() -> apb.PublishNoticeResponse:
+            done = await self._notices.publish(draft_from_proto(request), request.operator)
+            return apb.PublishNoticeResponse(
+                notice=notice_to_proto(done.published.notice),
+                deliveries=[delivery_to_proto(d) for d in done.deliveries],
+                audit_entry=done.audit_entry,
+            )
 
-def _status(exc: TicketError) -> grpc.StatusCode:
+        return await _answer(context, run)
+
+    async def WithdrawNotice(
+        self, request: apb.WithdrawNoticeRequest, context: Context
+    ) -> apb.WithdrawNoticeResponse:
+        async def run() -> apb.WithdrawNoticeResponse:
+            done = await self._notices.withdraw(request.notice_id, request.operator)
+            return apb.WithdrawNoticeResponse(
+                notice=notice_to_proto(done.published.notice),
+                deliveries=[delivery_to_proto(d) for d in done.deliveries],
+                audit_entry=done.audit_entry,
+            )
+
+        return await _answer(context, run)
+
+    async def ListNotices(
+        self, request: apb.ListNoticesRequest, context: Context
+    ) -> apb.ListNoticesResponse:
+        async def run() -> apb.ListNoticesResponse:
+            limit = request.limit or 100
+            found = await (
+                self._notices.published(limit)
+                if request.published
+                else self._notices.received(limit)
+            )
+            return apb.ListNoticesResponse(notices=[notice_to_proto(n) for n in found])
+
+        return await _answer(context, run)
+
+    async def GetNoticeStatus(
+        self, request: apb.GetNoticeStatusRequest, context: Context
+    ) -> apb.GetNoticeStatusResponse:
+        async def run() -> apb.GetNoticeStatusResponse:
+            published, deliveries = await self._notices.status(request.notice_id)
+            return apb.GetNoticeStatusResponse(
+                notice=notice_to_proto(published.notice),
+                deliveries=[delivery_to_proto(d) for d in deliveries],
+            )
+
+        return await _answer(context, run)
+
+    async def ListNoticeHits(
+        self, request: apb.ListNoticeHitsRequest, context: Context
+    ) -> apb.ListNoticeHitsResponse:
+        async def run() -> apb.ListNoticeHitsResponse:
+            found = await self._notices.hits(request.limit or 100)
+            return apb.ListNoticeHitsResponse(hits=[hit_to_proto(h) for h in found])
+
+        return await _answer(context, run)
+
+
+def _status(exc: TicketError | NoticeError) -> grpc.StatusCode:
+    if isinstance(exc, UnknownNotice):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, NoticeError):
+        return (
+            grpc.StatusCode.FAILED_PRECONDITION
+            if exc.reason in ("notice_not_active", "notices_unavailable")
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
     if isinstance(exc, UnknownTicket):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, InvalidDecision):
@@ -117,7 +203,7 @@ async def _answer(context: Context, run: Callable[[], Awaitable[T]]) -> T:
     and a machine-readable reason (nothing changed, unless the message says otherwise)."""
     try:
         return await run()
-    except TicketError as exc:
+    except (TicketError, NoticeError) as exc:
         code, message, reason = _status(exc), str(exc), exc.reason
     except ValueError as exc:
         code, message, reason = grpc.StatusCode.INVALID_ARGUMENT, str(exc), "invalid_argument"
@@ -157,9 +243,9 @@ def _clear_stale(path: Path) -> None:
 class AdminServer:
     """The AdminService on `path` (mode 0600), until `stop`."""
 
-    def __init__(self, desk: TicketDesk, path: Path) -> None:
+    def __init__(self, desk: TicketDesk, path: Path, notices: NoticeDesk | None = None) -> None:
         self.path = path
-        self._handlers = AdminHandlers(desk)
+        self._handlers = AdminHandlers(desk, notices)
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:

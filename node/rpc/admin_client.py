@@ -9,6 +9,7 @@ Errors (each one line, for the operator)::
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,13 @@ from typing import Any
 
 import grpc
 
+from node.notice_model import Delivery, NoticeDraft, NoticeHit, StoredNotice
+from node.rpc.admin_notices_wire import (
+    delivery_from_proto,
+    draft_to_proto,
+    hit_from_proto,
+    notice_from_proto,
+)
 from node.rpc.admin_wire import (
     AdminStub,
     apb,
@@ -49,6 +57,21 @@ class NodeNotAnswering(AdminError):
 class Decision:
     ticket: Ticket
     audit_entry: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeDone:
+    """A notice as a publication or withdrawal left it, its deliveries and audit entry."""
+
+    notice: StoredNotice
+    deliveries: list[Delivery]
+    audit_entry: str
+
+
+def _done(answer: Any) -> NoticeDone:
+    notice = notice_from_proto(answer.notice)
+    deliveries = [delivery_from_proto(notice.notice_id, d) for d in answer.deliveries]
+    return NoticeDone(notice, deliveries, answer.audit_entry)
 
 
 class AdminClient:
@@ -91,6 +114,30 @@ class AdminClient:
         request = apb.RefuseTicketRequest(id=ticket_id, operator=operator, reason=reason)
         answer = self._call(self._stub.RefuseTicket, request)
         return Decision(ticket_from_proto(answer.ticket), answer.audit_entry)
+
+    def publish_notice(self, draft: NoticeDraft, operator: str) -> NoticeDone:
+        answer = self._call(self._stub.PublishNotice, draft_to_proto(draft, operator))
+        return _done(answer)
+
+    def withdraw_notice(self, notice_id: str, operator: str) -> NoticeDone:
+        request = apb.WithdrawNoticeRequest(notice_id=notice_id, operator=operator)
+        return _done(self._call(self._stub.WithdrawNotice, request))
+
+    def notices(self, published: bool, limit: int = 100) -> builtins.list[StoredNotice]:
+        request = apb.ListNoticesRequest(published=published, limit=limit)
+        answer = self._call(self._stub.ListNotices, request)
+        return [notice_from_proto(n) for n in answer.notices]
+
+    def notice_status(self, notice_id: str) -> tuple[StoredNotice, builtins.list[Delivery]]:
+        request = apb.GetNoticeStatusRequest(notice_id=notice_id)
+        answer = self._call(self._stub.GetNoticeStatus, request)
+        return notice_from_proto(answer.notice), [
+            delivery_from_proto(notice_id, d) for d in answer.deliveries
+        ]
+
+    def notice_hits(self, limit: int = 100) -> builtins.list[NoticeHit]:
+        answer = self._call(self._stub.ListNoticeHits, apb.ListNoticeHitsRequest(limit=limit))
+        return [hit_from_proto(h) for h in answer.hits]
 
     def _call(self, method: Any, request: Any) -> Any:
         """The node's answer, or its error as an AdminError (grpc's errors never reach the

@@ -67,11 +67,15 @@ Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
 class Facts:
     """What an audit entry records of a request beyond its envelope (method-specific):
     the category, and for step 2 the ticket and the names (never values) of the fields
-    withheld from a disclosed record."""
+    withheld from a disclosed record; for a notice, its id and version and the number of
+    its identifiers (never their values)."""
 
     category: str = ""
     ticket: str = ""
     withheld: tuple[str, ...] = ()
+    # A notice call's notice (`<id>@<version>`) and how many identifiers it carried.
+    notice: str = ""
+    identifiers: int = 0
 
 
 @dataclass
@@ -232,6 +236,8 @@ class _Exchange:
             category=self.facts.category[:64],
             ticket=self.facts.ticket[:64],
             withheld=self.facts.withheld,
+            notice=self.facts.notice[:96],
+            identifiers=self.facts.identifiers,
             case_reference=envelope.case_reference[:128] if envelope else "",
             nonce=envelope.nonce.hex()[:128] if envelope else "",
             request_signature=self.request_signature.hex(),

@@ -22,6 +22,7 @@ from federation.model import (
     TicketStatus,
     WithdrawAnswer,
 )
+from federation.notices_model import NoticeReceipt, PublishNoticeQuery, WithdrawNoticeQuery
 from federation.serde import (
     fetch_answer_to_bytes,
     fetch_query_from_bytes,
@@ -31,6 +32,12 @@ from federation.serde import (
     match_query_from_bytes,
     signed_directory_to_bytes,
     ticket_status_to_bytes,
+)
+from federation.serde_notices import (
+    publish_notice_request_from_bytes,
+    publish_receipt_to_bytes,
+    withdraw_notice_request_from_bytes,
+    withdraw_receipt_to_bytes,
 )
 from federation.serde_tickets import (
     ticket_status_body,
@@ -43,6 +50,7 @@ from node.directory_sources import advertised_serial
 from node.directory_state import DirectoryState
 from node.fetching import FetchService, Seen
 from node.metrics import NodeMetrics
+from node.notice_service import NoticeService
 from node.rpc.call_path import Call, Facts, Method, Service
 from node.rpc.streams import streaming
 from node.service import MatchService
@@ -59,10 +67,12 @@ class ExchangeHandlers:
         fetcher: Callable[[Member], Callable[[], Awaitable[bytes]]],
         fetching: FetchService,
         watches: TicketWatches,
+        notices: NoticeService,
     ) -> None:
         self._service = service
         self._fetching = fetching
         self._watches = watches
+        self._notices = notices
         self._directory = directory
         self._fetcher = fetcher
 
@@ -112,6 +122,24 @@ class ExchangeHandlers:
                     envelope=_watch_envelope,
                     nodes_only=True,
                     facts=_watch_facts,
+                ),
+                Method(
+                    "PublishNotice",
+                    publish_notice_request_from_bytes,
+                    self.publish_notice,
+                    publish_receipt_to_bytes,
+                    envelope=_publish_envelope,
+                    nodes_only=True,
+                    facts=_publish_facts,
+                ),
+                Method(
+                    "WithdrawNotice",
+                    withdraw_notice_request_from_bytes,
+                    self.withdraw_notice,
+                    withdraw_receipt_to_bytes,
+                    envelope=_withdraw_envelope,
+                    nodes_only=True,
+                    facts=_withdraw_facts,
                 ),
             ],
             revision=lambda: self._service.policy_revision,
@@ -173,6 +201,19 @@ class ExchangeHandlers:
         finally:
             call.facts = Facts(seen.category, seen.ticket)
 
+    async def publish_notice(self, call: Call, query: PublishNoticeQuery) -> NoticeReceipt:
+        """A peer's notice: this node's own policy decides whether it is accepted."""
+        receipt = await self._notices.publish(call.member, query)
+        call.revision = receipt.policy_revision or call.revision
+        return dataclasses.replace(
+            receipt, policy_revision=call.revision, audit_entry=call.entry_id
+        )
+
+    async def withdraw_notice(self, call: Call, query: WithdrawNoticeQuery) -> NoticeReceipt:
+        """A peer withdraws one of its notices (only its publisher may)."""
+        receipt = await self._notices.withdraw(call.member, query)
+        return dataclasses.replace(receipt, audit_entry=call.entry_id)
+
     async def get_directory(self, call: Call, known_serial: int) -> tuple[int, bytes]:
         """The signed directory we hold, whatever serial the caller holds: the authority's
         signature covers it, and the caller verifies and decides.
@@ -219,6 +260,29 @@ def _watch_envelope(query: TicketQuery) -> Envelope:
 
 def _watch_facts(query: TicketQuery) -> Facts:
     return Facts(ticket=query.ticket_id[:64])
+
+
+def _publish_envelope(query: PublishNoticeQuery) -> Envelope:
+    return query.envelope
+
+
+def _withdraw_envelope(query: WithdrawNoticeQuery) -> Envelope:
+    return query.envelope
+
+
+def _publish_facts(query: PublishNoticeQuery) -> Facts:
+    """The notice, its category and how many identifiers it named: never a value, never
+    the summary."""
+    n = query.notice
+    return Facts(
+        category=n.category[:64],
+        notice=f"{n.notice_id[:64]}@{n.version}",
+        identifiers=len(n.identifiers),
+    )
+
+
+def _withdraw_facts(query: WithdrawNoticeQuery) -> Facts:
+    return Facts(notice=f"{query.notice_id[:64]}@{query.version}")
 
 
 def _count_withheld(

@@ -38,6 +38,12 @@ from node.directory_state import DirectoryState
 from node.directory_state import for_node as directory_for_node
 from node.fetching import FetchService
 from node.metrics import NodeMetrics
+from node.notice_delivery import notice_courier
+from node.notice_desk import NoticeDesk
+from node.notice_hits import NoticeAlerts
+from node.notice_outbox import OutboxStore
+from node.notice_service import NoticeService
+from node.notices import NoticeStore
 from node.policy.cache import CachingEngine
 from node.policy.data import load_policy_data
 from node.policy.engines import build_engine
@@ -111,6 +117,12 @@ class Node:
     witness: Witness | None = None
     # Open WatchTicket streams: ended first at a stop, so none waits out the grace period.
     watches: TicketWatches | None = None
+    # Notices: those received (with their hits), this node's own and their outbox, and
+    # the courier delivering them.
+    notices: NoticeStore | None = None
+    outbox: OutboxStore | None = None
+    _courier: asyncio.Task[None] | None = None
+    _forgetting: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.watches is not None:
@@ -122,6 +134,8 @@ class Node:
             self._checkpointer,
             self._expiry,
             self._purging,
+            self._courier,
+            self._forgetting,
         ):
             if task is not None:
                 task.cancel()
@@ -137,6 +151,9 @@ class Node:
             self.witness.close()
         self.engine.close()
         self.received.close()
+        for notice_store in (self.notices, self.outbox):
+            if notice_store is not None:
+                notice_store.close()
         self.tickets.close()
         self.store.close()
         if self._http is not None:
@@ -238,6 +255,11 @@ async def _start(
     received = ReceivedStore(config.store.url)
     opened.callback(received.close)
     received.create_schema()
+    notices, outbox = NoticeStore(config.store.url), OutboxStore(config.store.url)
+    opened.callback(notices.close)
+    opened.callback(outbox.close)
+    notices.create_schema()
+    outbox.create_schema()
     skew = config.trust.max_clock_skew_s
     audit = open_audit_log(
         config.audit.store,
@@ -251,6 +273,7 @@ async def _start(
         lambda: {state.value: n for state, n in tickets.open_by_state().items()},
         lambda: [age.fraction for age in tickets.pending_ages(datetime.now(UTC))],
     )
+    metrics.track_notices(notices.hit_counts, outbox.counts_by_state)
 
     admission = Admission(skew)
     # Nonces seen before a restart (even kill -9) are in the audit log's recent entries.
@@ -286,6 +309,7 @@ async def _start(
         policy_deadline=config.policy.deadline_ms / 1000,
         references=references,
         received=received,
+        alerts=NoticeAlerts(notices),
     )
     fetching = FetchService(
         identity, store, tickets, references, matching.decide, received=received
@@ -309,6 +333,11 @@ async def _start(
         ),
         fetching,
         watches,
+        NoticeService(identity, notices, matching.decide, metrics),
+    )
+    courier = notice_courier(config, outbox, directory_state)
+    notice_desk = NoticeDesk(
+        node_id, outbox, notices, audit, metrics, lambda: directory_state.current, courier
     )
 
     origin = audit_origin(config.node.federation, node_id)
@@ -374,7 +403,7 @@ async def _start(
     await health_servicer.set(OVERSIGHT_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    admin = AdminServer(desk, config.admin.socket)
+    admin = AdminServer(desk, config.admin.socket, notice_desk)
     try:
         await admin.start()
     except AdminSocketError as exc:
@@ -420,6 +449,9 @@ async def _start(
     purging = asyncio.create_task(
         ReceivedPurger(received, audit, metrics).purge_every(config.received.purge_interval_s)
     )
+    delivering = asyncio.create_task(courier.run())
+    # Received notices no longer active lose their identifiers and summary.
+    forgetting = asyncio.create_task(notices.forget_every(config.notices.forget_interval_s))
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
@@ -446,6 +478,10 @@ async def _start(
         _purging=purging,
         witness=witness,
         watches=watches,
+        notices=notices,
+        outbox=outbox,
+        _courier=delivering,
+        _forgetting=forgetting,
     )
 
 

@@ -113,8 +113,11 @@ def test_expectations_are_well_formed() -> None:
             if not set(obligations) <= KNOWN_OBLIGATIONS:
                 problems.append(f"{case.source}: unknown obligation in {sorted(obligations)}")
             method = case.input.get("request", {}).get("method")
-            wanted = {"max_results"} if method == "Match" else set(FETCH_OBLIGATIONS)
-            if method != "Match" and obligations.get("require_approval") is True:
+            wanted = {
+                "Match": {"max_results"},
+                "PublishNotice": {"retention_days"},
+            }.get(str(method), set(FETCH_OBLIGATIONS))
+            if method == "Fetch" and obligations.get("require_approval") is True:
                 wanted.add("approval_deadline_hours")
             if set(obligations) != wanted:
                 problems.append(f"{case.source}: a {method} carries exactly {sorted(wanted)}")

@@ -121,7 +121,9 @@ def policy_inputs(draw: st.DrawFn) -> dict[str, Any]:
             return draw(st.one_of(odd, JUNK, st.just(MISSING)))
         return draw(good)
 
-    method = field(st.sampled_from(["Match", "Fetch"]), st.sampled_from(["Delete", "match"]))
+    method = field(
+        st.sampled_from(["Match", "Fetch", "PublishNotice"]), st.sampled_from(["Delete", "match"])
+    )
     category = field(st.sampled_from(CATEGORIES), st.just("spaceship"))
     peer = draw(weighted(("FR-DGPN", 10), ("ES-CNP", 3), *((p, 1) for p in PEERS)))
 
@@ -177,6 +179,12 @@ def policy_inputs(draw: st.DrawFn) -> dict[str, Any]:
         origins = weighted(("DE", 3), ("NL", 1), ("FR", 1))
         put(record, "origin_country", field(origins, st.just(MISSING)))
         put(doc, "record", field(st.just(record), st.just("record")))
+    if method == "PublishNotice" or draw(st.integers(0, 9)) == 0:
+        notice: dict[str, Any] = {}
+        marks = weighted(("H1", 3), ("H0", 2), ("H2", 2), ("H3", 2))
+        put(notice, "handling_code", field(marks, st.sampled_from(["H4", "h1", 1])))
+        put(notice, "addressed_to", field(st.sampled_from(["named", "all_members"]), JUNK))
+        put(doc, "notice", field(st.just(notice), st.just("notice")))
     return doc
 
 
@@ -202,6 +210,11 @@ def check(policy_input: dict[str, Any], decision: Decision, known_reasons: set[s
             assert keys == {"max_results"}
             max_results = decision.obligations["max_results"]
             assert isinstance(max_results, int) and max_results >= 1
+        elif method == "PublishNotice":
+            assert keys == {"retention_days"}
+            days = decision.obligations["retention_days"]
+            assert isinstance(days, int) and days >= 1
+            assert get(policy_input, "notice", "handling_code") in HANDLING_CODES
         else:
             assert method == "Fetch"
             fetch_keys = {"handling_code", "redact", "require_approval", "retention_days"}
@@ -233,7 +246,7 @@ def check(policy_input: dict[str, Any], decision: Decision, known_reasons: set[s
         assert decision.obligations == {}
 
 
-@pytest.mark.parametrize("document", ["standard", "defaults", "malformed_agreements"])
+@pytest.mark.parametrize("document", ["standard", "defaults", "malformed_agreements", "notices"])
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -109,7 +109,7 @@ def test_the_schema_enums_are_the_federation_vocabulary() -> None:
     assert set(_enum("category")) == CATEGORIES
     assert set(_enum("purpose")) == PURPOSES
     assert set(_enum("legal_basis")) == {basis.value for basis in LegalBasis}
-    assert set(_enum("method")) == {"Match", "Fetch"}
+    assert set(_enum("method")) == {"Match", "Fetch", "PublishNotice"}
 
 
 def test_the_country_codes_are_the_249_iso_3166_alpha_2_codes() -> None:
@@ -221,7 +221,7 @@ J = ("jits", "JIT-2026-017")
         (
             _set((*A, "methods"), ["match"]),
             "agreements.FR-DGPN.methods[0]",
-            "'match' is not one of ['Fetch', 'Match'] (did you mean 'Match'?)",
+            "'match' is not one of ['Fetch', 'Match', 'PublishNotice'] (did you mean 'Match'?)",
         ),
         (
             _set((*A, "legal_bases"), ["MLAT"]),
@@ -303,7 +303,8 @@ J = ("jits", "JIT-2026-017")
             _set((*A, "note"), "x"),
             "agreements.FR-DGPN.note",
             "unknown key 'note'; expected one of: approval_deadline_hours, categories, "
-            "legal_bases, max_results, methods, purposes, redact, valid_from, valid_until",
+            "legal_bases, max_results, methods, notice_handling_codes, purposes, redact, "
+            "valid_from, valid_until",
         ),
         (
             _set(("agreements", "FR-DGPN "), VALID["agreements"]["FR-DGPN"]),

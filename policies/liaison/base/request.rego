@@ -15,7 +15,9 @@ is_match if input.request.method == "Match"
 
 is_fetch if input.request.method == "Fetch"
 
-methods := {"Match", "Fetch"}
+is_publish_notice if input.request.method == "PublishNotice"
+
+methods := {"Match", "Fetch", "PublishNotice"}
 
 non_empty_string(s) if {
 	is_string(s)

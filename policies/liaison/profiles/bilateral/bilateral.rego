@@ -4,11 +4,13 @@
 # and a Fetch is redacted only as the agreement says.
 package liaison.profiles.bilateral
 
-deny_reasons := data.liaison.base.common_reasons | data.liaison.base.fetch_reasons
+deny_reasons := (data.liaison.base.common_reasons | data.liaison.base.fetch_reasons) | data.liaison.base.notice_reasons
 
 default obligations := {}
 
 obligations := data.liaison.base.match_obligations if data.liaison.base.is_match
+
+obligations := data.liaison.base.notice_obligations if data.liaison.base.is_publish_notice
 
 obligations := data.liaison.base.fetch_obligations(set(), false, data.liaison.base.approval_deadline_hours) if data.liaison.base.is_fetch
 

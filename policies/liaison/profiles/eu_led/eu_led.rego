@@ -37,7 +37,7 @@ profile_reasons contains "purpose_incompatible_with_category" if {
 	not purpose_compatible
 }
 
-deny_reasons := (data.liaison.base.common_reasons | data.liaison.base.fetch_reasons) | profile_reasons
+deny_reasons := ((data.liaison.base.common_reasons | data.liaison.base.fetch_reasons) | profile_reasons) | data.liaison.base.notice_reasons
 
 redact := data.liaison.base.special_category_fields | object.get(linked_person_fields, category, set())
 
@@ -53,6 +53,8 @@ approval_deadline_hours := min({max_approval_deadline_hours, data.liaison.base.a
 default obligations := {}
 
 obligations := data.liaison.base.match_obligations if data.liaison.base.is_match
+
+obligations := data.liaison.base.notice_obligations if data.liaison.base.is_publish_notice
 
 obligations := data.liaison.base.fetch_obligations(redact, sensitive, approval_deadline_hours) if data.liaison.base.is_fetch
 

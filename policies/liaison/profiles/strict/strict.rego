@@ -6,10 +6,12 @@ package liaison.profiles.strict
 
 profile_reasons contains "fetch_not_permitted_by_profile" if data.liaison.base.is_fetch
 
-deny_reasons := data.liaison.base.common_reasons | profile_reasons
+deny_reasons := (data.liaison.base.common_reasons | profile_reasons) | data.liaison.base.notice_reasons
 
 default obligations := {}
 
 obligations := data.liaison.base.match_obligations if data.liaison.base.is_match
+
+obligations := data.liaison.base.notice_obligations if data.liaison.base.is_publish_notice
 
 decision := data.liaison.base.verdict(deny_reasons, obligations)

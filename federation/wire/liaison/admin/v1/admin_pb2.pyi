@@ -317,3 +317,431 @@ class RefuseTicketResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefuseTicketResponse: _TypeAlias = RefuseTicketResponse  # noqa: Y015
+
+@_typing.final
+class NoticeIdentifier(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticeIdentifier: _TypeAlias = NoticeIdentifier  # noqa: Y015
+
+@_typing.final
+class Notice(_message.Message):
+    """A notice, published by this node or received from its publisher. Times as for tickets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PUBLISHER_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    HANDLING_CODE_FIELD_NUMBER: _builtins.int
+    TO_ALL_MEMBERS_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    version: _builtins.int
+    publisher: _builtins.str
+    category: _builtins.str
+    summary: _builtins.str
+    handling_code: _builtins.str
+    to_all_members: _builtins.bool
+    expires_at: _builtins.str
+    state: _builtins.str
+    """`active` or `withdrawn`."""
+    created_at: _builtins.str
+    """When it was published (by this node) or first received."""
+    purpose: _builtins.str
+    legal_basis: _builtins.str
+    @_builtins.property
+    def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoticeIdentifier]: ...
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        publisher: _builtins.str = ...,
+        category: _builtins.str = ...,
+        identifiers: _abc.Iterable[Global___NoticeIdentifier] | None = ...,
+        summary: _builtins.str = ...,
+        handling_code: _builtins.str = ...,
+        to_all_members: _builtins.bool = ...,
+        recipients: _abc.Iterable[_builtins.str] | None = ...,
+        expires_at: _builtins.str = ...,
+        state: _builtins.str = ...,
+        created_at: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "created_at", b"created_at", "expires_at", b"expires_at", "handling_code", b"handling_code", "identifiers", b"identifiers", "legal_basis", b"legal_basis", "notice_id", b"notice_id", "publisher", b"publisher", "purpose", b"purpose", "recipients", b"recipients", "state", b"state", "summary", b"summary", "to_all_members", b"to_all_members", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notice: _TypeAlias = Notice  # noqa: Y015
+
+@_typing.final
+class NoticeDelivery(_message.Message):
+    """Where one recipient's copy of a published notice stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    recipient: _builtins.str
+    version: _builtins.int
+    """The version being (or last) delivered."""
+    action: _builtins.str
+    """`publish` or `withdraw`."""
+    state: _builtins.str
+    """`pending`, `delivered`, `refused` or `expired`."""
+    reason: _builtins.str
+    """Why the last attempt failed, or the recipient's reasons for refusing it."""
+    attempts: _builtins.int
+    next_attempt_at: _builtins.str
+    updated_at: _builtins.str
+    def __init__(
+        self,
+        *,
+        recipient: _builtins.str = ...,
+        version: _builtins.int = ...,
+        action: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        next_attempt_at: _builtins.str = ...,
+        updated_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "next_attempt_at", b"next_attempt_at", "reason", b"reason", "recipient", b"recipient", "state", b"state", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticeDelivery: _TypeAlias = NoticeDelivery  # noqa: Y015
+
+@_typing.final
+class PublishNoticeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    HANDLING_CODE_FIELD_NUMBER: _builtins.int
+    TO_ALL_MEMBERS_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    LEGAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    operator: _builtins.str
+    """Who publishes: the operator's name as the audit entry records it."""
+    category: _builtins.str
+    summary: _builtins.str
+    handling_code: _builtins.str
+    to_all_members: _builtins.bool
+    expires_at: _builtins.str
+    """RFC 3339 with its zone."""
+    purpose: _builtins.str
+    legal_basis: _builtins.str
+    legal_reference: _builtins.str
+    case_reference: _builtins.str
+    @_builtins.property
+    def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoticeIdentifier]: ...
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        operator: _builtins.str = ...,
+        category: _builtins.str = ...,
+        identifiers: _abc.Iterable[Global___NoticeIdentifier] | None = ...,
+        summary: _builtins.str = ...,
+        handling_code: _builtins.str = ...,
+        to_all_members: _builtins.bool = ...,
+        recipients: _abc.Iterable[_builtins.str] | None = ...,
+        expires_at: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        legal_reference: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "category", b"category", "expires_at", b"expires_at", "handling_code", b"handling_code", "identifiers", b"identifiers", "legal_basis", b"legal_basis", "legal_reference", b"legal_reference", "operator", b"operator", "purpose", b"purpose", "recipients", b"recipients", "summary", b"summary", "to_all_members", b"to_all_members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishNoticeRequest: _TypeAlias = PublishNoticeRequest  # noqa: Y015
+
+@_typing.final
+class PublishNoticeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    AUDIT_ENTRY_FIELD_NUMBER: _builtins.int
+    audit_entry: _builtins.str
+    """The audit entry that records the publication."""
+    @_builtins.property
+    def notice(self) -> Global___Notice: ...
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoticeDelivery]: ...
+    def __init__(
+        self,
+        *,
+        notice: Global___Notice | None = ...,
+        deliveries: _abc.Iterable[Global___NoticeDelivery] | None = ...,
+        audit_entry: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_entry", b"audit_entry", "deliveries", b"deliveries", "notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishNoticeResponse: _TypeAlias = PublishNoticeResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawNoticeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    operator: _builtins.str
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        operator: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice_id", b"notice_id", "operator", b"operator"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawNoticeRequest: _TypeAlias = WithdrawNoticeRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawNoticeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    AUDIT_ENTRY_FIELD_NUMBER: _builtins.int
+    audit_entry: _builtins.str
+    @_builtins.property
+    def notice(self) -> Global___Notice: ...
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoticeDelivery]: ...
+    def __init__(
+        self,
+        *,
+        notice: Global___Notice | None = ...,
+        deliveries: _abc.Iterable[Global___NoticeDelivery] | None = ...,
+        audit_entry: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_entry", b"audit_entry", "deliveries", b"deliveries", "notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawNoticeResponse: _TypeAlias = WithdrawNoticeResponse  # noqa: Y015
+
+@_typing.final
+class ListNoticesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    published: _builtins.bool
+    """True: the notices this node published; false: those it received."""
+    limit: _builtins.int
+    """At most this many (0: the node's default, 100)."""
+    def __init__(
+        self,
+        *,
+        published: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "published", b"published"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNoticesRequest: _TypeAlias = ListNoticesRequest  # noqa: Y015
+
+@_typing.final
+class ListNoticesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Notice]: ...
+    def __init__(
+        self,
+        *,
+        notices: _abc.Iterable[Global___Notice] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notices", b"notices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNoticesResponse: _TypeAlias = ListNoticesResponse  # noqa: Y015
+
+@_typing.final
+class GetNoticeStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice_id", b"notice_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNoticeStatusRequest: _TypeAlias = GetNoticeStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetNoticeStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notice(self) -> Global___Notice: ...
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoticeDelivery]: ...
+    def __init__(
+        self,
+        *,
+        notice: Global___Notice | None = ...,
+        deliveries: _abc.Iterable[Global___NoticeDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNoticeStatusResponse: _TypeAlias = GetNoticeStatusResponse  # noqa: Y015
+
+@_typing.final
+class NoticeHit(_message.Message):
+    """One local alert: what hit which notice, and when. Never told to the publisher."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    PUBLISHER_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    notice_id: _builtins.str
+    publisher: _builtins.str
+    category: _builtins.str
+    trigger: _builtins.str
+    """`match from <PEER>` or `import`."""
+    at: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        notice_id: _builtins.str = ...,
+        publisher: _builtins.str = ...,
+        category: _builtins.str = ...,
+        trigger: _builtins.str = ...,
+        at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "category", b"category", "id", b"id", "notice_id", b"notice_id", "publisher", b"publisher", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticeHit: _TypeAlias = NoticeHit  # noqa: Y015
+
+@_typing.final
+class ListNoticeHitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNoticeHitsRequest: _TypeAlias = ListNoticeHitsRequest  # noqa: Y015
+
+@_typing.final
+class ListNoticeHitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoticeHit]: ...
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___NoticeHit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNoticeHitsResponse: _TypeAlias = ListNoticeHitsResponse  # noqa: Y015

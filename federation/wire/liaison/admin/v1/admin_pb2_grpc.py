@@ -58,6 +58,31 @@ class AdminServiceStub:
                 request_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.RefuseTicketRequest.SerializeToString,
                 response_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.RefuseTicketResponse.FromString,
                 _registered_method=True)
+        self.PublishNotice = channel.unary_unary(
+                '/liaison.admin.v1.AdminService/PublishNotice',
+                request_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.PublishNoticeRequest.SerializeToString,
+                response_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.PublishNoticeResponse.FromString,
+                _registered_method=True)
+        self.WithdrawNotice = channel.unary_unary(
+                '/liaison.admin.v1.AdminService/WithdrawNotice',
+                request_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.WithdrawNoticeRequest.SerializeToString,
+                response_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.WithdrawNoticeResponse.FromString,
+                _registered_method=True)
+        self.ListNotices = channel.unary_unary(
+                '/liaison.admin.v1.AdminService/ListNotices',
+                request_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticesRequest.SerializeToString,
+                response_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticesResponse.FromString,
+                _registered_method=True)
+        self.GetNoticeStatus = channel.unary_unary(
+                '/liaison.admin.v1.AdminService/GetNoticeStatus',
+                request_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.GetNoticeStatusRequest.SerializeToString,
+                response_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.GetNoticeStatusResponse.FromString,
+                _registered_method=True)
+        self.ListNoticeHits = channel.unary_unary(
+                '/liaison.admin.v1.AdminService/ListNoticeHits',
+                request_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticeHitsRequest.SerializeToString,
+                response_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticeHitsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -95,6 +120,42 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishNotice(self, request, context):
+        """Publish a notice: the node stores it, audits it, and its outbox delivers it to each
+        recipient until delivered, refused by the recipient's policy, or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawNotice(self, request, context):
+        """Withdraw one of this node's notices: a new version, delivered the same way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotices(self, request, context):
+        """The notices this node published, or those it received and accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNoticeStatus(self, request, context):
+        """One published notice with its delivery to each recipient.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNoticeHits(self, request, context):
+        """Local alerts: a Match from a peer or a record import that hit an accepted notice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +178,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RefuseTicket,
                     request_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.RefuseTicketRequest.FromString,
                     response_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.RefuseTicketResponse.SerializeToString,
+            ),
+            'PublishNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishNotice,
+                    request_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.PublishNoticeRequest.FromString,
+                    response_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.PublishNoticeResponse.SerializeToString,
+            ),
+            'WithdrawNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawNotice,
+                    request_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.WithdrawNoticeRequest.FromString,
+                    response_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.WithdrawNoticeResponse.SerializeToString,
+            ),
+            'ListNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotices,
+                    request_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticesRequest.FromString,
+                    response_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticesResponse.SerializeToString,
+            ),
+            'GetNoticeStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNoticeStatus,
+                    request_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.GetNoticeStatusRequest.FromString,
+                    response_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.GetNoticeStatusResponse.SerializeToString,
+            ),
+            'ListNoticeHits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNoticeHits,
+                    request_deserializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticeHitsRequest.FromString,
+                    response_serializer=liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticeHitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +317,141 @@ class AdminService:
             '/liaison.admin.v1.AdminService/RefuseTicket',
             liaison_dot_admin_dot_v1_dot_admin__pb2.RefuseTicketRequest.SerializeToString,
             liaison_dot_admin_dot_v1_dot_admin__pb2.RefuseTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.admin.v1.AdminService/PublishNotice',
+            liaison_dot_admin_dot_v1_dot_admin__pb2.PublishNoticeRequest.SerializeToString,
+            liaison_dot_admin_dot_v1_dot_admin__pb2.PublishNoticeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.admin.v1.AdminService/WithdrawNotice',
+            liaison_dot_admin_dot_v1_dot_admin__pb2.WithdrawNoticeRequest.SerializeToString,
+            liaison_dot_admin_dot_v1_dot_admin__pb2.WithdrawNoticeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.admin.v1.AdminService/ListNotices',
+            liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticesRequest.SerializeToString,
+            liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNoticeStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.admin.v1.AdminService/GetNoticeStatus',
+            liaison_dot_admin_dot_v1_dot_admin__pb2.GetNoticeStatusRequest.SerializeToString,
+            liaison_dot_admin_dot_v1_dot_admin__pb2.GetNoticeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNoticeHits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.admin.v1.AdminService/ListNoticeHits',
+            liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticeHitsRequest.SerializeToString,
+            liaison_dot_admin_dot_v1_dot_admin__pb2.ListNoticeHitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

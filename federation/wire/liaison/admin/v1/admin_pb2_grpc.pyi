@@ -45,6 +45,18 @@ class AdminServiceStub:
     """Approve a pending ticket before its deadline, possibly withholding more fields."""
     RefuseTicket: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RefuseTicketRequest, _admin_pb2.RefuseTicketResponse]
     """Refuse a pending ticket; a reason is required."""
+    PublishNotice: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PublishNoticeRequest, _admin_pb2.PublishNoticeResponse]
+    """Publish a notice: the node stores it, audits it, and its outbox delivers it to each
+    recipient until delivered, refused by the recipient's policy, or expired.
+    """
+    WithdrawNotice: _grpc.UnaryUnaryMultiCallable[_admin_pb2.WithdrawNoticeRequest, _admin_pb2.WithdrawNoticeResponse]
+    """Withdraw one of this node's notices: a new version, delivered the same way."""
+    ListNotices: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListNoticesRequest, _admin_pb2.ListNoticesResponse]
+    """The notices this node published, or those it received and accepted."""
+    GetNoticeStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetNoticeStatusRequest, _admin_pb2.GetNoticeStatusResponse]
+    """One published notice with its delivery to each recipient."""
+    ListNoticeHits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListNoticeHitsRequest, _admin_pb2.ListNoticeHitsResponse]
+    """Local alerts: a Match from a peer or a record import that hit an accepted notice."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -63,6 +75,18 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Approve a pending ticket before its deadline, possibly withholding more fields."""
     RefuseTicket: _aio.UnaryUnaryMultiCallable[_admin_pb2.RefuseTicketRequest, _admin_pb2.RefuseTicketResponse]  # type: ignore[assignment]
     """Refuse a pending ticket; a reason is required."""
+    PublishNotice: _aio.UnaryUnaryMultiCallable[_admin_pb2.PublishNoticeRequest, _admin_pb2.PublishNoticeResponse]  # type: ignore[assignment]
+    """Publish a notice: the node stores it, audits it, and its outbox delivers it to each
+    recipient until delivered, refused by the recipient's policy, or expired.
+    """
+    WithdrawNotice: _aio.UnaryUnaryMultiCallable[_admin_pb2.WithdrawNoticeRequest, _admin_pb2.WithdrawNoticeResponse]  # type: ignore[assignment]
+    """Withdraw one of this node's notices: a new version, delivered the same way."""
+    ListNotices: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListNoticesRequest, _admin_pb2.ListNoticesResponse]  # type: ignore[assignment]
+    """The notices this node published, or those it received and accepted."""
+    GetNoticeStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetNoticeStatusRequest, _admin_pb2.GetNoticeStatusResponse]  # type: ignore[assignment]
+    """One published notice with its delivery to each recipient."""
+    ListNoticeHits: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListNoticeHitsRequest, _admin_pb2.ListNoticeHitsResponse]  # type: ignore[assignment]
+    """Local alerts: a Match from a peer or a record import that hit an accepted notice."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """The node's own operators' service: served only on a Unix domain socket in the node's
@@ -102,5 +126,47 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RefuseTicketResponse, _abc.Awaitable[_admin_pb2.RefuseTicketResponse]]:
         """Refuse a pending ticket; a reason is required."""
+
+    @_abc_1.abstractmethod
+    def PublishNotice(
+        self,
+        request: _admin_pb2.PublishNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PublishNoticeResponse, _abc.Awaitable[_admin_pb2.PublishNoticeResponse]]:
+        """Publish a notice: the node stores it, audits it, and its outbox delivers it to each
+        recipient until delivered, refused by the recipient's policy, or expired.
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawNotice(
+        self,
+        request: _admin_pb2.WithdrawNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.WithdrawNoticeResponse, _abc.Awaitable[_admin_pb2.WithdrawNoticeResponse]]:
+        """Withdraw one of this node's notices: a new version, delivered the same way."""
+
+    @_abc_1.abstractmethod
+    def ListNotices(
+        self,
+        request: _admin_pb2.ListNoticesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListNoticesResponse, _abc.Awaitable[_admin_pb2.ListNoticesResponse]]:
+        """The notices this node published, or those it received and accepted."""
+
+    @_abc_1.abstractmethod
+    def GetNoticeStatus(
+        self,
+        request: _admin_pb2.GetNoticeStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetNoticeStatusResponse, _abc.Awaitable[_admin_pb2.GetNoticeStatusResponse]]:
+        """One published notice with its delivery to each recipient."""
+
+    @_abc_1.abstractmethod
+    def ListNoticeHits(
+        self,
+        request: _admin_pb2.ListNoticeHitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListNoticeHitsResponse, _abc.Awaitable[_admin_pb2.ListNoticeHitsResponse]]:
+        """Local alerts: a Match from a peer or a record import that hit an accepted notice."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -592,3 +592,182 @@ class WatchTicketResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchTicketResponse: _TypeAlias = WatchTicketResponse  # noqa: Y015
+
+@_typing.final
+class Notice(_message.Message):
+    """An alert one node broadcasts to chosen members under its own restrictions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    HANDLING_CODE_FIELD_NUMBER: _builtins.int
+    TO_ALL_MEMBERS_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    """The publisher's id for the notice ("ntc_..."); with the publisher, it names the notice."""
+    version: _builtins.int
+    """Starts at 1; each change (a withdrawal) raises it. A receiver keeps the highest."""
+    category: _builtins.str
+    """One of wanted_person, missing_person, travel_document (stolen), vehicle (stolen)."""
+    summary: _builtins.str
+    """Free text for the receiving officers: at most 1000 characters, no control characters
+    other than line breaks and tabs.
+    """
+    handling_code: _builtins.str
+    """H0 to H3: how the receiver must handle it."""
+    to_all_members: _builtins.bool
+    """True: addressed to every node of the federation; else to `recipients`."""
+    @_builtins.property
+    def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Identifier]:
+        """1 to 8 identifiers of the category's kinds; the receiver normalises them."""
+
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The node ids it is addressed to, when not to all members."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When it stops being valid: a receiver stops matching it then."""
+
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        category: _builtins.str = ...,
+        identifiers: _abc.Iterable[Global___Identifier] | None = ...,
+        summary: _builtins.str = ...,
+        handling_code: _builtins.str = ...,
+        to_all_members: _builtins.bool = ...,
+        recipients: _abc.Iterable[_builtins.str] | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "expires_at", b"expires_at", "handling_code", b"handling_code", "identifiers", b"identifiers", "notice_id", b"notice_id", "recipients", b"recipients", "summary", b"summary", "to_all_members", b"to_all_members", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notice: _TypeAlias = Notice  # noqa: Y015
+
+@_typing.final
+class PublishNoticeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> Global___Envelope: ...
+    @_builtins.property
+    def notice(self) -> Global___Notice: ...
+    def __init__(
+        self,
+        *,
+        envelope: Global___Envelope | None = ...,
+        notice: Global___Notice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishNoticeRequest: _TypeAlias = PublishNoticeRequest  # noqa: Y015
+
+@_typing.final
+class PublishNoticeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONDER_FIELD_NUMBER: _builtins.int
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    POLICY_REVISION_FIELD_NUMBER: _builtins.int
+    AUDIT_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    responder: _builtins.str
+    """Node id of the node that answered."""
+    notice_id: _builtins.str
+    version: _builtins.int
+    """The version the receiver holds now (higher than the one sent if it already holds a
+    newer one).
+    """
+    policy_revision: _builtins.str
+    """Revision of the policy that accepted it."""
+    audit_entry_id: _builtins.str
+    """Id of the audit entry that records this exchange."""
+    def __init__(
+        self,
+        *,
+        responder: _builtins.str = ...,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        policy_revision: _builtins.str = ...,
+        audit_entry_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_entry_id", b"audit_entry_id", "notice_id", b"notice_id", "policy_revision", b"policy_revision", "responder", b"responder", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishNoticeResponse: _TypeAlias = PublishNoticeResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawNoticeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    version: _builtins.int
+    """The withdrawal's version: higher than every version published before it."""
+    @_builtins.property
+    def envelope(self) -> Global___Envelope: ...
+    def __init__(
+        self,
+        *,
+        envelope: Global___Envelope | None = ...,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "notice_id", b"notice_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawNoticeRequest: _TypeAlias = WithdrawNoticeRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawNoticeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONDER_FIELD_NUMBER: _builtins.int
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    AUDIT_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    responder: _builtins.str
+    notice_id: _builtins.str
+    version: _builtins.int
+    """The version the receiver holds now."""
+    audit_entry_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        responder: _builtins.str = ...,
+        notice_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        audit_entry_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_entry_id", b"audit_entry_id", "notice_id", b"notice_id", "responder", b"responder", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawNoticeResponse: _TypeAlias = WithdrawNoticeResponse  # noqa: Y015

@@ -69,6 +69,16 @@ class ExchangeServiceStub:
                 request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketRequest.SerializeToString,
                 response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketResponse.FromString,
                 _registered_method=True)
+        self.PublishNotice = channel.unary_unary(
+                '/liaison.exchange.v1.ExchangeService/PublishNotice',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.PublishNoticeRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.PublishNoticeResponse.FromString,
+                _registered_method=True)
+        self.WithdrawNotice = channel.unary_unary(
+                '/liaison.exchange.v1.ExchangeService/WithdrawNotice',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawNoticeRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawNoticeResponse.FromString,
+                _registered_method=True)
 
 
 class ExchangeServiceServicer:
@@ -138,6 +148,25 @@ class ExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishNotice(self, request, context):
+        """PublishNotice delivers a notice (an alert: wanted or missing person, stolen document or
+        vehicle) to this node. The receiver's own policy decides whether it accepts it; an
+        accepted notice is stored and matched locally, and a hit is never told to the
+        publisher. Receipt is idempotent by (publisher, notice_id, version): a redelivery gets
+        the same answer and stores nothing twice, and an older version never replaces a newer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawNotice(self, request, context):
+        """WithdrawNotice tells this node that the publisher withdrew one of its notices: it stops
+        matching. Only the notice's publisher may withdraw it (`not_publisher`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +199,16 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.WatchTicket,
                     request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketRequest.FromString,
                     response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketResponse.SerializeToString,
+            ),
+            'PublishNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishNotice,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.PublishNoticeRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.PublishNoticeResponse.SerializeToString,
+            ),
+            'WithdrawNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawNotice,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawNoticeRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawNoticeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -339,6 +378,60 @@ class ExchangeService:
             '/liaison.exchange.v1.ExchangeService/WatchTicket',
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketRequest.SerializeToString,
             liaison_dot_exchange_dot_v1_dot_exchange__pb2.WatchTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.exchange.v1.ExchangeService/PublishNotice',
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.PublishNoticeRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.PublishNoticeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.exchange.v1.ExchangeService/WithdrawNotice',
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawNoticeRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_exchange__pb2.WithdrawNoticeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,17 @@ class ExchangeServiceStub:
     `unknown_ticket`, as for GetTicket. A node that stops ends its watches with
     UNAVAILABLE: subscribe again with a new request.
     """
+    PublishNotice: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.PublishNoticeRequest, _exchange_pb2.PublishNoticeResponse]
+    """PublishNotice delivers a notice (an alert: wanted or missing person, stolen document or
+    vehicle) to this node. The receiver's own policy decides whether it accepts it; an
+    accepted notice is stored and matched locally, and a hit is never told to the
+    publisher. Receipt is idempotent by (publisher, notice_id, version): a redelivery gets
+    the same answer and stores nothing twice, and an older version never replaces a newer.
+    """
+    WithdrawNotice: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.WithdrawNoticeRequest, _exchange_pb2.WithdrawNoticeResponse]
+    """WithdrawNotice tells this node that the publisher withdrew one of its notices: it stops
+    matching. Only the notice's publisher may withdraw it (`not_publisher`).
+    """
 
 @_typing.type_check_only
 class ExchangeServiceAsyncStub(ExchangeServiceStub):
@@ -118,6 +129,17 @@ class ExchangeServiceAsyncStub(ExchangeServiceStub):
     stream has one trailer for all its messages). Any other node is refused
     `unknown_ticket`, as for GetTicket. A node that stops ends its watches with
     UNAVAILABLE: subscribe again with a new request.
+    """
+    PublishNotice: _aio.UnaryUnaryMultiCallable[_exchange_pb2.PublishNoticeRequest, _exchange_pb2.PublishNoticeResponse]  # type: ignore[assignment]
+    """PublishNotice delivers a notice (an alert: wanted or missing person, stolen document or
+    vehicle) to this node. The receiver's own policy decides whether it accepts it; an
+    accepted notice is stored and matched locally, and a hit is never told to the
+    publisher. Receipt is idempotent by (publisher, notice_id, version): a redelivery gets
+    the same answer and stores nothing twice, and an older version never replaces a newer.
+    """
+    WithdrawNotice: _aio.UnaryUnaryMultiCallable[_exchange_pb2.WithdrawNoticeRequest, _exchange_pb2.WithdrawNoticeResponse]  # type: ignore[assignment]
+    """WithdrawNotice tells this node that the publisher withdrew one of its notices: it stops
+    matching. Only the notice's publisher may withdraw it (`not_publisher`).
     """
 
 class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +219,29 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
         stream has one trailer for all its messages). Any other node is refused
         `unknown_ticket`, as for GetTicket. A node that stops ends its watches with
         UNAVAILABLE: subscribe again with a new request.
+        """
+
+    @_abc_1.abstractmethod
+    def PublishNotice(
+        self,
+        request: _exchange_pb2.PublishNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.PublishNoticeResponse, _abc.Awaitable[_exchange_pb2.PublishNoticeResponse]]:
+        """PublishNotice delivers a notice (an alert: wanted or missing person, stolen document or
+        vehicle) to this node. The receiver's own policy decides whether it accepts it; an
+        accepted notice is stored and matched locally, and a hit is never told to the
+        publisher. Receipt is idempotent by (publisher, notice_id, version): a redelivery gets
+        the same answer and stores nothing twice, and an older version never replaces a newer.
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawNotice(
+        self,
+        request: _exchange_pb2.WithdrawNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exchange_pb2.WithdrawNoticeResponse, _abc.Awaitable[_exchange_pb2.WithdrawNoticeResponse]]:
+        """WithdrawNotice tells this node that the publisher withdrew one of its notices: it stops
+        matching. Only the notice's publisher may withdraw it (`not_publisher`).
         """
 
 def add_ExchangeServiceServicer_to_server(servicer: ExchangeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
