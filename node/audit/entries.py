@@ -30,9 +30,12 @@ PERSONAL_FIELDS = ("case_reference",)
 # Step-2 facts, written only when a call has them, so that every other entry keeps exactly
 # the bytes (and Merkle leaf) it had before they existed: the ticket a call opened or acted
 # on, the payload fields withheld from a disclosed record (names only, never values), the
-# operator who decided a ticket, and the operator's free-text reason (personal: digested
-# for overseers like `case_reference`).
-OPTIONAL_FIELDS = ("ticket", "withheld", "operator", "note")
+# operator who decided a ticket, the operator's free-text reason (personal: digested for
+# overseers like `case_reference`), and what an allowed exchange achieved (`outcome`:
+# `hit` for a Match that matched, `delivered` for a Fetch that disclosed a record,
+# `ticket_opened` for one that sent it to a person first), which the compliance indicators
+# count (federation/indicators.py).
+OPTIONAL_FIELDS = ("ticket", "withheld", "operator", "note", "outcome")
 OPTIONAL_PERSONAL_FIELDS = ("note",)
 # Fields of the local hash chain, not part of the Merkle leaf: `salt` would unmask the
 # personal digests, and `prev`/`hash` are over the unredacted entry.
@@ -103,6 +106,7 @@ class AuditRecord:
     withheld: tuple[str, ...] = ()
     operator: str = ""
     note: str = ""
+    outcome: str = ""
 
 
 RECORD_FIELDS = tuple(

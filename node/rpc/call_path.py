@@ -72,6 +72,8 @@ class Facts:
     category: str = ""
     ticket: str = ""
     withheld: tuple[str, ...] = ()
+    # What the exchange achieved, when it was allowed: `hit`, `delivered`, `ticket_opened`.
+    outcome: str = ""
 
 
 @dataclass
@@ -232,6 +234,7 @@ class _Exchange:
             category=self.facts.category[:64],
             ticket=self.facts.ticket[:64],
             withheld=self.facts.withheld,
+            outcome=self.facts.outcome,
             case_reference=envelope.case_reference[:128] if envelope else "",
             nonce=envelope.nonce.hex()[:128] if envelope else "",
             request_signature=self.request_signature.hex(),
