@@ -475,3 +475,22 @@ def _in_time_share(values: Mapping[Cell, int], p: str, q: str, hidden: frozenset
     if den < THRESHOLD or {in_time, expired} & hidden:
         return Figure(None, "secondary")
     return Figure(values[in_time] / den)
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorsQuery:
+    """What GetIndicators asks: the window [since, until) (until None: now) and whether to
+    break it down by month."""
+
+    since: datetime
+    until: datetime | None = None
+    granularity: Granularity = "month"
+
+
+def keys_from(figures: Mapping[Cell, Figure]) -> dict[str, tuple[str, ...]]:
+    """The keys each keyed indicator has, as `compute` lists them (sorted)."""
+    found: defaultdict[str, set[str]] = defaultdict(set)
+    for _, _, name, key in figures:
+        if name in SPEC and SPEC[name].keyed:
+            found[name].add(key)
+    return {name: tuple(sorted(keys)) for name, keys in found.items()}

@@ -27,6 +27,7 @@ from node.cli import (
     policy,
     query,
     received,
+    report,
     serve,
     tickets,
     witness,
@@ -80,6 +81,7 @@ GROUPS = (
     received.register,
     tickets.register,
     policy.register,
+    report.register,
     demo.register,
 )
 
