@@ -301,7 +301,7 @@ def _report(fed: Federation) -> Path:
     )
     path = fed.root / f"{OWNER}-report.html"
     write_atomically(path, to_html(ind, {"statement": statement}).encode())
-    print(f"   {statement}")
+    print("   " + statement.replace("; ", ";\n   ", 1))
     return path
 
 
