@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from federation.errors import PeerRefused
-from federation.indicators import SECTIONS, IndicatorsQuery
-from federation.oversight import OversightClient
+from federation.indicators import SECTIONS, Indicators, IndicatorsQuery, compute
+from federation.oversight import AuditExport, OversightClient
+from node.cli.oversight import load_overseer
 from node.local.demo import AGREEMENTS, ASKER, OVERSEER, OWNER, POLICY_DATA, _ask, _fetch
 from node.local.federation import Federation, build_federation
 from tests.federation.helpers import ask, set_keys
@@ -228,3 +229,24 @@ def test_the_html_report_renders_in_headless_chromium(
     # Keep the screenshot where a person can look at it.
     kept = reports["html"].with_suffix(".png")
     shutil.copy(shot, kept)
+
+
+def test_the_overseer_recomputes_the_figures_from_a_verified_export(
+    rfed: Federation, window: Window
+) -> None:
+    """What the node served is what its signed log says: the entries [0, tree_size), fetched
+    and verified against the signed root, give the same figures."""
+    overseer = load_overseer(rfed.root / OVERSEER, rfed.root / "directory.json")
+    since = datetime.fromisoformat(window.since).replace(tzinfo=UTC)
+    until = datetime.fromisoformat(window.until).replace(tzinfo=UTC)
+
+    async def run() -> tuple[Indicators, AuditExport]:
+        async with overseer.client(OWNER) as client:
+            served = await client.get_indicators(IndicatorsQuery(since, until))
+            return served, await client.export(0, served.entries)
+
+    served, export = asyncio.run(run())
+    recomputed = compute(
+        (json.loads(e) for e in export.entries), node=OWNER, since=since, until=until
+    )
+    assert recomputed == served
