@@ -40,10 +40,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from federation import checkpoints, merkle, serde
+from federation import checkpoints, merkle, serde, serde_indicators
 from federation.client import ClientIdentity, secure_channel, translate
 from federation.directory import Member
 from federation.errors import InvalidRequest, PeerError, ProofFailed
+from federation.indicators import Indicators, IndicatorsQuery
 from federation.model import ProvenEntry
 from federation.pki import public_key_from_text
 
@@ -419,6 +420,17 @@ class OversightClient:
             "GetWitnessedCheckpoints",
             serde.witnessed_checkpoints_request_to_bytes(),
             serde.witnessed_checkpoints_from_bytes,
+            timeout,
+        )
+
+    async def get_indicators(self, query: IndicatorsQuery, timeout: float = 30.0) -> Indicators:
+        """The node's compliance indicators (overseers only), as the node computed and
+        suppressed them over entries [0, `.entries`) of its latest checkpoint: an export of
+        that range, verified, recomputes them (`federation.indicators.compute`)."""
+        return await self._call(
+            "GetIndicators",
+            serde_indicators.indicators_request_to_bytes(query),
+            serde_indicators.indicators_from_bytes,
             timeout,
         )
 

@@ -46,9 +46,11 @@ fi
 # gives the server binaries (initdb, pg_ctl) that scripts/postgres.sh runs a throwaway test
 # cluster with (Debian keeps them in /usr/lib/postgresql/<major>/bin); and Debian's Python
 # leaves out ensurepip, without which `python3 -m venv` fails: python3.11-venv restores it.
+# `chromium` renders the compliance report in a real headless browser in its test.
 need_apt=()
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || need_apt+=(python3.11-venv)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ -z "${PG_BIN:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null &&
   ! { command -v initdb >/dev/null && command -v pg_ctl >/dev/null; }; then
   need_apt+=(postgresql)
@@ -56,8 +58,8 @@ fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
     echo "setup: install ${need_apt[*]} with your package manager (promtool, the" \
-      "PostgreSQL server binaries and Python's venv are needed; PG_BIN may name the" \
-      "PostgreSQL binaries' folder)" >&2
+      "PostgreSQL server binaries, Python's venv and chromium are needed; PG_BIN may name" \
+      "the PostgreSQL binaries' folder)" >&2
     exit 2
   fi
   sudo=""

@@ -30,11 +30,14 @@ PERSONAL_FIELDS = ("case_reference",)
 # Step-2 facts, written only when a call has them, so that every other entry keeps exactly
 # the bytes (and Merkle leaf) it had before they existed: the ticket a call opened or acted
 # on, the payload fields withheld from a disclosed record (names only, never values), the
-# operator who decided a ticket, and the operator's free-text reason (personal: digested
-# for overseers like `case_reference`).
+# operator who decided a ticket, the operator's free-text reason (personal: digested for
+# overseers like `case_reference`), and what an allowed exchange achieved (`outcome`:
+# `hit` for a Match that matched, `delivered` for a Fetch that disclosed a record,
+# `ticket_opened` for one that sent it to a person first), which the compliance indicators
+# count (federation/indicators.py).
 # Notices add the notice a call received, withdrew or published (`<id>@<version>`) and how
 # many identifiers it carried (a count, never a value).
-OPTIONAL_FIELDS = ("ticket", "withheld", "operator", "note", "notice", "identifiers")
+OPTIONAL_FIELDS = ("ticket", "withheld", "operator", "note", "outcome", "notice", "identifiers")
 OPTIONAL_PERSONAL_FIELDS = ("note",)
 # Fields of the local hash chain, not part of the Merkle leaf: `salt` would unmask the
 # personal digests, and `prev`/`hash` are over the unredacted entry.
@@ -107,6 +110,7 @@ class AuditRecord:
     note: str = ""
     notice: str = ""
     identifiers: int = 0
+    outcome: str = ""
 
 
 RECORD_FIELDS = tuple(

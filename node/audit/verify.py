@@ -244,6 +244,19 @@ def verify_storage(
     """
     store = merkle.MemoryHashStore()
     count = check_chain(storage.scan(), storage.where, store, torn_ok=False, workers=workers)[1]
+    return count, check_checkpoints(storage, store, count, verifier, origin)
+
+
+def check_checkpoints(
+    storage: AuditStorage,
+    store: merkle.MemoryHashStore,
+    count: int,
+    verifier: checkpoints.Verifier,
+    origin: str | None = None,
+) -> int:
+    """Check every checkpoint `storage` holds against the tree of its first `count`
+    entries (`store`, their chain checked already), as `verify_storage` describes; returns
+    how many there are, or raises CheckpointInvalid."""
     tree = merkle.TreeHasher(store)
     cp_where = storage.checkpoints_where
     expected = verifier.name if origin is None else origin
@@ -277,4 +290,4 @@ def verify_storage(
                 f"its root is not the root of the log's first {size} entries: the log was altered",
             )
         previous = size
-    return count, len(found)
+    return len(found)

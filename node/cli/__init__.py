@@ -28,6 +28,7 @@ from node.cli import (
     policy,
     query,
     received,
+    report,
     serve,
     tickets,
     witness,
@@ -83,6 +84,7 @@ GROUPS = (
     tickets.register,
     notices.register,
     policy.register,
+    report.register,
     demo.register,
 )
 

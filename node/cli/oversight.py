@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.cli.shared import ENTRY_HELP, Subparsers, command, group, parse_entry, write_out
+from node.cli.shared import (
+    ENTRY_HELP,
+    Subparsers,
+    add_window,
+    command,
+    format_table,
+    group,
+    parse_entry,
+    write_out,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -25,6 +34,7 @@ if TYPE_CHECKING:
     from federation import checkpoints
     from federation.client import ClientIdentity
     from federation.directory import Directory
+    from federation.indicators import Indicators
     from federation.oversight import AuditExport, OversightClient
     from node.config import NodeConfig
 
@@ -267,6 +277,60 @@ def _oversight_prove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oversight_indicators(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from federation.indicators import IndicatorsQuery
+    from node.report.files import to_csv, to_json
+
+    overseer = load_overseer(args.identity, args.directory, args.authority_key)
+    query = IndicatorsQuery(args.since, args.until or datetime.now(UTC), args.granularity)
+
+    async def run() -> Indicators:
+        async with overseer.client(args.node, args.endpoint) as client:
+            return await client.get_indicators(query)
+
+    ind = asyncio.run(run())
+    if args.format == "json":
+        text = to_json(ind)
+    elif args.format == "csv":
+        text = to_csv(ind)
+    else:
+        text = indicators_table(ind)
+    write_out(text, args.out)
+    if args.out is not None:
+        print(
+            f"{args.node}'s indicators over its audit entries [0, {ind.entries}) written "
+            f"to {args.out}"
+        )
+    return 0
+
+
+def indicators_table(ind: Indicators) -> str:
+    """The figures as text: one table per period, a row per figure, a column per peer."""
+    from federation.indicators import SPECS
+
+    blocks = [
+        f"{ind.node}: indicators over its audit entries [0, {ind.entries}) (its latest signed "
+        f"checkpoint), {ind.since.isoformat()} to {ind.until.isoformat()}; counts of 1 to 4 "
+        "read <5, x hides what would reveal one"
+    ]
+    for period in ind.periods:
+        rows = [["PERIOD " + period, *ind.peers]]
+        for spec in SPECS:
+            for key in ind.keys_of(spec):
+                label = f"{spec.name} {key}".strip()
+                rows.append(
+                    [
+                        label,
+                        *(ind.figure(period, p, spec.name, key).text(spec.kind) for p in ind.peers),
+                    ]
+                )
+        blocks.append(format_table(rows))
+    return "\n\n".join(blocks) + "\n"
+
+
 def register(sub: Subparsers) -> None:
     """Declare `liaison oversight` and its subcommands."""
     oversight = group(
@@ -323,3 +387,14 @@ def register(sub: Subparsers) -> None:
         _oversight_prove,
     )
     p.add_argument("entry", type=parse_entry, help=ENTRY_HELP)
+    p = overseer_command(
+        "indicators",
+        "fetch a node's compliance indicators (what `liaison report` shows, small counts "
+        "suppressed) over its OversightService, computed from its latest signed checkpoint",
+        _oversight_indicators,
+    )
+    add_window(p)
+    p.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="default: table"
+    )
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")

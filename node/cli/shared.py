@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeAlias
 
@@ -62,3 +63,30 @@ def write_out(text: str, out: Path | None) -> None:
         sys.stdout.write(text)
     else:
         out.write_text(text)
+
+
+def parse_moment(text: str) -> datetime:
+    """A date (YYYY-MM-DD: its midnight) or an ISO 8601 time, UTC unless it says otherwise."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a date (2026-01-01) nor a time (2026-01-01T12:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def add_window(p: argparse.ArgumentParser) -> None:
+    """--since, --until and --granularity, as `report` and `oversight indicators` take them."""
+    p.add_argument(
+        "--since", type=parse_moment, required=True, help="first day (or time) counted, UTC"
+    )
+    p.add_argument(
+        "--until", type=parse_moment, help="day (or time) the window ends, excluded (default: now)"
+    )
+    p.add_argument(
+        "--granularity",
+        choices=("month", "window"),
+        default="month",
+        help="periods: each calendar month and the whole window (default), or the window only",
+    )

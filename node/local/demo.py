@@ -7,7 +7,8 @@ FR's operator does, over FR's admin socket, and the record arrives without what 
 agreement withholds. Then an oversight body
 checks every node's audit log as an overseer would: the node's signed checkpoint, the
 cosignatures of the peers that witness it, and a proof that the first question's entry is
-in the log, with nothing but public keys from the directory.
+in the log, with nothing but public keys from the directory. Last, FR-DGPN's operator
+writes the compliance report of its node (`liaison report`) from its verified audit log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import signal
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,13 @@ from federation.fanout import match_all
 from federation.model import FetchQuery, MatchQuery
 from federation.pki import public_key_from_text
 from federation.vocabulary import LegalBasis
+from node.atomic_write import write_atomically
 from node.audit.witness_state import witness_name
 from node.cli.oversight import load_overseer
 from node.cli.query import format_table, result_row
 from node.local.federation import Federation, build_federation
+from node.report.html import to_html
+from node.report.source import indicators_from_log
 from node.rpc.admin_client import AdminClient
 
 ASKER = "DE-BKA"
@@ -283,6 +288,23 @@ def _cosigned(note: str, witness: checkpoints.Verifier) -> bool:
     return True
 
 
+def _report(fed: Federation) -> Path:
+    """FR-DGPN's compliance report for this month, as `liaison report` writes it."""
+    now = datetime.now(UTC)
+    since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    ind, verified = indicators_from_log(
+        fed.nodes[OWNER].config(), since, now + timedelta(seconds=1), "month"
+    )
+    statement = (
+        f"{verified.entries} entries, the chain intact from entry 0; {verified.checkpoints} "
+        f"checkpoint(s) of {verified.origin} verified with the node's key"
+    )
+    path = fed.root / f"{OWNER}-report.html"
+    write_atomically(path, to_html(ind, {"statement": statement}).encode())
+    print("   " + statement.replace("; ", ";\n   ", 1))
+    return path
+
+
 def run_demo(root: Path, *, keep: bool = False, records: int = 3000) -> int:
     root = root.resolve()
     print(f"Building a three-country federation in {root} ({records} synthetic records each)")
@@ -312,6 +334,8 @@ def run_demo(root: Path, *, keep: bool = False, records: int = 3000) -> int:
         )
         rows = asyncio.run(_oversee(fed, entries))
         print("   " + _table(rows).replace("\n", "\n   "))
+        print(f"\n7. {OWNER}'s operator writes the compliance report of its node (liaison report)")
+        print(f"   report: {_report(fed)} (open it in a browser, or print it)")
         print(f"\nAudit logs: {root}/<node>/audit.log   Node logs: {root}/<node>/node.log")
         if keep:
             print("Nodes stay up; press Ctrl-C to stop them.")

@@ -76,6 +76,8 @@ class Facts:
     # A notice call's notice (`<id>@<version>`) and how many identifiers it carried.
     notice: str = ""
     identifiers: int = 0
+    # What the exchange achieved, when it was allowed: `hit`, `delivered`, `ticket_opened`.
+    outcome: str = ""
 
 
 @dataclass
@@ -238,6 +240,7 @@ class _Exchange:
             withheld=self.facts.withheld,
             notice=self.facts.notice[:96],
             identifiers=self.facts.identifiers,
+            outcome=self.facts.outcome,
             case_reference=envelope.case_reference[:128] if envelope else "",
             nonce=envelope.nonce.hex()[:128] if envelope else "",
             request_signature=self.request_signature.hex(),

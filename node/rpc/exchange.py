@@ -161,6 +161,8 @@ class ExchangeHandlers:
     async def match(self, call: Call, query: MatchQuery) -> MatchAnswer:
         answer = self._service.match(call.member, query)
         call.revision = answer.policy_revision
+        if answer.hit:  # the entry records that it matched (never what): `outcome`
+            call.facts = Facts(query.category, outcome="hit")
         return dataclasses.replace(answer, audit_entry=call.entry_id)
 
     async def fetch(self, call: Call, query: FetchQuery) -> FetchAnswer:
@@ -170,6 +172,7 @@ class ExchangeHandlers:
         finally:
             call.facts = Facts(seen.category, seen.ticket, seen.withheld)
             call.if_unsent = seen.if_unsent
+        call.facts = dataclasses.replace(call.facts, outcome=_fetch_outcome(query, answer))
         call.revision = answer.policy_revision or call.revision
         return dataclasses.replace(answer, policy_revision=call.revision, audit_entry=call.entry_id)
 
@@ -248,6 +251,16 @@ def _fetch_envelope(query: FetchQuery) -> Envelope:
 
 def _fetch_facts(query: FetchQuery) -> Facts:
     return Facts(ticket=query.ticket_id[:64])
+
+
+def _fetch_outcome(query: FetchQuery, answer: FetchAnswer) -> str:
+    """What a served Fetch achieved, for its audit entry: a record disclosed, or (asked by
+    reference) a ticket opened; "" for a ticket's status."""
+    if answer.record is not None:
+        return "delivered"
+    if answer.ticket is not None and not query.ticket_id:
+        return "ticket_opened"
+    return ""
 
 
 def _ticket_facts(ticket_id: str) -> Facts:

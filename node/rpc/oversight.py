@@ -10,6 +10,7 @@ Who may call what (by the caller's directory role; a suspended member is refused
 | GetWitnessedCheckpoints | yes      | yes                                       |
 | GetInclusionProof       | yes      | only for entries whose `peer` is itself   |
 | GetEntries              | yes      | no (`not_an_overseer`)                    |
+| GetIndicators           | yes      | no (`not_an_overseer`)                    |
 
 Everything is bounded by the latest *signed* checkpoint: a proof for a larger tree, or
 entries beyond it, are refused (`beyond_checkpoint`, FAILED_PRECONDITION), so whatever is
@@ -39,9 +40,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from federation import checkpoints
+from federation.indicators import Indicators, IndicatorsQuery, compute, months
 from federation.methods import OVERSIGHT_SERVICE
 from federation.model import ConsistencyQuery, EntryRange, InclusionQuery, ProvenEntry
 from federation.oversight import MAX_ENTRIES_PER_CALL
@@ -57,6 +61,7 @@ from federation.serde import (
     witnessed_checkpoints_request_from_bytes,
     witnessed_checkpoints_to_bytes,
 )
+from federation.serde_indicators import indicators_request_from_bytes, indicators_to_bytes
 from node.audit.log import AuditLog
 from node.audit.verify import stated_checkpoint
 from node.audit.witness import Witness
@@ -68,6 +73,10 @@ SERVICE_NAME = OVERSIGHT_SERVICE
 _LOOKBACK_BATCH = 256
 # Room left in a response for everything but the entries.
 _ENVELOPE_BYTES = 64 * 1024
+# Entries read at a time when computing the indicators, and the longest window (in months)
+# GetIndicators breaks down by month (ten years: a bounded answer).
+_INDICATOR_BATCH = 4096
+MAX_INDICATOR_MONTHS = 120
 
 
 def _beyond(what: str, size: int) -> Refusal:
@@ -136,6 +145,13 @@ class OversightHandlers:
                     entries_request_from_bytes,
                     self._get_entries,
                     entries_to_bytes,
+                    active_only=True,
+                ),
+                Method(
+                    "GetIndicators",
+                    indicators_request_from_bytes,
+                    self._get_indicators,
+                    indicators_to_bytes,
                     active_only=True,
                 ),
                 Method(
@@ -274,6 +290,45 @@ class OversightHandlers:
             entries.append(entry)
             total += len(entry) + 8
         return entries
+
+    async def _get_indicators(self, call: Call, query: IndicatorsQuery) -> Indicators:
+        """The compliance indicators over the entries of the latest checkpoint (signed
+        first if exchange entries lie beyond it), so the overseer can recompute them from a
+        verified export of [0, tree_size)."""
+        member = call.member
+        if not member.is_overseer:
+            raise denied(
+                ("not_an_overseer",),
+                f"{member.node_id} is not an overseer: only overseers may ask for indicators",
+            )
+        until = query.until or datetime.now(UTC)
+        if not query.since < until:
+            raise invalid("invalid_range", f"since {query.since} is not before until {until}")
+        if query.granularity == "month" and len(months(query.since, until)) > MAX_INDICATOR_MONTHS:
+            raise invalid(
+                "window_too_long",
+                f"at most {MAX_INDICATOR_MONTHS} months by month; ask for a shorter window "
+                "or granularity window",
+            )
+        await self._sign_fresh()
+        checkpoint, _ = await self._latest()
+        size = checkpoint.size
+
+        def entries() -> Iterator[dict[str, Any]]:
+            for start in range(0, size, _INDICATOR_BATCH):
+                for raw in self._audit.entries(start, min(size, start + _INDICATOR_BATCH)):
+                    yield json.loads(raw)
+
+        return await asyncio.to_thread(
+            lambda: compute(
+                entries(),
+                node=self._node_id,
+                since=query.since,
+                until=until,
+                granularity=query.granularity,
+                entry_count=size,
+            )
+        )
 
     async def _get_witnessed_checkpoints(self, call: Call, request: None) -> list[tuple[str, str]]:
         return self._witness.cosigned() if self._witness is not None else []

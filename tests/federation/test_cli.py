@@ -235,7 +235,7 @@ def test_the_demo_runs_end_to_end_and_an_overseer_verifies_every_log(tmp_path: P
     """The README's first command: queries answered; the first hit's record fetched under an
     MLAT, approved by FR's operator and delivered without the field FR withholds; then every
     node's checkpoint verified, cosigned by both peers, and the first question's entry
-    proven in FR-DGPN's log."""
+    proven in FR-DGPN's log; last, FR-DGPN's compliance report written and its path printed."""
     result = liaison("demo", "--dir", str(tmp_path / "demo"), "--records", "200", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -253,7 +253,7 @@ def test_the_demo_runs_end_to_end_and_an_overseer_verifies_every_log(tmp_path: P
     assert fields["payload.reference"] == "(withheld)"
     assert "SYN-FR-" not in out  # the withheld value itself never arrives
     assert fields["retention"] == "90 days"
-    table = out[out.index("6. EU-EDPS") :]
+    table = out[out.index("6. EU-EDPS") : out.index("7. FR-DGPN")]
     rows = {
         line.split()[0]: line
         for line in table.splitlines()
@@ -264,4 +264,8 @@ def test_the_demo_runs_end_to_end_and_an_overseer_verifies_every_log(tmp_path: P
         assert "verified" in line
         assert all(peer in line for peer in ("DE-BKA", "FR-DGPN", "NL-KLPD") if peer != node), line
     assert "proven" in rows["FR-DGPN"]
+    report = tmp_path / "demo" / "FR-DGPN-report.html"
+    assert f"report: {report} (open it in a browser" in out
+    assert "the chain intact from entry 0" in out[out.index("7. FR-DGPN") :]
+    assert '<section id="timeliness">' in report.read_text()
     assert "All nodes stopped." in out

@@ -22,37 +22,44 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#liaison/exchange/v1/oversight.proto\x12\x13liaison.exchange.v1\"\x16\n\x14GetCheckpointRequest\"%\n\x15GetCheckpointResponse\x12\x0c\n\x04note\x18\x01 \x01(\t\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x12\n\x08\x65ntry_id\x18\x02 \x01(\tH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x07\n\x05\x65ntry\"\\\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"%\n\x12GetEntriesResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\" \n\x1eGetWitnessedCheckpointsRequest\"5\n\x13WitnessedCheckpoint\x12\x10\n\x08log_node\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"`\n\x1fGetWitnessedCheckpointsResponse\x12=\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32(.liaison.exchange.v1.WitnessedCheckpoint2\xce\x04\n\x10OversightService\x12\x66\n\rGetCheckpoint\x12).liaison.exchange.v1.GetCheckpointRequest\x1a*.liaison.exchange.v1.GetCheckpointResponse\x12x\n\x13GetConsistencyProof\x12/.liaison.exchange.v1.GetConsistencyProofRequest\x1a\x30.liaison.exchange.v1.GetConsistencyProofResponse\x12r\n\x11GetInclusionProof\x12-.liaison.exchange.v1.GetInclusionProofRequest\x1a..liaison.exchange.v1.GetInclusionProofResponse\x12]\n\nGetEntries\x12&.liaison.exchange.v1.GetEntriesRequest\x1a\'.liaison.exchange.v1.GetEntriesResponse\x12\x84\x01\n\x17GetWitnessedCheckpoints\x12\x33.liaison.exchange.v1.GetWitnessedCheckpointsRequest\x1a\x34.liaison.exchange.v1.GetWitnessedCheckpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#liaison/exchange/v1/oversight.proto\x12\x13liaison.exchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetCheckpointRequest\"%\n\x15GetCheckpointResponse\x12\x0c\n\x04note\x18\x01 \x01(\t\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x12\n\x08\x65ntry_id\x18\x02 \x01(\tH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x07\n\x05\x65ntry\"\\\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"%\n\x12GetEntriesResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\" \n\x1eGetWitnessedCheckpointsRequest\"5\n\x13WitnessedCheckpoint\x12\x10\n\x08log_node\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"`\n\x1fGetWitnessedCheckpointsResponse\x12=\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32(.liaison.exchange.v1.WitnessedCheckpoint\"\x81\x01\n\x14GetIndicatorsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bgranularity\x18\x03 \x01(\t\"\xaa\x01\n\x0fIndicatorFigure\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x11\n\tindicator\x18\x03 \x01(\t\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x0f\n\x05value\x18\x05 \x01(\x01H\x00\x12\x18\n\x0enot_applicable\x18\x06 \x01(\x08H\x00\x12\x0f\n\x05small\x18\x07 \x01(\x08H\x00\x12\x13\n\tsecondary\x18\x08 \x01(\x08H\x00\x42\x08\n\x06\x66igure\"\xfa\x01\n\x15GetIndicatorsResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bgranularity\x18\x04 \x01(\t\x12\x11\n\ttree_size\x18\x05 \x01(\x04\x12\x0f\n\x07periods\x18\x06 \x03(\t\x12\r\n\x05peers\x18\x07 \x03(\t\x12\x35\n\x07\x66igures\x18\x08 \x03(\x0b\x32$.liaison.exchange.v1.IndicatorFigure2\xb6\x05\n\x10OversightService\x12\x66\n\rGetCheckpoint\x12).liaison.exchange.v1.GetCheckpointRequest\x1a*.liaison.exchange.v1.GetCheckpointResponse\x12x\n\x13GetConsistencyProof\x12/.liaison.exchange.v1.GetConsistencyProofRequest\x1a\x30.liaison.exchange.v1.GetConsistencyProofResponse\x12r\n\x11GetInclusionProof\x12-.liaison.exchange.v1.GetInclusionProofRequest\x1a..liaison.exchange.v1.GetInclusionProofResponse\x12]\n\nGetEntries\x12&.liaison.exchange.v1.GetEntriesRequest\x1a\'.liaison.exchange.v1.GetEntriesResponse\x12\x84\x01\n\x17GetWitnessedCheckpoints\x12\x33.liaison.exchange.v1.GetWitnessedCheckpointsRequest\x1a\x34.liaison.exchange.v1.GetWitnessedCheckpointsResponse\x12\x66\n\rGetIndicators\x12).liaison.exchange.v1.GetIndicatorsRequest\x1a*.liaison.exchange.v1.GetIndicatorsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liaison.exchange.v1.oversight_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=60
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=82
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=84
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=121
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=123
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=187
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=189
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=234
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=236
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=327
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=329
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=421
-  _globals['_GETENTRIESREQUEST']._serialized_start=423
-  _globals['_GETENTRIESREQUEST']._serialized_end=470
-  _globals['_GETENTRIESRESPONSE']._serialized_start=472
-  _globals['_GETENTRIESRESPONSE']._serialized_end=509
-  _globals['_GETWITNESSEDCHECKPOINTSREQUEST']._serialized_start=511
-  _globals['_GETWITNESSEDCHECKPOINTSREQUEST']._serialized_end=543
-  _globals['_WITNESSEDCHECKPOINT']._serialized_start=545
-  _globals['_WITNESSEDCHECKPOINT']._serialized_end=598
-  _globals['_GETWITNESSEDCHECKPOINTSRESPONSE']._serialized_start=600
-  _globals['_GETWITNESSEDCHECKPOINTSRESPONSE']._serialized_end=696
-  _globals['_OVERSIGHTSERVICE']._serialized_start=699
-  _globals['_OVERSIGHTSERVICE']._serialized_end=1289
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=93
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=115
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=117
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=154
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=156
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=220
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=222
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=267
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=269
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=360
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=362
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=454
+  _globals['_GETENTRIESREQUEST']._serialized_start=456
+  _globals['_GETENTRIESREQUEST']._serialized_end=503
+  _globals['_GETENTRIESRESPONSE']._serialized_start=505
+  _globals['_GETENTRIESRESPONSE']._serialized_end=542
+  _globals['_GETWITNESSEDCHECKPOINTSREQUEST']._serialized_start=544
+  _globals['_GETWITNESSEDCHECKPOINTSREQUEST']._serialized_end=576
+  _globals['_WITNESSEDCHECKPOINT']._serialized_start=578
+  _globals['_WITNESSEDCHECKPOINT']._serialized_end=631
+  _globals['_GETWITNESSEDCHECKPOINTSRESPONSE']._serialized_start=633
+  _globals['_GETWITNESSEDCHECKPOINTSRESPONSE']._serialized_end=729
+  _globals['_GETINDICATORSREQUEST']._serialized_start=732
+  _globals['_GETINDICATORSREQUEST']._serialized_end=861
+  _globals['_INDICATORFIGURE']._serialized_start=864
+  _globals['_INDICATORFIGURE']._serialized_end=1034
+  _globals['_GETINDICATORSRESPONSE']._serialized_start=1037
+  _globals['_GETINDICATORSRESPONSE']._serialized_end=1287
+  _globals['_OVERSIGHTSERVICE']._serialized_start=1290
+  _globals['_OVERSIGHTSERVICE']._serialized_end=1984
 # @@protoc_insertion_point(module_scope)

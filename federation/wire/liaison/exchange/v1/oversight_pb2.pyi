@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -265,3 +266,133 @@ class GetWitnessedCheckpointsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetWitnessedCheckpointsResponse: _TypeAlias = GetWitnessedCheckpointsResponse  # noqa: Y015
+
+@_typing.final
+class GetIndicatorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    GRANULARITY_FIELD_NUMBER: _builtins.int
+    granularity: _builtins.str
+    """"month" (each calendar month in UTC, and the whole window) or "window" (the whole
+    window only).
+    """
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The window [since, until) of entry times; until unset means now."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        granularity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["granularity", b"granularity", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIndicatorsRequest: _TypeAlias = GetIndicatorsRequest  # noqa: Y015
+
+@_typing.final
+class IndicatorFigure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    INDICATOR_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    NOT_APPLICABLE_FIELD_NUMBER: _builtins.int
+    SMALL_FIELD_NUMBER: _builtins.int
+    SECONDARY_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """A period label ("YYYY-MM" or "window"), a peer node id ("all" for every peer,
+    "unidentified" for callers refused before they were identified), the indicator's
+    name and its key ("" for an indicator that has none).
+    """
+    peer: _builtins.str
+    indicator: _builtins.str
+    key: _builtins.str
+    value: _builtins.float
+    """The figure: a count, a share (0 to 1) or hours."""
+    not_applicable: _builtins.bool
+    """Nothing to build it from (a share of no requests)."""
+    small: _builtins.bool
+    """Hidden: a count from 1 to 4."""
+    secondary: _builtins.bool
+    """Hidden so a small count cannot be recovered, or built on fewer than 5 cases."""
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        indicator: _builtins.str = ...,
+        key: _builtins.str = ...,
+        value: _builtins.float = ...,
+        not_applicable: _builtins.bool = ...,
+        small: _builtins.bool = ...,
+        secondary: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["figure", b"figure", "not_applicable", b"not_applicable", "secondary", b"secondary", "small", b"small", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["figure", b"figure", "indicator", b"indicator", "key", b"key", "not_applicable", b"not_applicable", "peer", b"peer", "period", b"period", "secondary", b"secondary", "small", b"small", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_figure: _TypeAlias = _typing.Literal["value", "not_applicable", "small", "secondary"]  # noqa: Y015
+    _WhichOneofArgType_figure: _TypeAlias = _typing.Literal["figure", b"figure"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_figure) -> _WhichOneofReturnType_figure | None: ...
+
+Global___IndicatorFigure: _TypeAlias = IndicatorFigure  # noqa: Y015
+
+@_typing.final
+class GetIndicatorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    GRANULARITY_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    granularity: _builtins.str
+    tree_size: _builtins.int
+    """The figures were computed from the log's entries [0, tree_size), the tree of the
+    node's latest signed checkpoint.
+    """
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def figures(self) -> _containers.RepeatedCompositeFieldContainer[Global___IndicatorFigure]: ...
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        granularity: _builtins.str = ...,
+        tree_size: _builtins.int = ...,
+        periods: _abc.Iterable[_builtins.str] | None = ...,
+        peers: _abc.Iterable[_builtins.str] | None = ...,
+        figures: _abc.Iterable[Global___IndicatorFigure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures", "granularity", b"granularity", "node", b"node", "peers", b"peers", "periods", b"periods", "since", b"since", "tree_size", b"tree_size", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIndicatorsResponse: _TypeAlias = GetIndicatorsResponse  # noqa: Y015

@@ -67,6 +67,11 @@ class OversightServiceStub:
                 request_serializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetWitnessedCheckpointsRequest.SerializeToString,
                 response_deserializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetWitnessedCheckpointsResponse.FromString,
                 _registered_method=True)
+        self.GetIndicators = channel.unary_unary(
+                '/liaison.exchange.v1.OversightService/GetIndicators',
+                request_serializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetIndicatorsRequest.SerializeToString,
+                response_deserializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetIndicatorsResponse.FromString,
+                _registered_method=True)
 
 
 class OversightServiceServicer:
@@ -120,6 +125,16 @@ class OversightServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIndicators(self, request, context):
+        """GetIndicators returns the compliance indicators computed from the entries of the
+        latest checkpoint (overseers only): per peer and period, every count already
+        small-cell suppressed. Recomputing them from an export of entries [0, tree_size)
+        gives the same figures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +162,11 @@ def add_OversightServiceServicer_to_server(servicer, server):
                     servicer.GetWitnessedCheckpoints,
                     request_deserializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetWitnessedCheckpointsRequest.FromString,
                     response_serializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetWitnessedCheckpointsResponse.SerializeToString,
+            ),
+            'GetIndicators': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIndicators,
+                    request_deserializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetIndicatorsRequest.FromString,
+                    response_serializer=liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetIndicatorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -292,6 +312,33 @@ class OversightService:
             '/liaison.exchange.v1.OversightService/GetWitnessedCheckpoints',
             liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetWitnessedCheckpointsRequest.SerializeToString,
             liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetWitnessedCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIndicators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liaison.exchange.v1.OversightService/GetIndicators',
+            liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetIndicatorsRequest.SerializeToString,
+            liaison_dot_exchange_dot_v1_dot_oversight__pb2.GetIndicatorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,12 @@ class OversightServiceStub:
     ask: comparing witnesses' views is how a log showing different trees to different
     peers (a split view) is caught.
     """
+    GetIndicators: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.GetIndicatorsRequest, _oversight_pb2.GetIndicatorsResponse]
+    """GetIndicators returns the compliance indicators computed from the entries of the
+    latest checkpoint (overseers only): per peer and period, every count already
+    small-cell suppressed. Recomputing them from an export of entries [0, tree_size)
+    gives the same figures.
+    """
 
 @_typing.type_check_only
 class OversightServiceAsyncStub(OversightServiceStub):
@@ -90,6 +96,12 @@ class OversightServiceAsyncStub(OversightServiceStub):
     checkpoint it verified, cosigned by this node (C2SP tlog-cosignature). Any member may
     ask: comparing witnesses' views is how a log showing different trees to different
     peers (a split view) is caught.
+    """
+    GetIndicators: _aio.UnaryUnaryMultiCallable[_oversight_pb2.GetIndicatorsRequest, _oversight_pb2.GetIndicatorsResponse]  # type: ignore[assignment]
+    """GetIndicators returns the compliance indicators computed from the entries of the
+    latest checkpoint (overseers only): per peer and period, every count already
+    small-cell suppressed. Recomputing them from an export of entries [0, tree_size)
+    gives the same figures.
     """
 
 class OversightServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +161,18 @@ class OversightServiceServicer(metaclass=_abc_1.ABCMeta):
         checkpoint it verified, cosigned by this node (C2SP tlog-cosignature). Any member may
         ask: comparing witnesses' views is how a log showing different trees to different
         peers (a split view) is caught.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIndicators(
+        self,
+        request: _oversight_pb2.GetIndicatorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.GetIndicatorsResponse, _abc.Awaitable[_oversight_pb2.GetIndicatorsResponse]]:
+        """GetIndicators returns the compliance indicators computed from the entries of the
+        latest checkpoint (overseers only): per peer and period, every count already
+        small-cell suppressed. Recomputing them from an export of entries [0, tree_size)
+        gives the same figures.
         """
 
 def add_OversightServiceServicer_to_server(servicer: OversightServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
