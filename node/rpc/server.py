@@ -313,6 +313,11 @@ async def _start(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # Peers' clients ping every 30 s to keep idle connections open through
+            # firewalls (federation.client.PEER_CHANNEL_OPTIONS): allow it, or gRPC would
+            # close their connections for "too many pings".
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
         ]
     )
     opened.push_async_callback(server.stop, 0)
