@@ -106,6 +106,7 @@ class FanoutClient:
         self._transports: dict[str, PeerTransport] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_directory(
@@ -173,6 +174,7 @@ class FanoutClient:
         `on_result` is called with each peer's result as soon as it is known."""
         self.check(query, deadline)
         named = self.resolve(peers)
+        self._check_loop()
         fanout = Fanout(
             deadline=self._clock() + deadline,
             clock=self._clock,
@@ -184,6 +186,19 @@ class FanoutClient:
             rng=self._rng,
         )
         return await fanout.run([self._transport(p) for p in named], lambda _t: fresh(query))
+
+    def _check_loop(self) -> None:
+        """gRPC's asyncio channels belong to the loop they were opened on."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise BadQuery(
+                "",
+                "this FanoutClient's channels belong to the event loop it was first used "
+                "on: use it only there (one client per loop), or use BlockingFanoutClient "
+                "from code without a loop",
+            )
 
     def _transport(self, peer: str) -> PeerTransport:
         if peer not in self._transports:
