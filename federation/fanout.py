@@ -227,12 +227,14 @@ class Fanout:
             asyncio.ensure_future(self._reported(t, make_query, p))
             for t, p in zip(transports, progress, strict=True)
         ]
-        if tasks:
-            await asyncio.wait(
-                tasks, timeout=max(0.0, self.deadline - self.clock()) + CANCEL_GRACE_S
-            )
-        for task in tasks:
-            task.cancel()
+        try:
+            if tasks:
+                await asyncio.wait(
+                    tasks, timeout=max(0.0, self.deadline - self.clock()) + CANCEL_GRACE_S
+                )
+        finally:  # at the deadline, or when the caller is cancelled: nothing left running
+            for task in tasks:
+                task.cancel()
         results = []
         for task, t, p in zip(tasks, transports, progress, strict=True):
             try:

@@ -29,7 +29,7 @@ from federation.pki import public_key_from_text
 from federation.vocabulary import LegalBasis
 from node.audit.witness_state import witness_name
 from node.cli.oversight import load_overseer
-from node.cli.query import format_table, result_row
+from node.cli.query_match import format_table, result_row
 from node.local.federation import Federation, build_federation
 from node.rpc.admin_client import AdminClient
 
