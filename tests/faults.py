@@ -256,3 +256,36 @@ def proxy_thread() -> Iterator[ProxyThread]:
         yield runner
     finally:
         runner.close()
+
+
+async def _serve_until_stopped(proxy: FaultProxy) -> None:
+    import signal
+
+    await proxy.start()
+    print(f"listening on {proxy.endpoint}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await proxy.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.faults --upstream HOST:PORT --fault latency --latency-ms 100`: a proxy
+    in a process of its own (e.g. for benchmarks/fanout.py), until SIGTERM or Ctrl-C. Its
+    first line on standard output is `listening on HOST:PORT`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--upstream", required=True, help="HOST:PORT to forward to")
+    parser.add_argument("--fault", choices=[f.value for f in Fault], default=Fault.PASS.value)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="with --fault latency")
+    args = parser.parse_args(argv)
+    proxy = FaultProxy(args.upstream, Fault(args.fault), args.latency_ms / 1000)
+    asyncio.run(_serve_until_stopped(proxy))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -215,3 +215,33 @@ def test_a_proxy_on_its_own_thread_serves_blocking_code() -> None:
                 assert server_side.recv(4) == b"ping"
                 server_side.sendall(b"pong")
                 assert client.recv(4) == b"pong"
+
+
+def test_a_proxy_in_a_process_of_its_own() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    with socket.create_server(("127.0.0.1", 0)) as upstream:
+        host, port = upstream.getsockname()[:2]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults", "--upstream", f"{host}:{port}"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("listening on 127.0.0.1:")
+            phost, _, pport = line.split()[-1].rpartition(":")
+            with socket.create_connection((phost, int(pport)), timeout=5) as client:
+                server_side, _ = upstream.accept()
+                with server_side:
+                    client.sendall(b"ping")
+                    assert server_side.recv(4) == b"ping"
+        finally:
+            process.terminate()
+            assert process.wait(10) == 0
+            process.stdout.close()  # type: ignore[union-attr]
