@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import pytest
@@ -60,6 +60,18 @@ def client_for(
     return FanoutClient(IDENTITY, everyone, connect=connect, **options)  # type: ignore[arg-type]
 
 
+_runner: list[asyncio.Runner] = []
+
+
+@pytest.fixture(autouse=True)
+def one_loop() -> Iterator[None]:
+    """One event loop for each test: a client belongs to the loop it was first used on."""
+    with asyncio.Runner() as runner:
+        _runner.append(runner)
+        yield
+        _runner.clear()
+
+
 def ask(
     client: FanoutClient,
     peers: Sequence[str] | object = ALL,
@@ -69,7 +81,7 @@ def ask(
     async def run() -> FanoutResult:
         return await client.match(query(), peers, deadline, on_result)  # type: ignore[arg-type]
 
-    return asyncio.run(run())
+    return _runner[0].run(run())
 
 
 def test_a_transient_failure_is_asked_again_as_a_new_request() -> None:
@@ -214,6 +226,13 @@ def test_one_transport_per_peer_reused_across_calls_and_closed_with_the_client()
     assert all(t.closed for t in twins)
     with pytest.raises(ClientClosed):
         ask(client)
+
+
+def test_a_client_belongs_to_the_loop_it_was_first_used_on() -> None:
+    client = client_for([TwinTransport("FR-PN")])
+    assert [r.outcome for r in ask(client)] == [Outcome.HIT]
+    with pytest.raises(BadQuery, match="BlockingFanoutClient"):
+        asyncio.run(client.match(query(), ALL, 1.0))
 
 
 def test_all_is_every_active_node_but_this_one() -> None:
