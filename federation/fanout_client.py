@@ -229,12 +229,12 @@ class BlockingFanoutClient:
     from several threads share its channels, breakers and limit."""
 
     def __init__(self, identity: ClientIdentity, members: Sequence[Member], **options: Any):
+        self._client = FanoutClient(identity, members, **options)  # checked before a thread
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="liaison-fanout", daemon=True
         )
         self._thread.start()
-        self._client = FanoutClient(identity, members, **options)
 
     @classmethod
     def from_directory(
