@@ -97,6 +97,21 @@ _INVALID = {
     grpc.StatusCode.NOT_FOUND,
 }
 
+# A peer's channel lives as long as its client and may sit idle for hours between queries.
+# Keepalive pings every 30 s, with or without calls in flight, keep it open through
+# stateful firewalls and NAT that drop an idle connection (commonly after 60 s to 5 min),
+# and find a dead one within 10 s more instead of at the next query; a node permits pings
+# that often (`node/rpc/server.py`). gRPC's own retries are off: a request is never sent
+# twice with the same bytes (its nonce would be refused as a replay, or worse, audited
+# twice); `federation.retry` retries with a new request instead.
+PEER_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ClientIdentity:
@@ -240,9 +255,7 @@ class PeerClient:
         self._key = load_signing_key(identity.signing_key)
         self._peer_key = public_key_from_text(peer_signing_key)
         self._serial = serial
-        self._channel = secure_channel(
-            identity, peer, endpoint, [("grpc.keepalive_time_ms", 60_000)]
-        )
+        self._channel = secure_channel(identity, peer, endpoint, PEER_CHANNEL_OPTIONS)
         # No (de)serialisers: we sign the bytes we send and verify the bytes we receive.
         self._match: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
             MATCH_METHOD

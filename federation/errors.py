@@ -1,6 +1,12 @@
 """The one exception tree a client of the federation sees.
 
     LiaisonError
+    ├── CallerError       the caller's own mistake, found before anything is sent: no
+    │   │                 peer is to blame and nothing was asked (`.peer` names the peer
+    │   │                 the mistake is about, if any)
+    │   ├── UnknownPeer   a peer not in the directory, or one that answers no queries
+    │   ├── BadQuery      a query, deadline or setting that cannot be sent as given
+    │   └── ClientClosed  a call on a client already closed
     ├── PeerRefused       the peer decided no (policy, identity, agreement): has reasons
     ├── InvalidRequest    the peer could not accept the request as sent
     ├── PeerUnavailable   unreachable, past the deadline, or its policy engine down
@@ -9,7 +15,9 @@
                           or entry (evidence to keep, not a transient failure)
 
 `grpc.RpcError` is translated at the transport edge (`federation.client`) with the peer
-attached, so nothing above it needs to know about gRPC.
+attached, so nothing above it needs to know about gRPC. The fan-out client
+(`federation.fanout_client`) raises only the CallerError branch: what a peer did is in that
+peer's result, never an exception.
 """
 
 from __future__ import annotations
@@ -54,4 +62,20 @@ class PeerError(LiaisonError):
 
 
 class ProofFailed(PeerError):
+    pass
+
+
+class CallerError(LiaisonError):
+    pass
+
+
+class UnknownPeer(CallerError):
+    pass
+
+
+class BadQuery(CallerError):
+    pass
+
+
+class ClientClosed(CallerError):
     pass

@@ -32,7 +32,7 @@ from federation.vocabulary import LegalBasis
 from node.atomic_write import write_atomically
 from node.audit.witness_state import witness_name
 from node.cli.oversight import load_overseer
-from node.cli.query import format_table, result_row
+from node.cli.query_match import format_table, result_row
 from node.local.federation import Federation, build_federation
 from node.report.html import to_html
 from node.report.source import indicators_from_log

@@ -68,14 +68,16 @@ from node.tickets import TicketStore
 log = logging.getLogger("liaison.node")
 
 
-# A WatchTicket stream may stay quiet for days. Peers ping every 60 s on a call
-# (federation/client.py): allowed here, where gRPC's default (one ping per 5 minutes without
+# A WatchTicket stream may stay quiet for days. Peers ping every 30 s
+# (federation.client.PEER_CHANNEL_OPTIONS): allowed here, where gRPC's default (one ping per 5 minutes without
 # data) would end a quiet watch with GOAWAY "too_many_pings" after three of them. And the
 # node pings each connection itself, without limit while a call is open, so a peer that
 # vanished without closing its connection is found within ~80 s and its watches' slots
-# (`[tickets] max_watches_per_peer`) are given back.
+# (`[tickets] max_watches_per_peer`) are given back. Peers ping with no call open too, to keep
+# idle connections through firewalls: allowed as well.
 KEEPALIVE = (
-    ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.http2.max_pings_without_data", 0),

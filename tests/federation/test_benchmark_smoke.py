@@ -88,3 +88,12 @@ def test_cli_startup_benchmark_quick_run_exits_cleanly_with_its_ratios_and_targe
         assert "p90" in line
         assert "ratio to baseline" in line
     assert "target: every --help under 500 ms (median):" in out
+
+
+def test_fanout_benchmark_quick_run_exits_cleanly_with_its_ratio_and_target() -> None:
+    out = run_quick("fanout.py", timeout=240)
+    for peers in (1, 4, 8):
+        assert any(line.split()[:1] == [str(peers)] for line in out.splitlines())
+    assert "slow peer alone: p50" in out
+    assert "ratio total/slowest alone (p50):" in out
+    assert "target total <= slowest + 20 ms at 8 peers:" in out

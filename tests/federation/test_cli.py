@@ -150,7 +150,7 @@ def test_query_unknown_peer_is_a_clear_error(fed: Federation) -> None:
         "criminal_investigation",
     )
     assert result.returncode == 2
-    assert "XX-NOBODY" in result.stderr and "not in directory" in result.stderr
+    assert "XX-NOBODY" in result.stderr and "not in the directory" in result.stderr
     assert "Traceback" not in result.stderr
 
 

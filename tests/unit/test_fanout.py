@@ -4,58 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 
 import pytest
 
 from federation.client import MatchTransport
-from federation.errors import InvalidRequest, PeerError, PeerRefused, PeerUnavailable
 from federation.fanout import Outcome, PeerResult, match_all
-from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
-
-
-@dataclass
-class TwinTransport:
-    """Answers like a peer would, without a socket: hit, no-hit, an error, or silence."""
-
-    peer: str
-    behaviour: str = "hit"
-    delay: float = 0.0
-    seen: list[tuple[MatchQuery, float]] = field(default_factory=list)
-    cancelled: bool = False
-
-    async def match(self, query: MatchQuery, timeout: float) -> MatchAnswer:
-        self.seen.append((query, timeout))
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
-        if self.behaviour == "refuse":
-            raise PeerRefused(
-                self.peer, "refused by policy", ("no_agreement",), "PERMISSION_DENIED"
-            )
-        if self.behaviour == "unavailable":
-            raise PeerUnavailable(self.peer, "connection refused", (), "UNAVAILABLE")
-        if self.behaviour == "invalid":
-            raise InvalidRequest(
-                self.peer,
-                "category 'boat' is not one of ...",
-                ("category_unknown",),
-                "INVALID_ARGUMENT",
-            )
-        if self.behaviour == "error":
-            raise PeerError(self.peer, "internal error", (), "INTERNAL")
-        if self.behaviour == "crash":
-            raise RuntimeError("a bug in the transport")
-        hit = self.behaviour == "hit"
-        return MatchAnswer(
-            responder=self.peer,
-            hit=hit,
-            record_refs=("ref-1",) if hit else (),
-            policy_revision="rev",
-        )
+from federation.model import MatchAnswer, MatchQuery
+from tests.unit.fanout_twins import TwinTransport, query
 
 
 def _transport(t: TwinTransport) -> MatchTransport:
@@ -63,15 +18,7 @@ def _transport(t: TwinTransport) -> MatchTransport:
 
 
 def _query_for(t: MatchTransport) -> MatchQuery:
-    return MatchQuery(
-        envelope=Envelope(
-            requester="DE-BKA",
-            purpose="criminal_investigation",
-            nonce=f"nonce-for-{t.peer}".encode(),
-        ),
-        category="vehicle",
-        identifiers=(Identifier("vin", "WVWZZZ1JZXW000001"),),
-    )
+    return query(nonce=f"nonce-for-{t.peer}".encode())
 
 
 def _run(transports: list[TwinTransport], timeout: float = 1.0) -> list[PeerResult]:
@@ -86,6 +33,7 @@ def test_every_outcome_in_the_transports_order() -> None:
         TwinTransport("ES-PN", "unavailable"),
         TwinTransport("PL-KGP", "invalid", delay=0.02),
         TwinTransport("AT-BK", "error"),
+        TwinTransport("BE-FPJ", "deadline"),
     ]
     results = _run(twins)
     assert [r.peer for r in results] == [t.peer for t in twins]
@@ -96,8 +44,9 @@ def test_every_outcome_in_the_transports_order() -> None:
         Outcome.UNAVAILABLE,
         Outcome.INVALID,
         Outcome.ERROR,
+        Outcome.TIMED_OUT,
     ]
-    hit, no_hit, refused, unavailable, invalid, error = results
+    hit, no_hit, refused, unavailable, invalid, error, timed_out = results
     assert hit.answer == MatchAnswer("FR-PN", True, ("ref-1",), "rev")
     assert no_hit.answer is not None and no_hit.answer.record_refs == ()
     assert refused.answer is None
@@ -106,22 +55,25 @@ def test_every_outcome_in_the_transports_order() -> None:
     assert unavailable.message == "connection refused"
     assert invalid.reasons == ("category_unknown",)
     assert error.message == "internal error"
+    assert timed_out.reasons == ("deadline_exceeded",)
+    assert [r.attempts for r in results] == [1] * 7  # match_all never retries
+    assert [r.outcome.answered for r in results] == [True, True, True, False, True, False, False]
     assert all(r.elapsed_ms >= 0 for r in results)
     assert hit.elapsed_ms >= 25
 
 
-def test_a_slow_peer_is_unavailable_and_does_not_hold_the_others() -> None:
+def test_a_slow_peer_is_timed_out_and_does_not_hold_the_others() -> None:
     deadline = 1.0
     slow = TwinTransport("FR-PN", "hit", delay=5.0)
     fast = TwinTransport("NL-KMAR", "hit")
     started = time.monotonic()
     results = _run([slow, fast], timeout=deadline)
     elapsed = time.monotonic() - started
-    # Waited out the deadline (plus its 50 ms grace), never the slow peer's 5 s; the slack
+    # Waited out the deadline (plus its 10 ms grace), never the slow peer's 5 s; the slack
     # is for a loaded machine, not a speed claim.
     assert deadline <= elapsed < deadline + 2.0
     assert results[0].peer == "FR-PN"
-    assert results[0].outcome is Outcome.UNAVAILABLE
+    assert results[0].outcome is Outcome.TIMED_OUT
     assert results[0].reasons == ("deadline_exceeded",)
     assert results[0].message == "no answer within deadline"
     assert results[0].answer is None
@@ -132,10 +84,11 @@ def test_a_slow_peer_is_unavailable_and_does_not_hold_the_others() -> None:
 
 
 def test_each_peer_is_told_the_time_that_remains() -> None:
-    # The fan-out's clock: the deadline is set at 100.0, the peers start 0.1 s and 0.25 s
-    # later, then every reading is 100.3 (a real clock would race the machine's load). The
-    # delay makes each peer wait, so both have started before either finishes.
-    readings = iter([100.0, 100.1, 100.25])
+    # The fan-out's clock reads 100.0 when the deadline is set (0.5 s later), 100.1 when it
+    # starts, 100.1 again when it sets its own wait, then 100.1 and 100.25 as each peer is
+    # sent its call, then 100.3 (a real clock would race the machine's load). The delay
+    # makes each peer wait, so both have started before either finishes.
+    readings = iter([100.0, 100.1, 100.1, 100.1, 100.25])
 
     def clock() -> float:
         return next(readings, 100.3)
@@ -158,15 +111,16 @@ def test_each_peer_gets_its_own_query() -> None:
 
 
 def test_an_exhausted_deadline_asks_no_one() -> None:
-    ticks = iter([100.0, 101.0, 101.0, 101.0])  # the deadline, then every later reading
+    ticks = iter([100.0])  # the deadline is set, then every later reading is past it
 
     def clock() -> float:
-        return next(ticks)
+        return next(ticks, 101.0)
 
     twin = TwinTransport("FR-PN")
     [result] = asyncio.run(match_all([_transport(twin)], _query_for, 0.5, clock=clock))
-    assert result.outcome is Outcome.UNAVAILABLE
+    assert result.outcome is Outcome.TIMED_OUT
     assert result.reasons == ("deadline_exceeded",)
+    assert result.attempts == 0
     assert twin.seen == []
 
 
