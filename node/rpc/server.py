@@ -69,8 +69,9 @@ log = logging.getLogger("liaison.node")
 
 
 # A WatchTicket stream may stay quiet for days. Peers ping every 30 s
-# (federation.client.PEER_CHANNEL_OPTIONS): allowed here, where gRPC's default (one ping per 5 minutes without
-# data) would end a quiet watch with GOAWAY "too_many_pings" after three of them. And the
+# (federation.client.PEER_CHANNEL_OPTIONS): allowed here, where gRPC's default (one ping
+# per 5 minutes without data) would end a quiet watch with GOAWAY "too_many_pings" after
+# three of them. And the
 # node pings each connection itself, without limit while a call is open, so a peer that
 # vanished without closing its connection is found within ~80 s and its watches' slots
 # (`[tickets] max_watches_per_peer`) are given back. Peers ping with no call open too, to keep
