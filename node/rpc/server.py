@@ -208,12 +208,6 @@ async def start_node(config: NodeConfig, registry: CollectorRegistry | None = No
 async def _start(
     config: NodeConfig, registry: CollectorRegistry, opened: contextlib.AsyncExitStack
 ) -> Node:
-    # The tables must be those this code knows (node.schema): never serve on an older or
-    # newer schema, and never create one here (`liaison db upgrade` does, after a backup).
-    try:
-        await asyncio.to_thread(check_node, config)
-    except (SchemaError, StoreUnavailable) as exc:
-        raise StartupError(str(exc)) from None
     node_id = config.node.id
     metrics = NodeMetrics(registry)
     authority = public_key_from_text(
@@ -254,6 +248,12 @@ async def _start(
     )
     engine = CachingEngine(reloading)
     opened.callback(engine.close)  # and the reloading engine under it
+    # The tables must be those this code knows (node.schema): never serve on an older or
+    # newer schema, and never create one here (`liaison db upgrade` does, after a backup).
+    try:
+        await asyncio.to_thread(check_node, config)
+    except (SchemaError, StoreUnavailable) as exc:
+        raise StartupError(str(exc)) from None
     store = RecordStore(config.store.url)
     opened.callback(store.close)
     tickets = TicketStore(config.store.url)
