@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from node.cli import (
     audit,
     data,
+    db,
     demo,
     directory,
     federation,
@@ -52,6 +53,9 @@ OPERATOR_ERRORS = (
     ("node.audit.witness_state", "WitnessStateError"),
     ("node.rpc.admin_client", "AdminError"),
     ("node.notice_model", "NoticeError"),
+    ("node.schema", "SchemaError"),
+    ("node.database", "StoreUnavailable"),
+    ("node.backup", "BackupError"),
     ("federation.errors", "LiaisonError"),
     ("builtins", "FileNotFoundError"),
     ("builtins", "PermissionError"),
@@ -78,6 +82,7 @@ GROUPS = (
     audit.register,
     witness.register,
     data.register,
+    db.register,
     serve.register,
     query.register,
     received.register,
@@ -106,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic narrates at INFO; the `db` commands say what was done in their own words.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:

@@ -13,14 +13,15 @@ def _data_import(args: argparse.Namespace) -> int:
     from node.importer import import_file
     from node.notice_hits import NoticeAlerts
     from node.notices import NoticeStore
+    from node.schema import create_if_empty
     from node.store import RecordStore
 
     config = load_config(args.config)
+    # Setting a node up: an empty database gets its schema; any other must be current.
+    create_if_empty(config)
     store = RecordStore(config.store.url)
     notices = NoticeStore(config.store.url)
     try:
-        store.create_schema()
-        notices.create_schema()
         report = import_file(args.file, store, alerts=NoticeAlerts(notices))
     finally:
         notices.close()

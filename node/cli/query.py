@@ -75,12 +75,13 @@ def _keep(config: NodeConfig, args: argparse.Namespace, answer: FetchAnswer) -> 
 
     from federation.vocabulary import LegalBasis
     from node.received import ReceivedStore
+    from node.schema import require_current
 
     record = answer.record
     assert record is not None
+    require_current(config.store.url, config.source)
     store = ReceivedStore(config.store.url)
     try:
-        store.create_schema()
         return store.add(
             from_node=answer.responder,
             record_ref=record.record_ref,

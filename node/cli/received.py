@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 def _store(args: argparse.Namespace) -> ReceivedStore:
     from node.config import load_config
     from node.received import ReceivedStore
+    from node.schema import require_current
 
-    store = ReceivedStore(load_config(args.config).store.url)
-    store.create_schema()
-    return store
+    config = load_config(args.config)
+    require_current(config.store.url, config.source)
+    return ReceivedStore(config.store.url)
 
 
 def _when(moment: datetime) -> str:

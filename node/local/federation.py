@@ -29,6 +29,7 @@ from node.config import NodeConfig, load_config
 from node.enrol import enrol_node, enrol_overseer, sign_members
 from node.importer import import_file
 from node.local.synthetic import generate_rows, write_jsonl
+from node.schema import upgrade_node
 from node.store import RecordStore
 
 MARKER = ".liaison-federation-kit"
@@ -223,9 +224,10 @@ def build_federation(
         )
         rows = list(generate_rows(node_id[:2], records, seed=seed + i))
         write_jsonl(folder / "records.jsonl", rows)
-        store = RecordStore(load_config(folder / "node.toml").store.url)
+        config = load_config(folder / "node.toml")
+        upgrade_node(config)  # the schema, as `liaison db upgrade` makes it
+        store = RecordStore(config.store.url)
         try:
-            store.create_schema()
             import_file(folder / "records.jsonl", store)
         finally:
             store.close()

@@ -33,6 +33,7 @@ from node.audit.witness import Witness
 from node.audit.witness_schedule import Witnessing
 from node.audit.witness_state import WitnessStateError, state_path
 from node.config import NodeConfig
+from node.database import StoreUnavailable
 from node.directory_sources import fetcher_for
 from node.directory_state import DirectoryState
 from node.directory_state import for_node as directory_for_node
@@ -59,6 +60,7 @@ from node.rpc.exchange import SERVICE_NAME, ExchangeHandlers
 from node.rpc.oversight import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
 from node.rpc.oversight import OversightHandlers
 from node.rpc.tls import CertificateError, RotatingServerCredentials, TlsFiles
+from node.schema import SchemaError, check_node
 from node.service import MatchService, NodeIdentity
 from node.store import RecordStore
 from node.ticket_desk import TicketDesk
@@ -249,20 +251,21 @@ async def _start(
     )
     engine = CachingEngine(reloading)
     opened.callback(engine.close)  # and the reloading engine under it
+    # The tables must be those this code knows (node.schema): never serve on an older or
+    # newer schema, and never create one here (`liaison db upgrade` does, after a backup).
+    try:
+        await asyncio.to_thread(check_node, config)
+    except (SchemaError, StoreUnavailable) as exc:
+        raise StartupError(str(exc)) from None
     store = RecordStore(config.store.url)
     opened.callback(store.close)
-    store.create_schema()
     tickets = TicketStore(config.store.url)
     opened.callback(tickets.close)
-    tickets.create_schema()
     received = ReceivedStore(config.store.url)
     opened.callback(received.close)
-    received.create_schema()
     notices, outbox = NoticeStore(config.store.url), OutboxStore(config.store.url)
     opened.callback(notices.close)
     opened.callback(outbox.close)
-    notices.create_schema()
-    outbox.create_schema()
     skew = config.trust.max_clock_skew_s
     audit = open_audit_log(
         config.audit.store,

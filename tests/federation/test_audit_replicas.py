@@ -45,6 +45,9 @@ def _replica(fed: Federation, folder: Path, url: str) -> NodeHandle:
     node.config_path.write_text(
         set_keys(toml, "audit", {"store": '"database"', "url": json.dumps(url)})
     )
+    # A database of its own for the log: its schema is made as an operator makes it.
+    upgraded = liaison("db", "upgrade", "--config", str(node.config_path))
+    assert upgraded.returncode == 0, upgraded.stderr
     return node
 
 
