@@ -116,6 +116,10 @@ if [ ! -f "$checkov_home/.complete" ]; then
   echo "setup: installing checkov $checkov_version (once; cached in $checkov_home)"
   rm -rf "$checkov_home"
   "$PYTHON" -m venv "$checkov_home/venv"
+  "$checkov_home/venv/bin/pip" install --quiet --disable-pip-version-check "pip==$(
+    .venv/bin/python -c \
+      'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["pip"])'
+  )"
   "$checkov_home/venv/bin/pip" install --quiet --disable-pip-version-check \
     "checkov==$checkov_version"
   touch "$checkov_home/.complete"
