@@ -44,6 +44,9 @@ lint: setup
 	$(BIN)/mypy node federation benchmarks scripts tests
 	@# Who may import whom: the contracts in pyproject.toml's [tool.importlinter].
 	$(BIN)/lint-imports --no-logo
+	@# The Dockerfile (hadolint) and the Helm chart (helm lint, helm template for its three
+	@# value sets, kubernetes-validate, checkov; about 10 s): scripts/check_deploy.sh.
+	scripts/check_deploy.sh
 
 check: test
 

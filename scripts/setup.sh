@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything Liaison needs on a fresh machine: a virtualenv with the pinned Python
-# packages, and the pinned Go-built tools (all versions live in pyproject.toml).
+# packages, the pinned Go-built tools (OPA, buf, Helm) and checkov in a virtualenv of its
+# own (all versions live in pyproject.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,7 @@ if [ -n "$missing_tools" ]; then
   go_version=${go_version#go}
   if [ -z "$go_version" ] ||
     [ "$(printf '%s\n%s\n' "$go_min" "$go_version" | sort -V | head -n 1)" != "$go_min" ]; then
-    echo "setup: OPA and buf at the versions pinned in pyproject.toml need Go $go_min or" \
+    echo "setup: OPA, buf and Helm at the versions pinned in pyproject.toml need Go $go_min or" \
       "later; $(command -v go) is ${go_version:-of unknown version}. Install a newer Go" \
       "(https://go.dev/dl) and put it first on PATH." >&2
     exit 2
@@ -105,3 +106,22 @@ while read -r name module; do
   fi
   ln -sf "$target/$name" ".venv/tools/$name"
 done <<<"$tools"
+
+# checkov, in a virtualenv of its own (its dependencies clash with the pins above), cached
+# under ~/.cache/liaison-tools/checkov/<version>/; `.complete` marks a finished install.
+checkov_version=$(.venv/bin/python -c \
+  'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["checkov"])')
+checkov_home="$tools_dir/checkov/$checkov_version"
+if [ ! -f "$checkov_home/.complete" ]; then
+  echo "setup: installing checkov $checkov_version (once; cached in $checkov_home)"
+  rm -rf "$checkov_home"
+  "$PYTHON" -m venv "$checkov_home/venv"
+  "$checkov_home/venv/bin/pip" install --quiet --disable-pip-version-check "pip==$(
+    .venv/bin/python -c \
+      'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["liaison"]["pip"])'
+  )"
+  "$checkov_home/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "checkov==$checkov_version"
+  touch "$checkov_home/.complete"
+fi
+ln -sf "$checkov_home/venv/bin/checkov" .venv/tools/checkov
