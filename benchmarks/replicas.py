@@ -301,6 +301,14 @@ def report(phases: Sequence[Phase], in_flight: int) -> None:
             f"of {p.load.seconds:.2f} s), {p.transactions} transactions for {p.appended} "
             f"entries; at this batch size the lock alone would pass {ceiling:,.0f} appends/s"
         )
+        if p.lock.held:
+            held = p.lock.held
+            print(
+                f"  of the time the lock was held: {100 * p.lock.active / held:.0f}% a "
+                f"statement running in PostgreSQL ({100 * p.lock.wal / held:.0f}% the commit's "
+                f"WAL flush), {100 * (held - p.lock.active) / held:.0f}% waiting for the "
+                "holding replica's next statement (its Python work, or a CPU)"
+            )
     print(
         "ratio to 1 replica (same run): "
         + ", ".join(f"{p.replicas}: {p.load.rate / base:.2f}x" for p in phases if base)

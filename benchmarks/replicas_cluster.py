@@ -33,26 +33,39 @@ LOCK_CLASSID: Final = _KEY >> 32
 LOCK_OBJID: Final = _KEY & 0xFFFF_FFFF
 
 # Runs in the server, on a connection of its own, for the timed window: every `period` it
-# reads the lock table once and counts whether the audit lock is held and how many wait for
-# it. Sampling inside PostgreSQL costs the client nothing and sees the lock as the
-# replicas do. A temporary function: nothing is added to the node's schema.
+# reads the lock table once and counts whether the audit lock is held, how many wait for it,
+# and what its holder is doing: running a statement (its commit waiting for the WAL flush
+# among them) or "idle in transaction", i.e. waiting for the replica that holds the lock to
+# send its next statement. Sampling inside PostgreSQL costs the client nothing and sees the
+# lock as the replicas do. A temporary function: nothing is added to the node's schema.
+# The activity view is a per-transaction snapshot unless cleared, hence the clear.
 _SAMPLER: Final = """
 CREATE FUNCTION pg_temp.audit_lock_samples(seconds float8, period float8, k1 oid, k2 oid)
-RETURNS TABLE (samples bigint, held bigint, waiting bigint) AS $$
+RETURNS TABLE (samples bigint, held bigint, waiting bigint, active bigint, wal bigint) AS $$
 DECLARE
   deadline timestamptz := clock_timestamp() + make_interval(secs => seconds);
   h bigint;
   w bigint;
+  a bigint;
+  f bigint;
 BEGIN
-  samples := 0; held := 0; waiting := 0;
+  samples := 0; held := 0; waiting := 0; active := 0; wal := 0;
   WHILE clock_timestamp() < deadline LOOP
-    SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) INTO h, w
-      FROM pg_locks
-     WHERE locktype = 'advisory' AND classid = k1 AND objid = k2 AND objsubid = 1
-       AND database = (SELECT oid FROM pg_database WHERE datname = current_database());
+    PERFORM pg_stat_clear_snapshot();
+    SELECT count(*) FILTER (WHERE l.granted),
+           count(*) FILTER (WHERE NOT l.granted),
+           count(*) FILTER (WHERE l.granted AND s.state = 'active'),
+           count(*) FILTER (WHERE l.granted AND s.state = 'active'
+                                  AND s.wait_event ILIKE 'wal%')
+      INTO h, w, a, f
+      FROM pg_locks l LEFT JOIN pg_stat_activity s ON s.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.classid = k1 AND l.objid = k2 AND l.objsubid = 1
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
     samples := samples + 1;
     held := held + h;
     waiting := waiting + w;
+    active := active + a;
+    wal := wal + f;
     PERFORM pg_sleep(period);
   END LOOP;
   RETURN NEXT;
@@ -63,12 +76,16 @@ $$ LANGUAGE plpgsql
 
 @dataclass(frozen=True)
 class LockShare:
-    """What the sampler saw over a window: the share of samples in which a replica held
-    the audit lock, and the mean number of transactions queued behind it."""
+    """What the sampler saw over a window, as shares of its samples: the audit lock held,
+    the mean number of transactions queued behind it, and the holder running a statement
+    in the server (`active`; `wal`: its commit waiting for the WAL flush) rather than
+    waiting for its replica's next statement (held - active)."""
 
     samples: int
     held: float
     waiting: float
+    active: float
+    wal: float
 
 
 @dataclass(frozen=True)
@@ -166,10 +183,9 @@ class LockSampler:
         the load)."""
         query = text("SELECT * FROM pg_temp.audit_lock_samples(:s, :p, :k1, :k2)")
         params = {"s": seconds, "p": period, "k1": LOCK_CLASSID, "k2": LOCK_OBJID}
-        samples, held, waiting = (int(v) for v in self._conn.execute(query, params).one())
-        if not samples:
-            return LockShare(0, 0.0, 0.0)
-        return LockShare(samples, held / samples, waiting / samples)
+        samples, held, waiting, active, wal = self._conn.execute(query, params).one()
+        n = max(1, int(samples))
+        return LockShare(int(samples), held / n, waiting / n, active / n, wal / n)
 
     def close(self) -> None:
         self._conn.close()
