@@ -165,6 +165,15 @@ def cpu_times() -> tuple[float, float]:
     return float(sum(fields) - idle), float(sum(fields))
 
 
+def stop(replica: NodeHandle) -> None:
+    """Stop a replica gracefully; one that crashed or would not stop fails the run (its
+    log's end is shown), since a lost replica would make its figures meaningless."""
+    code = replica.stop()
+    if code not in (0, None):
+        tail = (replica.folder / "node.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"a replica exited with status {code}; its log ends:\n{tail}")
+
+
 async def phase(
     replicas: Sequence[NodeHandle],
     identity: ClientIdentity,
@@ -180,7 +189,7 @@ async def phase(
     async with contextlib.AsyncExitStack() as stack:
         for node in replicas:
             node.start()
-            stack.callback(node.stop)
+            stack.callback(stop, node)
         for node in replicas:
             node.wait_ready(timeout=120.0)
         calls: list[Call] = []
