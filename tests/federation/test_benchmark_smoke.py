@@ -97,3 +97,33 @@ def test_fanout_benchmark_quick_run_exits_cleanly_with_its_ratio_and_target() ->
     assert "slow peer alone: p50" in out
     assert "ratio total/slowest alone (p50):" in out
     assert "target total <= slowest + 20 ms at 8 peers:" in out
+
+
+def test_replicas_benchmark_quick_run_keeps_one_tree_and_prints_its_ratios(
+    postgres_url: str,
+) -> None:
+    # A fresh database's URL names the server; the benchmark makes a scratch database of
+    # its own beside it, as it does from LIAISON_TEST_POSTGRES_URL.
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "replicas.py"),
+            "--quick",
+            "--postgres-url",
+            postgres_url,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = result.stdout
+    for replicas in (1, 2):
+        assert any(line.split()[:1] == [str(replicas)] for line in out.splitlines())
+        assert f"{replicas} replica(s): answers per replica" in out
+    assert "audit lock sampled" in out
+    assert "ratio to 1 replica (same run): 1: 1.00x, 2:" in out
+    assert "checkpoint(s) verified from entry 0 (one tree)" in out
+    assert "correctness: OK" in out
