@@ -65,8 +65,13 @@ class Queries:
         self, owner_rows: Sequence[dict[str, Any]], signing_key: bytes, seed: int = 1
     ) -> None:
         self._key = load_signing_key(signing_key)
+        # A record whose source restricts it from the asker is a no-hit for it (its
+        # existence is not disclosed), so it is no hit to ask about.
         self.hits = [
-            str(r["document_number"]) for r in owner_rows if r["category"] == "travel_document"
+            str(r["document_number"])
+            for r in owner_rows
+            if r["category"] == "travel_document"
+            and ASKER[:2] not in r.get("source_restrictions", ())
         ]
         if not self.hits:
             raise ValueError("the owner holds no travel documents to ask about")
