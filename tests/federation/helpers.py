@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,8 +81,9 @@ def clone_node(
 
 
 def scrape(node: NodeHandle, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """One sample from a node's /metrics, or None if it has none."""
-    text = urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5).read().decode()
+    """One sample from a node's /metrics (over TLS, with the node's own certificate), or
+    None if it has none."""
+    text = node.read_metrics()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             wanted = (labels or {}).items()
