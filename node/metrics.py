@@ -287,6 +287,8 @@ class NodeMetrics:
                     self.requests.labels(peer, method, decision)
             for reason in _PEER_REASONS:
                 self.denials.labels(peer, reason)
+        for outcome in TICKET_OUTCOMES:
+            self.ticket_resolution.labels(outcome)
         self.calls.labels(UNIDENTIFIED, "insecure")
         for reason in _UNIDENTIFIED_REASONS:
             self.denials.labels(UNIDENTIFIED, reason)
