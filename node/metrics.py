@@ -33,6 +33,7 @@ EXCHANGE_OUTCOMES = (
     ("Fetch", "ticket_status"),
 )
 CHANNELS = ("secure", "insecure")
+NOTICE_OUTCOMES = ("accepted", "duplicate", "refused", "withdrawn")
 # A requester's withdrawal is not a decision: it is not counted here.
 TICKET_OUTCOMES = ("approved", "refused", "expired")
 LEGAL_BASES = ("none", "bilateral_agreement", "mlat", "jit", "treaty")
@@ -287,6 +288,8 @@ class NodeMetrics:
                     self.requests.labels(peer, method, decision)
             for reason in _PEER_REASONS:
                 self.denials.labels(peer, reason)
+            for outcome in NOTICE_OUTCOMES:
+                self.notices_received.labels(peer, outcome)
         for outcome in TICKET_OUTCOMES:
             self.ticket_resolution.labels(outcome)
         self.calls.labels(UNIDENTIFIED, "insecure")

@@ -1,6 +1,6 @@
 """Debian's real Prometheus server, run as a subprocess against nodes on loopback: the
 scrape configuration an overseer would write (HTTPS, the overseer's client certificate, a
-`node` label per target), the repository's rule files, and its HTTP query API.
+`member` label per target), the repository's rule files, and its HTTP query API.
 
 Never skipped: a machine without the `prometheus` package fails the tests that need it,
 with the line that installs it (scripts/setup.sh installs it too).
@@ -37,7 +37,8 @@ def require(binary: str) -> str:
 
 def scrape_config(targets: Mapping[str, str], identity: Path) -> dict[str, Any]:
     """Prometheus's configuration for `targets` (node id -> its [server] metrics address),
-    scraped over TLS with the member certificate in `identity` (an overseer's folder)."""
+    scraped over TLS with the member certificate in `identity` (an overseer's folder), each
+    labelled with its node id as `member` (`node` is the certificate metric's own label)."""
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES_DIR / "recording.yml"), str(RULES_DIR / "rules.yml")],
@@ -51,7 +52,7 @@ def scrape_config(targets: Mapping[str, str], identity: Path) -> dict[str, Any]:
                     "key_file": str(identity / "tls.key"),
                 },
                 "static_configs": [
-                    {"targets": [address], "labels": {"node": node_id}}
+                    {"targets": [address], "labels": {"member": node_id}}
                     for node_id, address in sorted(targets.items())
                 ],
             }

@@ -9,6 +9,9 @@ compared with what the workload's caller saw. The same live expositions go throu
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
+import re
 import subprocess
 import time
 from collections import Counter
@@ -61,6 +64,20 @@ STATUS_DECISION = {
     "FAILED_PRECONDITION": "invalid",
     "NOT_FOUND": "invalid",
 }
+
+
+def _generator() -> Any:
+    """scripts/gen_dashboards.py (scripts/ is not a package)."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "gen_dashboards.py"
+    spec = importlib.util.spec_from_file_location("gen_dashboards", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen_dashboards = _generator()
+DASHBOARDS: Path = gen_dashboards.OUT
 # Fields of a record that identify a person or a document.
 PERSONAL = ("reference", "document_number", "family_name", "given_names", "date_of_birth")
 
@@ -410,7 +427,7 @@ def _rates(work: Workload) -> dict[str, dict[str, float]]:
 
 
 def _on_owner(prometheus: Prometheus, record: str) -> dict[str, float]:
-    return prometheus.values(f'{record}{{node="{OWNER}"}}')
+    return prometheus.values(f'{record}{{member="{OWNER}"}}')
 
 
 def test_the_workload_is_what_the_nodes_counted(fed: Federation, workload: Workload) -> None:
@@ -438,7 +455,7 @@ def test_every_ratio_and_share_is_what_the_workload_makes(
             assert got.get(peer) == pytest.approx(value, abs=1e-9), (record, peer, got)
     assert _on_owner(prometheus, "liaison:secure_channel:ratio")[ASKER] == 1.0
     # Legal-basis shares: each basis of each peer, and overall.
-    shares = prometheus.query(f'liaison:legal_basis_use:share{{node="{OWNER}"}}')
+    shares = prometheus.query(f'liaison:legal_basis_use:share{{member="{OWNER}"}}')
     share = {
         (r["metric"]["peer"], r["metric"]["legal_basis"]): float(r["value"][1]) for r in shares
     }
@@ -462,7 +479,7 @@ def test_every_rate_is_what_the_workload_makes(prometheus: Prometheus, workload:
                 continue
             assert n / 3600 <= got[peer] * (1 + 1e-9), (record, peer, got)
             assert got[peer] <= n / 3600 * 1.2 + 1e-12, (record, peer, got)
-    by_reason = prometheus.query(f'liaison:refusals_by_reason:rate1h{{node="{OWNER}"}}')
+    by_reason = prometheus.query(f'liaison:refusals_by_reason:rate1h{{member="{OWNER}"}}')
     got_reasons = {(r["metric"]["peer"], r["metric"]["reason"]) for r in by_reason}
     assert ("all", "legal_basis_not_agreed") in got_reasons
     assert ("unidentified", "unknown_member") in got_reasons
@@ -474,7 +491,7 @@ def test_time_and_latency_rules_evaluate(prometheus: Prometheus, workload: Workl
     # expired two days after: the median is interpolated within the decided ones' buckets.
     assert 0.0 < median <= 60.0
     latency = prometheus.query(
-        f'liaison:request_duration_seconds:p95_5m{{node="{OWNER}",method="Match"}}'
+        f'liaison:request_duration_seconds:p95_5m{{member="{OWNER}",method="Match"}}'
     )
     assert latency and 0 < float(latency[0]["value"][1]) <= 2.5
 
@@ -510,10 +527,65 @@ def test_live_expositions_pass_promtool_and_hold_no_personal_value(
 
 def test_prometheus_scrapes_over_tls_as_the_overseer(prometheus: Prometheus) -> None:
     targets = prometheus.query('up{job="liaison"}')
-    assert {t["metric"]["node"] for t in targets} == {ASKER, OWNER, OTHER}
+    assert {t["metric"]["member"] for t in targets} == {ASKER, OWNER, OTHER}
     assert all(t["value"][1] == "1" for t in targets)
     assert all(t["metric"]["instance"].startswith("127.0.0.1:") for t in targets)
 
 
-def dashboards_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
+def _dashboards() -> dict[str, Any]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def test_dashboards_are_what_the_generator_writes() -> None:
+    assert set(_dashboards()) == set(gen_dashboards.DASHBOARDS)
+    for name, text in gen_dashboards.render().items():
+        assert (DASHBOARDS / name).read_text() == text, f"run scripts/gen_dashboards.py ({name})"
+
+
+def test_dashboards_have_grafanas_shape() -> None:
+    """What Grafana's file provisioning needs of each: a uid, a schema version, a
+    datasource variable every panel and query uses, and panels with queries."""
+    for name, board in _dashboards().items():
+        assert board["uid"] and board["title"] and board["schemaVersion"] >= 36, name
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource", name
+        assert variables["datasource"]["query"] == "prometheus", name
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)) and board["panels"], name
+        for p in board["panels"]:
+            assert p["type"] in ("timeseries", "stat", "bargauge"), (name, p["title"])
+            assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert set(p["gridPos"]) == {"x", "y", "w", "h"} and p["targets"], p["title"]
+            refs = [t["refId"] for t in p["targets"]]
+            assert len(refs) == len(set(refs)), p["title"]
+            for t in p["targets"]:
+                assert t["expr"] and t["datasource"] == p["datasource"], p["title"]
+
+
+def test_every_dashboard_query_evaluates_on_real_data(
+    fed: Federation, prometheus: Prometheus, workload: Workload
+) -> None:
+    """Each query, with the node variable set to FR-DGPN, evaluates without error, and
+    every name it reads is a metric family the nodes expose or a recorded series that
+    Prometheus holds after the workload."""
+    exposed = {
+        line.split()[2]
+        for line in fed.nodes[OWNER].read_metrics().splitlines()
+        if line.startswith("# TYPE ")
+    }
+    for name, board in _dashboards().items():
+        for p in board["panels"]:
+            for t in p["targets"]:
+                expr = t["expr"].replace("$member", OWNER)
+                prometheus.query(expr)  # raises with Prometheus's error
+                for used in set(re.findall(r"liaison[a-z0-9_:]*", expr)):
+                    if ":" in used:
+                        held = prometheus.query(f'count({{__name__="{used}"}})')
+                        assert held, f"{name}: {p['title']!r}: no recorded {used}"
+                    else:
+                        family = re.sub(r"_(total|bucket|count|sum)$", "", used)
+                        known = used in exposed or family in exposed
+                        assert known, f"{name}: {p['title']!r}: no metric {used}"
+    # The node variable's values: label_values(liaison_directory_serial, member).
+    serial = prometheus.query("liaison_directory_serial")
+    assert {s["metric"]["member"] for s in serial} == {ASKER, OWNER, OTHER}
