@@ -12,8 +12,11 @@ import asyncio
 import importlib.util
 import json
 import re
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -589,3 +592,37 @@ def test_every_dashboard_query_evaluates_on_real_data(
     # The node variable's values: label_values(liaison_directory_serial, member).
     serial = prometheus.query("liaison_directory_serial")
     assert {s["metric"]["member"] for s in serial} == {ASKER, OWNER, OTHER}
+
+
+def _status(address: str, context: ssl.SSLContext) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"https://{address}/metrics", timeout=5, context=context):
+            return 200, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+
+
+def test_only_overseers_and_the_node_itself_may_read_metrics(
+    fed: Federation, stranger: ClientIdentity
+) -> None:
+    owner = fed.nodes[OWNER]
+    ca = owner.folder / "ca.crt"
+
+    def as_member(folder: Path) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=ca)
+        context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+        return context
+
+    assert _status(owner.metrics, as_member(fed.root / OVERSEER))[0] == 200
+    assert _status(owner.metrics, as_member(owner.folder))[0] == 200
+    code, why = _status(owner.metrics, as_member(fed.nodes[ASKER].folder))
+    assert code == 403 and "not as an overseer" in why and "\n" not in why
+    code, why = _status(owner.metrics, as_member(fed.root / "BE-FPJ"))
+    assert code == 403 and "not a member" in why
+    code, why = _status(owner.metrics, ssl.create_default_context(cafile=ca))
+    assert (code, why.split(":")[0]) == (403, "no client certificate")
+    for reason in ("not_an_overseer", "unknown_member", "no_client_certificate"):
+        assert (scrape(owner, "liaison_metrics_refusals_total", {"reason": reason}) or 0) >= 1
+    # Plain HTTP on the TLS port gets nothing.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{owner.metrics}/metrics", timeout=5).read()
