@@ -6,8 +6,9 @@ answers: over TLS with the node's own server certificate (the one gRPC serves, r
 with it), to a client certificate chained to the federation CA whose fingerprint is the
 one the signed directory lists (node/rpc/auth.py, the same checks as for a call), of a
 member who is an active **overseer**, or this very node (its operators' Prometheus,
-presenting the node's own certificate). Peer nodes are refused: a peer has no business
-reading which other countries this node exchanges with.
+presenting the node's own certificate: the one the directory lists, or the one it serves
+now, which after a rotation the directory may not list yet). Peer nodes are refused: a
+peer has no business reading which other countries this node exchanges with.
 
 Anything else is answered `403` with a one-line reason (`no client certificate`, `XX-Y is
 listed as node, not overseer`, ...) and counted in `liaison_metrics_refusals_total{reason}`;
@@ -21,6 +22,7 @@ more, and no dependency is added.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -56,8 +58,12 @@ class MetricsAccess:
         federation: str,
         directory: Callable[[], Directory],
         refusals: Counter,
+        serving: Callable[[], str] = lambda: "",
     ) -> None:
         self._node_id = node_id
+        # The fingerprint of the certificate the node serves now: its own monitoring may
+        # present it before a directory lists it (a rotation not yet published).
+        self._serving = serving
         self._auth = PeerAuthenticator(federation, directory)
         self._refusals = refusals
 
@@ -69,6 +75,8 @@ class MetricsAccess:
                 "no client certificate: present an overseer's certificate from the "
                 "federation authority",
             )
+        if hashlib.sha256(certificate_der).hexdigest() == self._serving():
+            return None  # chained to the federation CA by the handshake: this node itself
         pem = ssl.DER_cert_to_PEM_cert(certificate_der).encode()
         try:
             member = self._auth.identify({"x509_pem_cert": [pem]})

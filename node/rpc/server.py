@@ -417,7 +417,11 @@ async def _start(
         mhost, mport = _split(config.server.metrics, "[server] metrics")
         secure = config.server.metrics_tls
         access = MetricsAccess(
-            node_id, config.node.federation, directory_state.require, metrics.metrics_refusals
+            node_id,
+            config.node.federation,
+            directory_state.require,
+            metrics.metrics_refusals,
+            serving=lambda: tls.current.sha256,
         )
         try:
             http = serve_metrics(
