@@ -37,8 +37,11 @@ class NodeSection:
 @dataclass(frozen=True, slots=True)
 class ServerSection:
     listen: str = "127.0.0.1:7001"
-    # Where /metrics is served; "" turns the endpoint off.
+    # Where /metrics is served; "" turns the endpoint off. Over TLS to overseers and the
+    # node's own certificate (node/rpc/metrics_http.py); metrics_tls = false serves plain
+    # HTTP, for development, and only on a loopback address.
     metrics: str = "127.0.0.1:9464"
+    metrics_tls: bool = True
     max_message_bytes: int = 1 << 20
 
 
@@ -321,6 +324,25 @@ def _audit(audit: AuditSection, raw: dict[str, Any], store_url: str, path: Path)
     return replace(audit, url=url)
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _check_metrics(server: ServerSection, path: Path) -> None:
+    """`[server] metrics` is host:port, and plain HTTP only on loopback: the figures are a
+    node's relations with its peers, never for the network in clear."""
+    if not server.metrics:
+        return
+    host, _, port = server.metrics.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{path}: [server] metrics {server.metrics!r} must be host:port")
+    if not server.metrics_tls and host.strip("[]") not in LOOPBACK:
+        raise ConfigError(
+            f"{path}: [server] metrics_tls = false serves /metrics in plain HTTP, allowed "
+            f"only on a loopback address (127.0.0.1, ::1), not {host}: remove metrics_tls "
+            "to serve it over TLS to overseers"
+        )
+
+
 def load_config(path: Path) -> NodeConfig:
     path = path.resolve()
     try:
@@ -355,6 +377,7 @@ def load_config(path: Path) -> NodeConfig:
             raise ConfigError(
                 f"{path}: [witness] endpoints: {peer} = {endpoint!r} must be host:port"
             )
+    _check_metrics(config.server, path)
     if config.notices.retry_max_s < config.notices.retry_initial_s:
         raise ConfigError(
             f"{path}: [notices] retry_max_s must be at least retry_initial_s "

@@ -226,6 +226,7 @@ class DirectoryState:
             self._metrics.directory_serial.set(directory.serial)
             self._metrics.directory_expiry.set(directory.expires_at.timestamp())
             self._metrics.directory_installs.labels(via).inc()
+            self._metrics.know_members(directory)
         log.info(
             "directory serial %d installed from %s (was %s), %d member(s), expires %s",
             directory.serial,

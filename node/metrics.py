@@ -16,7 +16,32 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from federation.directory import Directory
     from node.tickets import Ticket
+
+# The caller of a call refused before it was identified (node.rpc.call_path.UNIDENTIFIED).
+UNIDENTIFIED = "unidentified"
+# What an allowed exchange achieved (`liaison_exchanges_total{method,outcome}`): a Match
+# hit or not; a Fetch that disclosed a record at once or for an approved ticket, that
+# opened a ticket, or that only told a ticket's status. Successful: hit and delivered*.
+EXCHANGE_OUTCOMES = (
+    ("Match", "hit"),
+    ("Match", "no_hit"),
+    ("Fetch", "delivered"),
+    ("Fetch", "delivered_ticket"),
+    ("Fetch", "ticket_opened"),
+    ("Fetch", "ticket_status"),
+)
+CHANNELS = ("secure", "insecure")
+NOTICE_OUTCOMES = ("accepted", "duplicate", "refused", "withdrawn")
+# A requester's withdrawal is not a decision: it is not counted here.
+TICKET_OUTCOMES = ("approved", "refused", "expired")
+LEGAL_BASES = ("none", "bilateral_agreement", "mlat", "jit", "treaty")
+_DECISIONS = ("allow", "deny", "invalid", "unauthenticated")
+# Refusal reasons whose series exist from the start for each peer (the legal-basis
+# indicator's), and for callers never identified.
+_PEER_REASONS = ("legal_basis_not_agreed", "legal_basis_insufficient")
+_UNIDENTIFIED_REASONS = ("no_client_certificate", "unknown_member")
 
 # Time to a ticket's decision: a legal deadline is hours to days (48 h under eu-led).
 _HOUR = 3600.0
@@ -183,6 +208,40 @@ class NodeMetrics:
             registry=registry,
         )
 
+        # The indicators' counters (docs/oversight.md#recording-rules).
+        self.exchanges = Counter(
+            "liaison_exchanges",
+            "Match and Fetch calls answered (allowed), by peer, method and what they "
+            "achieved: hit, no_hit, delivered (a record at once), delivered_ticket (for an "
+            "approved ticket), ticket_opened, ticket_status.",
+            ["peer", "method", "outcome"],
+            registry=registry,
+        )
+        self.calls = Counter(
+            "liaison_calls",
+            "Every call the node audited, by peer and channel: secure (the caller's "
+            "certificate is the one the directory lists, and a signed method's request "
+            "signature, freshness and nonce verified) or insecure (anything else: no or "
+            "another certificate, an unknown or revoked member, a bad or missing signature).",
+            ["peer", "channel"],
+            registry=registry,
+        )
+        self.ticket_decisions = Counter(
+            "liaison_ticket_decisions",
+            "Tickets decided, by the requester (peer) and outcome: approved, refused (by an "
+            "operator, before the deadline) or expired (at the deadline: a miss).",
+            ["peer", "outcome"],
+            registry=registry,
+        )
+
+        self.metrics_refusals = Counter(
+            "liaison_metrics_refusals",
+            "Scrapes of /metrics refused (403), by reason: no_client_certificate, "
+            "not_an_overseer, unknown_member, certificate_not_in_directory, ...",
+            ["reason"],
+            registry=registry,
+        )
+
         # Notices: what peers sent (outcome: accepted, duplicate, refused, withdrawn).
         self.notices_received = Counter(
             "liaison_notices_received",
@@ -193,12 +252,52 @@ class NodeMetrics:
         )
 
     def count_ticket(self, ticket: Ticket) -> None:
-        """A ticket's decision: its time to decision, and a miss if it expired."""
+        """A ticket's decision: its time to decision, by whom it was asked, and a miss if
+        it expired."""
         spent = ticket.time_to_decision
         if spent is not None:
             self.ticket_resolution.labels(ticket.state.value).observe(spent.total_seconds())
+        if ticket.state.value in TICKET_OUTCOMES:
+            self.ticket_decisions.labels(ticket.requester, ticket.state.value).inc()
         if ticket.state.value == "expired":
             self.ticket_deadline_misses.inc()
+
+    def know_members(self, directory: Directory) -> None:
+        """Create, at zero, the indicators' series of every member the directory lists.
+
+        Prometheus computes `rate` and `increase` from differences between samples: a series
+        first scraped at 1 has no sample before it, so the first exchange with a peer would
+        be lost to every recording rule (and an exchange is rare enough for that to show).
+        The set is bounded by the directory: a few dozen series a member. Called at start
+        and on each directory installed; series of members no longer listed stay (a counter
+        is never taken back)."""
+        for member in directory.members:
+            peer = member.node_id
+            for channel in CHANNELS:
+                self.calls.labels(peer, channel)
+            if not member.is_node:
+                continue
+            for method, outcome in EXCHANGE_OUTCOMES:
+                self.exchanges.labels(peer, method, outcome)
+            for outcome in TICKET_OUTCOMES:
+                self.ticket_decisions.labels(peer, outcome)
+            for basis in LEGAL_BASES:
+                self.legal_basis.labels(peer, basis)
+            for method in ("Match", "Fetch"):
+                for decision in _DECISIONS:
+                    self.requests.labels(peer, method, decision)
+            for reason in _PEER_REASONS:
+                self.denials.labels(peer, reason)
+            for outcome in NOTICE_OUTCOMES:
+                self.notices_received.labels(peer, outcome)
+        for outcome in TICKET_OUTCOMES:
+            self.ticket_resolution.labels(outcome)
+        self.calls.labels(UNIDENTIFIED, "insecure")
+        for reason in _UNIDENTIFIED_REASONS:
+            self.denials.labels(UNIDENTIFIED, reason)
+        for method in ("Match", "Fetch"):
+            for decision in ("deny", "unauthenticated"):
+                self.requests.labels(UNIDENTIFIED, method, decision)
 
     def track_tickets(
         self,

@@ -320,7 +320,13 @@ def run_demo(root: Path, *, keep: bool = False, records: int = 3000) -> int:
     fed.start()
     try:
         for n in fed.nodes.values():
-            print(f"  {n.node_id:<8} gRPC+mTLS {n.endpoint}   metrics http://{n.metrics}/metrics")
+            print(f"  {n.node_id:<8} gRPC+mTLS {n.endpoint}   metrics https://{n.metrics}/metrics")
+        who = fed.root / OVERSEER
+        print(
+            f"  /metrics answers overseers (and the node itself) over TLS, e.g.\n"
+            f"    curl --cacert {who}/ca.crt --cert {who}/tls.crt --key {who}/tls.key "
+            f"https://{fed.nodes[ASKER].metrics}/metrics"
+        )
         entries, refs = asyncio.run(_ask(fed))
         print(
             f"\n5. {ASKER} fetches the French passport of question 1 under {MLAT_REFERENCE};\n"

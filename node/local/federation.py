@@ -12,9 +12,11 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,12 +132,29 @@ class NodeHandle:
         tail = (self.folder / "node.log").read_text()[-3000:]
         raise RuntimeError(f"{self.node_id} did not become ready; its log ends:\n{tail}")
 
+    def read_metrics(self, identity: Path | None = None, timeout: float = 5.0) -> str:
+        """The node's `/metrics` over TLS, presenting the certificate in `identity` (a member's
+        folder: tls.crt, tls.key, ca.crt; an overseer's, or by default the node's own)."""
+        return read_metrics(self.metrics, identity or self.folder, timeout)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.process is None:
             return None
         code = stop_process(self.process, timeout)
         self.process = None
         return code
+
+
+def read_metrics(address: str, identity: Path, timeout: float = 5.0) -> str:
+    """`https://<address>/metrics`, checking the node's certificate against the federation CA
+    in `identity` and presenting that member's certificate (what an overseer's Prometheus
+    does with `tls_config`). An HTTP error (403 and its reason) raises urllib's HTTPError."""
+    context = ssl.create_default_context(cafile=identity / "ca.crt")
+    context.load_cert_chain(identity / "tls.crt", identity / "tls.key")
+    url = f"https://{address}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
+        text: str = answer.read().decode()
+    return text
 
 
 @dataclass

@@ -47,7 +47,7 @@ from federation.signing import SIGNATURE_METADATA, response_message, sign
 from node.audit.entries import AuditError, AuditRecord, new_entry_id
 from node.audit.log import AuditLog
 from node.errors import Kind, Refusal, denied, invalid
-from node.metrics import NodeMetrics
+from node.metrics import UNIDENTIFIED, NodeMetrics
 from node.rpc.admission import Admission, replayed
 from node.rpc.auth import PeerAuthenticator
 
@@ -55,8 +55,6 @@ if TYPE_CHECKING:  # declared beside it, on top of this module's Method
     from node.rpc.streams import Streaming, Updates
 
 log = logging.getLogger("liaison.node")
-# The metric and audit label for a caller refused before it was identified.
-UNIDENTIFIED = "unidentified"
 
 Q = TypeVar("Q")
 A = TypeVar("A")
@@ -203,6 +201,16 @@ class _Exchange:
     signature: bytes = b""
     if_unsent: Callable[[], Awaitable[None]] | None = None
     answer: Any = None  # what the serve step returned (a stream's Updates)
+    # The caller's certificate is the one the directory lists for a member not revoked.
+    identified: bool = False
+
+    @property
+    def channel(self) -> str:
+        """`secure` when the caller was identified by its listed certificate and the call
+        was not refused as unauthenticated (a signed method's signature, freshness or
+        nonce); `insecure` otherwise (`liaison_calls_total{channel}`)."""
+        refused_auth = self.refusal is not None and self.refusal.decision == "unauthenticated"
+        return "secure" if self.identified and not refused_auth else "insecure"
 
     def refuse(self, refusal: Refusal) -> None:
         self.refusal = refusal
@@ -380,6 +388,7 @@ class CallPath:
         if x.refusal is not None and x.if_unsent is not None:
             await self._put_back(x)
         self._count(method.name, x.peer, x.refusal, x.envelope)  # 7 count
+        self.metrics.calls.labels(x.peer, x.channel).inc()
         if x.refusal is None and tally is not None:
             tally(self.metrics)
         self.metrics.request_duration.labels(method.name).observe(time.perf_counter() - started)
@@ -405,7 +414,7 @@ class CallPath:
         call: Call | None = None
         try:
             member = self._auth.identify(context.auth_context())  # 1 identify
-            x.peer = member.node_id
+            x.peer, x.identified = member.node_id, True
             call = Call(member, x.entry_id, dict(context.invocation_metadata() or ()), x.revision)
             _guard(method, member)
             if service.on_identified is not None:

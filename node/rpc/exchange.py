@@ -88,7 +88,7 @@ class ExchangeHandlers:
                     envelope=_envelope,
                     nodes_only=True,
                     facts=_match_facts,
-                    counted=_count_hit,
+                    counted=_count_match,
                 ),
                 Method(
                     "GetDirectory",
@@ -104,7 +104,7 @@ class ExchangeHandlers:
                     envelope=_fetch_envelope,
                     nodes_only=True,
                     facts=_fetch_facts,
-                    counted=_count_withheld,
+                    counted=_count_fetch,
                 ),
                 Method(
                     "GetTicket",
@@ -298,16 +298,22 @@ def _withdraw_facts(query: WithdrawNoticeQuery) -> Facts:
     return Facts(notice=f"{query.notice_id[:64]}@{query.version}")
 
 
-def _count_withheld(
-    metrics: NodeMetrics, peer: str, query: FetchQuery, answer: FetchAnswer
-) -> None:
-    if answer.record is not None and answer.record.withheld_fields:
-        metrics.fetch_withheld_fields.labels(peer).inc(len(answer.record.withheld_fields))
+def _count_fetch(metrics: NodeMetrics, peer: str, query: FetchQuery, answer: FetchAnswer) -> None:
+    """What an answered Fetch achieved (`liaison_exchanges_total`), and how many fields
+    were withheld from the record it disclosed (never which values)."""
+    if answer.record is not None:
+        outcome = "delivered_ticket" if query.ticket_id else "delivered"
+        if answer.record.withheld_fields:
+            metrics.fetch_withheld_fields.labels(peer).inc(len(answer.record.withheld_fields))
+    else:
+        outcome = "ticket_status" if query.ticket_id else "ticket_opened"
+    metrics.exchanges.labels(peer, "Fetch", outcome).inc()
 
 
-def _count_hit(metrics: NodeMetrics, peer: str, query: MatchQuery, answer: MatchAnswer) -> None:
+def _count_match(metrics: NodeMetrics, peer: str, query: MatchQuery, answer: MatchAnswer) -> None:
     if answer.hit:
         metrics.hits.labels(peer, query.category).inc()
+    metrics.exchanges.labels(peer, "Match", "hit" if answer.hit else "no_hit").inc()
 
 
 def _directory_response(signed: tuple[int, bytes]) -> bytes:

@@ -1,5 +1,5 @@
 """Build a node from its configuration and serve it: gRPC over mutual TLS, health,
-reflection, and Prometheus metrics over HTTP.
+reflection, and Prometheus metrics over HTTPS (node/rpc/metrics_http.py).
 
 Everything the node depends on is checked before the port opens: a node that starts is a
 node that can answer, and one that cannot says why and exits.
@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
+from socketserver import BaseServer
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from federation.checkpoints import audit_origin
 from federation.identity import country_of
@@ -57,6 +57,7 @@ from node.rpc.admission import Admission
 from node.rpc.auth import PeerAuthenticator
 from node.rpc.call_path import CallPath
 from node.rpc.exchange import SERVICE_NAME, ExchangeHandlers
+from node.rpc.metrics_http import MetricsAccess, serve_metrics, server_port
 from node.rpc.oversight import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
 from node.rpc.oversight import OversightHandlers
 from node.rpc.tls import CertificateError, RotatingServerCredentials, TlsFiles
@@ -109,7 +110,7 @@ class Node:
     directory: DirectoryState
     # Signs the audit tree's head if it grew (blocking; never raises).
     _checkpoint: Callable[[], None]
-    _http: WSGIServer | None = None
+    _http: BaseServer | None = None
     _watcher: asyncio.Task[None] | None = None
     _checkpointer: asyncio.Task[None] | None = None
     _witnessing: asyncio.Task[None] | None = None
@@ -219,6 +220,7 @@ async def _start(
     trust = config.trust
     directory_state = directory_for_node(config, authority, metrics)
     directory = await asyncio.to_thread(directory_state.load)
+    metrics.know_members(directory)  # and again on each directory installed
     if directory.member(node_id) is None:
         log.warning(
             "%s is not listed in directory serial %d: peers will not find it",
@@ -419,11 +421,25 @@ async def _start(
     http, metrics_port = None, None
     if config.server.metrics:
         mhost, mport = _split(config.server.metrics, "[server] metrics")
+        secure = config.server.metrics_tls
+        access = MetricsAccess(
+            node_id,
+            config.node.federation,
+            directory_state.require,
+            metrics.metrics_refusals,
+            serving=lambda: tls.current.sha256,
+        )
         try:
-            http, _ = start_http_server(mport, mhost, registry=registry)
+            http = serve_metrics(
+                mhost,
+                mport,
+                registry,
+                tls=tls if secure else None,
+                access=access if secure else None,
+            )
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {config.server.metrics}: {exc}") from None
-        metrics_port = http.server_port
+        metrics_port = server_port(http)
     log.info(
         "%s serving on %s:%d (directory serial %d, policy %s, %d recent nonces), metrics on %s",
         node_id,
@@ -432,7 +448,11 @@ async def _start(
         directory.serial,
         engine.revision,
         seeded,
-        config.server.metrics or "off",
+        (
+            f"https://{config.server.metrics} (overseers)"
+            if config.server.metrics and config.server.metrics_tls
+            else config.server.metrics or "off"
+        ),
     )
     directory_state.start_refresh(trust.directory_refresh_s)
     checkpointer = asyncio.create_task(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,14 +81,18 @@ def clone_node(
 
 
 def scrape(node: NodeHandle, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """One sample from a node's /metrics, or None if it has none."""
-    text = urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            wanted = (labels or {}).items()
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted):
-                return float(sample.value)
-    return None
+    """The sum of a metric's samples on a node's /metrics (read over TLS with the node's own
+    certificate) that carry `labels`, or None if none does. A sum, because the indicators'
+    series exist at zero for every directory member: `{"outcome": "accepted"}` matches one
+    sample per peer."""
+    wanted = (labels or {}).items()
+    found = [
+        float(sample.value)
+        for family in text_string_to_metric_families(node.read_metrics())
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted)
+    ]
+    return sum(found) if found else None
 
 
 def audit_entry(node: NodeHandle, entry_id: str) -> dict[str, object]:

@@ -8,7 +8,6 @@ import itertools
 import json
 import random
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def _start(node: NodeHandle, timeout: float = 30.0) -> None:
     while True:
         assert node.process is not None and node.process.poll() is None, "the node exited"
         try:
-            urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=1).close()
+            node.read_metrics(timeout=1)
             return
         except OSError:
             assert time.monotonic() < deadline, "the node did not start"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,13 +115,14 @@ async def _ask_all(fed: Federation, node: NodeHandle) -> Told:
 
 
 def _samples(node: NodeHandle, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """Every sample of one metric on the node's /metrics, by its labels."""
-    text = urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5).read().decode()
+    """Every sample of one metric on the node's /metrics that counted something, by its
+    labels (the series created at zero for each directory member say nothing happened)."""
+    text = node.read_metrics()
     return {
         tuple(sorted(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == name
+        if sample.name == name and (sample.value or not sample.labels)
     }
 
 

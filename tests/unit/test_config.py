@@ -379,3 +379,17 @@ def test_watch_poll_must_be_a_positive_number(tmp_path: Path, value: str) -> Non
 def test_max_watches_per_peer_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match=r"\[tickets\] max_watches_per_peer must be a positive"):
         _load(tmp_path, NODE + f"[tickets]\nmax_watches_per_peer = {value}\n")
+
+
+def test_plain_http_metrics_only_on_loopback(tmp_path: Path) -> None:
+    """`metrics_tls = false` would put a node's relations with its peers on the network
+    in clear: allowed on loopback only."""
+    base = '[node]\nid = "FR-DGPN"\nfederation = "liaison.example"\n[server]\n'
+    path = tmp_path / "node.toml"
+    path.write_text(base + 'metrics = "127.0.0.1:9464"\nmetrics_tls = false\n')
+    assert load_config(path).server.metrics_tls is False
+    path.write_text(base + 'metrics = "0.0.0.0:9464"\nmetrics_tls = false\n')
+    with pytest.raises(ConfigError, match="loopback"):
+        load_config(path)
+    path.write_text(base + 'metrics = "0.0.0.0:9464"\n')
+    assert load_config(path).server.metrics_tls is True

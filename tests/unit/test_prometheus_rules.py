@@ -1,4 +1,5 @@
-"""The alerting rules in deploy/prometheus are valid and behave as their unit tests say.
+"""The alerting and recording rules in deploy/prometheus are valid and behave as their unit
+tests say.
 
 promtool is Prometheus's own checker: Debian's `prometheus` package installs it (see
 deploy/prometheus/README.md). A missing promtool fails the test rather than skipping it, so
@@ -42,8 +43,8 @@ def _run(promtool: str, *args: str) -> str:
 
 
 def test_rules_are_valid(promtool: str) -> None:
-    output = _run(promtool, "check", "rules", "rules.yml")
-    assert "SUCCESS" in output
+    output = _run(promtool, "check", "rules", "rules.yml", "recording.yml")
+    assert "SUCCESS" in output and "FAILED" not in output
 
 
 def test_rule_unit_tests_pass(promtool: str) -> None:
@@ -68,3 +69,19 @@ def test_every_alert_has_a_unit_test() -> None:
     firing = {a for a in alerts for b in blocks if f"alertname: {a}\n" in b and "[]" not in b}
     assert alerts <= quiet, f"alerts never tested quiet: {sorted(alerts - quiet)}"
     assert alerts <= firing, f"alerts never tested firing: {sorted(alerts - firing)}"
+
+
+def test_every_recording_rule_has_a_unit_test() -> None:
+    """Each recorded series is checked for its values; one recorded per peer and overall
+    (a rule labelled `peer: all`) for its overall value too."""
+    rules = (RULES_DIR / "recording.yml").read_text()
+    tests = (RULES_DIR / "rules_test.yml").read_text()
+    blocks = rules.split("- record:")[1:]
+    records = {b.split("\n", 1)[0].strip() for b in blocks}
+    overall = {b.split("\n", 1)[0].strip() for b in blocks if "peer: all" in b}
+    assert records, "no recording rules found in recording.yml"
+    tested = {r for r in records if f"- expr: {r}\n" in tests}
+    assert records <= tested, f"recording rules never tested: {sorted(records - tested)}"
+    for record in overall:
+        block = tests.split(f"- expr: {record}\n", 1)[1].split("- expr:", 1)[0]
+        assert 'peer="all"' in block, f"{record}: its overall (peer=all) value is untested"
