@@ -4,8 +4,9 @@ Helm reads nothing outside a chart's folder, so deploy/helm/liaison/files/ holds
 - `policies/`: the Rego policy library the node loads (every `.rego` under policies/ but the
   `*_test.rego` unit tests, which no engine loads: node.policy.revision), for the policy
   ConfigMap;
-- `prometheus/`: the Prometheus rule files of deploy/prometheus/ (every `*.yml` but the
-  promtool unit tests, `*_test.yml`), for the PrometheusRule.
+- `prometheus/`: the Prometheus rule files of deploy/prometheus/ (every `*.yml` with rule
+  `groups`: not the promtool unit tests, `*_test.yml`, nor the scrape configuration), for
+  the PrometheusRule.
 
 `--check` changes nothing and fails, naming each difference, when a copy has drifted from
 its source (`make lint` and tests/unit/test_helm_chart.py run it); without it the copies are
@@ -30,8 +31,13 @@ def _policies(root: Path) -> Iterator[Path]:
 
 
 def _rules(root: Path) -> Iterator[Path]:
+    """The rule files: those with top-level `groups` (not a scrape configuration such as
+    federation.yml, nor the promtool unit tests)."""
     for path in sorted((root / "deploy" / "prometheus").glob("*.yml")):
-        if not path.name.endswith("_test.yml"):
+        if path.name.endswith("_test.yml"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        if text.startswith("groups:") or "\ngroups:" in text:
             yield path
 
 
