@@ -211,3 +211,38 @@ def leaf_input(entry: Mapping[str, Any]) -> bytes:
 def entry_leaf(line: bytes) -> bytes:
     """An entry's Merkle leaf hash, from its line in the log."""
     return merkle.leaf_hash(leaf_input(json.loads(line)))
+
+
+def leaf_of(doc: Mapping[str, Any]) -> bytes:
+    """An entry's Merkle leaf hash, from the entry."""
+    return merkle.leaf_hash(leaf_input(doc))
+
+
+def encode_entries(
+    bodies: list[dict[str, Any]], first: int, head: str
+) -> tuple[list[bytes], list[bytes], list[str]]:
+    """The lines of entries `first`, `first + 1`, ... chained onto `head` (their `seq` and
+    `prev` are set in `bodies`), with their leaves and hashes: what the log writes."""
+    lines, leaves, heads = [], [], []
+    for seq, body in enumerate(bodies, start=first):
+        body["seq"], body["prev"] = seq, head
+        encoded = canonical(body)
+        head = chain_digest(head, encoded)
+        # The line is the canonical body with its hash appended as the last member.
+        lines.append(encoded[:-1] + b',"hash":"' + head.encode() + b'"}\n')
+        leaves.append(merkle.leaf_hash(leaf_input(body)))
+        heads.append(head)
+    return lines, leaves, heads
+
+
+def entry_body(record: AuditRecord) -> dict[str, Any]:
+    """An entry's body, before the log gives it its place (`seq`) and chain (`prev`)."""
+    body: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
+    body["reasons"] = list(record.reasons)
+    for name in OPTIONAL_FIELDS:
+        value = getattr(record, name)
+        if value:
+            body[name] = list(value) if isinstance(value, tuple) else value
+    body["v"], body["id"] = ENTRY_VERSION, record.entry_id or new_entry_id()
+    body["salt"] = secrets.token_hex(16)
+    return body

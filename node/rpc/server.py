@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from federation.checkpoints import audit_origin
+from federation.checkpoints import Verifier, audit_origin
 from federation.identity import country_of
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.audit.entries import AuditError, entry_timestamp
@@ -264,11 +264,16 @@ async def _start(
     notices.create_schema()
     outbox.create_schema()
     skew = config.trust.max_clock_skew_s
+    signing_key = load_ed25519_private(config.trust.signing_key)
     audit = open_audit_log(
         config.audit.store,
         config.audit.path,
         config.audit.url,
         replay_window_s=2 * skew,  # as long as the replay cache remembers a nonce
+        # An anchor is trusted only with a checkpoint this node's key signed.
+        verifier=Verifier.for_log(
+            audit_origin(config.node.federation, node_id), signing_key.public_key()
+        ),
     )
     opened.push_async_callback(audit.close)
     metrics.track_audit_size(lambda: audit.size)
@@ -285,7 +290,6 @@ async def _start(
         for entry in audit.recent(time.time() - 2 * skew)
         if entry.get("nonce") and (when := entry_timestamp(entry["time"])) is not None
     )
-    signing_key = load_ed25519_private(config.trust.signing_key)
 
     identity = NodeIdentity(node_id, country_of(node_id), config.node.profile)
     authenticator = PeerAuthenticator(
