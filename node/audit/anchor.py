@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation import checkpoints, merkle
-from node.audit.entries import AuditCorrupt, check_content, check_line, leaf_of, parse_line
+from node.audit.entries import (
+    AuditCorrupt,
+    check_content,
+    check_line_leaf,
+    leaf_of_canonical,
+    parse_line,
+)
 from node.audit.storage import AuditStorage, StorageError
 from node.audit.verify import check_notes
 
@@ -155,12 +161,12 @@ def resume(
         prev = doc.get("prev")
         if not isinstance(prev, str):
             raise AuditCorrupt(where, last, "no previous hash")
-        check_content(doc, prev, stated, last, where)
+        encoded = check_content(doc, prev, stated, last, where)
     except AuditCorrupt as exc:
         raise AnchorRejected(f"entry {last} is not the one the anchor saved ({exc.why})") from None
     if stated != anchor.head:
         raise AnchorRejected(f"entry {last} does not state the saved chain head")
-    leaf = leaf_of(doc)
+    leaf = leaf_of_canonical(doc, encoded)
     tree = merkle.CompactRange.from_state(last, anchor.frontier)
     before = tree.hashes
     tree.append(leaf)
@@ -175,8 +181,7 @@ def resume(
             if torn_ok:
                 break
             raise AuditCorrupt(where, out.count, "torn final line")
-        out.head, doc = check_line(raw, out.count, out.head, where)
-        leaf = leaf_of(doc)
+        out.head, _, leaf = check_line_leaf(raw, out.count, out.head, where)
         out.before = tree.hashes
         tree.append(leaf)
         if keep_leaves:

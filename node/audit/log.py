@@ -65,7 +65,7 @@ from node.audit.entries import (
     AuditRecord,
     AuditReplay,
     CheckpointInvalid,
-    check_line,
+    check_line_leaf,
     encode_entries,
     entry_body,
     entry_timestamp,
@@ -391,8 +391,8 @@ class AuditLog:
             for seq, raw in enumerate(lines, first):
                 if seq < self._tree.size:
                     continue
-                head, doc = check_line(raw, self._tree.size, self._head, self.where)
-                self._tree.add(merkle.leaf_hash(leaf_input(doc)))
+                head, doc, leaf = check_line_leaf(raw, self._tree.size, self._head, self.where)
+                self._tree.add(leaf)
                 self._head = head
                 if self._replay_window and doc.get("nonce"):
                     when = entry_timestamp(str(doc.get("time", ""))) or time.time()

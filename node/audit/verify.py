@@ -21,8 +21,8 @@ from node.audit.entries import (
     AuditCorrupt,
     CheckpointInvalid,
     check_content,
-    check_line,
-    leaf_input,
+    check_line_leaf,
+    leaf_of_canonical,
     parse_line,
 )
 from node.audit.file_store import FileStorage, file_lines
@@ -74,9 +74,9 @@ def check_chain(
             if torn_ok:
                 break
             raise AuditCorrupt(where, count, "torn final line")
-        head, doc = check_line(raw, count, head, where)
+        head, _, leaf = check_line_leaf(raw, count, head, where)
         if store is not None:
-            store.append(merkle.leaf_hash(leaf_input(doc)))
+            store.append(leaf)
         count += 1
     return head, count
 
@@ -106,12 +106,12 @@ def _check_chunk(lines: list[bytes], first: int, leaves: bool) -> _ChunkResult:
             prevs.append(prev)
             if not isinstance(prev, str):  # never the previous entry's hash
                 return prevs, hashes, bytes(out), (index, NOT_CHAINED, False)
-            check_content(doc, prev, stated, index, "")
+            encoded = check_content(doc, prev, stated, index, "")
         except AuditCorrupt as exc:
             return prevs, hashes, bytes(out), (index, exc.why, False)
         hashes.append(str(stated))
         if leaves:
-            out += merkle.leaf_hash(leaf_input(doc))
+            out += leaf_of_canonical(doc, encoded)
     return prevs, hashes, bytes(out), None
 
 
