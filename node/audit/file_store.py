@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import itertools
 import os
 import threading
 from array import array
@@ -203,6 +204,24 @@ class FileStorage:
             # Known from entry 0 on, as if `scan` had read them (appends only extend).
             self._offsets[0:0] = offsets
             self._base = 0
+
+    def scanned(self, lengths: array[int]) -> None:
+        """Know the entries from their line lengths, as if `scan` had read them (a check
+        in worker processes read them: `node.audit.verify_file`)."""
+        offsets = array("Q", itertools.accumulate(lengths, initial=0))
+        self._end = offsets.pop()
+        self._offsets, self._base = offsets, 0
+
+    def adopt_history(self, lengths: array[int]) -> None:
+        """Know entries [0, base) from their line lengths, read by a check of the history
+        after `scan_from(base, ...)` (as `history` would)."""
+        offsets = array("Q", itertools.accumulate(lengths, initial=0))
+        end = offsets.pop()
+        if len(offsets) == self._base and (not self._offsets or end == self._offsets[0]):
+            self._offsets[0:0] = offsets
+            self._base = 0
+        else:
+            raise StorageError(f"{self.path}: its history changed while read", "reopen the log")
 
     def load_anchor(self) -> bytes | None:
         try:

@@ -48,6 +48,7 @@ import json
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ from node.audit.file_store import FileStorage
 from node.audit.log_tree import LogTree
 from node.audit.storage import AuditStorage, StorageError
 from node.audit.verify import check_chain, stated_checkpoint
+from node.audit.verify_file import check_file
 
 log = logging.getLogger("liaison.node")
 
@@ -155,7 +157,17 @@ class AuditLog:
             if self._resume():
                 return
             store = self._tree.store
-            self._head, count = check_chain(self._storage.scan(), self.where, store, torn_ok=True)
+            if isinstance(self._storage, FileStorage):
+                # Read by the workers themselves, each entry's length sent back.
+                lengths: array[int] = array("Q")
+                path = self._storage.path
+                self._head, count = check_file(
+                    path, self.where, store, torn_ok=True, lengths=lengths
+                )
+                self._storage.scanned(lengths)
+            else:
+                lines = self._storage.scan()
+                self._head, count = check_chain(lines, self.where, store, torn_ok=True)
             self._tree.scanned()
             self._storage.keep(count)
         except (StorageError, OSError) as exc:

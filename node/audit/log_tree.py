@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from array import array
 from collections.abc import Iterator
 
 from federation import merkle
 from node.audit.anchor import Anchor, Resumed
 from node.audit.entries import GENESIS, NOT_CHAINED, AuditCorrupt, AuditError
+from node.audit.file_store import FileStorage
 from node.audit.storage import AuditStorage, StorageError
 from node.audit.verify import check_chain
+from node.audit.verify_file import Stopped, check_file
 
 log = logging.getLogger("liaison.node")
 
@@ -155,8 +158,28 @@ class LogTree:
     def _read_history(self, anchor: Anchor) -> merkle.MemoryHashStore:
         store = merkle.MemoryHashStore()
         count, where = anchor.size - 1, self._where
-        lines = self._until_closing(self._storage.history(count))
-        head, found = check_chain(lines, where, store, torn_ok=False, workers=self.workers)
+        storage = self._storage
+        if isinstance(storage, FileStorage) and anchor.position is not None:
+            # Read by the workers themselves, each entry's length sent back.
+            lengths: array[int] = array("Q")
+            try:
+                head, found = check_file(
+                    storage.path,
+                    where,
+                    store,
+                    torn_ok=False,
+                    workers=self.workers,
+                    end=anchor.position,
+                    lengths=lengths,
+                    stop=self.closing,
+                )
+            except Stopped:
+                raise _Closing from None
+            if found == count:
+                storage.adopt_history(lengths)
+        else:
+            lines = self._until_closing(storage.history(count))
+            head, found = check_chain(lines, where, store, torn_ok=False, workers=self.workers)
         if found != count:
             raise AuditCorrupt(where, found, f"missing: the anchor's checkpoint covers {count + 1}")
         if head != self._anchor_prev:

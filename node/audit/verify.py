@@ -25,7 +25,7 @@ from node.audit.entries import (
     leaf_of_canonical,
     parse_line,
 )
-from node.audit.file_store import FileStorage, file_lines
+from node.audit.file_store import FileStorage
 from node.audit.storage import AuditStorage
 
 # A log at least this long is checked in worker processes when several cores are free (a
@@ -181,7 +181,9 @@ def verify_log(path: Path, *, workers: int | None = None) -> int:
     """Check the whole chain from entry 0; returns the entry count or raises AuditCorrupt.
     A large log is checked by `workers` processes (default: one per core; see
     `check_chain`)."""
-    return check_chain(file_lines(path), path, None, torn_ok=False, workers=workers)[1]
+    from node.audit.verify_file import check_file  # it builds on this module
+
+    return check_file(path, path, None, torn_ok=False, workers=workers)[1]
 
 
 def load_tree(path: Path) -> merkle.MemoryHashStore:
@@ -242,8 +244,14 @@ def verify_storage(
     AuditCorrupt (the chain) or CheckpointInvalid (naming the checkpoint and its size).
     A large log is checked by `workers` processes (default: one per core; `check_chain`).
     """
+    from node.audit.verify_file import check_file  # it builds on this module
+
     store = merkle.MemoryHashStore()
-    count = check_chain(storage.scan(), storage.where, store, torn_ok=False, workers=workers)[1]
+    if isinstance(storage, FileStorage):
+        count = check_file(storage.path, storage.where, store, torn_ok=False, workers=workers)[1]
+    else:
+        lines = storage.scan()
+        count = check_chain(lines, storage.where, store, torn_ok=False, workers=workers)[1]
     return count, check_checkpoints(storage, store, count, verifier, origin)
 
 
