@@ -229,22 +229,6 @@ def leaf_of(doc: Mapping[str, Any]) -> bytes:
     return merkle.leaf_hash(leaf_input(doc))
 
 
-def _member(encoded: bytes, name: str, value: str) -> tuple[int, int] | None:
-    """Where the member `"name":value` (a string) is in canonical JSON `encoded`, without
-    the comma around it, or None.
-
-    A structural `,"name":` can only be a top-level member: inside a string every quote
-    is escaped, and an entry holds no nested object."""
-    member = b'"' + name.encode() + b'":' + _encode_string(value).encode()
-    at = encoded.find(b"," + member) + 1
-    if not at:
-        if not encoded.startswith(b"{" + member):
-            return None
-        at = 1
-    end = at + len(member)
-    return (at, end) if encoded[end : end + 1] in (b",", b"}") else None
-
-
 def leaf_of_canonical(doc: Mapping[str, Any], encoded: bytes) -> bytes:
     """`leaf_of(doc)`, given `encoded` = `canonical(doc)` (what the chain's hash is
     checked against): the redacted form is cut out of those bytes rather than built and
@@ -252,51 +236,60 @@ def leaf_of_canonical(doc: Mapping[str, Any], encoded: bytes) -> bytes:
 
     Canonical JSON sorts its members, so dropping the chain fields and putting
     `<field>_sha256` (which sorts where `<field>` did) in place of a personal field gives
-    exactly `canonical(redact(doc))` (tested against it). Any entry this does not fit (a
-    chain or personal field that is not a string, a personal field missing, no salt)
-    takes `leaf_of`."""
+    exactly `canonical(redact(doc))` (tested against it). A member is found by its key,
+    quoted, followed by a colon and preceded by a comma or the opening brace: inside a
+    string every quote is escaped, and an entry holds no nested object, so that is the
+    member and nothing else; its value's length is its encoding's. Any entry this does not
+    fit (a chain or personal field that is not a string, a personal field missing, no salt,
+    a `hash`) takes `leaf_of`."""
     salt = doc.get("salt")
     if type(salt) is not str or not salt or "hash" in doc:
         return leaf_of(doc)
-    cuts: list[tuple[int, int, bytes]] = []
-    for name in _DROPPED:
-        value = doc.get(name)
-        if value is None and name not in doc:
-            continue
-        span = _member(encoded, name, value) if type(value) is str else None
-        if span is None:
-            return leaf_of(doc)
-        start, end = span
-        if encoded[start - 1] == 0x2C:  # the comma before it goes with it
-            cuts.append((start - 1, end, b""))
-        elif encoded[end] == 0x2C:  # the first member: the comma after it
-            cuts.append((start, end + 1, b""))
-        else:
-            return leaf_of(doc)
-    for name in _PERSONAL:
+    pieces: list[bytes] = []
+    cursor = 0
+    # The personal fields first: their keys sort before `prev` and `salt` (one that did
+    # not would leave `prev` behind the cursor, unfound: `leaf_of`, slower but right).
+    for name, key, digest_key in _PERSONAL_KEYS:
         value = doc.get(name)
         if value is None and name in OPTIONAL_PERSONAL_FIELDS and name not in doc:
             continue
-        span = _member(encoded, name, value) if type(value) is str else None
-        if span is None:
+        if type(value) is not str:
+            return leaf_of(doc)
+        at = encoded.find(key, cursor)
+        if at < 1 or encoded[at - 1] not in _BEFORE_MEMBER:
+            return leaf_of(doc)
+        end = at + len(key) + len(_encode_string(value).encode())
+        if encoded[end] not in _AFTER_MEMBER:
             return leaf_of(doc)
         digest = _sha256(bytes.fromhex(salt) + value.encode()).hexdigest() if value else ""
-        cuts.append((span[0], span[1], _DIGEST_KEYS[name] + digest.encode() + b'"'))
-    cuts.sort()
-    pieces, done = [], 0
-    for start, end, put in cuts:
-        pieces.append(encoded[done:start])
-        pieces.append(put)
-        done = end
-    pieces.append(encoded[done:])
+        pieces += (encoded[cursor:at], digest_key, digest.encode(), b'"')
+        cursor = end
+    # Then the chain fields, each dropped with the comma before it (never the first key).
+    for name, key in _CHAIN_KEYS:
+        value = doc.get(name)
+        if value is None and name not in doc:
+            continue
+        if type(value) is not str:
+            return leaf_of(doc)
+        at = encoded.find(key, cursor)
+        end = at + len(key) + len(_encode_string(value).encode())
+        if at < 0 or encoded[end] not in _AFTER_MEMBER:
+            return leaf_of(doc)
+        pieces.append(encoded[cursor:at])
+        cursor = end
+    pieces.append(encoded[cursor:])
     return merkle.leaf_hash(b"".join(pieces))
 
 
 _encode_string = json.encoder.encode_basestring  # as the canonical encoder writes a string
 _sha256 = hashlib.sha256
-_DROPPED = ("prev", "salt")  # the chain fields an entry (without `hash`) holds
-_PERSONAL = (*PERSONAL_FIELDS, *OPTIONAL_PERSONAL_FIELDS)
-_DIGEST_KEYS = {name: b'"' + name.encode() + b'_sha256":"' for name in _PERSONAL}
+_BEFORE_MEMBER = b",{"
+_AFTER_MEMBER = b",}"
+_PERSONAL_KEYS = tuple(
+    (name, b'"' + name.encode() + b'":', b'"' + name.encode() + b'_sha256":"')
+    for name in sorted((*PERSONAL_FIELDS, *OPTIONAL_PERSONAL_FIELDS))
+)
+_CHAIN_KEYS = tuple((name, b',"' + name.encode() + b'":') for name in ("prev", "salt"))
 
 
 def encode_entries(
