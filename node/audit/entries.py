@@ -52,7 +52,7 @@ class AuditCorrupt(AuditError):
     def __init__(self, path: Path | str, index: int, why: str) -> None:
         super().__init__(
             f"{path}: audit entry {index} is invalid ({why}); the log has been "
-            "altered or damaged: keep a copy and run `liaison audit verify`"
+            "altered or damaged: keep a copy and run `liaison audit verify --full`"
         )
         self.index = index
         self.why = why
