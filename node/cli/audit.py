@@ -112,7 +112,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_checkpoint(args: argparse.Namespace) -> int:
-    from federation.checkpoints import audit_origin
+    from federation.checkpoints import Verifier, audit_origin
     from federation.pki import load_ed25519_private
     from node.audit.checkpoints import checkpoint_file_log
     from node.audit.log import AuditLog
@@ -124,7 +124,8 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
     storage = _audit_storage(config)
     if config.audit.store == "database":
         # Under the log's lock, as a replica would: after every entry durable so far.
-        log = AuditLog(storage, load_history=False)
+        verifier = Verifier.for_log(origin, key.public_key())  # an anchor must verify
+        log = AuditLog(storage, verifier=verifier, load_history=False)
         try:
             note = log.checkpoint(key, origin)
         finally:

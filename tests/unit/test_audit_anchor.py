@@ -24,6 +24,7 @@ from node.audit.entries import (
 from node.audit.file_store import FileStorage, anchor_path
 from node.audit.log import AuditLog
 from node.audit.verify import load_tree
+from node.cli import main as liaison
 from tests.unit.test_audit import _append_many, _record
 from tests.unit.test_audit_backends import Backend, _grow, backend, pytest_generate_tests
 from tests.unit.test_audit_merkle import KEY, ORIGIN, VERIFIER
@@ -214,3 +215,44 @@ def test_the_fast_leaf_path_is_the_writers_leaf() -> None:
         if i % 11 == 0:
             del body["case_reference"]
         assert leaf_of_canonical(body, canonical(body)) == leaf_of(body), body
+
+
+def test_verify_checks_from_the_anchor_by_default_and_everything_with_full(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry edited before the anchor (same length, so the anchor's offset holds) is
+    not read by the default check, which says so; `--full` names it."""
+    path = tmp_path / "audit.log"
+    grow(path, 30, checkpoint_at=(10, 25))
+    public = KEY.public_key().public_bytes_raw().hex()
+    signed = ["audit", "verify", "--log", str(path), "--public-key", public, "--origin", ORIGIN]
+    capsys.readouterr()
+    assert liaison(signed) == 0
+    out = capsys.readouterr().out
+    assert "30 entries; from entry 24 on, the chain is intact" in out
+    assert "not read again (--full reads them)" in out and "2 checkpoint(s)" in out
+
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[7] = lines[7].replace(b'"peer":"FR-PN"', b'"peer":"GR-PN"')
+    path.write_bytes(b"".join(lines))
+    assert liaison(signed) == 0
+    capsys.readouterr()
+    assert liaison([*signed, "--full"]) == 2
+    assert "BAD at entry 7: hash does not match its content" in capsys.readouterr().out
+    # Without the key there is no anchor to trust: every entry, as --full.
+    assert liaison(["audit", "verify", "--log", str(path)]) == 2
+
+
+def test_verify_without_a_usable_anchor_checks_everything_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.log"
+    grow(path, 12, checkpoint_at=(12,))
+    anchor_path(path).unlink()
+    public = KEY.public_key().public_bytes_raw().hex()
+    capsys.readouterr()
+    signed = ["audit", "verify", "--log", str(path), "--public-key", public, "--origin", ORIGIN]
+    assert liaison(signed) == 0
+    out = capsys.readouterr().out
+    assert "no anchor was saved with a checkpoint: checking every entry from entry 0" in out
+    assert "12 entries, the chain is intact from entry 0" in out

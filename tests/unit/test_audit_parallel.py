@@ -176,6 +176,7 @@ def test_damage_at_every_place_in_a_range_is_named_alike(lines: list[bytes]) -> 
         lambda ls, i: _edit(ls, i, lambda d: d.update(prev="1" * 64)),
         lambda ls, i: ls.__setitem__(i, ls[i].replace(b"FR-PN", b"FR-XX")),
         lambda ls, i: ls.insert(i, ls[i + 3]),
+        lambda ls, i: ls.__setitem__(slice(i, i + 2), [ls[i + 1], ls[i]]),  # two swapped
     ]
     for damage in kinds:
         for index in range(20, 32):
