@@ -371,6 +371,7 @@ def run_cli(path: Path, public: ed25519.Ed25519PublicKey, workers: int | None) -
         public_key_text(public),
         "--origin",
         ORIGIN,
+        "--full",  # every entry, as before anchors (the default starts from the anchor)
         *(["--workers", str(workers)] if workers is not None else []),
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -181,6 +181,21 @@ class MemoryHashStore:
             raise IndexError(f"leaf {index} is not in a store of {self._size}")
         return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 
+    def frontier(self, size: int) -> list[bytes]:
+        """The hashes a `CompactRange` of the first `size` leaves holds (largest subtree
+        first): look-ups, no hashing."""
+        if not 0 <= size <= self._size:
+            raise ValueError(f"size {size} is not within the store's {self._size} leaves")
+        out: list[bytes] = []
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                row = self._levels[level]
+                at = (start >> level) * HASH_SIZE
+                out.append(bytes(row[at : at + HASH_SIZE]))
+                start += 1 << level
+        return out
+
     def subtree(self, level: int, index: int) -> bytes | None:
         if level >= len(self._levels) or index < 0:
             return None

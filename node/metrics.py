@@ -115,6 +115,12 @@ class NodeMetrics:
         self.audit_size = Gauge(
             "liaison_audit_tree_size", "Entries in the audit log.", registry=registry
         )
+        self.audit_history_damaged = Gauge(
+            "liaison_audit_history_damaged",
+            "1 when the audit log's entries before its last signed checkpoint failed their "
+            "check after a fast open (the log was altered after it was signed).",
+            registry=registry,
+        )
         self.directory_serial = Gauge(
             "liaison_directory_serial", "Serial of the directory in force.", registry=registry
         )
@@ -319,9 +325,12 @@ class NodeMetrics:
         another replica counts too, and the outbox is never a stale copy."""
         self.registry.register(_NoticeCollector(hits_by_category, outbox_by_state))
 
-    def track_audit_size(self, size: Callable[[], int]) -> None:
+    def track_audit_size(
+        self, size: Callable[[], int], damaged: Callable[[], bool] = lambda: False
+    ) -> None:
         """Derived state is read at scrape time, never copied and left to go stale."""
         self.audit_size.set_function(lambda: float(size()))
+        self.audit_history_damaged.set_function(lambda: float(damaged()))
 
 
 class _TicketCollector(Collector):

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -45,6 +46,14 @@ checkpoints_table = Table(
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("size", BigInteger, nullable=False),
     Column("note", Text, nullable=False),
+)
+# The anchor of the newest checkpoint (`node.audit.anchor`): one row, replaced in the
+# transaction that adds the checkpoint, so the two never disagree.
+anchor_table = Table(
+    "audit_anchor",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("data", Text, nullable=False),
 )
 # The PostgreSQL advisory lock serialising the writers of one database's audit log.
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"liaison audit log").digest()[:8], "big", signed=True)
@@ -85,6 +94,10 @@ class _DatabaseLocked:
         count = self._conn.execute(select(func.count()).select_from(checkpoints_table))
         seq = int(count.scalar_one())
         self._conn.execute(insert(checkpoints_table), {"seq": seq, "size": size, "note": note})
+
+    def save_anchor(self, data: bytes) -> None:
+        self._conn.execute(delete(anchor_table))
+        self._conn.execute(insert(anchor_table), {"id": 0, "data": data.decode()})
 
 
 def _entry_lines(
@@ -178,7 +191,10 @@ class DatabaseStorage:
             raise self._error(exc) from exc
 
     def scan(self) -> Iterator[bytes]:
-        done = 0
+        return self.scan_from(0, None)
+
+    def scan_from(self, seq: int, position: int | None) -> Iterator[bytes]:
+        done = seq
         while True:
             with self._reading() as conn:
                 rows = _entry_lines(conn, done, limit=_CHUNK)
@@ -186,6 +202,28 @@ class DatabaseStorage:
             if len(rows) < _CHUNK:
                 return
             done += len(rows)
+
+    def position(self, seq: int) -> int | None:
+        return None  # an entry is found by its seq
+
+    def history(self, count: int) -> Iterator[bytes]:
+        done = 0
+        while done < count:
+            with self._reading() as conn:
+                rows = _entry_lines(conn, done, count, limit=_CHUNK)
+            if not rows:
+                return
+            yield from rows
+            done += len(rows)
+
+    def load_anchor(self) -> bytes | None:
+        stmt = select(anchor_table.c.data).where(anchor_table.c.id == 0)
+        try:
+            with self._engine.connect() as conn:
+                data = conn.execute(stmt).scalar()
+        except SQLAlchemyError:
+            return None  # no such table yet (a log from before anchors): a full scan
+        return None if data is None else str(data).encode()
 
     def keep(self, count: int) -> None:
         pass  # a transaction commits whole: there is no torn tail to cut

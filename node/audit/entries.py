@@ -52,7 +52,7 @@ class AuditCorrupt(AuditError):
     def __init__(self, path: Path | str, index: int, why: str) -> None:
         super().__init__(
             f"{path}: audit entry {index} is invalid ({why}); the log has been "
-            "altered or damaged: keep a copy and run `liaison audit verify`"
+            "altered or damaged: keep a copy and run `liaison audit verify --full`"
         )
         self.index = index
         self.why = why
@@ -163,21 +163,32 @@ def parse_line(line: bytes, index: int, path: Path | str) -> tuple[str, dict[str
 
 def check_content(
     doc: dict[str, Any], prev: str, stated: Any, index: int, path: Path | str
-) -> None:
-    """An entry chained on `prev` (its `prev` checked already) hashes to what it states."""
-    if chain_digest(prev, canonical(doc)) != stated:
+) -> bytes:
+    """An entry chained on `prev` (its `prev` checked already) hashes to what it states;
+    returns its canonical encoding (for `leaf_of_canonical`)."""
+    encoded = canonical(doc)
+    if chain_digest(prev, encoded) != stated:
         raise AuditCorrupt(path, index, "hash does not match its content")
     if doc.get("v") != ENTRY_VERSION:
         raise AuditCorrupt(path, index, f"entry version {doc.get('v')!r}, not {ENTRY_VERSION}")
+    return encoded
 
 
 def check_line(line: bytes, index: int, prev: str, path: Path | str) -> tuple[str, dict[str, Any]]:
     """The entry's hash and body (without `hash`), if it is entry `index` chained on `prev`."""
+    stated, doc, _ = check_line_leaf(line, index, prev, path)
+    return stated, doc
+
+
+def check_line_leaf(
+    line: bytes, index: int, prev: str, path: Path | str
+) -> tuple[str, dict[str, Any], bytes]:
+    """As `check_line`, and the entry's Merkle leaf hash."""
     stated, doc = parse_line(line, index, path)
     if doc.get("prev") != prev:
         raise AuditCorrupt(path, index, NOT_CHAINED)
-    check_content(doc, prev, stated, index, path)
-    return str(stated), doc
+    encoded = check_content(doc, prev, stated, index, path)
+    return str(stated), doc, leaf_of_canonical(doc, encoded)
 
 
 def personal_digest(salt: str, value: str) -> str:
@@ -211,3 +222,101 @@ def leaf_input(entry: Mapping[str, Any]) -> bytes:
 def entry_leaf(line: bytes) -> bytes:
     """An entry's Merkle leaf hash, from its line in the log."""
     return merkle.leaf_hash(leaf_input(json.loads(line)))
+
+
+def leaf_of(doc: Mapping[str, Any]) -> bytes:
+    """An entry's Merkle leaf hash, from the entry."""
+    return merkle.leaf_hash(leaf_input(doc))
+
+
+def leaf_of_canonical(doc: Mapping[str, Any], encoded: bytes) -> bytes:
+    """`leaf_of(doc)`, given `encoded` = `canonical(doc)` (what the chain's hash is
+    checked against): the redacted form is cut out of those bytes rather than built and
+    encoded again, which saves a dict copy and a second encoding per entry.
+
+    Canonical JSON sorts its members, so dropping the chain fields and putting
+    `<field>_sha256` (which sorts where `<field>` did) in place of a personal field gives
+    exactly `canonical(redact(doc))` (tested against it). A member is found by its key,
+    quoted, followed by a colon and preceded by a comma or the opening brace: inside a
+    string every quote is escaped, and an entry holds no nested object, so that is the
+    member and nothing else; its value's length is its encoding's. Any entry this does not
+    fit (a chain or personal field that is not a string, a personal field missing, no salt,
+    a `hash`) takes `leaf_of`."""
+    salt = doc.get("salt")
+    if type(salt) is not str or not salt or "hash" in doc:
+        return leaf_of(doc)
+    pieces: list[bytes] = []
+    cursor = 0
+    # The personal fields first: their keys sort before `prev` and `salt` (one that did
+    # not would leave `prev` behind the cursor, unfound: `leaf_of`, slower but right).
+    for name, key, digest_key in _PERSONAL_KEYS:
+        value = doc.get(name)
+        if value is None and name in OPTIONAL_PERSONAL_FIELDS and name not in doc:
+            continue
+        if type(value) is not str:
+            return leaf_of(doc)
+        at = encoded.find(key, cursor)
+        if at < 1 or encoded[at - 1] not in _BEFORE_MEMBER:
+            return leaf_of(doc)
+        end = at + len(key) + len(_encode_string(value).encode())
+        if encoded[end] not in _AFTER_MEMBER:
+            return leaf_of(doc)
+        digest = _sha256(bytes.fromhex(salt) + value.encode()).hexdigest() if value else ""
+        pieces += (encoded[cursor:at], digest_key, digest.encode(), b'"')
+        cursor = end
+    # Then the chain fields, each dropped with the comma before it (never the first key).
+    for name, key in _CHAIN_KEYS:
+        value = doc.get(name)
+        if value is None and name not in doc:
+            continue
+        if type(value) is not str:
+            return leaf_of(doc)
+        at = encoded.find(key, cursor)
+        end = at + len(key) + len(_encode_string(value).encode())
+        if at < 0 or encoded[end] not in _AFTER_MEMBER:
+            return leaf_of(doc)
+        pieces.append(encoded[cursor:at])
+        cursor = end
+    pieces.append(encoded[cursor:])
+    return merkle.leaf_hash(b"".join(pieces))
+
+
+_encode_string = json.encoder.encode_basestring  # as the canonical encoder writes a string
+_sha256 = hashlib.sha256
+_BEFORE_MEMBER = b",{"
+_AFTER_MEMBER = b",}"
+_PERSONAL_KEYS = tuple(
+    (name, b'"' + name.encode() + b'":', b'"' + name.encode() + b'_sha256":"')
+    for name in sorted((*PERSONAL_FIELDS, *OPTIONAL_PERSONAL_FIELDS))
+)
+_CHAIN_KEYS = tuple((name, b',"' + name.encode() + b'":') for name in ("prev", "salt"))
+
+
+def encode_entries(
+    bodies: list[dict[str, Any]], first: int, head: str
+) -> tuple[list[bytes], list[bytes], list[str]]:
+    """The lines of entries `first`, `first + 1`, ... chained onto `head` (their `seq` and
+    `prev` are set in `bodies`), with their leaves and hashes: what the log writes."""
+    lines, leaves, heads = [], [], []
+    for seq, body in enumerate(bodies, start=first):
+        body["seq"], body["prev"] = seq, head
+        encoded = canonical(body)
+        head = chain_digest(head, encoded)
+        # The line is the canonical body with its hash appended as the last member.
+        lines.append(encoded[:-1] + b',"hash":"' + head.encode() + b'"}\n')
+        leaves.append(merkle.leaf_hash(leaf_input(body)))
+        heads.append(head)
+    return lines, leaves, heads
+
+
+def entry_body(record: AuditRecord) -> dict[str, Any]:
+    """An entry's body, before the log gives it its place (`seq`) and chain (`prev`)."""
+    body: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
+    body["reasons"] = list(record.reasons)
+    for name in OPTIONAL_FIELDS:
+        value = getattr(record, name)
+        if value:
+            body[name] = list(value) if isinstance(value, tuple) else value
+    body["v"], body["id"] = ENTRY_VERSION, record.entry_id or new_entry_id()
+    body["salt"] = secrets.token_hex(16)
+    return body

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import itertools
 import os
 import threading
 from array import array
@@ -16,11 +17,17 @@ from node.audit.entries import CheckpointInvalid
 from node.audit.storage import Locked, StorageError
 
 CHECKPOINTS_SUFFIX = ".checkpoints"
+ANCHOR_SUFFIX = ".anchor.json"
 
 
 def checkpoints_path(path: Path) -> Path:
     """Where the signed checkpoints of the audit log at `path` are kept."""
     return path.with_name(path.name + CHECKPOINTS_SUFFIX)
+
+
+def anchor_path(path: Path) -> Path:
+    """Where the anchor of the newest checkpoint of the log at `path` is kept."""
+    return path.with_name(path.name + ANCHOR_SUFFIX)
 
 
 def split_checkpoint_bytes(data: bytes, where: Path | str) -> tuple[list[str], int]:
@@ -108,6 +115,25 @@ class _FileLocked:
             where = checkpoints_path(self._storage.path)
             raise StorageError(f"{where}: {_io_error(exc)}", self._storage.write_hint) from exc
 
+    def save_anchor(self, data: bytes) -> None:
+        # Under the checkpoints file's lock (taken by add_checkpoint), so two signers'
+        # anchors never cross; replaced whole (a reader sees the old one or the new one).
+        self._checkpoints_fd()
+        path = anchor_path(self._storage.path)
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, path)
+        except OSError as exc:
+            raise StorageError(f"{path}: {_io_error(exc)}", self._storage.write_hint) from exc
+
     def close(self) -> None:
         if self._cp_fd is not None:
             os.close(self._cp_fd)
@@ -123,8 +149,11 @@ class FileStorage:
         self.path = path
         self.where = str(path)
         self.checkpoints_where = str(checkpoints_path(path))
-        # Where each durable entry's line starts (8 bytes an entry), and where they end.
+        # Where each durable entry's line starts (8 bytes an entry), from entry `_base` on
+        # (0 unless the log was opened from an anchor and its history is not read yet),
+        # and where they end.
         self._offsets: array[int] = array("Q")
+        self._base = 0
         self._end = 0
         self._fd = -1
         # The checkpoints file read so far: bytes of complete records, and the last note.
@@ -135,16 +164,76 @@ class FileStorage:
 
     def scan(self) -> Iterator[bytes]:
         self._offsets = array("Q")
-        self._end = 0
+        self._base = self._end = 0
         for raw in file_lines(self.path):
             self._offsets.append(self._end)
             self._end += len(raw)
             yield raw
 
+    def scan_from(self, seq: int, position: int | None) -> Iterator[bytes]:
+        self._offsets = array("Q")
+        self._base, self._end = seq, position or 0
+        if position is None or not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(position)
+            for raw in fh:
+                self._offsets.append(self._end)
+                self._end += len(raw)
+                yield raw
+
+    def position(self, seq: int) -> int | None:
+        index = seq - self._base
+        return self._offsets[index] if 0 <= index < len(self._offsets) else None
+
+    def history(self, count: int) -> Iterator[bytes]:
+        if count != self._base:
+            raise StorageError(
+                f"{self.path}: entries [0, {count}) asked for, {self._base} unread",
+                "reopen the log",
+            )
+        offsets, end = array("Q"), 0
+        with self.path.open("rb") as fh:
+            for raw in fh:
+                if len(offsets) == count:
+                    break
+                offsets.append(end)
+                end += len(raw)
+                yield raw
+        if len(offsets) == count and (not self._offsets or end == self._offsets[0]):
+            # Known from entry 0 on, as if `scan` had read them (appends only extend).
+            self._offsets[0:0] = offsets
+            self._base = 0
+
+    def scanned(self, lengths: array[int]) -> None:
+        """Know the entries from their line lengths, as if `scan` had read them (a check
+        in worker processes read them: `node.audit.verify_file`)."""
+        offsets = array("Q", itertools.accumulate(lengths, initial=0))
+        self._end = offsets.pop()
+        self._offsets, self._base = offsets, 0
+
+    def adopt_history(self, lengths: array[int]) -> None:
+        """Know entries [0, base) from their line lengths, read by a check of the history
+        after `scan_from(base, ...)` (as `history` would)."""
+        offsets = array("Q", itertools.accumulate(lengths, initial=0))
+        end = offsets.pop()
+        if len(offsets) == self._base and (not self._offsets or end == self._offsets[0]):
+            self._offsets[0:0] = offsets
+            self._base = 0
+        else:
+            raise StorageError(f"{self.path}: its history changed while read", "reopen the log")
+
+    def load_anchor(self) -> bytes | None:
+        try:
+            return anchor_path(self.path).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def keep(self, count: int) -> None:
-        if count < len(self._offsets):
-            self._end = self._offsets[count]
-            del self._offsets[count:]
+        index = count - self._base
+        if 0 <= index < len(self._offsets):
+            self._end = self._offsets[index]
+            del self._offsets[index:]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -195,10 +284,14 @@ class FileStorage:
     def lines(self, start: int, end: int) -> list[bytes]:
         if start == end:
             return []
-        stop = self._offsets[end] if end < len(self._offsets) else self._end
+        base = self._base
+        if start < base:
+            raise StorageError(f"{self.path}: entry {start} is not read yet", "reopen the log")
+        stop = self._offsets[end - base] if end - base < len(self._offsets) else self._end
+        begin = self._offsets[start - base]
         with self.path.open("rb") as fh:
-            fh.seek(self._offsets[start])
-            data = fh.read(stop - self._offsets[start])
+            fh.seek(begin)
+            data = fh.read(stop - begin)
         return data.splitlines(keepends=True)
 
     def find(self, entry_id: str) -> int | None:
@@ -214,7 +307,8 @@ class FileStorage:
                 at = data.find(needle)
                 if at >= 0:
                     position = done - len(carry) + at
-                    return bisect.bisect_right(self._offsets, position) - 1
+                    known = bisect.bisect_right(self._offsets, position) - 1
+                    return None if known < 0 else self._base + known
                 done += len(block)
                 carry = data[-len(needle) :]
         return None

@@ -29,6 +29,13 @@ With several replicas on one database there is still one log and one tree per no
 batch is chained and written under one database lock, after the entries other replicas
 wrote were taken in and checked (`AuditLog`).
 
+Opening a log checks only the entries after its newest checkpoint when the anchor saved
+with that checkpoint verifies (`node.audit.anchor`: the Merkle frontier and chain head,
+bound to the signed root); else the whole chain, from entry 0, and the reason is logged.
+After a fast open, the older entries (the *history*) are checked and their leaves loaded in
+the background, in worker processes (`node.audit.log_tree`): proofs and reads of old
+entries wait for it, appends and checkpoints do not.
+
 This module holds the log that a running node appends to. What an entry is, and its
 encoding, chain and leaf: `node.audit.entries`. Checking a log from entry 0 and its
 checkpoints: `node.audit.verify`. Where the lines are kept: `node.audit.storage`.
@@ -38,9 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
+import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,28 +56,29 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.engine import make_url
 
-from federation import merkle
+from federation import checkpoints, merkle
+from node.audit.anchor import AnchorRejected, encode_anchor, resume, trusted_anchor
 from node.audit.checkpoints import sign_onto
 from node.audit.database_store import DatabaseStorage
 from node.audit.entries import (
-    ENTRY_VERSION,
     GENESIS,
-    OPTIONAL_FIELDS,
-    RECORD_FIELDS,
     AuditError,
     AuditRecord,
     AuditReplay,
     CheckpointInvalid,
-    canonical,
-    chain_digest,
-    check_line,
+    check_line_leaf,
+    encode_entries,
+    entry_body,
     entry_timestamp,
     leaf_input,
-    new_entry_id,
 )
 from node.audit.file_store import FileStorage
+from node.audit.log_tree import LogTree
 from node.audit.storage import AuditStorage, StorageError
-from node.audit.verify import check_chain, stated_checkpoint, storage_checkpoints
+from node.audit.verify import check_chain, stated_checkpoint
+from node.audit.verify_file import check_file
+
+log = logging.getLogger("liaison.node")
 
 # An entry's body (before `seq` and `prev` are known), the future its request awaits, and
 # what to write instead if the entry turns out to answer a replay (`AuditLog.append`).
@@ -92,7 +101,18 @@ class AuditLog:
     (reads beyond the known size, and `checkpoint`, do so by themselves).
     """
 
-    def __init__(self, target: Path | AuditStorage, *, replay_window_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        target: Path | AuditStorage,
+        *,
+        replay_window_s: float = 0.0,
+        verifier: checkpoints.Verifier | None = None,
+        load_history: bool = True,
+    ) -> None:
+        """`verifier` (the node's log key, named by its origin): an anchor is used only if
+        its checkpoint verifies with it (without one, only if it is of the newest stored
+        checkpoint). `load_history`: after a fast open, check and load the older entries
+        in the background (False: only when a proof or an old entry is asked for)."""
         if isinstance(target, Path):
             self.path: Path | None = target
             self._storage: AuditStorage = FileStorage(target)
@@ -103,9 +123,10 @@ class AuditLog:
         # The Merkle tree of the durable entries (only they become leaves; its size is the
         # log's) and the chain's head; changed only under `_state`, by whichever thread
         # sees entries.
-        self._tree = merkle.MemoryHashStore()
-        self._hasher = merkle.TreeHasher(self._tree)
         self._state = threading.Lock()
+        self._tree = LogTree(self._state, self._storage, self.where)
+        self._verifier = verifier
+        self._history: threading.Thread | None = None
         # One locked write (batch or checkpoint) at a time in this process.
         self._writer = threading.Lock()
         self._head = GENESIS
@@ -122,24 +143,66 @@ class AuditLog:
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self.last_checkpoint_size = self._last_signed_size()
+        if load_history and self._tree.store is None:
+            self._history = threading.Thread(
+                target=self._tree.load_history, name="audit-history", daemon=True
+            )
+            self._history.start()
 
     def _recover(self) -> None:
-        """Verify the existing chain from entry 0 and build the tree (AuditCorrupt names
-        the first bad entry); a file's torn last line, never acknowledged, is cut off."""
+        """From the anchor if it verifies (`_resume`), else the whole chain from entry 0,
+        building the tree (AuditCorrupt names the first bad entry); a file's torn last
+        line, never acknowledged, is cut off."""
         try:
-            self._head, count = check_chain(
-                self._storage.scan(), self.where, self._tree, torn_ok=True
-            )
+            if self._resume():
+                return
+            store = self._tree.store
+            if isinstance(self._storage, FileStorage):
+                # Read by the workers themselves, each entry's length sent back.
+                lengths: array[int] = array("Q")
+                path = self._storage.path
+                self._head, count = check_file(
+                    path, self.where, store, torn_ok=True, lengths=lengths
+                )
+                self._storage.scanned(lengths)
+            else:
+                lines = self._storage.scan()
+                self._head, count = check_chain(lines, self.where, store, torn_ok=True)
+            self._tree.scanned()
             self._storage.keep(count)
         except (StorageError, OSError) as exc:
             raise AuditError(f"audit log {self.where} could not be opened: {exc}") from exc
+
+    def _resume(self) -> bool:
+        """Open from the anchor of the newest checkpoint, reading only the entries from
+        the last one it covers on; False (and why, logged) if the anchor cannot be trusted.
+        A bad entry after it is AuditCorrupt, as in a full scan."""
+        try:
+            anchor = trusted_anchor(self._storage, self._verifier)
+            start = self._storage.scan_from(anchor.size - 1, anchor.position)
+            resumed = resume(start, anchor, self.where, torn_ok=True)
+        except AnchorRejected as exc:
+            if exc.saved:
+                log.warning("audit log %s: %s; checking it from entry 0", self.where, exc)
+            return False
+        self._storage.keep(resumed.count)
+        self._head = resumed.head
+        self._tree.resumed(anchor, resumed)
+        log.info(
+            "audit log %s: opened from the checkpoint at %d (entries from %d checked); "
+            "the older entries are checked in the background",
+            self.where,
+            anchor.size,
+            anchor.size - 1,
+        )
+        return True
 
     def _last_signed_size(self) -> int:
         """The size of the newest stored checkpoint (0 if none or unreadable: the next
         checkpoint then checks them again, under its lock)."""
         try:
-            found = storage_checkpoints(self._storage)
-            return stated_checkpoint(found[-1]).size if found else 0
+            note = self._storage.latest_checkpoint()
+            return stated_checkpoint(note).size if note else 0
         except (CheckpointInvalid, StorageError, ValueError):
             return 0
 
@@ -148,6 +211,20 @@ class AuditLog:
         """Entries durable in the backend, as far as this process has seen: the leaves of
         its Merkle tree."""
         return self._tree.size
+
+    def history_damaged(self) -> bool:
+        """Whether the entries before the anchor failed their check after a fast open: the
+        log was altered after it was signed (the node keeps answering on the signed head,
+        refuses proofs and exports of the past, and raises LiaisonAuditHistoryDamaged)."""
+        return self._tree.history_damaged
+
+    @property
+    def history_loaded(self) -> bool:
+        """Whether every leaf is in memory (after a full open, or the history's check)."""
+        return self._tree.store is not None
+
+    def _hasher(self) -> merkle.TreeHasher:
+        return self._tree.hasher()
 
     def catch_up(self) -> int:
         """Take in the entries other replicas appended since this process last looked
@@ -165,17 +242,19 @@ class AuditLog:
     def root(self, size: int | None = None) -> bytes:
         """The tree's root over its first `size` leaves (default: all durable entries)."""
         self._known(size)
-        return self._hasher.root(size)
+        return self._tree.root_at(size)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 proof that entry `index` is in the tree of `size` (default: current)."""
         self._known(size)
-        return self._hasher.inclusion_proof(index, self._tree.size if size is None else size)
+        hasher = self._hasher()
+        return hasher.inclusion_proof(index, self._tree.size if size is None else size)
 
     def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
         """RFC 9162 proof that the tree of `new` (default: current) extends the one of `old`."""
         self._known(new)
-        return self._hasher.consistency_proof(old, self._tree.size if new is None else new)
+        hasher = self._hasher()
+        return hasher.consistency_proof(old, self._tree.size if new is None else new)
 
     def checkpoint(self, key: ed25519.Ed25519PrivateKey, origin: str) -> str:
         """Sign the durable tree's head as a checkpoint note and store it; returns the note.
@@ -184,15 +263,33 @@ class AuditLog:
         replica wrote it), so the note is of the whole log, never smaller than the last one
         stored, and never of a fork (see `sign_onto`)."""
         where: Path | str = self._storage.checkpoints_where
+        # A root this process does not know (another signer's checkpoint) needs the
+        # history: read it now, not while appends wait for the lock.
+        last = self._last_signed_size()
+        if last <= self._tree.size and not self._tree.knows(last):
+            self._hasher()
         with self._writer:
             try:
                 with self._storage.locked() as held:
                     self._admit(held.since(self._tree.size), self._tree.size)
-                    note = sign_onto(held, where, self._hasher, key, origin)
+                    size = self._tree.size
+                    note = sign_onto(held, where, size, self._tree.root_at, key, origin)
+                    if size:
+                        held.save_anchor(self._anchor(note))
             except StorageError as exc:
                 raise AuditError(f"could not store a checkpoint of {self.where}: {exc}") from exc
-        self.last_checkpoint_size = stated_checkpoint(note).size
+        checkpoint = stated_checkpoint(note)
+        self._tree.remember(checkpoint.size, checkpoint.root)
+        self.last_checkpoint_size = checkpoint.size
         return note
+
+    def _anchor(self, note: str) -> bytes:
+        """The anchor of `note`, a checkpoint of every entry this process has seen."""
+        with self._state:
+            size = self._tree.size
+            return encode_anchor(
+                note, self._head, self._tree.before, self._storage.position(size - 1)
+            )
 
     def latest_checkpoint(self) -> str | None:
         """The newest signed checkpoint note, or None if none was signed yet."""
@@ -205,6 +302,7 @@ class AuditLog:
         """Durable entries [start, end) as an overseer sees them: each one's redacted form,
         the exact bytes its Merkle leaf hashes (`leaf_input`)."""
         self._known(end)
+        self._hasher()  # a file knows where old entries are once it has read its history
         if not 0 <= start <= end <= self._tree.size:
             raise ValueError(f"entries [{start}, {end}) are not within the log's {self._tree.size}")
         try:
@@ -220,6 +318,7 @@ class AuditLog:
         path; a database looks the id up in its index."""
         if len(entry_id) != 32 or any(c not in "0123456789abcdef" for c in entry_id):
             return None
+        self._hasher()
         try:
             index = self._storage.find(entry_id)
         except StorageError as exc:
@@ -239,23 +338,14 @@ class AuditLog:
         is written in its place, in the same locked write, so the request still has
         exactly one entry. It is called at most once, in the writer's thread."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((_body(record), future, if_replayed))
+        self._pending.append((entry_body(record), future, if_replayed))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
 
     def _encode(self, batch: list[_Pending]) -> tuple[list[bytes], list[bytes], list[str]]:
         """The batch's lines, chained on the durable head, with their leaves and heads."""
-        lines, leaves, heads, head = [], [], [], self._head
-        for seq, (body, _, _) in enumerate(batch, start=self._tree.size):
-            body["seq"], body["prev"] = seq, head
-            encoded = canonical(body)
-            head = chain_digest(head, encoded)
-            # The line is the canonical body with its hash appended as the last member.
-            lines.append(encoded[:-1] + b',"hash":"' + head.encode() + b'"}\n')
-            leaves.append(merkle.leaf_hash(leaf_input(body)))
-            heads.append(head)
-        return lines, leaves, heads
+        return encode_entries([body for body, _, _ in batch], self._tree.size, self._head)
 
     async def _flush(self) -> None:
         while self._pending:
@@ -306,7 +396,7 @@ class AuditLog:
             with self._state:
                 for seq, (leaf, head) in enumerate(zip(leaves, heads, strict=True), first):
                     if seq == self._tree.size:  # else a reader's catch_up took it in already
-                        self._tree.append(leaf)
+                        self._tree.add(leaf)
                         self._head = head
         return replays
 
@@ -319,8 +409,8 @@ class AuditLog:
             for seq, raw in enumerate(lines, first):
                 if seq < self._tree.size:
                     continue
-                head, doc = check_line(raw, self._tree.size, self._head, self.where)
-                self._tree.append(merkle.leaf_hash(leaf_input(doc)))
+                head, doc, leaf = check_line_leaf(raw, self._tree.size, self._head, self.where)
+                self._tree.add(leaf)
                 self._head = head
                 if self._replay_window and doc.get("nonce"):
                     when = entry_timestamp(str(doc.get("time", ""))) or time.time()
@@ -374,20 +464,10 @@ class AuditLog:
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher
+        self._tree.closing.set()
+        if self._history is not None:
+            await asyncio.to_thread(self._history.join)
         self._storage.close()
-
-
-def _body(record: AuditRecord) -> dict[str, Any]:
-    """An entry's body, before the log gives it its place (`seq`) and chain (`prev`)."""
-    body: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
-    body["reasons"] = list(record.reasons)
-    for name in OPTIONAL_FIELDS:
-        value = getattr(record, name)
-        if value:
-            body[name] = list(value) if isinstance(value, tuple) else value
-    body["v"], body["id"] = ENTRY_VERSION, record.entry_id or new_entry_id()
-    body["salt"] = secrets.token_hex(16)
-    return body
 
 
 def _instead_of_replays(batch: list[_Pending], replays: list[_Pending]) -> list[_Pending]:
@@ -399,7 +479,7 @@ def _instead_of_replays(batch: list[_Pending], replays: list[_Pending]) -> list[
         if id(future) not in replayed:
             kept.append((body, future, instead))
         elif instead is not None:
-            replacement = _body(instead())
+            replacement = entry_body(instead())
             if replacement["id"] != body["id"] or replacement["decision"] == "allow":
                 raise AuditError("the record written instead of a replay must refuse it")
             kept.append((replacement, future, None))
@@ -419,10 +499,18 @@ def existing_storage(store: str, path: Path, url: str) -> AuditStorage:
     return FileStorage(path)
 
 
-def open_audit_log(store: str, path: Path, url: str, *, replay_window_s: float = 0.0) -> AuditLog:
+def open_audit_log(
+    store: str,
+    path: Path,
+    url: str,
+    *,
+    replay_window_s: float = 0.0,
+    verifier: checkpoints.Verifier | None = None,
+) -> AuditLog:
     """The audit log `[audit] store` names: a file at `path`, or tables in the database
     at `url` (AuditError, saying what to do, if it cannot be opened). In a database, shared
-    by replicas, it refuses a request another replica audited within `replay_window_s`."""
+    by replicas, it refuses a request another replica audited within `replay_window_s`.
+    `verifier`: the node's log key, which the anchor's checkpoint must verify with."""
     if store == "database":
         try:
             storage: AuditStorage = DatabaseStorage(url)
@@ -433,5 +521,5 @@ def open_audit_log(store: str, path: Path, url: str, *, replay_window_s: float =
                 "[audit] url (or [store] url, which it defaults to); no request is answered "
                 "unaudited, so the node does not start without it"
             ) from exc
-        return AuditLog(storage, replay_window_s=replay_window_s)
-    return AuditLog(path)
+        return AuditLog(storage, replay_window_s=replay_window_s, verifier=verifier)
+    return AuditLog(path, verifier=verifier)

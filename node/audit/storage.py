@@ -54,6 +54,12 @@ class Locked(Protocol):
         """Append a signed note, durably."""
         ...
 
+    def save_anchor(self, data: bytes) -> None:
+        """Keep `data`, the anchor of the checkpoint just added (`node.audit.anchor`), in
+        place of the one before; a cache that is checked before use, so a write that is
+        lost only costs the next open a full scan."""
+        ...
+
 
 class AuditStorage(Protocol):
     #: The log, as messages name it (a file path; a URL without its password).
@@ -66,6 +72,25 @@ class AuditStorage(Protocol):
     def scan(self) -> Iterator[bytes]:
         """Every entry line from entry 0, each ending in a newline (a file's torn last
         line is yielded without one)."""
+        ...
+
+    def scan_from(self, seq: int, position: int | None) -> Iterator[bytes]:
+        """As `scan`, from entry `seq` on; `position` is where it starts, as `position`
+        gave it (a file's byte offset; None for a database). The entries before it are
+        then known only once `history` has read them."""
+        ...
+
+    def position(self, seq: int) -> int | None:
+        """Where entry `seq` starts, for an anchor (None if unknown or not needed)."""
+        ...
+
+    def history(self, count: int) -> Iterator[bytes]:
+        """Entry lines [0, count) after a `scan_from(count, ...)`: once all are read, they
+        are known as if `scan` had read them (a file learns where each starts)."""
+        ...
+
+    def load_anchor(self) -> bytes | None:
+        """The anchor saved with the newest checkpoint, or None."""
         ...
 
     def keep(self, count: int) -> None:

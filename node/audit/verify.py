@@ -9,7 +9,7 @@ import itertools
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,11 @@ from node.audit.entries import (
     AuditCorrupt,
     CheckpointInvalid,
     check_content,
-    check_line,
-    leaf_input,
+    check_line_leaf,
+    leaf_of_canonical,
     parse_line,
 )
-from node.audit.file_store import FileStorage, file_lines
+from node.audit.file_store import FileStorage
 from node.audit.storage import AuditStorage
 
 # A log at least this long is checked in worker processes when several cores are free (a
@@ -74,9 +74,9 @@ def check_chain(
             if torn_ok:
                 break
             raise AuditCorrupt(where, count, "torn final line")
-        head, doc = check_line(raw, count, head, where)
+        head, _, leaf = check_line_leaf(raw, count, head, where)
         if store is not None:
-            store.append(merkle.leaf_hash(leaf_input(doc)))
+            store.append(leaf)
         count += 1
     return head, count
 
@@ -106,12 +106,12 @@ def _check_chunk(lines: list[bytes], first: int, leaves: bool) -> _ChunkResult:
             prevs.append(prev)
             if not isinstance(prev, str):  # never the previous entry's hash
                 return prevs, hashes, bytes(out), (index, NOT_CHAINED, False)
-            check_content(doc, prev, stated, index, "")
+            encoded = check_content(doc, prev, stated, index, "")
         except AuditCorrupt as exc:
             return prevs, hashes, bytes(out), (index, exc.why, False)
         hashes.append(str(stated))
         if leaves:
-            out += merkle.leaf_hash(leaf_input(doc))
+            out += leaf_of_canonical(doc, encoded)
     return prevs, hashes, bytes(out), None
 
 
@@ -181,7 +181,9 @@ def verify_log(path: Path, *, workers: int | None = None) -> int:
     """Check the whole chain from entry 0; returns the entry count or raises AuditCorrupt.
     A large log is checked by `workers` processes (default: one per core; see
     `check_chain`)."""
-    return check_chain(file_lines(path), path, None, torn_ok=False, workers=workers)[1]
+    from node.audit.verify_file import check_file  # it builds on this module
+
+    return check_file(path, path, None, torn_ok=False, workers=workers)[1]
 
 
 def load_tree(path: Path) -> merkle.MemoryHashStore:
@@ -242,8 +244,14 @@ def verify_storage(
     AuditCorrupt (the chain) or CheckpointInvalid (naming the checkpoint and its size).
     A large log is checked by `workers` processes (default: one per core; `check_chain`).
     """
+    from node.audit.verify_file import check_file  # it builds on this module
+
     store = merkle.MemoryHashStore()
-    count = check_chain(storage.scan(), storage.where, store, torn_ok=False, workers=workers)[1]
+    if isinstance(storage, FileStorage):
+        count = check_file(storage.path, storage.where, store, torn_ok=False, workers=workers)[1]
+    else:
+        lines = storage.scan()
+        count = check_chain(lines, storage.where, store, torn_ok=False, workers=workers)[1]
     return count, check_checkpoints(storage, store, count, verifier, origin)
 
 
@@ -258,6 +266,18 @@ def check_checkpoints(
     entries (`store`, their chain checked already), as `verify_storage` describes; returns
     how many there are, or raises CheckpointInvalid."""
     tree = merkle.TreeHasher(store)
+    return check_notes(storage, count, tree.root, verifier, origin)
+
+
+def check_notes(
+    storage: AuditStorage,
+    count: int,
+    root_at: Callable[[int], bytes | None],
+    verifier: checkpoints.Verifier,
+    origin: str | None = None,
+) -> int:
+    """`check_checkpoints` with the log's root at a size from `root_at` (None: that root is
+    not checked, only the note's signature, origin and order)."""
     cp_where = storage.checkpoints_where
     expected = verifier.name if origin is None else origin
     found = storage_checkpoints(storage)
@@ -282,7 +302,8 @@ def check_checkpoints(
             raise CheckpointInvalid(
                 cp_where, index, size, f"the log holds only {count} entries: entries were removed"
             )
-        if tree.root(size) != checkpoint.root:
+        root = root_at(size)
+        if root is not None and root != checkpoint.root:
             raise CheckpointInvalid(
                 cp_where,
                 index,

@@ -36,6 +36,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from federation import checkpoints
     from federation.checkpoints import audit_origin
     from federation.pki import load_ed25519_private, public_key_from_text
+    from node.audit.anchor import AnchorRejected, verify_from_anchor
     from node.audit.entries import AuditCorrupt, AuditError, CheckpointInvalid
     from node.audit.file_store import FileStorage
     from node.audit.storage import StorageError
@@ -66,12 +67,20 @@ def _audit_verify(args: argparse.Namespace) -> int:
         )
     where = storage.where
     checked: int | None = None
+    anchored: int | None = None
     try:
         if public_key is None or origin is None:
             count = verify_log(args.log, workers=args.workers)
         else:
             verifier = checkpoints.Verifier.for_log(origin, public_key)
-            count, checked = verify_storage(storage, verifier, origin, workers=args.workers)
+            if not args.full:
+                try:
+                    count, checked, anchor = verify_from_anchor(storage, verifier, origin)
+                    anchored = anchor.size
+                except AnchorRejected as exc:
+                    print(f"{where}: {exc}: checking every entry from entry 0")
+            if anchored is None:
+                count, checked = verify_storage(storage, verifier, origin, workers=args.workers)
     except AuditCorrupt as exc:
         print(f"{where}: BAD at entry {exc.index}: {exc.why}; keep a copy of this log")
         return 2
@@ -82,6 +91,17 @@ def _audit_verify(args: argparse.Namespace) -> int:
         raise AuditError(f"audit log {where} could not be read: {exc}") from exc
     finally:
         storage.close()
+    if anchored is not None:
+        print(
+            f"{where}: {count} entries; from entry {anchored - 1} on, the chain is intact onto "
+            f"the head and Merkle frontier saved with the checkpoint at {anchored}, whose "
+            "root they give; the entries before it were not read again (--full reads them)"
+        )
+        print(
+            f"{where}: {checked} checkpoint(s) of {origin} verified with the node's key, in "
+            f"order; the newest matches the log's root (--full checks each one's root)"
+        )
+        return 0
     print(f"{where}: {count} entries, the chain is intact from entry 0")
     if checked is not None:
         print(
@@ -92,12 +112,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_checkpoint(args: argparse.Namespace) -> int:
-    from federation.checkpoints import audit_origin
-    from federation.merkle import TreeHasher
+    from federation.checkpoints import Verifier, audit_origin
     from federation.pki import load_ed25519_private
-    from node.audit.checkpoints import issue_checkpoint
+    from node.audit.checkpoints import checkpoint_file_log
     from node.audit.log import AuditLog
-    from node.audit.verify import load_tree
     from node.config import load_config
 
     config = load_config(args.config)
@@ -106,15 +124,16 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
     storage = _audit_storage(config)
     if config.audit.store == "database":
         # Under the log's lock, as a replica would: after every entry durable so far.
-        log = AuditLog(storage)
+        verifier = Verifier.for_log(origin, key.public_key())  # an anchor must verify
+        log = AuditLog(storage, verifier=verifier, load_history=False)
         try:
             note = log.checkpoint(key, origin)
         finally:
             storage.close()
     else:
         # Read only, so safe beside a running node: its torn last line is left alone.
-        path = config.audit.path
-        note = issue_checkpoint(path, TreeHasher(load_tree(path)), key, origin)
+        storage.close()
+        note = checkpoint_file_log(config.audit.path, key, origin)
     sys.stdout.write(note)
     return 0
 
@@ -201,8 +220,9 @@ def register(sub: Subparsers) -> None:
     p = command(
         audit,
         "verify",
-        "check an audit log from entry 0: every entry chains onto the one before; reports "
-        "the index of the first bad entry",
+        "check an audit log: the entries after its newest signed checkpoint (every entry "
+        "with --full, or without the node's key) chain onto the one before; reports the "
+        "index of the first bad entry",
         _audit_verify,
     )
     target = p.add_mutually_exclusive_group(required=True)
@@ -228,6 +248,12 @@ def register(sub: Subparsers) -> None:
         "--origin",
         help="the checkpoints' origin, e.g. liaison.example/DE-BKA/audit "
         "(needed with --log and --public-key)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="read and check every entry from entry 0 and every checkpoint's root (default "
+        "with the node's key: from the anchor saved with the newest checkpoint on)",
     )
     p.add_argument(
         "--workers",

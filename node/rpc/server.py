@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from federation.checkpoints import audit_origin
+from federation.checkpoints import Verifier, audit_origin
 from federation.identity import country_of
 from federation.pki import load_ed25519_private, public_key_from_text
 from node.audit.entries import AuditError, entry_timestamp
@@ -269,14 +269,19 @@ async def _start(
     opened.callback(notices.close)
     opened.callback(outbox.close)
     skew = config.trust.max_clock_skew_s
+    signing_key = load_ed25519_private(config.trust.signing_key)
     audit = open_audit_log(
         config.audit.store,
         config.audit.path,
         config.audit.url,
         replay_window_s=2 * skew,  # as long as the replay cache remembers a nonce
+        # An anchor is trusted only with a checkpoint this node's key signed.
+        verifier=Verifier.for_log(
+            audit_origin(config.node.federation, node_id), signing_key.public_key()
+        ),
     )
     opened.push_async_callback(audit.close)
-    metrics.track_audit_size(lambda: audit.size)
+    metrics.track_audit_size(lambda: audit.size, audit.history_damaged)
     metrics.track_tickets(
         lambda: {state.value: n for state, n in tickets.open_by_state().items()},
         lambda: [age.fraction for age in tickets.pending_ages(datetime.now(UTC))],
@@ -290,7 +295,6 @@ async def _start(
         for entry in audit.recent(time.time() - 2 * skew)
         if entry.get("nonce") and (when := entry_timestamp(entry["time"])) is not None
     )
-    signing_key = load_ed25519_private(config.trust.signing_key)
 
     identity = NodeIdentity(node_id, country_of(node_id), config.node.profile)
     authenticator = PeerAuthenticator(

@@ -76,6 +76,21 @@ def test_audit_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() ->
     assert "target: liaison audit verify of 1,000,000 entries ≤ 30 s:" in out
 
 
+def test_audit_open_benchmark_quick_run_exits_cleanly_with_its_ratios_and_targets() -> None:
+    out = run_quick("audit_open.py", timeout=180)
+    assert "baseline: read + SHA-256 of the file (the I/O floor):" in out
+    assert "file: open from entry 0 (no anchor" in out
+    for label, base in (("file", "baseline"), ("SQLite", "the open from entry 0")):
+        line = next(line for line in out.splitlines() if f"{label}: open from the anchor:" in line)
+        assert f"ratio to {base}" in line
+        assert f"{label}: history checked and loaded in the background" in out
+    assert "liaison audit verify (default: from the anchor; subprocess" in out
+    for how in ("default workers", "--workers 1"):
+        assert f"liaison audit verify --full ({how}; subprocess, end to end):" in out
+    assert "target: open of 1,000,000 entries ≤ 2 s:" in out
+    assert "target: liaison audit verify --full of 1,000,000 entries ≤ 15 s:" in out
+
+
 def test_cli_startup_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() -> None:
     out = run_quick("cli_startup.py", timeout=120)
     assert "baseline: python -c pass: median" in out

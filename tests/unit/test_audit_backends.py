@@ -304,17 +304,43 @@ def test_a_log_that_lost_entries_is_not_signed_smaller(backend: Backend) -> None
         backend.verify()
 
 
-def test_an_edited_entry_is_named_at_open_and_by_verify(backend: Backend) -> None:
+def test_an_edited_entry_is_named_by_verify_and_by_the_history_check(backend: Backend) -> None:
+    """Entry 4 is before the anchor (checkpoint at 10): the open reads from entry 9 on, so
+    it opens; the history's check in the background names entry 4, and the proofs that
+    need it are refused with that error, while appending goes on."""
     _grow(backend, 10, checkpoint_at=(10,))
     line = backend.lines()[4].replace(b'"peer":"FR-PN"', b'"peer":"GR-PN"')
     backend.rewrite(4, line)
     with pytest.raises(AuditCorrupt, match="hash does not match its content") as err:
         backend.verify()
     assert err.value.index == 4
+
+    async def check() -> None:
+        log = backend.open()
+        try:
+            assert log.size == 10
+            with pytest.raises(AuditCorrupt) as history:
+                log.inclusion_proof(0)
+            assert history.value.index == 4 and "audit entry 4" in str(history.value)
+            assert log.history_damaged()  # liaison_audit_history_damaged: alerted
+            with pytest.raises(AuditCorrupt):
+                log.entries(0, 1)
+            await log.append(_record(10))
+            assert log.size == 11
+        finally:
+            await log.close()
+
+    asyncio.run(check())
+
+
+def test_an_edited_entry_after_the_checkpoint_is_named_at_open(backend: Backend) -> None:
+    _grow(backend, 10, checkpoint_at=(6,))
+    line = backend.lines()[8].replace(b'"peer":"FR-PN"', b'"peer":"GR-PN"')
+    backend.rewrite(8, line)
     with pytest.raises(AuditCorrupt) as opened:
         backend.open()
-    assert opened.value.index == 4
-    assert "audit entry 4" in str(opened.value)
+    assert opened.value.index == 8
+    assert "audit entry 8" in str(opened.value)
 
 
 def test_a_rechained_edit_fails_the_checkpoint(backend: Backend) -> None:

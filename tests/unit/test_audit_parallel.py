@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 from federation import merkle
-from node.audit import entries, verify
+from node.audit import entries, verify, verify_file
 from node.audit.entries import AuditCorrupt
 from node.audit.log import AuditLog
 from tests.unit.test_audit import _record
@@ -46,12 +48,24 @@ def _edit(lines: list[bytes], index: int, change: Callable[[dict[str, Any]], Non
     lines[index] = _rehashed(doc)
 
 
-def _outcome(lines: list[bytes], workers: int, torn_ok: bool) -> tuple[Any, ...]:
+def _outcome(
+    lines: list[bytes], workers: int, torn_ok: bool, file: Path | None = None
+) -> tuple[Any, ...]:
+    """check_chain's outcome on `lines`, or check_file's (workers reading byte ranges of
+    the file they are written to) if `file` is given."""
     store = merkle.MemoryHashStore()
+    lengths: array[int] = array("Q")
     try:
-        head, count = verify.check_chain(
-            iter(lines), "audit.log", store, torn_ok=torn_ok, workers=workers
-        )
+        if file is None:
+            head, count = verify.check_chain(
+                iter(lines), "audit.log", store, torn_ok=torn_ok, workers=workers
+            )
+        else:
+            file.write_bytes(b"".join(lines))
+            head, count = verify_file.check_file(
+                file, "audit.log", store, torn_ok=torn_ok, workers=workers, lengths=lengths
+            )
+            assert list(lengths) == [len(line) for line in lines[:count]]
     except AuditCorrupt as exc:
         return ("bad", exc.index, exc.why, str(exc))
     return ("good", head, count, merkle.TreeHasher(store).root() if count else b"")
@@ -60,6 +74,10 @@ def _outcome(lines: list[bytes], workers: int, torn_ok: bool) -> tuple[Any, ...]
 def _same(lines: list[bytes], *, torn_ok: bool = False) -> tuple[Any, ...]:
     one = _outcome(lines, 1, torn_ok)
     assert _outcome(lines, 2, torn_ok) == one
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "audit.log"
+        assert _outcome(lines, 1, torn_ok, file) == one
+        assert _outcome(lines, 2, torn_ok, file) == one, "byte ranges"
     return one
 
 
@@ -67,6 +85,9 @@ def _same(lines: list[bytes], *, torn_ok: bool = False) -> tuple[Any, ...]:
 def _small_chunks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     monkeypatch.setattr(verify, "PARALLEL_MIN_ENTRIES", 16)
     monkeypatch.setattr(verify, "CHUNK_LINES", 8)
+    # Ranges of a few entries, cut wherever a line ends after each 3,000 bytes.
+    monkeypatch.setattr(verify_file, "PARALLEL_MIN_BYTES", 4000)
+    monkeypatch.setattr(verify_file, "RANGE_BYTES", 3000)
     if "spawned" not in request.node.name:  # forked workers start in milliseconds
         monkeypatch.setattr(verify, "POOL_START", "fork")
 
@@ -143,3 +164,22 @@ def test_a_log_file_is_verified_in_spawned_workers_end_to_end(
         merkle.leaf_hash(entries.leaf_input(json.loads(line))) for line in lines
     )
     asyncio.run(log.close())
+
+
+def test_damage_at_every_place_in_a_range_is_named_alike(lines: list[bytes]) -> None:
+    """Each kind of damage at each of a dozen neighbouring entries, so that it falls on a
+    range's (and a chunk's) first entry, its last, and between."""
+    kinds: list[Callable[[list[bytes], int], None]] = [
+        lambda ls, i: ls.__setitem__(i, b"not json\n"),
+        lambda ls, i: ls.__delitem__(i),
+        lambda ls, i: _edit(ls, i, lambda d: d.update(seq="7")),
+        lambda ls, i: _edit(ls, i, lambda d: d.update(prev="1" * 64)),
+        lambda ls, i: ls.__setitem__(i, ls[i].replace(b"FR-PN", b"FR-XX")),
+        lambda ls, i: ls.insert(i, ls[i + 3]),
+        lambda ls, i: ls.__setitem__(slice(i, i + 2), [ls[i + 1], ls[i]]),  # two swapped
+    ]
+    for damage in kinds:
+        for index in range(20, 32):
+            changed = list(lines)
+            damage(changed, index)
+            _bad(changed)
