@@ -54,6 +54,12 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class NodeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # The families read at scrape time (from the database, the directory, the audit
+        # log) rather than counted: with `serve --workers N` the process serving /metrics
+        # reads them itself, and takes the counted ones from every worker
+        # (node/metrics_workers.py). Gauges set by more than one worker say how their
+        # values combine (`multiprocess_mode`; ignored in one process).
+        self.computed: set[str] = {"liaison_directory_age_seconds"}  # DirectoryState's
         self.requests = Counter(
             "liaison_requests",
             "Requests answered, by peer, method and decision.",
@@ -122,13 +128,17 @@ class NodeMetrics:
             registry=registry,
         )
         self.directory_serial = Gauge(
-            "liaison_directory_serial", "Serial of the directory in force.", registry=registry
+            "liaison_directory_serial",
+            "Serial of the directory in force.",
+            multiprocess_mode="max",
+            registry=registry,
         )
         self.certificate_expiry = Gauge(
             "liaison_certificate_expiry_timestamp_seconds",
             "When a node's TLS certificate expires (Unix time): this node's own, and each "
             "peer's as it last presented it.",
             ["node"],
+            multiprocess_mode="max",
             registry=registry,
         )
         # The directory in force: its age is read at scrape time (see DirectoryState).
@@ -140,6 +150,7 @@ class NodeMetrics:
         self.directory_expiry = Gauge(
             "liaison_directory_expiry_timestamp_seconds",
             "When the directory in force expires (Unix time).",
+            multiprocess_mode="max",
             registry=registry,
         )
         self.directory_refusals = Counter(
@@ -160,12 +171,14 @@ class NodeMetrics:
             "liaison_witness_checkpoint_size",
             "Tree size of the newest checkpoint of each peer's audit log this node verified.",
             ["log"],
+            multiprocess_mode="max",
             registry=registry,
         )
         self.witness_last_success = Gauge(
             "liaison_witness_last_success_timestamp_seconds",
             "When this node last verified and cosigned each peer's checkpoint (Unix time).",
             ["log"],
+            multiprocess_mode="max",
             registry=registry,
         )
         self.witness_failures = Counter(
@@ -179,11 +192,13 @@ class NodeMetrics:
             "1 once this node holds proof that a peer's log showed two different trees "
             "(the evidence is in its witness state file); it stays 1.",
             ["log"],
+            multiprocess_mode="max",
             registry=registry,
         )
         self.audit_cosignatures = Gauge(
             "liaison_audit_cosignatures",
             "Witness cosignatures collected on this node's latest audit checkpoint.",
+            multiprocess_mode="mostrecent",
             registry=registry,
         )
 
@@ -205,6 +220,7 @@ class NodeMetrics:
             "WatchTicket streams open on this node, by peer (at most [tickets] "
             "max_watches_per_peer each).",
             ["peer"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.received_purged = Counter(
@@ -313,7 +329,7 @@ class NodeMetrics:
         """`liaison_tickets{state}` and the pending tickets' use of their deadlines, read
         from the ticket store at scrape time (`deadline_used`: each pending ticket's share
         of its deadline used, 1.0 = due)."""
-        self.registry.register(_TicketCollector(by_state, deadline_used))
+        self._computed(_TicketCollector(by_state, deadline_used))
 
     def track_notices(
         self,
@@ -323,7 +339,7 @@ class NodeMetrics:
         """`liaison_notice_hits_total{category}` and `liaison_notice_outbox{state}`, read from
         the database at scrape time: a hit raised by an import (another process) or by
         another replica counts too, and the outbox is never a stale copy."""
-        self.registry.register(_NoticeCollector(hits_by_category, outbox_by_state))
+        self._computed(_NoticeCollector(hits_by_category, outbox_by_state))
 
     def track_audit_size(
         self, size: Callable[[], int], damaged: Callable[[], bool] = lambda: False
@@ -331,6 +347,11 @@ class NodeMetrics:
         """Derived state is read at scrape time, never copied and left to go stale."""
         self.audit_size.set_function(lambda: float(size()))
         self.audit_history_damaged.set_function(lambda: float(damaged()))
+        self.computed |= {"liaison_audit_tree_size", "liaison_audit_history_damaged"}
+
+    def _computed(self, collector: _TicketCollector | _NoticeCollector) -> None:
+        self.registry.register(collector)
+        self.computed |= {family.name for family in collector.describe()}
 
 
 class _TicketCollector(Collector):

@@ -106,14 +106,22 @@ class NodeHandle:
     def identity(self) -> ClientIdentity:
         return self.config().client_identity()
 
-    def start(self, log_path: Path | None = None) -> None:
+    def start(
+        self,
+        log_path: Path | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`liaison serve` on this node's config, with `args` added (`--workers 2`) and
+        `env` over this process's environment."""
         log = (log_path or self.folder / "node.log").open("ab")
+        command = [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path)],
+            [*command, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.folder,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         log.close()
 

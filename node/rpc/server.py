@@ -39,6 +39,7 @@ from node.directory_state import DirectoryState
 from node.directory_state import for_node as directory_for_node
 from node.fetching import FetchService
 from node.metrics import NodeMetrics
+from node.metrics_workers import in_worker, workers_registry
 from node.notice_delivery import notice_courier
 from node.notice_desk import NoticeDesk
 from node.notice_hits import NoticeAlerts
@@ -199,18 +200,28 @@ def _split(address: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def start_node(config: NodeConfig, registry: CollectorRegistry | None = None) -> Node:
+async def start_node(
+    config: NodeConfig, registry: CollectorRegistry | None = None, *, primary: bool = True
+) -> Node:
     """Build the node from `config` and start serving. If a step fails, whatever the steps
     before it opened (policy engine, record store, audit log, server) is released, in
-    reverse order, and that step's own error is raised."""
+    reverse order, and that step's own error is raised.
+
+    `primary` False is a worker of `serve --workers N` other than worker 0: it answers
+    calls on the shared port, but the admin socket, /metrics, witnessing and the jobs on
+    the shared database (checkpoints, expiry, purge, notice courier and forgetting) are
+    worker 0's alone (node/rpc/workers.py)."""
     async with contextlib.AsyncExitStack() as opened:
-        node = await _start(config, registry or CollectorRegistry(), opened)
+        node = await _start(config, registry or CollectorRegistry(), opened, primary)
         opened.pop_all()  # the node owns them now: Node.stop releases them
     return node
 
 
 async def _start(
-    config: NodeConfig, registry: CollectorRegistry, opened: contextlib.AsyncExitStack
+    config: NodeConfig,
+    registry: CollectorRegistry,
+    opened: contextlib.AsyncExitStack,
+    primary: bool,
 ) -> Node:
     node_id = config.node.id
     metrics = NodeMetrics(registry)
@@ -358,7 +369,7 @@ async def _start(
         _checkpoint_if_grown(audit, signing_key, origin)
 
     witness = None
-    if config.witness.interval_s > 0:
+    if config.witness.interval_s > 0 and primary:
         try:
             witness = Witness(
                 node_id,
@@ -387,6 +398,8 @@ async def _start(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             *KEEPALIVE,
+            # The default on Linux, said here: the workers of `serve --workers N` share it.
+            ("grpc.so_reuseport", 1),
         ]
     )
     opened.push_async_callback(server.stop, 0)
@@ -415,15 +428,19 @@ async def _start(
     await health_servicer.set(OVERSIGHT_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    admin = AdminServer(desk, config.admin.socket, notice_desk)
-    try:
-        await admin.start()
-    except AdminSocketError as exc:
-        raise StartupError(str(exc)) from None
-    opened.push_async_callback(admin.stop)
+    admin = None
+    if primary:
+        admin = AdminServer(desk, config.admin.socket, notice_desk)
+        try:
+            await admin.start()
+        except AdminSocketError as exc:
+            raise StartupError(str(exc)) from None
+        opened.push_async_callback(admin.stop)
 
     http, metrics_port = None, None
-    if config.server.metrics:
+    if in_worker():  # every worker's counts, from worker 0 (node/metrics_workers.py)
+        registry = workers_registry(registry, metrics.computed)
+    if config.server.metrics and primary:
         mhost, mport = _split(config.server.metrics, "[server] metrics")
         secure = config.server.metrics_tls
         access = MetricsAccess(
@@ -459,33 +476,10 @@ async def _start(
         ),
     )
     directory_state.start_refresh(trust.directory_refresh_s)
-    checkpointer = asyncio.create_task(
-        _checkpoint_every(checkpoint, config.audit.checkpoint_interval_s)
-    )
-    witnessing = None
-    if witness is not None:
-        witnessing = asyncio.create_task(
-            Witnessing(
-                witness,
-                lambda: directory_state.current,
-                config.client_identity,
-                audit.latest_checkpoint,
-                config.witness.interval_s,
-                endpoints=config.witness.endpoints,
-                metrics=metrics,
-            ).run()
-        )
-    expiry = asyncio.create_task(desk.expire_every(config.tickets.expire_interval_s))
-    purging = asyncio.create_task(
-        ReceivedPurger(received, audit, metrics).purge_every(config.received.purge_interval_s)
-    )
-    delivering = asyncio.create_task(courier.run())
-    # Received notices no longer active lose their identifiers and summary.
-    forgetting = asyncio.create_task(notices.forget_every(config.notices.forget_interval_s))
     watcher = None
     if policy.watch:
         watcher = asyncio.create_task(reloading.watch(policy.watch_interval_ms / 1000))
-    return Node(
+    node = Node(
         config,
         server,
         bound,
@@ -501,23 +495,47 @@ async def _start(
         _checkpoint=checkpoint,
         _http=http,
         _watcher=watcher,
-        _checkpointer=checkpointer,
-        _witnessing=witnessing,
         _admin=admin,
-        _expiry=expiry,
-        _purging=purging,
         witness=witness,
         watches=watches,
         notices=notices,
         outbox=outbox,
-        _courier=delivering,
-        _forgetting=forgetting,
     )
+    if not primary:
+        return node
+    node._checkpointer = asyncio.create_task(
+        _checkpoint_every(checkpoint, config.audit.checkpoint_interval_s)
+    )
+    if witness is not None:
+        node._witnessing = asyncio.create_task(
+            Witnessing(
+                witness,
+                lambda: directory_state.current,
+                config.client_identity,
+                audit.latest_checkpoint,
+                config.witness.interval_s,
+                endpoints=config.witness.endpoints,
+                metrics=metrics,
+            ).run()
+        )
+    node._expiry = asyncio.create_task(desk.expire_every(config.tickets.expire_interval_s))
+    node._purging = asyncio.create_task(
+        ReceivedPurger(received, audit, metrics).purge_every(config.received.purge_interval_s)
+    )
+    node._courier = asyncio.create_task(courier.run())
+    # Received notices no longer active lose their identifiers and summary.
+    node._forgetting = asyncio.create_task(notices.forget_every(config.notices.forget_interval_s))
+    return node
 
 
-async def serve(config: NodeConfig, on_ready: Callable[[Node], None] | None = None) -> None:
+async def serve(
+    config: NodeConfig,
+    on_ready: Callable[[Node], None] | None = None,
+    *,
+    primary: bool = True,
+) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls finish)."""
-    node = await start_node(config)
+    node = await start_node(config, primary=primary)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
