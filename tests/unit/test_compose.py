@@ -296,3 +296,19 @@ def test_postgres_is_the_charts_and_creates_a_database_per_node() -> None:
     sql = (COMPOSE_DIR / "postgres-init.sql").read_text()
     for cc in NODES:
         assert f"CREATE DATABASE liaison_{cc};" in sql
+
+
+def test_the_commands_the_docs_show_parse() -> None:
+    """docs/operating.md's Compose section: each `exec node-.. liaison ...` it shows."""
+    docs = (ROOT / "docs" / "operating.md").read_text()
+    section = docs.split("## Compose (a demo federation on containers)", 1)[1].split("\n## ")[0]
+    joined = section.replace("\\\n", " ")
+    shown = [
+        shlex.split(line.split(" liaison ", 1)[1])
+        for line in joined.splitlines()
+        if line.startswith("docker compose") and " exec node-" in line and " liaison " in line
+    ]
+    assert shown, "the section shows no liaison command run in a node"
+    parser = build_parser()
+    for command in shown:
+        assert callable(parser.parse_args(command).run), command
