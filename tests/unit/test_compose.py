@@ -246,6 +246,8 @@ def test_each_node_mounts_its_own_folder_and_reaches_only_its_own_sidecar() -> N
         sidecar_networks = [n for n in node["networks"] if n.startswith("opa-")]
         assert sidecar_networks == [f"opa-{cc}"]
         assert SERVICES[f"opa-{cc}"]["networks"] == [f"opa-{cc}"]
+        # Started before its sidecar listens, a node fails closed: it must be restarted.
+        assert node["restart"] == "unless-stopped"
     assert SERVICES["init"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert SERVICES["init"]["restart"] == "no"
 
