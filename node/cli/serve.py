@@ -13,7 +13,7 @@ from node.cli.shared import Subparsers
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from node.cli.serve_workers import WorkersRefused, check_workers, supervise
+    from node.cli.serve_workers import WorkersRefused, check_workers, default_workers, supervise
     from node.config import load_config
     from node.rpc.server import serve
 
@@ -21,13 +21,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.worker_index is not None:  # started by the supervisor below
         asyncio.run(serve(config, primary=args.worker_index == 0))
         return 0
+    workers = default_workers(config) if args.workers is None else args.workers
     try:
-        check_workers(config, args.workers, args.config)
+        check_workers(config, workers, args.config)
     except WorkersRefused as exc:
         print(f"liaison serve: {exc}", file=sys.stderr)
         return 2
-    if args.workers > 1:
-        return supervise(args.config, args.workers)
+    if workers > 1:
+        return supervise(args.config, workers)
     asyncio.run(serve(config))
     return 0
 
@@ -40,8 +41,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="processes answering on the node's port (default 1; more need [audit] store = "
-        '"database": docs/operating.md#workers)',
+        default=None,
+        help='processes answering on the node\'s port (default: with [audit] store = "database", '
+        "one per usable core; with the file store, 1, the most it allows: "
+        "docs/operating.md#workers)",
     )
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)

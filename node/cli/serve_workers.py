@@ -9,12 +9,14 @@ node/metrics_workers.py) and runs the jobs on the shared database; the others on
 
 The supervisor starts no server itself: it restarts a worker that exits (its log says so,
 with a backoff doubling to 30 s, reset once the worker has run a minute) while the others
-keep serving, and at SIGTERM or SIGINT stops them all gracefully.
+keep serving, passes SIGHUP (reload the policy) on to every worker, and at SIGTERM or
+SIGINT stops them all gracefully.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -40,6 +42,33 @@ class WorkersRefused(ValueError):
     """`--workers N` cannot run with this configuration; the message says what to do."""
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), capped by a cgroup v2 CPU quota
+    if one is set: in a container limited to 2 CPUs on a 64-core host, 2 workers, not 64."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def default_workers(config: NodeConfig) -> int:
+    """`liaison serve` without `--workers`: one per usable core when the audit log is in the
+    database (workers share it as replicas do), one with the file store (which one process
+    owns), saying so in the log with what would change it."""
+    if config.audit.store == "database":
+        return usable_cores()
+    log.info(
+        "serving with one worker: the file audit store belongs to one process and cannot be "
+        "shared; for one worker per core, move the log to the database ([audit] store = "
+        '"database", docs/operating.md#workers)'
+    )
+    return 1
+
+
 def check_workers(config: NodeConfig, workers: int, path: Path) -> None:
     if workers < 1:
         raise WorkersRefused(f"--workers {workers}: give 1 or more")
@@ -49,6 +78,10 @@ def check_workers(config: NodeConfig, workers: int, path: Path) -> None:
             "that several processes append to); the file store serves one process: use "
             "--workers 1, or move the log to the database (docs/operating.md#workers)"
         )
+
+
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 class _Worker:
@@ -61,8 +94,14 @@ class _Worker:
         self.due = 0.0  # when to start it again (monotonic), once it has exited
 
     def start(self) -> None:
+        # SIGHUP ignored until the worker's loop handles it (an ignored signal stays ignored
+        # across exec; a handler does not), so a reload passed on while it starts does not
+        # kill it. It reads the policy as it starts; only a change made between that read and
+        # its handler waits for the next SIGHUP (or `[policy] watch`).
         self.process = subprocess.Popen(
-            [*self._command, "--worker-index", str(self.index)], env=self._env
+            [*self._command, "--worker-index", str(self.index)],
+            env=self._env,
+            preexec_fn=_ignore_sighup,
         )
         self.started = time.monotonic()
         log.info("worker %d started (pid %d)", self.index, self.process.pid)
@@ -79,8 +118,17 @@ def supervise(config_path: Path, workers: int) -> int:
     fresh_folder(folder)
     env = {**os.environ, MULTIPROC_ENV: str(folder)}
     command = [sys.executable, "-m", "node.cli", "serve", "--config", str(config_path)]
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     pool = [_Worker(i, command, env) for i in range(workers)]
+    log.info("supervising %d workers on one port", workers)
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        """SIGHUP reloads the policy of `liaison serve`: in every worker."""
+        for worker in pool:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
     try:
         for worker in pool:
             worker.start()

@@ -1,7 +1,8 @@
 """`liaison serve --workers 2` on real processes: two workers on one port answering into one
 audit tree (in a SQLite database of its own), a replayed request answered once whichever
 worker gets it, /metrics summing both, a killed worker restarted while the other serves,
-and the file audit store refused."""
+SIGHUP to the supervisor reloading every worker's policy, the default (one worker per core
+with the database store, one with the file store), and the file store refusing more."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from federation.errors import PeerRefused
 from federation.wire.liaison.exchange.v1 import exchange_pb2 as pb
+from node.cli.serve_workers import usable_cores
 from node.local.federation import Federation, NodeHandle
 from tests.federation.helpers import ask, clone_node, scrape, set_keys
 from tests.federation.test_cli import liaison
@@ -49,6 +53,13 @@ def _workers(supervisor: int) -> dict[int, int]:
 
 def _requests_by_pid(tmp: Path, pids: list[int], decision: str) -> dict[int, float]:
     """`liaison_requests_total{decision}` counted by each worker, from its own files."""
+    return _counted_by_pid(tmp, pids, "liaison_requests_total", {"decision": decision})
+
+
+def _counted_by_pid(
+    tmp: Path, pids: list[int], name: str, labels: dict[str, str]
+) -> dict[int, float]:
+    """The sample `name{labels}` as each worker counted it, from its own files."""
     [folder] = tmp.glob("liaison-workers-*")
     counted: dict[int, float] = {}
     for pid in pids:
@@ -61,17 +72,9 @@ def _requests_by_pid(tmp: Path, pids: list[int], decision: str) -> dict[int, flo
             s.value
             for family in MultiProcessCollector(None, str(alone)).collect()  # type: ignore[no-untyped-call]
             for s in family.samples
-            if s.name == "liaison_requests_total" and s.labels["decision"] == decision
+            if s.name == name and labels.items() <= s.labels.items()
         )
     return counted
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\tZ" not in status.partition("State:")[2].partition("\n")[0]
 
 
 def _until(check: object, timeout: float = 20.0) -> None:
@@ -127,8 +130,11 @@ def test_two_workers_share_one_port_one_tree_and_refuse_a_replay_once(
         os.kill(pids[1], signal.SIGKILL)
         # Once it is gone its listening socket is closed, and the kernel sends every new
         # connection to the other (a connection it had queued but not accepted when it died
-        # is reset: the client's retry reaches the other worker).
-        _until(lambda: not _alive(pids[1]))
+        # is reset: the client's retry reaches the other worker). Gone means reaped by the
+        # supervisor: its main thread shows as a zombie while its other threads (gRPC's)
+        # still hold the socket.
+        exited = f"worker 1 (pid {pids[1]}) exited"
+        _until(lambda: exited in (node.folder / "node.log").read_text())
         asks(10)
         _until(lambda: _workers(supervisor).get(1) not in (None, pids[1]))
         node.wait_ready()
@@ -175,3 +181,88 @@ def test_the_file_audit_store_refuses_several_workers(fed: Federation, tmp_path:
     assert refused.returncode == 2
     assert 'needs [audit] store = "database"' in refused.stderr
     assert refused.stderr.count("\n") == 1  # one line
+
+
+def test_by_default_the_database_store_runs_a_worker_per_core_and_sighup_reloads_them_all(
+    fed: Federation, tmp_path: Path
+) -> None:
+    cores = usable_cores()
+    if cores < 2:
+        pytest.skip("one usable core: the default is the plain single-process server")
+    node = _node(fed, tmp_path / "FR")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    de = fed.nodes["DE-BKA"].identity()
+
+    def outcomes(n: int) -> set[str]:  # each ask on a connection of its own
+        found = set()
+        for i in range(n):
+            try:
+                ask(
+                    de,
+                    fed,
+                    "FR-DGPN",
+                    "vehicle",
+                    [("vin", f"NOPE{i:013d}")],
+                    endpoint=node.endpoint,
+                )
+                found.add("answered")
+            except PeerRefused as exc:
+                found.add(",".join(exc.reasons))
+        return found
+
+    node.start(env={"TMPDIR": str(tmp)})  # no --workers
+    assert node.process is not None
+    supervisor = node.process.pid
+    log = node.folder / "node.log"
+    try:
+        node.wait_ready()
+        _until(lambda: len(_workers(supervisor)) == cores)
+        _until(lambda: log.read_text().count(" serving on ") == cores)  # every one ready
+        pids = list(_workers(supervisor).values())
+        assert outcomes(8) == {"answered"}
+
+        agreements = node.folder / "agreements.json"
+        data = json.loads(agreements.read_text())
+        data["agreements"]["DE-BKA"]["categories"] = ["firearm"]
+        agreements.write_text(json.dumps(data))
+        node.process.send_signal(signal.SIGHUP)
+        reloads = {"result": "success"}
+        _until(
+            lambda: all(
+                n == 1
+                for n in _counted_by_pid(
+                    tmp, pids, "liaison_policy_reloads_total", reloads
+                ).values()
+            )
+        )
+        assert outcomes(12) == {"category_not_agreed"}
+        # Every worker refused some of them: none kept the old agreement.
+        denied = _requests_by_pid(tmp, pids, "deny")
+        assert len(denied) == cores and all(n > 0 for n in denied.values()), denied
+        assert _workers(supervisor) == dict(enumerate(pids))  # none was restarted
+    finally:
+        code = node.stop(timeout=30)
+    assert code == 0
+    assert f"supervising {cores} workers" in log.read_text()
+
+
+def test_by_default_the_file_store_runs_one_process_and_says_why(
+    fed: Federation, tmp_path: Path
+) -> None:
+    node = clone_node(fed, "FR-DGPN", tmp_path / "FR")
+    node.start()  # no --workers
+    assert node.process is not None
+    try:
+        node.wait_ready()
+        assert _workers(node.process.pid) == {}  # the plain server: no supervisor
+    finally:
+        node.stop()
+    said = [
+        line
+        for line in (node.folder / "node.log").read_text().splitlines()
+        if "serving with one worker" in line
+    ]
+    assert len(said) == 1
+    assert "file audit store" in said[0]
+    assert '[audit] store = "database"' in said[0]
