@@ -210,7 +210,7 @@ async def start_node(
     `primary` False is a worker of `serve --workers N` other than worker 0: it answers
     calls on the shared port, but the admin socket, /metrics, witnessing and the jobs on
     the shared database (checkpoints, expiry, purge, notice courier and forgetting) are
-    worker 0's alone (node/rpc/workers.py)."""
+    worker 0's alone (node/cli/serve_workers.py)."""
     async with contextlib.AsyncExitStack() as opened:
         node = await _start(config, registry or CollectorRegistry(), opened, primary)
         opened.pop_all()  # the node owns them now: Node.stop releases them
