@@ -16,7 +16,15 @@ envelope) are serialised before the timed loop so that the client's own cost sta
 the client still shares the machine's cores with the server, so beside req/s and latency it
 prints each server's CPU time per request (from /proc), the figure the client distorts least.
 
-    python benchmarks/match.py [--records 100000] [--seconds 5] [--quick]
+With ``--workers N`` (N > 1) the node runs ``liaison serve --workers N`` with its audit log
+in a SQLite database (``[audit] store = "database"``, made by ``liaison db upgrade``), and
+the echo runs as N processes on one port (SO_REUSEPORT), its fair twin. One connection
+lands on one process, so the client then opens ``--channels`` connections to each (4·N by
+default, the same count for both) and sends each call on the next in turn; CPU per request
+sums every process of the server (the node's supervisor and workers, every echo process).
+
+    python benchmarks/match.py [--records 100000] [--seconds 5] [--workers N]
+                               [--channels C] [--audit file|database] [--quick]
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from federation.signing import (
 )
 from match_echo import METHOD, EchoProcess, echo_serve
 from match_load import ASKER, CALL_TIMEOUT, HIT_SHARE, Call, Measurement, Queries, measure
+from match_workers import Setup, database_audit, node_pids, spread
 from measuring import print_table, raise_exit
 from node.local.demo import AGREEMENTS
 from node.local.federation import NodeHandle, build_federation
@@ -58,6 +67,9 @@ from node.local.federation import NodeHandle, build_federation
 OWNER: Final = "FR-DGPN"
 CONCURRENCY: Final = (1, 64)
 TARGET_RATIO: Final = 0.6
+# With several workers (issue 14): p99 within 2x the echo's, CPU per request within 1.8x.
+TARGET_P99: Final = 2.0
+TARGET_CPU: Final = 1.8
 # The audit entry id in a node's answer grows with its log; the echo answers with one of
 # five digits, the size it has after ten thousand requests.
 ECHO_AUDIT_ENTRY: Final = "12345"
@@ -108,43 +120,56 @@ async def bench(
     warmup: float,
     folder: Path,
     server_cpus: set[int] | None,
+    setup: Setup,
 ) -> list[Measurement]:
     # SIGTERM cancels the run as Ctrl-C does, so the stack below stops all it started.
     this = asyncio.current_task()
     assert this is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     async with contextlib.AsyncExitStack() as stack:
-        owner.start()
-        stack.callback(owner.stop)
+
+        async def connect(endpoint: str) -> list[Call]:
+            calls: list[Call] = []
+            for _ in range(setup.channels):
+                channel = open_channel(identity, endpoint)
+                stack.push_async_callback(channel.close)
+                await channel.channel_ready()
+                calls.append(channel.unary_unary(METHOD))
+            return calls
+
+        owner.start(args=["--workers", str(setup.workers)])
+        stack.callback(owner.stop, 30.0)
         owner.wait_ready(timeout=120.0)
-        assert owner.process is not None
-        node_pid = owner.process.pid
-        node_channel = open_channel(identity, owner.endpoint)
-        stack.push_async_callback(node_channel.close)
-        await node_channel.channel_ready()
-        node_call: Call = node_channel.unary_unary(METHOD)
-        echo = EchoProcess(owner, await check_node(node_call, queries), folder)
+        node_all = node_pids(owner, setup.workers)
+        node_calls = await connect(owner.endpoint)
+        echo = EchoProcess(
+            owner, await check_node(node_calls[0], queries), folder, processes=setup.workers
+        )
         stack.callback(echo.stop)
         echo.wait_ready()
-        echo_channel = open_channel(identity, echo.endpoint)
-        stack.push_async_callback(echo_channel.close)
-        await echo_channel.channel_ready()
-        echo_call: Call = echo_channel.unary_unary(METHOD)
+        echo_calls = await connect(echo.endpoint)
+        if setup.workers > 1:
+            print(f"  connections per node process: {spread(owner.endpoint, node_all[1:])}")
+            print(f"  connections per echo process: {spread(echo.endpoint, echo.pids)}")
         # Both servers stay up (the idle one costs next to nothing) and are measured in turn
         # at each concurrency, so that a drift in the machine's speed touches both alike.
         results = []
+        targets = (("echo", echo_calls, echo.pids), ("node", node_calls, node_all))
         for in_flight in CONCURRENCY:
-            for target, call, pid in (("echo", echo_call, echo.pid), ("node", node_call, node_pid)):
-                pin(pid, server_cpus)
+            for target, calls, pids in targets:
+                for pid in pids:
+                    pin(pid, server_cpus)
                 results.append(
-                    await measure(call, queries.build, target, pid, in_flight, seconds, warmup)
+                    await measure(calls, queries.build, target, pids, in_flight, seconds, warmup)
                 )
         return results
 
 
-def report(results: Sequence[Measurement], request_bytes: int, response_bytes: int) -> None:
+def report(
+    results: Sequence[Measurement], request_bytes: int, response_bytes: int, setup: Setup
+) -> None:
     print(
-        "\nMatch over gRPC + mTLS, one client channel; client and server share "
+        f"\nMatch over gRPC + mTLS, {setup.describe()}; client and server share "
         f"{os.cpu_count()} cores (the client is this process: its CPU is shown too)"
     )
     print(
@@ -202,6 +227,11 @@ def report(results: Sequence[Measurement], request_bytes: int, response_bytes: i
         "ratio echo/node server CPU per request: "
         + ", ".join(f"{cpu[c]:.2f}x at {c} in flight" for c in CONCURRENCY)
     )
+    p99 = {c: by["node", c].p99 / by["echo", c].p99 for c in CONCURRENCY}
+    print(
+        "ratio node/echo p99 latency: "
+        + ", ".join(f"{p99[c]:.2f}x at {c} in flight" for c in CONCURRENCY)
+    )
     met = all(r >= TARGET_RATIO for r in ratios.values())
     print(
         f"target node >= {TARGET_RATIO}x echo throughput: {'met' if met else 'NOT met'} ("
@@ -210,12 +240,25 @@ def report(results: Sequence[Measurement], request_bytes: int, response_bytes: i
         )
         + ")"
     )
+    top = CONCURRENCY[-1]  # issue 14's targets for workers, at 64 in flight
+    node_cpu = 1 / cpu[top] if cpu[top] else float("inf")
+    for label, ok in (
+        (f"throughput >= {TARGET_RATIO}x echo's: {ratios[top]:.2f}x", ratios[top] >= TARGET_RATIO),
+        (f"p99 <= {TARGET_P99}x echo's: {p99[top]:.2f}x", p99[top] <= TARGET_P99),
+        (f"CPU per request <= {TARGET_CPU}x echo's: {node_cpu:.2f}x", node_cpu <= TARGET_CPU),
+    ):
+        print(
+            f"target with {setup.workers} worker(s) at {top} in flight, {label}: "
+            f"{'met' if ok else 'NOT met'}"
+        )
 
 
-def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
+def run(records: int, seconds: float, warmup: float, pinned: bool, setup: Setup) -> int:
     signal.signal(signal.SIGTERM, raise_exit)  # clean up as on Ctrl-C (outside the loop)
     cpus = sorted(os.sched_getaffinity(0))
-    client_cpus, server_cpus = ({cpus[0]}, {cpus[1]}) if pinned and len(cpus) > 1 else (None, None)
+    # One core for the client and one for the server makes sense for a server of one process.
+    pinned = pinned and len(cpus) > 1 and setup.workers == 1
+    client_cpus, server_cpus = ({cpus[0]}, {cpus[1]}) if pinned else (None, None)
     if client_cpus is not None:
         pin(os.getpid(), client_cpus)  # before any gRPC thread exists; they inherit it
     root = Path(tempfile.mkdtemp(prefix="liaison-bench-match-"))
@@ -229,6 +272,8 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
         # build_federation gives every node the same record count; the asker's are unused.
         fed = build_federation(root / "federation", (ASKER, OWNER), AGREEMENTS, records=records)
         owner = fed.nodes[OWNER]
+        if setup.audit == "database":
+            database_audit(owner)
         identity = fed.nodes[ASKER].identity()
         queries = Queries(owner.rows, identity.signing_key)
         for handle in fed.nodes.values():
@@ -242,7 +287,7 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
         )
         try:
             results = asyncio.run(
-                bench(owner, identity, queries, seconds, warmup, root, server_cpus)
+                bench(owner, identity, queries, seconds, warmup, root, server_cpus, setup)
             )
         except asyncio.CancelledError:  # by SIGTERM; everything started is stopped by now
             raise SystemExit(128 + signal.SIGTERM) from None
@@ -264,7 +309,7 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
         )
     else:
         print("not pinned: the kernel places client and server threads on any core")
-    report(results, request_bytes, response_bytes)
+    report(results, request_bytes, response_bytes, setup)
     node_cpu = [r.per_request_us(r.server_cpu) for r in results if r.target == "node"]
     share = 100 * crypto_us / min(node_cpu) if node_cpu else float("nan")
     print(
@@ -306,6 +351,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not pin the client and the servers to one core each",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`liaison serve --workers N`, and N echo processes on one port (default 1)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="client connections to each server, calls sent on each in turn (default 1 with "
+        "one worker, 4 per worker with more)",
+    )
+    parser.add_argument(
+        "--audit",
+        choices=("file", "database"),
+        default=None,
+        help='the node\'s audit store (default: the file with one worker; "database", a SQLite '
+        "file, with more, which need it)",
+    )
+    parser.add_argument("--echo-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--echo-server",
         nargs=4,
         metavar=("CERT", "KEY", "CA", "RESPONSE"),
@@ -315,13 +381,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.echo_server:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(echo_serve(*args.echo_server))
+            cert, key, ca, response = args.echo_server
+            asyncio.run(echo_serve(cert, key, ca, response, port=args.echo_port))
         return 0
+    if args.workers < 1 or (args.channels is not None and args.channels < 1):
+        parser.error("--workers and --channels must be 1 or more")
+    audit = args.audit or ("file" if args.workers == 1 else "database")
+    if audit == "file" and args.workers > 1:
+        parser.error("--workers > 1 needs --audit database (the file store serves one process)")
+    channels = args.channels or (1 if args.workers == 1 else 4 * args.workers)
+    setup = Setup(args.workers, channels, audit)
     if args.quick:
-        return run(2000, 1.0, 0.3, args.pin)
+        return run(2000, 1.0, 0.3, args.pin, setup)
     if args.records < 1 or args.seconds <= 0:
         parser.error("--records and --seconds must be positive")
-    return run(args.records, args.seconds, 1.0, args.pin)
+    return run(args.records, args.seconds, 1.0, args.pin, setup)
 
 
 if __name__ == "__main__":

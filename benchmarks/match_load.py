@@ -1,6 +1,7 @@
 """The match benchmark's load generator: signed MatchRequests built before the timed loop
-(half hits, half no-hits), a fixed number of calls kept in flight on one channel, and what
-one measurement yields (rate, latency percentiles, server and client CPU).
+(half hits, half no-hits), a fixed number of calls kept in flight on one channel (or spread
+in turn over several: one per connection, for servers of several processes), and what one
+measurement yields (rate, latency percentiles, server and client CPU).
 
 Imported by ``match.py`` as a sibling module (``python benchmarks/match.py``).
 """
@@ -43,7 +44,7 @@ class Measurement:
     seconds: float
     p50: float
     p99: float
-    server_cpu: float  # seconds, all threads of the server process
+    server_cpu: float  # seconds, all threads of every process of the server
     client_cpu: float  # seconds, this process
     pool_ran_out: bool
 
@@ -100,10 +101,24 @@ class Queries:
         return [self.one(self._rng.random() < HIT_SHARE) for _ in range(n)]
 
 
+def servers_cpu(pids: Sequence[int]) -> float:
+    """CPU seconds of every process of a server (a supervisor and its workers)."""
+    return sum(process_cpu(pid) for pid in pids)
+
+
 async def drive(
-    call: Call, requests: Sequence[Request], in_flight: int, seconds: float, pid: int, target: str
+    call: Call | Sequence[Call],
+    requests: Sequence[Request],
+    in_flight: int,
+    seconds: float,
+    pid: int | Sequence[int],
+    target: str,
 ) -> Measurement:
-    """Keep ``in_flight`` calls going until ``seconds`` pass or the requests run out."""
+    """Keep ``in_flight`` calls going until ``seconds`` pass or the requests run out; with
+    several ``call``s (one per channel), each request takes the next in turn. ``pid``: the
+    server's process, or all of them (their CPU is summed)."""
+    calls = [call] if callable(call) else list(call)
+    pids = [pid] if isinstance(pid, int) else list(pid)
     latencies: list[float] = []
     errors = 0
     cursor = 0
@@ -114,19 +129,20 @@ async def drive(
         nonlocal cursor, errors
         while cursor < len(requests) and clock() < deadline:
             body, metadata = requests[cursor]
+            channel = calls[cursor % len(calls)]
             cursor += 1
             started = clock()
             try:
-                await call(body, timeout=CALL_TIMEOUT, metadata=metadata)
+                await channel(body, timeout=CALL_TIMEOUT, metadata=metadata)
             except grpc.RpcError:
                 errors += 1
                 continue
             latencies.append(clock() - started)
 
-    server0, client0, started = process_cpu(pid), time.process_time(), clock()
+    server0, client0, started = servers_cpu(pids), time.process_time(), clock()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = clock() - started
-    server_cpu, client_cpu = process_cpu(pid) - server0, time.process_time() - client0
+    server_cpu, client_cpu = servers_cpu(pids) - server0, time.process_time() - client0
     p50, p99 = percentiles(latencies, 0.50, 0.99)
     return Measurement(
         target,
@@ -143,10 +159,10 @@ async def drive(
 
 
 async def measure(
-    call: Call,
+    call: Call | Sequence[Call],
     build: Callable[[int], list[Request]],
     target: str,
-    pid: int,
+    pid: int | Sequence[int],
     in_flight: int,
     seconds: float,
     warmup: float,

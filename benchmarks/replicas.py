@@ -188,7 +188,7 @@ async def phase(
     saw (warm-up and checks included, since each of those is audited too)."""
     async with contextlib.AsyncExitStack() as stack:
         for node in replicas:
-            node.start()
+            node.start(args=["--workers", "1"])  # a replica is one process (not one per core)
             stack.callback(stop, node)
         for node in replicas:
             node.wait_ready(timeout=120.0)

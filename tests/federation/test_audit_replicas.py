@@ -83,7 +83,7 @@ def test_two_replicas_answer_into_one_tree(
         return out
 
     for node in replicas:
-        node.start()
+        node.start(args=["--workers", "1"])  # each replica one process
     try:
         for node in replicas:
             node.wait_ready()
@@ -215,7 +215,7 @@ def test_a_request_is_answered_once_across_replicas(
         return [r for results in await asyncio.gather(*sent) for r in results]
 
     for node in replicas:
-        node.start()
+        node.start(args=["--workers", "1"])  # each replica one process
     try:
         for node in replicas:
             node.wait_ready()

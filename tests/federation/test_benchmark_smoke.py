@@ -10,10 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_quick(script: str, timeout: float) -> str:
-    """`python benchmarks/<script> --quick`, which must exit 0: its standard output."""
+def run_quick(script: str, timeout: float, *args: str) -> str:
+    """`python benchmarks/<script> --quick [args]`, which must exit 0: its standard output."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -28,6 +28,18 @@ def test_match_benchmark_quick_run_exits_cleanly_with_its_ratio() -> None:
     out = run_quick("match.py", timeout=240)
     assert "ratio node/echo throughput:" in out
     assert "target node >= 0.6x echo throughput:" in out
+
+
+def test_match_benchmark_with_two_workers_runs_both_servers_as_two_processes() -> None:
+    out = run_quick("match.py", 240, "--workers", "2")
+    assert "2 processes each, 8 client channels per server" in out
+    # The kernel spread the 8 connections over both processes of each server.
+    for target in ("node", "echo"):
+        line = next(x for x in out.splitlines() if f"connections per {target} process:" in x)
+        counts = [int(n) for n in line.rpartition(":")[2].split(",")]
+        assert len(counts) == 2 and sum(counts) == 8, line
+    assert "ratio node/echo p99 latency:" in out
+    assert "target with 2 worker(s) at 64 in flight, CPU per request <= 1.8x echo's:" in out
 
 
 def test_fetch_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() -> None:
