@@ -20,8 +20,10 @@ With ``--workers N`` (N > 1) the node runs ``liaison serve --workers N`` with it
 in a SQLite database (``[audit] store = "database"``, made by ``liaison db upgrade``), and
 the echo runs as N processes on one port (SO_REUSEPORT), its fair twin. One connection
 lands on one process, so the client then opens ``--channels`` connections to each (4·N by
-default, the same count for both) and sends each call on the next in turn; CPU per request
-sums every process of the server (the node's supervisor and workers, every echo process).
+default, the same count for both, as many to each process: a connection the kernel put
+where enough are is closed and another opened) and sends each call on the next in turn;
+CPU per request sums every process of the server (the node's supervisor and workers, every
+echo process).
 
     python benchmarks/match.py [--records 100000] [--seconds 5] [--workers N]
                                [--channels C] [--audit file|database] [--quick]
@@ -59,7 +61,7 @@ from federation.signing import (
 )
 from match_echo import METHOD, EchoProcess, echo_serve
 from match_load import ASKER, CALL_TIMEOUT, HIT_SHARE, Call, Measurement, Queries, measure
-from match_workers import Setup, database_audit, node_pids, spread
+from match_workers import Setup, connections, database_audit, node_pids, spread
 from measuring import print_table, raise_exit
 from node.local.demo import AGREEMENTS
 from node.local.federation import NodeHandle, build_federation
@@ -128,26 +130,40 @@ async def bench(
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     async with contextlib.AsyncExitStack() as stack:
 
-        async def connect(endpoint: str) -> list[Call]:
+        async def connect(endpoint: str, pids: Sequence[int]) -> list[Call]:
+            """`setup.channels` channels, as many to each of the server's processes `pids`:
+            the kernel places each new connection on one of them by a hash, so a connection
+            that lands where enough are is closed and another opened."""
+            quota = setup.channels // len(pids)
+            kept = dict.fromkeys(pids, 0)
             calls: list[Call] = []
-            for _ in range(setup.channels):
+            for _ in range(20 * setup.channels):
+                before = connections(endpoint, pids)
                 channel = open_channel(identity, endpoint)
-                stack.push_async_callback(channel.close)
                 await channel.channel_ready()
-                calls.append(channel.unary_unary(METHOD))
-            return calls
+                landed = {pid for pid, _ in connections(endpoint, pids) - before}
+                if len(landed) == 1 and kept[(pid := landed.pop())] < quota:
+                    kept[pid] += 1
+                    stack.push_async_callback(channel.close)
+                    calls.append(channel.unary_unary(METHOD))
+                    if len(calls) == setup.channels:
+                        return calls
+                else:
+                    await channel.close()
+            raise RuntimeError(f"could not spread {setup.channels} connections evenly: {kept}")
 
         owner.start(args=["--workers", str(setup.workers)])
         stack.callback(owner.stop, 30.0)
         owner.wait_ready(timeout=120.0)
         node_all = node_pids(owner, setup.workers)
-        node_calls = await connect(owner.endpoint)
+        # The supervisor holds no connection: its workers do.
+        node_calls = await connect(owner.endpoint, node_all[1:] or node_all)
         echo = EchoProcess(
             owner, await check_node(node_calls[0], queries), folder, processes=setup.workers
         )
         stack.callback(echo.stop)
         echo.wait_ready()
-        echo_calls = await connect(echo.endpoint)
+        echo_calls = await connect(echo.endpoint, echo.pids)
         if setup.workers > 1:
             print(f"  connections per node process: {spread(owner.endpoint, node_all[1:])}")
             print(f"  connections per echo process: {spread(echo.endpoint, echo.pids)}")
@@ -390,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if audit == "file" and args.workers > 1:
         parser.error("--workers > 1 needs --audit database (the file store serves one process)")
     channels = args.channels or (1 if args.workers == 1 else 4 * args.workers)
+    if channels % args.workers:
+        parser.error("--channels must be a multiple of --workers (as many to each process)")
     setup = Setup(args.workers, channels, audit)
     if args.quick:
         return run(2000, 1.0, 0.3, args.pin, setup)

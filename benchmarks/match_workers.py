@@ -75,24 +75,28 @@ def node_pids(owner: NodeHandle, workers: int, timeout: float = 120.0) -> list[i
     return [supervisor, *map(int, children)]
 
 
-def spread(endpoint: str, pids: Sequence[int]) -> str:
-    """Established connections to `endpoint`'s port held by each of `pids`, e.g. "3, 5"."""
+def connections(endpoint: str, pids: Sequence[int]) -> set[tuple[int, int]]:
+    """The established connections to `endpoint`'s port held by `pids`: (pid, client port)."""
     port = int(endpoint.rpartition(":")[2])
-    established = set()
+    by_inode = {}
     for table in ("tcp", "tcp6"):  # gRPC's sockets are IPv6 ones, 127.0.0.1 mapped
         for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
             if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "01":
-                established.add(fields[9])  # the socket's inode
-    counts = []
+                by_inode[fields[9]] = int(fields[2].rpartition(":")[2], 16)
+    held = set()
     for pid in pids:
-        held = 0
         for fd in Path(f"/proc/{pid}/fd").iterdir():
             try:
                 target = os.readlink(fd)
             except OSError:
                 continue
-            if target.startswith("socket:[") and target[8:-1] in established:
-                held += 1
-        counts.append(held)
-    return ", ".join(map(str, counts))
+            if target.startswith("socket:[") and target[8:-1] in by_inode:
+                held.add((pid, by_inode[target[8:-1]]))
+    return held
+
+
+def spread(endpoint: str, pids: Sequence[int]) -> str:
+    """Established connections to `endpoint`'s port held by each of `pids`, e.g. "4, 4"."""
+    held = connections(endpoint, pids)
+    return ", ".join(str(sum(1 for p, _ in held if p == pid)) for pid in pids)
