@@ -66,8 +66,12 @@ class BatchWriter:
         return await future
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        """At the end of a loop turn: its entries to the writer thread, in one put."""
-        self._queue.put(self._turns.pop(loop))
+        """At the end of a loop turn: its entries to the writer thread, in one put (none
+        if `close` handed them over already)."""
+        batch = self._turns.pop(loop, None)
+        if batch is None:
+            return
+        self._queue.put(batch)
         thread = self._thread
         if thread is None or not thread.is_alive():
             self._start()
@@ -123,7 +127,8 @@ class BatchWriter:
                 loop.call_soon_threadsafe(_settle, settled, error, replayed, replay)
 
     async def close(self) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued (this loop's turn too), then stop the thread."""
+        self._hand_over(asyncio.get_running_loop())
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
