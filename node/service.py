@@ -221,15 +221,24 @@ class MatchService:
     def policy_revision(self) -> str:
         return self._engine.revision
 
-    def decide(self, key: MatchPolicyKey) -> Decision:
-        """Ask the engine (its cache by `key` first); unreachable, erroring or past the
-        deadline is a refusal."""
+    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        """Ask the engine; unreachable, erroring or past the deadline is a refusal (a
+        Fetch's and a notice's decision too: FetchService, NoticeService)."""
+        return self._judged(lambda: self._engine.decide(policy_input))
+
+    def decide_match(self, key: MatchPolicyKey) -> Decision:
+        """`decide` for a Match's input, asked of the cache by its key (the input is built
+        only on a miss)."""
+        engine = self._engine
+        if isinstance(engine, CachingEngine):
+            return self._judged(lambda: engine.decide_keyed(key, match_policy_input))
+        return self.decide(match_policy_input(key))
+
+    def _judged(self, ask: Callable[[], Decision]) -> Decision:
+        """`ask()`'s decision, timed against the deadline and counted."""
         started = time.perf_counter()
         try:
-            if isinstance(self._engine, CachingEngine):
-                decision = self._engine.decide_keyed(key, match_policy_input)
-            else:
-                decision = self._engine.decide(match_policy_input(key))
+            decision = ask()
         except PolicyUnavailable as exc:
             self._metrics.policy_decisions.labels(self._engine.name, "unavailable").inc()
             raise _policy_unavailable("the policy engine could not decide") from exc
@@ -259,7 +268,7 @@ class MatchService:
             ]
         except NormalisationError as exc:
             raise invalid("identifier_invalid", f"identifier {exc.field}: {exc}") from None
-        decision = self.decide(match_policy_key(self._node, member, query, self._clock()))
+        decision = self.decide_match(match_policy_key(self._node, member, query, self._clock()))
         if not decision.allow:
             raise denied(decision.reasons, "refused by the data owner's policy", decision.revision)
         try:

@@ -12,19 +12,24 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from federation.directory import Member, MemberStatus
 from federation.model import Envelope, Identifier, MatchQuery
 from federation.vocabulary import CATEGORIES, IDENTIFIER_KINDS, PURPOSES, LegalBasis
+from node.metrics import NodeMetrics
 from node.policy.cache import CachingEngine
 from node.policy.embedded import EmbeddedEngine
 from node.policy.revision import canonical_json
+from node.references import References
 from node.service import (
+    MatchService,
     NodeIdentity,
     build_policy_input,
     match_policy_input,
     match_policy_key,
 )
+from node.store import RecordStore
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 DATA: dict[str, Any] = json.loads((POLICIES / "data" / "agreements.example.json").read_text())
@@ -196,3 +201,20 @@ def test_a_keyed_decision_is_the_engine_s_and_builds_the_input_only_on_a_miss() 
     # The same input asked by its JSON (`decide`) is another entry, never confused with it.
     assert cache.decide(build_policy_input(NODE, MEMBER, QUERY, NOW)) == first
     assert len(cache) == 3
+
+
+def test_the_service_asks_by_key_for_a_match_and_by_input_for_the_rest(tmp_path: Path) -> None:
+    """A Match's decision comes from the cache by its key; a Fetch's or a notice's
+    (`MatchService.decide`, given their input) by the input's JSON: both are the engine's."""
+    engine = _Counting()
+    cache = CachingEngine(engine)
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    service = MatchService(
+        NODE, store, cache, NodeMetrics(CollectorRegistry()), references=References(bytes(32))
+    )
+    key = match_policy_key(NODE, MEMBER, QUERY, NOW)
+    by_key = service.decide_match(key)
+    by_input = service.decide(build_policy_input(NODE, MEMBER, QUERY, NOW))
+    assert by_key == by_input == engine.inner.decide(match_policy_input(key))
+    assert service.decide_match(key) == by_key and (cache.hits, cache.misses) == (1, 2)
+    store.close()
