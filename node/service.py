@@ -260,7 +260,9 @@ class MatchService:
         self._metrics.policy_decisions.labels(self._engine.name, result).inc()
         return decision
 
-    def match(self, member: Member, query: MatchQuery) -> MatchAnswer:
+    def match(self, member: Member, query: MatchQuery, *, audit_entry: str = "") -> MatchAnswer:
+        """The answer to `member`'s Match, naming `audit_entry` (the entry its call will
+        be audited under), or a Refusal."""
         validate_match(member, query)
         try:  # a malformed value is refused before any decision, whatever the policy says
             identifiers = [
@@ -306,4 +308,5 @@ class MatchService:
             hit=bool(refs),
             record_refs=tuple(self._references.seal(member.node_id, ref, now) for ref in refs),
             policy_revision=decision.revision,
+            audit_entry=audit_entry,
         )
