@@ -2,9 +2,11 @@
 
 Requests on an event loop add their entry and await a future. The entries added in one
 turn of the loop are handed to the thread together, in one queue put at the end of that
-turn, so requests that are already runnable share a write at no cost to a lone one. The
-thread takes everything handed over by the time its previous write ended as one batch,
-commits it (`commit`: one locked write, one fsync or transaction) and wakes the batch's
+turn, so requests that are already runnable share a write at no cost to a lone one. A
+loop has one batch with the thread at a time: what it adds meanwhile goes out as its next
+batch, handed over in the turn after the last one's requests are answered (a batch per
+fsync's round trip, not per request finished while the thread is idle). The thread commits
+each batch (`commit`: one locked write, one fsync or transaction) and wakes the batch's
 requests with one call into their event loop. A batch so costs one thread wake-up and one
 loop wake-up, where a thread-pool hop per batch (`asyncio.to_thread`) cost a task, an
 executor future and their chaining besides.
@@ -45,8 +47,11 @@ class BatchWriter:
     ) -> None:
         self._commit = commit
         self._unwritten = unwritten
-        # The entries added in this turn of each loop, handed over at its end.
+        # The entries each loop added that are not handed over yet, and the loops that
+        # have a batch with the writer: one batch per loop at a time, so that what
+        # arrives while it is written goes out together in the next.
         self._turns: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
+        self._busy: set[asyncio.AbstractEventLoop] = set()
         # None asks the thread to stop once every append queued before it is written.
         self._queue: queue.SimpleQueue[list[Pending] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -61,16 +66,20 @@ class BatchWriter:
         turn = self._turns.get(loop)
         if turn is None:
             turn = self._turns[loop] = []
-            loop.call_soon(self._hand_over, loop)
+            if loop not in self._busy:  # else `_settled` hands it over
+                loop.call_soon(self._hand_over, loop)
         turn.append((body, future, if_replayed))
         return await future
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """At the end of a loop turn: its entries to the writer thread, in one put (none
         if `close` handed them over already)."""
-        batch = self._turns.pop(loop, None)
-        if batch is None:
+        if loop in self._busy:
             return
+        batch = self._turns.pop(loop, None)
+        if not batch:
+            return
+        self._busy.add(loop)
         self._queue.put(batch)
         thread = self._thread
         if thread is None or not thread.is_alive():
@@ -124,11 +133,30 @@ class BatchWriter:
             by_loop.setdefault(pending[1].get_loop(), []).append(pending)
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
-                loop.call_soon_threadsafe(_settle, settled, error, replayed, replay)
+                loop.call_soon_threadsafe(self._settled, loop, settled, error, replayed, replay)
+
+    def _settled(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[Pending],
+        error: AuditError | None,
+        replayed: set[int],
+        replay: AuditReplay | None,
+    ) -> None:
+        """On the loop: the batch's requests are answered, and what the loop added
+        meanwhile is handed over at the end of this turn."""
+        self._busy.discard(loop)
+        _settle(batch, error, replayed, replay)
+        if self._turns.get(loop):
+            loop.call_soon(self._hand_over, loop)
 
     async def close(self) -> None:
-        """Write what is queued (this loop's turn too), then stop the thread."""
-        self._hand_over(asyncio.get_running_loop())
+        """Write what this loop added (waiting for its batch with the writer first), then
+        stop the thread."""
+        loop = asyncio.get_running_loop()
+        while loop in self._busy or self._turns.get(loop):
+            self._hand_over(loop)
+            await asyncio.sleep(0.001)
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
