@@ -22,6 +22,7 @@ from node.metrics import NodeMetrics
 from node.normalise import NormalisationError, normalise_identifier
 from node.notice_hits import NoticeAlerts
 from node.policy import Decision, PolicyEngine, PolicyUnavailable
+from node.policy.cache import CachingEngine
 from node.received import ReceivedStore
 from node.references import References
 from node.store import RecordStore
@@ -89,32 +90,80 @@ def validate_match(member: Member, query: MatchQuery) -> None:
             )
 
 
+# A Match's policy key: every fact its policy input holds, as a flat tuple (tag, version,
+# now, node id, country, profile, requester id, country, status, purpose, legal basis, has
+# legal reference, has case reference, category, identifier kinds). Decisions are cached by
+# it (`CachingEngine.decide_keyed`): a tuple of a few strings hashes and compares in a
+# fraction of the time canonical JSON of the whole input takes to write.
+MatchPolicyKey = tuple[
+    str, int, str, str, str, str, str, str, str, str, str, bool, bool, str, tuple[str, ...]
+]
+
+
+def match_policy_key(
+    node: NodeIdentity, member: Member, query: MatchQuery, now: datetime
+) -> MatchPolicyKey:
+    """The value-free facts of a Match the policy sees, never an identifier value."""
+    env = query.envelope
+    return (
+        "Match",
+        POLICY_INPUT_VERSION,
+        policy_time(now),
+        node.node_id,
+        node.country,
+        node.profile,
+        member.node_id,
+        member.country,
+        member.status.value,
+        env.purpose,
+        env.legal_basis.value,
+        bool(env.legal_reference),
+        bool(env.case_reference),
+        query.category,
+        tuple(sorted({i.kind for i in query.identifiers})),
+    )
+
+
+def match_policy_input(key: MatchPolicyKey) -> dict[str, Any]:
+    """The policy input of a Match, built from its key alone: so two Matches with one key
+    have one input, and a decision cached by the key is the decision for that input."""
+    (
+        _,
+        version,
+        now,
+        node_id,
+        country,
+        profile,
+        requester,
+        requester_country,
+        status,
+        purpose,
+        legal_basis,
+        has_legal_reference,
+        has_case_reference,
+        category,
+        kinds,
+    ) = key
+    return {
+        "version": version,
+        "now": now,
+        "node": {"node_id": node_id, "country": country, "profile": profile},
+        "requester": {"node_id": requester, "country": requester_country, "status": status},
+        "envelope": {
+            "purpose": purpose,
+            "legal_basis": legal_basis,
+            "has_legal_reference": has_legal_reference,
+            "has_case_reference": has_case_reference,
+        },
+        "request": {"method": "Match", "category": category, "identifier_kinds": list(kinds)},
+    }
+
+
 def build_policy_input(
     node: NodeIdentity, member: Member, query: MatchQuery, now: datetime
 ) -> dict[str, Any]:
     """The policy's view of a Match: facts about the request, never an identifier value."""
-    env = query.envelope
-    return {
-        "version": POLICY_INPUT_VERSION,
-        "now": policy_time(now),
-        "node": {"node_id": node.node_id, "country": node.country, "profile": node.profile},
-        "requester": {
-            "node_id": member.node_id,
-            "country": member.country,
-            "status": member.status.value,
-        },
-        "envelope": {
-            "purpose": env.purpose,
-            "legal_basis": env.legal_basis.value,
-            "has_legal_reference": bool(env.legal_reference),
-            "has_case_reference": bool(env.case_reference),
-        },
-        "request": {
-            "method": "Match",
-            "category": query.category,
-            "identifier_kinds": sorted({i.kind for i in query.identifiers}),
-        },
-    }
+    return match_policy_input(match_policy_key(node, member, query, now))
 
 
 def max_results(obligations: Mapping[str, Any]) -> int:
@@ -173,10 +222,23 @@ class MatchService:
         return self._engine.revision
 
     def decide(self, policy_input: Mapping[str, Any]) -> Decision:
-        """Ask the engine; unreachable, erroring or past the deadline is a refusal."""
+        """Ask the engine; unreachable, erroring or past the deadline is a refusal (a
+        Fetch's and a notice's decision too: FetchService, NoticeService)."""
+        return self._judged(lambda: self._engine.decide(policy_input))
+
+    def decide_match(self, key: MatchPolicyKey) -> Decision:
+        """`decide` for a Match's input, asked of the cache by its key (the input is built
+        only on a miss)."""
+        engine = self._engine
+        if isinstance(engine, CachingEngine):
+            return self._judged(lambda: engine.decide_keyed(key, match_policy_input))
+        return self.decide(match_policy_input(key))
+
+    def _judged(self, ask: Callable[[], Decision]) -> Decision:
+        """`ask()`'s decision, timed against the deadline and counted."""
         started = time.perf_counter()
         try:
-            decision = self._engine.decide(policy_input)
+            decision = ask()
         except PolicyUnavailable as exc:
             self._metrics.policy_decisions.labels(self._engine.name, "unavailable").inc()
             raise _policy_unavailable("the policy engine could not decide") from exc
@@ -198,7 +260,9 @@ class MatchService:
         self._metrics.policy_decisions.labels(self._engine.name, result).inc()
         return decision
 
-    def match(self, member: Member, query: MatchQuery) -> MatchAnswer:
+    def match(self, member: Member, query: MatchQuery, *, audit_entry: str = "") -> MatchAnswer:
+        """The answer to `member`'s Match, naming `audit_entry` (the entry its call will
+        be audited under), or a Refusal."""
         validate_match(member, query)
         try:  # a malformed value is refused before any decision, whatever the policy says
             identifiers = [
@@ -206,7 +270,7 @@ class MatchService:
             ]
         except NormalisationError as exc:
             raise invalid("identifier_invalid", f"identifier {exc.field}: {exc}") from None
-        decision = self.decide(build_policy_input(self._node, member, query, self._clock()))
+        decision = self.decide_match(match_policy_key(self._node, member, query, self._clock()))
         if not decision.allow:
             raise denied(decision.reasons, "refused by the data owner's policy", decision.revision)
         try:
@@ -244,4 +308,5 @@ class MatchService:
             hit=bool(refs),
             record_refs=tuple(self._references.seal(member.node_id, ref, now) for ref in refs),
             policy_revision=decision.revision,
+            audit_entry=audit_entry,
         )

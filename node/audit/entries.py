@@ -304,7 +304,8 @@ def encode_entries(
         head = chain_digest(head, encoded)
         # The line is the canonical body with its hash appended as the last member.
         lines.append(encoded[:-1] + b',"hash":"' + head.encode() + b'"}\n')
-        leaves.append(merkle.leaf_hash(leaf_input(body)))
+        # The leaf from the encoding just made (no redacted copy encoded again).
+        leaves.append(leaf_of_canonical(body, encoded))
         heads.append(head)
     return lines, leaves, heads
 

@@ -6,7 +6,8 @@ any entry breaks the chain from there on. The lines are kept in a file (`audit.l
 a database table shared by the node's replicas (`node.audit.storage`); both hold the same
 bytes and are checked by the same code here. Concurrent requests share one write and one
 fsync or transaction (group commit): the cost of durability is paid per batch, not per
-request.
+request. One long-lived writer thread per log (`node.audit.writer`) takes as its next batch
+whatever was queued while it wrote the last one, and wakes each batch's requests at once.
 
 If a write fails (disk full, I/O error, database down) every entry of that batch fails:
 the caller refuses its request, and nothing half-written remains (the file is cut back to
@@ -64,7 +65,6 @@ from node.audit.entries import (
     GENESIS,
     AuditError,
     AuditRecord,
-    AuditReplay,
     CheckpointInvalid,
     check_line_leaf,
     encode_entries,
@@ -77,12 +77,9 @@ from node.audit.log_tree import LogTree
 from node.audit.storage import AuditStorage, StorageError
 from node.audit.verify import check_chain, stated_checkpoint
 from node.audit.verify_file import check_file
+from node.audit.writer import BatchWriter, Pending
 
 log = logging.getLogger("liaison.node")
-
-# An entry's body (before `seq` and `prev` are known), the future its request awaits, and
-# what to write instead if the entry turns out to answer a replay (`AuditLog.append`).
-_Pending = tuple[dict[str, Any], "asyncio.Future[str]", "Callable[[], AuditRecord] | None"]
 
 
 class AuditLog:
@@ -95,8 +92,9 @@ class AuditLog:
     the log first takes in, checked, the entries other replicas wrote since it last looked,
     so every replica chains onto the one true head and all of them grow one tree.
 
-    Appends run their I/O in a worker thread. The other methods are synchronous and may
-    read the backend: callers on an event loop run them in a thread. `size` and the tree
+    Appends are written by the log's one writer thread (`node.audit.writer`). The other
+    methods are synchronous and may read the backend: callers on an event loop run them in
+    a thread. `size` and the tree
     are what this process has seen; `catch_up` takes in other replicas' newer entries
     (reads beyond the known size, and `checkpoint`, do so by themselves).
     """
@@ -140,8 +138,7 @@ class AuditLog:
         except BaseException:
             self._storage.close()
             raise
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._batches = BatchWriter(self._commit, self._unwritten)
         self.last_checkpoint_size = self._last_signed_size()
         if load_history and self._tree.store is None:
             self._history = threading.Thread(
@@ -337,39 +334,14 @@ class AuditLog:
         record `if_replayed()` returns (the refusal of the replay, with the same entry id)
         is written in its place, in the same locked write, so the request still has
         exactly one entry. It is called at most once, in the writer's thread."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry_body(record), future, if_replayed))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return await self._batches.append(entry_body(record), if_replayed)
 
-    def _encode(self, batch: list[_Pending]) -> tuple[list[bytes], list[bytes], list[str]]:
+    def _encode(self, batch: list[Pending]) -> tuple[list[bytes], list[bytes], list[str]]:
         """The batch's lines, chained on the durable head, with their leaves and heads."""
         return encode_entries([body for body, _, _ in batch], self._tree.size, self._head)
 
-    async def _flush(self) -> None:
-        while self._pending:
-            # One turn of the event loop first: requests that are already runnable append
-            # their entries now and share this write, at no cost to a lone request.
-            await asyncio.sleep(0)
-            batch, self._pending = self._pending, []
-            try:
-                replays = await asyncio.to_thread(self._commit, batch)
-            except Exception as exc:
-                # Entries appended meanwhile are not chained onto this batch yet: they get
-                # their own attempt. Any other error (an entry that is not UTF-8, a bug)
-                # refuses the batch too, rather than leave its requests waiting for ever;
-                # its text may quote an entry, so only its type is told.
-                self._fail(batch, exc if isinstance(exc, AuditError) else self._unwritten(exc))
-                continue
-            if replays:
-                self._fail(replays, AuditReplay("another replica already audited this nonce"))
-            for body, future, _ in batch:
-                if not future.done():
-                    future.set_result(str(body["id"]))
-
-    def _commit(self, batch: list[_Pending]) -> list[_Pending]:
-        """Write one batch in one locked write (a worker thread's work): take in what other
+    def _commit(self, batch: list[Pending]) -> list[Pending]:
+        """Write one batch in one locked write (the writer thread's work): take in what other
         replicas wrote, chain the batch onto that head, write it durably.
 
         If a database connection dies during the commit itself, the batch may have been
@@ -416,7 +388,7 @@ class AuditLog:
                     when = entry_timestamp(str(doc.get("time", ""))) or time.time()
                     self._foreign[(str(doc.get("peer")), str(doc["nonce"]))] = when
 
-    def _replays(self, batch: list[_Pending]) -> list[_Pending]:
+    def _replays(self, batch: list[Pending]) -> list[Pending]:
         """The batch's answers (entries that allow) whose (requester, nonce) another
         replica already audited (under the write lock, after taking in every entry written
         so far). A refusal discloses nothing: it is written whatever its nonce."""
@@ -434,18 +406,13 @@ class AuditLog:
                 and (str(pending[0].get("peer")), str(pending[0]["nonce"])) in self._foreign
             ]
 
-    def _unwritten(self, exc: Exception) -> AuditError:
+    def _unwritten(self, exc: BaseException) -> AuditError:
         error = AuditError(
             f"audit log {self.where}: a batch could not be written ({type(exc).__name__}); "
             "the request was refused and nothing was disclosed"
         )
         error.__cause__ = exc
         return error
-
-    def _fail(self, entries: list[_Pending], error: AuditError) -> None:
-        for _, future, _ in entries:
-            if not future.done():
-                future.set_exception(error)
 
     def recent(self, since: float) -> Iterator[dict[str, Any]]:
         """Durable entries whose time is at or after `since` (Unix time), newest first,
@@ -462,19 +429,18 @@ class AuditLog:
             raise AuditError(f"audit log {self.where} could not be read: {exc}") from exc
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
+        await self._batches.close()
         self._tree.closing.set()
         if self._history is not None:
             await asyncio.to_thread(self._history.join)
         self._storage.close()
 
 
-def _instead_of_replays(batch: list[_Pending], replays: list[_Pending]) -> list[_Pending]:
+def _instead_of_replays(batch: list[Pending], replays: list[Pending]) -> list[Pending]:
     """The batch with each replay that has a replacement replaced by it (same entry id),
     and each replay without one left out (its request gets AuditReplay)."""
     replayed = {id(pending[1]) for pending in replays}
-    kept: list[_Pending] = []
+    kept: list[Pending] = []
     for body, future, instead in batch:
         if id(future) not in replayed:
             kept.append((body, future, instead))

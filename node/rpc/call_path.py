@@ -33,7 +33,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import grpc
@@ -139,8 +138,20 @@ class Service:
 
 
 def audit_time() -> str:
-    """Now, as audit entries write it (UTC, microseconds, `Z`)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now, as audit entries write it (UTC, microseconds, `Z`): what
+    `datetime.now(UTC).isoformat(timespec="microseconds")` writes, with the date and time
+    to the second written once a second rather than once a call."""
+    global _second
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    second = _second
+    if second[0] != seconds:
+        second = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
+    return f"{second[1]}{nanoseconds // 1000:06d}Z"
+
+
+# The second `audit_time` last wrote, and its text (replaced whole: a reader in another
+# thread sees the old pair or the new one).
+_second: tuple[int, str] = (-1, "")
 
 
 def internal_failure(method: str, peer: str) -> Refusal:

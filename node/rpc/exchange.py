@@ -159,11 +159,11 @@ class ExchangeHandlers:
         )
 
     async def match(self, call: Call, query: MatchQuery) -> MatchAnswer:
-        answer = self._service.match(call.member, query)
+        answer = self._service.match(call.member, query, audit_entry=call.entry_id)
         call.revision = answer.policy_revision
         if answer.hit:  # the entry records that it matched (never what): `outcome`
             call.facts = Facts(query.category, outcome="hit")
-        return dataclasses.replace(answer, audit_entry=call.entry_id)
+        return answer
 
     async def fetch(self, call: Call, query: FetchQuery) -> FetchAnswer:
         seen = Seen(ticket=query.ticket_id[:64])

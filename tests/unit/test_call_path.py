@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,7 +59,7 @@ from node.audit.log import AuditLog
 from node.metrics import NodeMetrics
 from node.rpc.admission import Admission
 from node.rpc.auth import PeerAuthenticator
-from node.rpc.call_path import Call, CallPath, Facts, Method, Service
+from node.rpc.call_path import Call, CallPath, Facts, Method, Service, audit_time
 
 FED = "liaison.example"
 REQUESTER = "DE-BKA"
@@ -393,3 +393,16 @@ def test_a_replay_found_at_audit_time_is_one_refused_entry(pki: Pki, tmp_path: P
     assert node.registry.get_sample_value("liaison_audit_failures_total") == 0
     assert node.count(REQUESTER, "Match", "unauthenticated") == 1
     asyncio.run(b.close())
+
+
+def test_audit_time_writes_now_as_isoformat_does() -> None:
+    """The entry's time, written from a per-second prefix: the very text
+    `datetime.isoformat(timespec="microseconds")` gives, in UTC with `Z`, and now."""
+    for _ in range(2000):
+        before = datetime.now(UTC)
+        text = audit_time()
+        after = datetime.now(UTC)
+        assert text.endswith("Z") and len(text) == len("2026-01-01T00:00:00.000000Z")
+        when = datetime.fromisoformat(text[:-1] + "+00:00")
+        assert when.isoformat(timespec="microseconds").replace("+00:00", "Z") == text
+        assert before - timedelta(microseconds=1) <= when <= after
