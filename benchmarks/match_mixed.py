@@ -18,6 +18,7 @@ for the node the share of policy decisions its cache answered (from its /metrics
 ``liaison_policy_cache_lookups_total``), then the ratios mixed/single and mixed/echo.
 
     python benchmarks/match_mixed.py [--records 100000] [--seconds 5] [--quick] [--no-pin]
+        [--targets echo,single,mixed]
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from match_mixed_load import (
     Combination,
     Workload,
     allowed,
+    by_kind,
     check,
     drive,
     refused,
@@ -78,6 +80,7 @@ class Point:
     checked: Checked | None  # None for the echo, whose answers are one copied hit
     cache_hits: int = 0
     cache_misses: int = 0
+    kinds: tuple[tuple[str, int, float, float], ...] = ()  # match_mixed_load.by_kind
 
     @property
     def hit_rate(self) -> float:
@@ -109,7 +112,7 @@ async def measure(
     """Warm up (its answers checked too), then time it; the warm-up's rate sizes the pool.
     The node's cache counts are read just outside the timed loop."""
     warm_requests = workload.build(max(1000, 50 * in_flight))
-    warm, answers = await drive(calls, warm_requests, in_flight, warmup, pid, target)
+    warm, answers, _ = await drive(calls, warm_requests, in_flight, warmup, pid, target)
     if node is not None:
         checked = check(warm_requests, answers)
         if checked.wrong:
@@ -120,12 +123,18 @@ async def measure(
     # down: a pool used up early cuts the measurement short.
     pool = workload.build(int(max(warm.rate, MIN_RATE) * seconds * 2) + 50 * in_flight)
     before = cache_lookups(node) if node is not None else (0, 0)
-    result, answers = await drive(calls, pool, in_flight, seconds, pid, target)
+    result, answers, latencies = await drive(calls, pool, in_flight, seconds, pid, target)
     after = cache_lookups(node) if node is not None else (0, 0)
     print(f"  {target:<6} {in_flight:>3} in flight: {result.rate:8.0f} req/s", flush=True)
     if node is None:
         return Point(result, None)
-    return Point(result, check(pool, answers), after[0] - before[0], after[1] - before[1])
+    return Point(
+        result,
+        check(pool, answers),
+        after[0] - before[0],
+        after[1] - before[1],
+        tuple(by_kind(pool, latencies)),
+    )
 
 
 async def check_every_combination(calls: Mapping[str, Call], workload: Workload) -> None:
@@ -153,6 +162,7 @@ async def bench(
     warmup: float,
     folder: Path,
     server_cpus: set[int] | None,
+    targets: Sequence[str] = TARGETS,
 ) -> list[Point]:
     # SIGTERM cancels the run as Ctrl-C does, so the stack below stops all it started.
     this = asyncio.current_task()
@@ -171,20 +181,25 @@ async def bench(
             await channel.channel_ready()
             node_calls[peer] = channel.unary_unary(METHOD)
         await check_every_combination(node_calls, workloads["mixed"])
-        echo = EchoProcess(owner, await check_node(node_calls[SINGLE.peer], echo_queries), folder)
-        stack.callback(echo.stop)
-        echo.wait_ready()
-        echo_channel = open_channel(peers[SINGLE.peer].identity(), echo.endpoint)
-        stack.push_async_callback(echo_channel.close)
-        await echo_channel.channel_ready()
-        echo_calls: dict[str, Call] = {SINGLE.peer: echo_channel.unary_unary(METHOD)}
+        echo_calls: dict[str, Call] = {}
+        echo_pid = 0
+        if "echo" in targets:
+            hit = await check_node(node_calls[SINGLE.peer], echo_queries)
+            echo = EchoProcess(owner, hit, folder)
+            stack.callback(echo.stop)
+            echo.wait_ready()
+            echo_pid = echo.pid
+            echo_channel = open_channel(peers[SINGLE.peer].identity(), echo.endpoint)
+            stack.push_async_callback(echo_channel.close)
+            await echo_channel.channel_ready()
+            echo_calls[SINGLE.peer] = echo_channel.unary_unary(METHOD)
         # All stay up and take turns at each concurrency, so that a drift in the machine's
         # speed touches them alike.
         points = []
         for in_flight in CONCURRENCY:
-            for target in TARGETS:
+            for target in targets:
                 is_echo = target == "echo"
-                pid = echo.pid if is_echo else node_pid
+                pid = echo_pid if is_echo else node_pid
                 pin(pid, server_cpus)
                 points.append(
                     await measure(
@@ -262,6 +277,16 @@ def report(points: Sequence[Point], combinations: int) -> bool:
             + (f" (first: {c.first_wrong})" if c.wrong else "")
         )
         good = good and not c.wrong
+    for p in points:
+        # At 1 in flight only: at 64, queueing makes every kind's latency alike.
+        if p.kinds and p.m.target == "mixed" and p.m.in_flight == 1:
+            print(
+                f"mixed at {p.m.in_flight} in flight, latency by kind of request: "
+                + "; ".join(
+                    f"{kind} {n}: p50 {p50 * 1e3:.2f} ms, mean {mean * 1e3:.2f} ms"
+                    for kind, n, p50, mean in p.kinds
+                )
+            )
     by = {(p.m.target, p.m.in_flight): p.m for p in points}
 
     def ratio(a: str, b: str, c: int) -> float:
@@ -270,22 +295,28 @@ def report(points: Sequence[Point], combinations: int) -> bool:
     def cpu(a: str, c: int) -> float:
         return by[a, c].per_request_us(by[a, c].server_cpu)
 
+    measured = {p.m.target for p in points}
     for a, b in (("mixed", "single"), ("mixed", "echo"), ("single", "echo")):
+        if not {a, b} <= measured:
+            continue
         print(
             f"ratio {a}/{b} throughput: "
             + ", ".join(f"{ratio(a, b, c):.2f}x at {c} in flight" for c in CONCURRENCY)
         )
-    print(
-        "ratio mixed/single server CPU per request: "
-        + ", ".join(
-            f"{cpu('mixed', c) / cpu('single', c):.2f}x at {c} in flight" for c in CONCURRENCY
+    if {"mixed", "single"} <= measured:
+        print(
+            "ratio mixed/single server CPU per request: "
+            + ", ".join(
+                f"{cpu('mixed', c) / cpu('single', c):.2f}x at {c} in flight" for c in CONCURRENCY
+            )
         )
-    )
     print(f"every answer the one due: {'yes' if good else 'NO'}")
     return good
 
 
-def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
+def run(
+    records: int, seconds: float, warmup: float, pinned: bool, targets: Sequence[str] = TARGETS
+) -> int:
     signal.signal(signal.SIGTERM, raise_exit)  # clean up as on Ctrl-C (outside the loop)
     cpus = sorted(os.sched_getaffinity(0))
     client_cpus, server_cpus = ({cpus[0]}, {cpus[1]}) if pinned and len(cpus) > 1 else (None, None)
@@ -318,7 +349,17 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
         )
         try:
             points = asyncio.run(
-                bench(owner, peers, workloads, echo_queries, seconds, warmup, root, server_cpus)
+                bench(
+                    owner,
+                    peers,
+                    workloads,
+                    echo_queries,
+                    seconds,
+                    warmup,
+                    root,
+                    server_cpus,
+                    targets,
+                )
             )
         except asyncio.CancelledError:  # by SIGTERM; everything started is stopped by now
             raise SystemExit(128 + signal.SIGTERM) from None
@@ -357,12 +398,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="do not pin the client and the servers to one core each",
     )
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="which to measure, in this order (default echo,single,mixed; e.g. only "
+        "mixed while a profiler samples the node)",
+    )
     args = parser.parse_args(argv)
+    targets = [t for t in args.targets.split(",") if t]
+    if not targets or set(targets) - set(TARGETS):
+        parser.error(f"--targets: a comma-separated list of {', '.join(TARGETS)}")
     if args.quick:
-        return run(2000, 1.0, 0.3, args.pin)
+        return run(2000, 1.0, 0.3, args.pin, targets)
     if args.records < 1 or args.seconds <= 0:
         parser.error("--records and --seconds must be positive")
-    return run(args.records, args.seconds, 1.0, args.pin)
+    return run(args.records, args.seconds, 1.0, args.pin, targets)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ class Request:
     metadata: tuple[tuple[str, bytes], ...]
     peer: str
     expected: str
+    kind: str  # "category/identifier kind", for the latency breakdown
 
 
 def allowed(agreements: Mapping[str, Mapping[str, Any]]) -> list[Combination]:
@@ -189,7 +190,8 @@ class Workload:
         )
         body = match_query_to_bytes(match_query(env, combo.category, [(combo.kind, value)]))
         signature = sign(self._keys[combo.peer], request_message(METHOD, body))
-        return Request(body, ((SIGNATURE_METADATA, signature),), combo.peer, expected)
+        kind = f"{combo.category}/{combo.kind}"
+        return Request(body, ((SIGNATURE_METADATA, signature),), combo.peer, expected, kind)
 
     def build(self, n: int) -> list[Request]:
         out = []
@@ -251,10 +253,11 @@ async def drive(
     seconds: float,
     pid: int,
     target: str,
-) -> tuple[Measurement, dict[int, bytes | grpc.RpcError]]:
+) -> tuple[Measurement, dict[int, bytes | grpc.RpcError], dict[int, float]]:
     """Keep ``in_flight`` calls going (each on its peer's channel) until ``seconds`` pass or
-    the requests run out; every answer (or refusal) is kept to be checked afterwards."""
-    latencies: list[float] = []
+    the requests run out; every answer (or refusal) and its latency are kept, by the
+    request's index, to be checked afterwards."""
+    latencies: dict[int, float] = {}
     answers: dict[int, bytes | grpc.RpcError] = {}
     cursor = 0
     clock = time.perf_counter
@@ -273,13 +276,13 @@ async def drive(
                 )
             except grpc.RpcError as exc:  # a refusal is an answer here, checked later
                 answers[n] = exc
-            latencies.append(clock() - started)
+            latencies[n] = clock() - started
 
     server0, client0, started = process_cpu(pid), time.process_time(), clock()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = clock() - started
     server_cpu, client_cpu = process_cpu(pid) - server0, time.process_time() - client0
-    p50, p99 = percentiles(latencies, 0.50, 0.99)
+    p50, p99 = percentiles(latencies.values(), 0.50, 0.99)
     measured = Measurement(
         target,
         in_flight,
@@ -292,4 +295,20 @@ async def drive(
         client_cpu,
         pool_ran_out=cursor >= len(requests),
     )
-    return measured, answers
+    return measured, answers, latencies
+
+
+def by_kind(
+    requests: Sequence[Request], latencies: Mapping[int, float]
+) -> list[tuple[str, int, float, float]]:
+    """(kind of request, count, p50 s, mean s): refusals apart, whatever their category, and
+    the allowed ones by category and identifier kind, hits and no-hits together."""
+    groups: dict[str, list[float]] = {}
+    for i, latency in latencies.items():
+        r = requests[i]
+        key = "refused" if r.expected not in ("hit", "no_hit") else r.kind
+        groups.setdefault(key, []).append(latency)
+    return [
+        (key, len(values), percentiles(values, 0.5)[0], sum(values) / len(values))
+        for key, values in sorted(groups.items())
+    ]
