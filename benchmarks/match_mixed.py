@@ -18,7 +18,7 @@ for the node the share of policy decisions its cache answered (from its /metrics
 ``liaison_policy_cache_lookups_total``), then the ratios mixed/single and mixed/echo.
 
     python benchmarks/match_mixed.py [--records 100000] [--seconds 5] [--quick] [--no-pin]
-        [--targets echo,single,mixed]
+        [--targets echo,single,mixed] [--engine embedded|opa]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from match_mixed_load import (
 )
 from measuring import print_table, raise_exit
 from node.local.federation import NodeHandle, build_federation
+from node.policy.opa_process import start_opa
 
 CONCURRENCY: Final = (1, 64)
 TARGETS: Final = ("echo", "single", "mixed")
@@ -73,46 +74,71 @@ SINGLE: Final = Combination(
 
 
 @dataclass(frozen=True)
-class Point:
-    """One measurement: its figures, its checked answers, and the node's cache meanwhile."""
+class Policy:
+    """The node's policy figures from its /metrics: cache lookups by result, and the time
+    spent in `decide()` (a hit included) with its count."""
 
-    m: Measurement
-    checked: Checked | None  # None for the echo, whose answers are one copied hit
-    cache_hits: int = 0
-    cache_misses: int = 0
-    kinds: tuple[tuple[str, int, float, float], ...] = ()  # match_mixed_load.by_kind
+    hits: int = 0
+    misses: int = 0
+    seconds: float = 0.0
+    decisions: int = 0
+
+    def __sub__(self, other: Policy) -> Policy:
+        return Policy(
+            self.hits - other.hits,
+            self.misses - other.misses,
+            self.seconds - other.seconds,
+            self.decisions - other.decisions,
+        )
 
     @property
     def hit_rate(self) -> float:
-        lookups = self.cache_hits + self.cache_misses
-        return self.cache_hits / lookups if lookups else float("nan")
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else float("nan")
+
+    @property
+    def us_per_decision(self) -> float:
+        return self.seconds / self.decisions * 1e6 if self.decisions else float("nan")
 
 
-def cache_lookups(node: NodeHandle) -> tuple[int, int]:
-    """The node's decision cache (hits, misses) so far, from its /metrics."""
-    counts = {"hit": 0, "miss": 0}
+def policy_figures(node: NodeHandle) -> Policy:
+    cache = {"hit": 0, "miss": 0}
+    seconds, decisions = 0.0, 0
     for family in text_string_to_metric_families(node.read_metrics()):
-        if family.name == "liaison_policy_cache_lookups":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    counts[sample.labels["result"]] = int(sample.value)
-    return counts["hit"], counts["miss"]
+        for sample in family.samples:
+            if sample.name == "liaison_policy_cache_lookups_total":
+                cache[sample.labels["result"]] = int(sample.value)
+            elif sample.name == "liaison_policy_decision_duration_seconds_sum":
+                seconds = sample.value
+            elif sample.name == "liaison_policy_decision_duration_seconds_count":
+                decisions = int(sample.value)
+    return Policy(cache["hit"], cache["miss"], seconds, decisions)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: its figures, its checked answers, and the node's policy meanwhile."""
+
+    m: Measurement
+    checked: Checked | None  # None for the echo, whose answers are one copied hit
+    policy: Policy = Policy()
+    kinds: tuple[tuple[str, int, float, float], ...] = ()  # match_mixed_load.by_kind
 
 
 async def measure(
     calls: Mapping[str, Call],
     workload: Workload,
     target: str,
-    pid: int,
+    pids: Sequence[int],
     in_flight: int,
     seconds: float,
     warmup: float,
     node: NodeHandle | None,
 ) -> Point:
     """Warm up (its answers checked too), then time it; the warm-up's rate sizes the pool.
-    The node's cache counts are read just outside the timed loop."""
+    The node's policy figures are read just outside the timed loop."""
     warm_requests = workload.build(max(1000, 50 * in_flight))
-    warm, answers, _ = await drive(calls, warm_requests, in_flight, warmup, pid, target)
+    warm, answers, _ = await drive(calls, warm_requests, in_flight, warmup, pids, target)
     if node is not None:
         checked = check(warm_requests, answers)
         if checked.wrong:
@@ -122,18 +148,27 @@ async def measure(
     # Sized from the warm-up's rate, but never from a warm-up the shared machine slowed
     # down: a pool used up early cuts the measurement short.
     pool = workload.build(int(max(warm.rate, MIN_RATE) * seconds * 2) + 50 * in_flight)
-    before = cache_lookups(node) if node is not None else (0, 0)
-    result, answers, latencies = await drive(calls, pool, in_flight, seconds, pid, target)
-    after = cache_lookups(node) if node is not None else (0, 0)
+    before = policy_figures(node) if node is not None else Policy()
+    result, answers, latencies = await drive(calls, pool, in_flight, seconds, pids, target)
+    after = policy_figures(node) if node is not None else Policy()
     print(f"  {target:<6} {in_flight:>3} in flight: {result.rate:8.0f} req/s", flush=True)
     if node is None:
         return Point(result, None)
     return Point(
         result,
         check(pool, answers),
-        after[0] - before[0],
-        after[1] - before[1],
+        after - before,
         tuple(by_kind(pool, latencies)),
+    )
+
+
+def use_opa(node: NodeHandle, url: str) -> None:
+    """The node's [policy] set to decide through the OPA server at `url`."""
+    toml = node.config_path.read_text()
+    if 'engine = "embedded"' not in toml:
+        raise RuntimeError(f'{node.config_path}: no `engine = "embedded"` to replace')
+    node.config_path.write_text(
+        toml.replace('engine = "embedded"', f'engine = "opa"\nopa_url = "{url}"', 1)
     )
 
 
@@ -163,17 +198,23 @@ async def bench(
     folder: Path,
     server_cpus: set[int] | None,
     targets: Sequence[str] = TARGETS,
+    engine: str = "embedded",
 ) -> list[Point]:
     # SIGTERM cancels the run as Ctrl-C does, so the stack below stops all it started.
     this = asyncio.current_task()
     assert this is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     async with contextlib.AsyncExitStack() as stack:
+        node_pids = []
+        if engine == "opa":  # the sidecar first: the node pushes its policy at start-up
+            opa = stack.enter_context(start_opa())
+            use_opa(owner, opa.url)
+            node_pids.append(opa.pid)
         owner.start()
         stack.callback(owner.stop)
         owner.wait_ready(timeout=120.0)
         assert owner.process is not None
-        node_pid = owner.process.pid
+        node_pids.insert(0, owner.process.pid)
         node_calls: dict[str, Call] = {}
         for peer, handle in peers.items():  # one channel (one mTLS identity) per peer
             channel = open_channel(handle.identity(), owner.endpoint)
@@ -199,14 +240,15 @@ async def bench(
         for in_flight in CONCURRENCY:
             for target in targets:
                 is_echo = target == "echo"
-                pid = echo_pid if is_echo else node_pid
-                pin(pid, server_cpus)
+                pids = [echo_pid] if is_echo else node_pids
+                for pid in pids:  # the node and its OPA sidecar share the server's core
+                    pin(pid, server_cpus)
                 points.append(
                     await measure(
                         echo_calls if is_echo else node_calls,
                         workloads["single" if is_echo else target],
                         target,
-                        pid,
+                        pids,
                         in_flight,
                         seconds,
                         warmup,
@@ -214,6 +256,16 @@ async def bench(
                     )
                 )
         return points
+
+
+def miss_us(points: Sequence[Point], in_flight: int) -> float:
+    """What one cache miss costs in `decide()` under the mixed load: its policy time less
+    its hits, each costed at the single load's µs per decision (nearly all hits there)."""
+    by = {p.m.target: p.policy for p in points if p.m.in_flight == in_flight}
+    mixed, hit_us = by["mixed"], by["single"].us_per_decision
+    if not mixed.misses:
+        return float("nan")
+    return (mixed.seconds * 1e6 - mixed.hits * hit_us) / mixed.misses
 
 
 def report(points: Sequence[Point], combinations: int) -> bool:
@@ -236,6 +288,7 @@ def report(points: Sequence[Point], combinations: int) -> bool:
         "cli CPU µs/req",
         "cache hits",
         "misses/s",
+        "policy µs/req",
         "refused",
     )
     rows = [head]
@@ -251,8 +304,9 @@ def report(points: Sequence[Point], combinations: int) -> bool:
                 f"{m.per_request_us(m.server_cpu):.0f}",
                 f"{m.server_cpu / m.seconds:.2f}",
                 f"{m.per_request_us(m.client_cpu):.0f}",
-                "-" if p.checked is None else f"{p.hit_rate:.1%}",
-                "-" if p.checked is None else f"{p.cache_misses / m.seconds:.1f}",
+                "-" if p.checked is None else f"{p.policy.hit_rate:.1%}",
+                "-" if p.checked is None else f"{p.policy.misses / m.seconds:.1f}",
+                "-" if p.checked is None else f"{p.policy.us_per_decision:.0f}",
                 "-" if p.checked is None else f"{p.checked.refusals / p.checked.answered:.1%}",
             )
         )
@@ -310,12 +364,23 @@ def report(points: Sequence[Point], combinations: int) -> bool:
                 f"{cpu('mixed', c) / cpu('single', c):.2f}x at {c} in flight" for c in CONCURRENCY
             )
         )
+    if {"mixed", "single"} <= measured:
+        print(
+            "policy time per cache miss (the node's decision-duration histogram, the hits' "
+            "time at single's µs per decision taken off): "
+            + ", ".join(f"{miss_us(points, c):.0f} µs at {c} in flight" for c in CONCURRENCY)
+        )
     print(f"every answer the one due: {'yes' if good else 'NO'}")
     return good
 
 
 def run(
-    records: int, seconds: float, warmup: float, pinned: bool, targets: Sequence[str] = TARGETS
+    records: int,
+    seconds: float,
+    warmup: float,
+    pinned: bool,
+    targets: Sequence[str] = TARGETS,
+    engine: str = "embedded",
 ) -> int:
     signal.signal(signal.SIGTERM, raise_exit)  # clean up as on Ctrl-C (outside the loop)
     cpus = sorted(os.sched_getaffinity(0))
@@ -359,6 +424,7 @@ def run(
                     root,
                     server_cpus,
                     targets,
+                    engine,
                 )
             )
         except asyncio.CancelledError:  # by SIGTERM; everything started is stopped by now
@@ -369,7 +435,8 @@ def run(
         shutil.rmtree(root, ignore_errors=True)
     print(
         f"\n{platform.python_implementation()} {platform.python_version()}, "
-        f"grpcio {grpc.__version__}, {records} records at the node, embedded policy engine"
+        f"grpcio {grpc.__version__}, {records} records at the node, {engine} policy engine"
+        + (" (the OPA sidecar's CPU counted in the server's)" if engine == "opa" else "")
     )
     if client_cpus is not None and server_cpus is not None:
         print(
@@ -404,15 +471,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="which to measure, in this order (default echo,single,mixed; e.g. only "
         "mixed while a profiler samples the node)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("embedded", "opa"),
+        default="embedded",
+        help="the node's policy engine (opa: an OPA server sidecar this run starts)",
+    )
     args = parser.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
     if not targets or set(targets) - set(TARGETS):
         parser.error(f"--targets: a comma-separated list of {', '.join(TARGETS)}")
     if args.quick:
-        return run(2000, 1.0, 0.3, args.pin, targets)
+        return run(2000, 1.0, 0.3, args.pin, targets, args.engine)
     if args.records < 1 or args.seconds <= 0:
         parser.error("--records and --seconds must be positive")
-    return run(args.records, args.seconds, 1.0, args.pin, targets)
+    return run(args.records, args.seconds, 1.0, args.pin, targets, args.engine)
 
 
 if __name__ == "__main__":

@@ -246,17 +246,22 @@ def check(requests: Sequence[Request], answers: Mapping[int, bytes | grpc.RpcErr
     return Checked(outcomes, wrong, failed, first)
 
 
+def _cpu(pids: Sequence[int]) -> float:
+    return sum(process_cpu(pid) for pid in pids)
+
+
 async def drive(
     calls: Mapping[str, Call],
     requests: Sequence[Request],
     in_flight: int,
     seconds: float,
-    pid: int,
+    pids: Sequence[int],
     target: str,
 ) -> tuple[Measurement, dict[int, bytes | grpc.RpcError], dict[int, float]]:
     """Keep ``in_flight`` calls going (each on its peer's channel) until ``seconds`` pass or
     the requests run out; every answer (or refusal) and its latency are kept, by the
-    request's index, to be checked afterwards."""
+    request's index, to be checked afterwards. The server's CPU is that of every process in
+    `pids` (the node and, on the opa engine, its OPA sidecar)."""
     latencies: dict[int, float] = {}
     answers: dict[int, bytes | grpc.RpcError] = {}
     cursor = 0
@@ -278,10 +283,10 @@ async def drive(
                 answers[n] = exc
             latencies[n] = clock() - started
 
-    server0, client0, started = process_cpu(pid), time.process_time(), clock()
+    server0, client0, started = _cpu(pids), time.process_time(), clock()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = clock() - started
-    server_cpu, client_cpu = process_cpu(pid) - server0, time.process_time() - client0
+    server_cpu, client_cpu = _cpu(pids) - server0, time.process_time() - client0
     p50, p99 = percentiles(latencies.values(), 0.50, 0.99)
     measured = Measurement(
         target,
