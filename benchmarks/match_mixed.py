@@ -14,8 +14,10 @@ The three targets are measured in turn at 1 and then 64 calls in flight, each af
 warm-up, over the same mutual TLS: **echo** (``match_echo.py``, the floor), **single**
 (DE-BKA, criminal_investigation, travel_document: ``match.py``'s workload) and **mixed**.
 For each it prints req/s, p50/p99 latency, the server's CPU per request (from /proc), and
-for the node the share of policy decisions its cache answered (from its /metrics,
-``liaison_policy_cache_lookups_total``), then the ratios mixed/single and mixed/echo.
+for the node the share of policy decisions its cache answered and the time spent deciding
+(from its /metrics: ``liaison_policy_cache_lookups_total`` and the decision-duration
+histogram), then the ratios mixed/single and mixed/echo and what one cache miss costs.
+``--engine opa`` runs the node on an OPA server sidecar instead of the embedded engine.
 
     python benchmarks/match_mixed.py [--records 100000] [--seconds 5] [--quick] [--no-pin]
         [--targets echo,single,mixed] [--engine embedded|opa]
