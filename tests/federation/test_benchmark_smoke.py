@@ -167,3 +167,13 @@ def test_match_mixed_benchmark_quick_run_answers_as_due_with_5_percent_refused()
     for target in ("echo", "single", "mixed"):
         for in_flight in ("1", "64"):
             assert (target, in_flight) in rows, out
+    # The node's cache hit rate, read from its /metrics (liaison_policy_cache_lookups_total):
+    # the single combination nearly always hits, the 54 mixed inputs miss more often.
+    hit_rates = {
+        tuple(cells[:2]): float(cells[8].rstrip("%"))
+        for cells in (line.split() for line in out.splitlines())
+        if cells[:1] in (["single"], ["mixed"]) and len(cells) == 12
+    }
+    for in_flight in ("1", "64"):
+        assert hit_rates["single", in_flight] > 95.0, hit_rates
+        assert hit_rates["mixed", in_flight] < hit_rates["single", in_flight], hit_rates
