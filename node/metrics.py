@@ -341,6 +341,13 @@ class NodeMetrics:
         another replica counts too, and the outbox is never a stale copy."""
         self._computed(_NoticeCollector(hits_by_category, outbox_by_state))
 
+    def track_policy_cache(self, lookups: Callable[[], tuple[int, int]]) -> None:
+        """`liaison_policy_cache_lookups_total{result}`: the decision cache's hits and misses
+        (`lookups` gives both), read at scrape time from the cache's own counts. The cache
+        keys on the value-free input with `now` to the second, so its hit rate says how
+        many distinct kinds of request a second brings (docs/performance.md)."""
+        self.registry.register(_PolicyCacheCollector(lookups))
+
     def track_audit_size(
         self, size: Callable[[], int], damaged: Callable[[], bool] = lambda: False
     ) -> None:
@@ -441,6 +448,32 @@ class _NoticeCollector(Collector):
         for state, n in outbox.items():
             states.add_metric([state], float(n))
         return [counted, states]
+
+
+class _PolicyCacheCollector(Collector):
+    """The decision cache's counts, read when scraped (the cache counts under its own lock;
+    copying them into a Counter on every decision would cost the hot path)."""
+
+    def __init__(self, lookups: Callable[[], tuple[int, int]]) -> None:
+        self._lookups = lookups
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families(0, 0))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(*self._lookups()))
+
+    @staticmethod
+    def _families(hits: int, misses: int) -> list[Metric]:
+        lookups = CounterMetricFamily(
+            "liaison_policy_cache_lookups",
+            "Policy decision cache lookups, by result (hit: answered from the cache; miss: "
+            "the engine decided).",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], float(hits))
+        lookups.add_metric(["miss"], float(misses))
+        return [lookups]
 
 
 def deadline_buckets(used: Sequence[float]) -> dict[str, int]:

@@ -263,6 +263,7 @@ async def _start(
         on_reload=reload_counter(registry),
     )
     engine = CachingEngine(reloading)
+    metrics.track_policy_cache(lambda: (engine.hits, engine.misses))
     opened.callback(engine.close)  # and the reloading engine under it
     # The tables must be those this code knows (node.schema): never serve on an older or
     # newer schema, and never create one here (`liaison db upgrade` does, after a backup).

@@ -152,3 +152,38 @@ def test_replicas_benchmark_quick_run_keeps_one_tree_and_prints_its_ratios(
     assert "ratio to 1 replica (same run): 1: 1.00x, 2:" in out
     assert "checkpoint(s) verified from entry 0 (one tree)" in out
     assert "correctness: OK" in out
+
+
+def test_match_mixed_benchmark_quick_run_answers_as_due_with_5_percent_refused() -> None:
+    out = run_quick("match_mixed.py", timeout=240)
+    checked = [line for line in out.splitlines() if line.startswith("answers checked, ")]
+    # single and mixed, each at 1 and 64 in flight; none answered otherwise than due.
+    assert len(checked) == 4, out
+    assert all(line.endswith(", wrong 0") for line in checked), checked
+    for line in checked:
+        answered = int(line.split(": ")[1].split()[0])
+        refused = int(line.split("refused ")[1].split()[0])
+        if line.startswith("answers checked, mixed"):
+            # Every 20th request is refused by the owner's agreement, for the reason due.
+            assert answered > 100 and abs(refused / answered - 0.05) < 0.01, line
+            assert "purpose_not_agreed" in line and "category_not_agreed" in line, line
+            assert "hits 0," not in line and "no-hits 0," not in line, line
+        else:
+            assert refused == 0, line
+    assert "every answer the one due: yes" in out
+    for ratio in ("mixed/single throughput:", "mixed/echo throughput:"):
+        assert f"ratio {ratio}" in out
+    rows = {tuple(line.split()[:2]) for line in out.splitlines()}
+    for target in ("echo", "single", "mixed"):
+        for in_flight in ("1", "64"):
+            assert (target, in_flight) in rows, out
+    # The node's cache hit rate, read from its /metrics (liaison_policy_cache_lookups_total):
+    # the single combination nearly always hits, the 54 mixed inputs miss more often.
+    hit_rates = {
+        tuple(cells[:2]): float(cells[8].rstrip("%"))
+        for cells in (line.split() for line in out.splitlines())
+        if cells[:1] in (["single"], ["mixed"]) and len(cells) == 12
+    }
+    for in_flight in ("1", "64"):
+        assert hit_rates["single", in_flight] > 95.0, hit_rates
+        assert hit_rates["mixed", in_flight] < hit_rates["single", in_flight], hit_rates

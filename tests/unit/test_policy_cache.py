@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from node.metrics import NodeMetrics
 from node.policy.cache import CachingEngine
 from node.policy.decision import Decision
 from node.policy.embedded import EmbeddedEngine
@@ -146,3 +148,19 @@ def test_unkeyable_input_goes_to_the_engine() -> None:
 def test_rejects_empty_bound() -> None:
     with pytest.raises(ValueError):
         CachingEngine(SwappableEngine(DATA), max_entries=0)
+
+
+def test_the_cache_counts_are_exported_as_lookups_by_result_at_scrape_time() -> None:
+    registry = CollectorRegistry()
+    engine = CachingEngine(SwappableEngine(DATA))
+    NodeMetrics(registry).track_policy_cache(lambda: (engine.hits, engine.misses))
+    later = {**INPUT, "now": "2026-11-29T13:45:13Z"}
+    for policy_input in (INPUT, INPUT, INPUT, later):
+        engine.decide(policy_input)
+    engine.close()
+
+    def lookups(result: str) -> float | None:
+        return registry.get_sample_value("liaison_policy_cache_lookups_total", {"result": result})
+
+    # A new second is a new key: two misses, two hits.
+    assert (lookups("hit"), lookups("miss")) == (2.0, 2.0)
