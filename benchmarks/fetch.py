@@ -25,7 +25,6 @@ Matches: every Fetch here names a case of its own, and that costs nothing more.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -52,7 +51,7 @@ from federation.signing import SIGNATURE_METADATA, request_message, sign
 from federation.vocabulary import LegalBasis
 from match import open_channel, pin
 from match_load import CALL_TIMEOUT, HIT_SHARE, Call, Measurement, Queries, Request, measure
-from measuring import print_table, raise_exit
+from measuring import node_benchmark_parser, print_table, raise_exit
 from node.local.demo import WINDOW
 from node.local.federation import NodeHandle, build_federation
 
@@ -269,22 +268,7 @@ def run(records: int, seconds: float, warmup: float, pinned: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--records", type=int, default=100_000, help="records the node holds (default 100000)"
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=5.0, help="length of each timed measurement (default 5)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 2000 records, 1 s per measurement"
-    )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the client and the server to one core each",
-    )
+    parser = node_benchmark_parser(__doc__, servers="the server")
     args = parser.parse_args(argv)
     if args.quick:
         return run(2000, 1.0, 0.3, args.pin)

@@ -62,7 +62,7 @@ from federation.signing import (
 from match_echo import METHOD, EchoProcess, echo_serve
 from match_load import ASKER, CALL_TIMEOUT, HIT_SHARE, Call, Measurement, Queries, measure
 from match_workers import Setup, connections, database_audit, node_pids, spread
-from measuring import print_table, raise_exit
+from measuring import node_benchmark_parser, print_table, raise_exit
 from node.local.demo import AGREEMENTS
 from node.local.federation import NodeHandle, build_federation
 
@@ -350,22 +350,7 @@ def signing_cost_us(queries: Queries, signing_key: bytes, rounds: int = 2000) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--records", type=int, default=100_000, help="records the node holds (default 100000)"
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=5.0, help="length of each timed measurement (default 5)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 2000 records, 1 s per measurement"
-    )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the client and the servers to one core each",
-    )
+    parser = node_benchmark_parser(__doc__)
     parser.add_argument(
         "--workers",
         type=int,

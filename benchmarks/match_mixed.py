@@ -25,7 +25,6 @@ histogram), then the ratios mixed/single and mixed/echo and what one cache miss 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -61,7 +60,7 @@ from match_mixed_load import (
     drive,
     refused,
 )
-from measuring import print_table, raise_exit
+from measuring import node_benchmark_parser, print_table, raise_exit
 from node.local.federation import NodeHandle, build_federation
 from node.policy.opa_process import start_opa
 
@@ -451,22 +450,7 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--records", type=int, default=100_000, help="records the node holds (default 100000)"
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=5.0, help="length of each timed measurement (default 5)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 2000 records, 1 s per measurement"
-    )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the client and the servers to one core each",
-    )
+    parser = node_benchmark_parser(__doc__)
     parser.add_argument(
         "--targets",
         default=",".join(TARGETS),

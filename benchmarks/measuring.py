@@ -1,5 +1,6 @@
 """What the benchmark scripts share: per-call timing, percentiles, a process's CPU from
-/proc, a table printer, and the SIGTERM handler that makes a run clean up as on Ctrl-C.
+/proc, a table printer, the SIGTERM handler that makes a run clean up as on Ctrl-C, and
+the options every benchmark of a running node takes.
 
 The scripts are run as ``python benchmarks/<name>.py``, which puts this folder first on
 ``sys.path``: they import this module as ``measuring`` (a sibling), not as a package.
@@ -7,6 +8,7 @@ The scripts are run as ``python benchmarks/<name>.py``, which puts this folder f
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -62,3 +64,27 @@ def print_table(rows: Sequence[Sequence[str]]) -> None:
 def raise_exit(signum: int, _frame: FrameType | None) -> None:
     """A signal handler (for SIGTERM): exit as Ctrl-C would, unwinding through `finally`."""
     raise SystemExit(128 + signum)
+
+
+def node_benchmark_parser(
+    doc: str | None, *, servers: str = "the servers"
+) -> argparse.ArgumentParser:
+    """A parser with the options every benchmark of a running node takes, so that they
+    mean the same in each: --records, --seconds, --quick and --no-pin."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument(
+        "--records", type=int, default=100_000, help="records the node holds (default 100000)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="length of each timed measurement (default 5)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 2000 records, 1 s per measurement"
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help=f"do not pin the client and {servers} to one core each",
+    )
+    return parser
