@@ -69,7 +69,7 @@ from node.local.federation import NodeHandle, build_federation
 OWNER: Final = "FR-DGPN"
 CONCURRENCY: Final = (1, 64)
 TARGET_RATIO: Final = 0.6
-# With several workers (issue 14): p99 within 2x the echo's, CPU per request within 1.8x.
+# With several workers, the targets: p99 within 2x the echo's, CPU per request within 1.8x.
 TARGET_P99: Final = 2.0
 TARGET_CPU: Final = 1.8
 # The audit entry id in a node's answer grows with its log; the echo answers with one of
@@ -256,7 +256,7 @@ def report(
         )
         + ")"
     )
-    top = CONCURRENCY[-1]  # issue 14's targets for workers, at 64 in flight
+    top = CONCURRENCY[-1]  # the targets for workers are at 64 in flight
     node_cpu = 1 / cpu[top] if cpu[top] else float("inf")
     for label, ok in (
         (f"throughput >= {TARGET_RATIO}x echo's: {ratios[top]:.2f}x", ratios[top] >= TARGET_RATIO),

@@ -99,7 +99,7 @@ class Node:
     server: grpc.aio.Server
     port: int
     store: RecordStore
-    # Step 2 (issue 11): tickets awaiting an operator, and records received from peers;
+    # Step 2 (record requests): tickets awaiting an operator, and records received from peers;
     # in the records' database.
     tickets: TicketStore
     received: ReceivedStore
