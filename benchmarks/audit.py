@@ -1,6 +1,6 @@
 """The audit log on a real disk: group commit, proofs and verification at 1,000,000 entries.
 
-What issue 5 asks of ``node.audit.log``, measured in one process on real files in a temporary
+What ``node.audit.log`` promises, measured in one process on real files in a temporary
 folder whose filesystem the report names (the system's temporary folder, or the
 repository's folder if that one is memory-backed: fdatasync on tmpfs costs nothing):
 

@@ -39,6 +39,7 @@ class ConstantEngine:
     """The floor: a PolicyEngine whose decide() returns one prebuilt Decision."""
 
     name = "constant"
+    waits_on_io = False
 
     def __init__(self) -> None:
         self._decision = Decision(allow=True, obligations={"max_results": 5}, revision="floor")

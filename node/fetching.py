@@ -270,7 +270,7 @@ class FetchService:
         records: RecordStore,
         tickets: TicketStore,
         references: References,
-        decide: Callable[[Mapping[str, Any]], Decision],
+        decide: Callable[[Mapping[str, Any]], Awaitable[Decision]],
         clock: Callable[[], datetime] | None = None,
         *,
         received: ReceivedStore | None = None,
@@ -301,7 +301,9 @@ class FetchService:
             raise step2("unknown_reference", "no such reference for this requester")
         seen.category = record.category
         env = query.envelope
-        decision = self._decide(build_fetch_policy_input(self._node, member, env, record, now))
+        decision = await self._decide(
+            build_fetch_policy_input(self._node, member, env, record, now)
+        )
         if not decision.allow:
             raise denied(decision.reasons, "refused by the data owner's policy", decision.revision)
         duties = fetch_duties(decision)
@@ -384,7 +386,7 @@ class FetchService:
         record = await self._load(ticket.record_ref)
         if record is None:
             raise step2("unknown_reference", "the record of this ticket is no longer held")
-        duties, revision = self._still_allowed(member, query.envelope, ticket, record, now)
+        duties, revision = await self._still_allowed(member, query.envelope, ticket, record, now)
         # Marked before it leaves: of two collections at once, exactly one gets the record.
         try:
             ticket = await self._blocking(
@@ -421,7 +423,7 @@ class FetchService:
 
         return undo
 
-    def _still_allowed(
+    async def _still_allowed(
         self,
         member: Member,
         envelope: Envelope,
@@ -440,7 +442,9 @@ class FetchService:
             legal_reference=ticket.legal_reference,
             case_reference=ticket.case_reference,
         )
-        decision = self._decide(build_fetch_policy_input(self._node, member, asked, record, now))
+        decision = await self._decide(
+            build_fetch_policy_input(self._node, member, asked, record, now)
+        )
         if not decision.allow:
             raise denied(
                 decision.reasons,
@@ -463,6 +467,8 @@ class FetchService:
             if self._received is None:
                 return None
             return await self._blocking(self._received.get, ref)
+        if not self._records.reads_on_loop:
+            return await self._blocking(self._records.get, ref)
         try:
             return self._records.get(ref)
         except StoreUnavailable as exc:

@@ -6,6 +6,12 @@ A Match looks up the node's own records (:mod:`node.store`) and the records it r
 ~10 µs. So both stores build their statements with SQLAlchemy (portable: the URL is the only
 thing that changes between SQLite and PostgreSQL), compile them once for the engine's
 dialect, and run them here.
+
+Where the reads run: a SQLite read (~15 µs) costs less than a worker thread's hop (~30 µs
+pinned, docs/performance.md#per-request-cpu), so it runs on the event loop, on one kept
+connection. A read from a database server waits a network round trip, during which the
+loop could serve other calls, so it runs in a worker thread, on one of a few kept
+connections (`reads_on_loop`): several lookups wait on the server at once.
 """
 
 from __future__ import annotations
@@ -20,17 +26,28 @@ from node.database import StoreUnavailable
 
 # A read's SQL for one dialect, the order of its positional parameters, its fixed values.
 Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
+# Kept connections to a database server: lookups waiting on it at once (the loop's default
+# executor runs up to min(32, cores + 4) of them; more would only queue there).
+SERVER_CONNECTIONS = 4
 
 
 class KeptReader:
-    """Compiled reads on one kept connection of ``engine``, one reader at a time."""
+    """Compiled reads on kept connections of ``engine``: one for SQLite (one reader at a
+    time), `SERVER_CONNECTIONS` for a database server."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._raw_conn: Any = None
-        # The request path reads on the event loop, the operator's desk from worker
-        # threads: one reader at a time on the one connection (uncontended, well under 1 µs).
+        # SQLite is read on the loop; an in-memory database is one connection's own, so
+        # every reader must share that one.
+        self.reads_on_loop = engine.dialect.name == "sqlite"
+        size = 1 if self.reads_on_loop else SERVER_CONNECTIONS
+        # Readers take a connection from `_idle` (opening one while fewer than `size`
+        # are open) and give it back; `_slots` holds the others back (uncontended: well
+        # under 1 µs).
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[Any] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def compile(self, statement: Select[Any]) -> Compiled:
         """A read's SQL for this dialect, its positional order, fixed values."""
@@ -48,45 +65,60 @@ class KeptReader:
         merged = {**defaults, **params}
         args = [merged[name] for name in order] if order else merged
         dbapi_error = self._engine.dialect.loaded_dbapi.Error
-        with self._lock:
+        with self._slots:
+            conn: Any = None
             try:
+                conn = self._take()
                 try:
-                    return self._run(sql, args)
+                    return _run(conn, sql, args)
                 except dbapi_error as exc:
-                    if not self._lost(exc):
+                    if not self._lost(conn, exc):
                         raise
-                    self._raw_conn.invalidate(exc)
-                    self._raw_conn = None
-                    return self._run(sql, args)
+                    conn.invalidate(exc)
+                    conn = None
+                    conn = self._take()
+                    return _run(conn, sql, args)
             except dbapi_error as exc:
                 raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                if conn is not None:
+                    self._give_back(conn)
 
     def close(self) -> None:
         with self._lock:
-            if self._raw_conn is not None:
-                self._raw_conn.close()
-                self._raw_conn = None
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
-    def _run(self, sql: str, args: Any) -> list[tuple[Any, ...]]:
-        cursor = self._raw().cursor()
-        try:
-            cursor.execute(sql, args)
-            return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
-
-    def _lost(self, exc: DBAPIModule.Error) -> bool:
+    def _lost(self, conn: Any, exc: DBAPIModule.Error) -> bool:
         """Whether ``exc`` means the kept connection is gone."""
-        if self._raw_conn is None:
-            return False
-        return bool(self._engine.dialect.is_disconnect(exc, self._raw_conn.dbapi_connection, None))
+        return bool(self._engine.dialect.is_disconnect(exc, conn.dbapi_connection, None))
 
-    def _raw(self) -> Any:
-        # One DBAPI connection kept for reads, in autocommit where the driver has it, so it
+    def _take(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        # A DBAPI connection kept for reads, in autocommit where the driver has it, so it
         # never holds a read snapshot open (it must see records written after it opened).
-        if self._raw_conn is None:
-            self._raw_conn = self._engine.raw_connection()
-            driver = self._raw_conn.driver_connection
-            if self._engine.dialect.name != "sqlite" and hasattr(driver, "autocommit"):
-                driver.autocommit = True
-        return self._raw_conn
+        conn = self._engine.raw_connection()
+        driver: Any = conn.driver_connection
+        if not self.reads_on_loop and hasattr(driver, "autocommit"):
+            driver.autocommit = True
+        return conn
+
+    def _give_back(self, conn: Any) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()  # a read that finished after close()
+
+
+def _run(conn: Any, sql: str, args: Any) -> list[tuple[Any, ...]]:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, args)
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()

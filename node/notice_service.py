@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -185,7 +185,7 @@ class NoticeService:
         self,
         node: NodeIdentity,
         notices: NoticeStore,
-        decide: Callable[[Mapping[str, Any]], Decision],
+        decide: Callable[[Mapping[str, Any]], Awaitable[Decision]],
         metrics: NodeMetrics,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -227,7 +227,7 @@ class NoticeService:
         held = await self._blocking(self._notices.held, member.node_id, notice.notice_id)
         if held is not None and held.version >= notice.version:
             return self._receipt(held, ""), "duplicate"
-        decision = self._decide(build_notice_policy_input(self._node, member, query, now))
+        decision = await self._decide(build_notice_policy_input(self._node, member, query, now))
         if not decision.allow:
             raise denied(decision.reasons, "refused by the receiver's policy", decision.revision)
         days = retention(decision)

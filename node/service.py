@@ -6,9 +6,10 @@ never their values; the values are normalised and looked up only after the polic
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -221,37 +222,61 @@ class MatchService:
     def policy_revision(self) -> str:
         return self._engine.revision
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    async def decide(self, policy_input: Mapping[str, Any]) -> Decision:
         """Ask the engine; unreachable, erroring or past the deadline is a refusal (a
         Fetch's and a notice's decision too: FetchService, NoticeService)."""
-        return self._judged(lambda: self._engine.decide(policy_input))
+        return await self._judged(lambda: self._engine.decide(policy_input))
 
-    def decide_match(self, key: MatchPolicyKey) -> Decision:
+    async def decide_match(self, key: MatchPolicyKey) -> Decision:
         """`decide` for a Match's input, asked of the cache by its key (the input is built
-        only on a miss)."""
+        only on a miss). A hit is answered here, on the loop, whatever the engine."""
         engine = self._engine
         if isinstance(engine, CachingEngine):
-            return self._judged(lambda: engine.decide_keyed(key, match_policy_input))
-        return self.decide(match_policy_input(key))
+            started = time.perf_counter()
+            hit = engine.cached_keyed(key)
+            if hit is not None:
+                self._metrics.policy_duration.observe(time.perf_counter() - started)
+                return self._counted(hit)
+            return await self._judged(lambda: engine.decide_keyed(key, match_policy_input))
+        return await self.decide(match_policy_input(key))
 
-    def _judged(self, ask: Callable[[], Decision]) -> Decision:
-        """`ask()`'s decision, timed against the deadline and counted."""
+    async def _judged(self, ask: Callable[[], Decision]) -> Decision:
+        """`ask()`'s decision, timed against the deadline and counted.
+
+        An engine that waits on another process (OPA: ``waits_on_io``) is asked from a
+        worker thread, so the loop serves other calls meanwhile, and a decision that has
+        not come by the deadline is refused then, without waiting for it. One that holds
+        the GIL (regorus) is asked on the loop: it cannot be interrupted, so a late
+        decision is refused once it comes."""
         started = time.perf_counter()
+        decision: Decision | None = None
         try:
-            decision = ask()
+            if self._engine.waits_on_io:
+                pending = asyncio.get_running_loop().run_in_executor(None, ask)
+                decision = await asyncio.wait_for(pending, self._deadline)
+            else:
+                decision = ask()
         except PolicyUnavailable as exc:
             self._metrics.policy_decisions.labels(self._engine.name, "unavailable").inc()
             raise _policy_unavailable("the policy engine could not decide") from exc
+        except TimeoutError:
+            pass  # refused below
         finally:
             elapsed = time.perf_counter() - started
             self._metrics.policy_duration.observe(elapsed)
-        if elapsed > self._deadline:
-            # An in-process engine cannot be interrupted, but a late decision is still not
-            # used: the deadline is the operator's promise to peers, and fails closed.
+        if decision is None or elapsed > self._deadline:
+            # The deadline is the operator's promise to peers: a late decision is not used,
+            # and the request fails closed.
             self._metrics.policy_decisions.labels(self._engine.name, "timeout").inc()
             raise _policy_unavailable(
                 f"the policy engine took {elapsed * 1000:.0f} ms, past its deadline"
+                if decision is not None
+                else f"the policy engine did not decide within its "
+                f"{self._deadline * 1000:.0f} ms deadline"
             )
+        return self._counted(decision)
+
+    def _counted(self, decision: Decision) -> Decision:
         result = (
             "allow"
             if decision.allow
@@ -260,7 +285,9 @@ class MatchService:
         self._metrics.policy_decisions.labels(self._engine.name, result).inc()
         return decision
 
-    def match(self, member: Member, query: MatchQuery, *, audit_entry: str = "") -> MatchAnswer:
+    async def match(
+        self, member: Member, query: MatchQuery, *, audit_entry: str = ""
+    ) -> MatchAnswer:
         """The answer to `member`'s Match, naming `audit_entry` (the entry its call will
         be audited under), or a Refusal."""
         validate_match(member, query)
@@ -270,7 +297,8 @@ class MatchService:
             ]
         except NormalisationError as exc:
             raise invalid("identifier_invalid", f"identifier {exc.field}: {exc}") from None
-        decision = self.decide_match(match_policy_key(self._node, member, query, self._clock()))
+        key = match_policy_key(self._node, member, query, self._clock())
+        decision = await self.decide_match(key)
         if not decision.allow:
             raise denied(decision.reasons, "refused by the data owner's policy", decision.revision)
         try:
@@ -278,18 +306,12 @@ class MatchService:
         except Refusal as exc:
             exc.policy_revision = decision.revision
             raise
-        # A record its owner restricted from this country must not even be a hit.
         try:
-            refs = self._store.find(query.category, identifiers, limit, hidden_from=member.country)
-            if self._received is not None and len(refs) < limit:
-                # Then what this node received from others, as its owner's rules allow
-                # (node/received.py); whether it may be passed on is the Fetch's decision.
-                refs += self._received.find(
-                    query.category,
-                    identifiers,
-                    limit - len(refs),
-                    requester=member.node_id,
-                    requester_country=member.country,
+            if self._store.reads_on_loop:
+                refs = self._find(member, query.category, identifiers, limit)
+            else:
+                refs = await asyncio.get_running_loop().run_in_executor(
+                    None, self._find, member, query.category, identifiers, limit
                 )
         except StoreUnavailable as exc:
             log.error("Match from %s refused: %s", member.node_id, exc)
@@ -299,8 +321,6 @@ class MatchService:
                 "the node could not read its records; nothing was disclosed, retry later",
                 decision.revision,
             ) from None
-        if self._alerts is not None:  # local only: the answer is the same either way
-            self._alerts.match_from(member.node_id, identifiers)
         # Each stored ref goes out sealed for this requester (node/references.py).
         now = self._clock()
         return MatchAnswer(
@@ -310,3 +330,26 @@ class MatchService:
             policy_revision=decision.revision,
             audit_entry=audit_entry,
         )
+
+    def _find(
+        self, member: Member, category: str, identifiers: Sequence[Identifier], limit: int
+    ) -> list[str]:
+        """The stored refs an allowed Match finds, and its local notice alerts. Run on the
+        loop for a SQLite database (a read costs less than a thread's hop), in a worker
+        thread for a database server (a network round trip: the loop serves others
+        meanwhile); `RecordStore.reads_on_loop`."""
+        # A record its owner restricted from this country must not even be a hit.
+        refs = self._store.find(category, identifiers, limit, hidden_from=member.country)
+        if self._received is not None and len(refs) < limit:
+            # Then what this node received from others, as its owner's rules allow
+            # (node/received.py); whether it may be passed on is the Fetch's decision.
+            refs += self._received.find(
+                category,
+                identifiers,
+                limit - len(refs),
+                requester=member.node_id,
+                requester_country=member.country,
+            )
+        if self._alerts is not None:  # local only: the answer is the same either way
+            self._alerts.match_from(member.node_id, identifiers)
+        return refs

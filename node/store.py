@@ -130,7 +130,8 @@ _COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 class RecordStore:
-    """Records of one node; synchronous, used from the server's single event-loop thread."""
+    """Records of one node; synchronous and thread-safe. The request path reads on the
+    event loop or in worker threads, as `reads_on_loop` says (node/kept_reader.py)."""
 
     def __init__(self, url: str = "sqlite:///liaison.db") -> None:
         self._engine: Engine = open_engine(url)
@@ -141,6 +142,12 @@ class RecordStore:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def reads_on_loop(self) -> bool:
+        """Whether a lookup is cheaper on the event loop than in a worker thread (SQLite:
+        yes; a database server: no, it waits a round trip)."""
+        return self._reader.reads_on_loop
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self._engine, tables=[_records, _identifiers])

@@ -37,6 +37,7 @@ class CachingEngine:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.name = engine.name
+        self.waits_on_io = engine.waits_on_io
         self.hits = 0
         self.misses = 0
         self._engine = engine
@@ -72,6 +73,12 @@ class CachingEngine:
         # The key's text is the input's JSON: the engine need not serialise it again.
         return self._miss(text, policy_input, text)
 
+    def cached_keyed(self, key: Hashable) -> Decision | None:
+        """The decision `decide_keyed(key, ...)` would answer from the cache, or None (not
+        counted as a miss: the caller asks `decide_keyed` next, which counts it). Lets a
+        caller that asks the engine from another thread answer a hit without the hop."""
+        return self._cached(key, count_miss=False)
+
     def decide_keyed(self, key: K, policy_input: Callable[[K], Mapping[str, Any]]) -> Decision:
         """The decision for `policy_input(key)`, by `key` (a tuple of the value-free facts
         the input is built from): the input is built, and written as JSON, only on a miss.
@@ -89,7 +96,7 @@ class CachingEngine:
             return self._engine.decide(built)  # not JSON: the engine will deny it
         return self._miss(key, built, text)
 
-    def _cached(self, key: Hashable) -> Decision | None:
+    def _cached(self, key: Hashable, *, count_miss: bool = True) -> Decision | None:
         with self._lock:
             self._sync_revision(self._engine.revision)
             full = (self._revision, key)
@@ -98,7 +105,8 @@ class CachingEngine:
                 self._entries.move_to_end(full)
                 self.hits += 1
                 return cached
-            self.misses += 1
+            if count_miss:
+                self.misses += 1
             return None
 
     def _miss(self, key: Hashable, policy_input: Mapping[str, Any], text: str) -> Decision:

@@ -107,11 +107,17 @@ class Decision:
 class PolicyEngine(Protocol):
     """Evaluates ``data.liaison.exchange.decision`` for one input document.
 
-    Implementations must be safe to call from the node's event-loop thread, and raise
+    Implementations must be safe to call from any thread, and raise
     :class:`PolicyUnavailable` (never return a default) when they cannot decide.
     """
 
     name: str
+    # Whether a decision mostly waits on another process (OPA over HTTP): the node then
+    # asks from a policy thread so that its event loop serves other calls meanwhile, and a
+    # late answer is refused at the deadline. An engine that holds the GIL while it works
+    # (regorus) is asked on the loop: a thread would add a hop and no parallelism
+    # (docs/performance.md#per-request-cpu).
+    waits_on_io: bool
 
     @property
     def revision(self) -> str:

@@ -68,6 +68,7 @@ class EmbeddedEngine:
     """Evaluates the node's Rego in-process; any evaluation error is a deny."""
 
     name = "embedded"
+    waits_on_io = False  # regorus holds the GIL while it evaluates
 
     def __init__(self, policy_dir: Path, data: Mapping[str, Any]) -> None:
         self._sources = [

@@ -86,6 +86,7 @@ class OpaEngine:
     """Decisions from an OPA server fed the node's own policy files and data."""
 
     name = "opa"
+    waits_on_io = True  # an HTTP round trip to the sidecar
 
     def __init__(
         self,
@@ -281,8 +282,9 @@ class OpaEngine:
     def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
         """``POST /v1/data/liaison/exchange/decision`` on a pooled keep-alive connection.
 
-        Bounded by the deadline as a whole (connect + send + read); blocking is acceptable
-        on the event-loop thread only because of that bound.
+        Bounded by the deadline as a whole (connect + send + read). It blocks while OPA
+        thinks, so the node asks it from a policy thread (``waits_on_io``), never on its
+        event loop.
         """
         if self._closed:
             raise PolicyUnavailable("OPA engine is closed")

@@ -185,6 +185,7 @@ class ReloadingEngine:
             raise PolicyTestsFailed(f"{policy_dir}: {failures}")
         engine = build()
         self.name = engine.name
+        self.waits_on_io = engine.waits_on_io
         self._slot = _Slot(engine)
         self._next_seq = 1
         self._installed_seq = 0

@@ -159,7 +159,7 @@ class ExchangeHandlers:
         )
 
     async def match(self, call: Call, query: MatchQuery) -> MatchAnswer:
-        answer = self._service.match(call.member, query, audit_entry=call.entry_id)
+        answer = await self._service.match(call.member, query, audit_entry=call.entry_id)
         call.revision = answer.policy_revision
         if answer.hit:  # the entry records that it matched (never what): `outcome`
             call.facts = Facts(query.category, outcome="hit")

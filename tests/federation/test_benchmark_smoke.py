@@ -86,6 +86,30 @@ def test_audit_benchmark_quick_run_exits_cleanly_with_its_ratios_and_target() ->
     assert "target: liaison audit verify of 1,000,000 entries ≤ 30 s:" in out
 
 
+def test_lookups_benchmark_quick_run_measures_both_places_against_the_loop() -> None:
+    # PostgreSQL rows run if LIAISON_TEST_POSTGRES_URL is set (`make test` sets it).
+    postgres = bool(os.environ.get("LIAISON_TEST_POSTGRES_URL"))
+    out = run_quick("lookups.py", timeout=120)
+    databases = ["SQLite", "PostgreSQL"] if postgres else ["SQLite"]
+    if not postgres:
+        assert "PostgreSQL: skipped" in out
+    else:
+        assert "PostgreSQL on the thread" in out
+    assert "SQLite on the loop" in out
+    rows = [
+        line.split() for line in out.splitlines() if line.split()[:1] in [[d] for d in databases]
+    ]
+    # Each database at 1 and 64 in flight, on the loop and in a thread; the loop rows are
+    # their own baseline.
+    assert sorted((r[0], r[1], r[2]) for r in rows) == sorted(
+        (d, place, n) for d in databases for place in ("loop", "thread") for n in ("1", "64")
+    )
+    for row in rows:
+        assert float(row[3]) > 0
+        if row[1] == "loop":
+            assert row[4] == row[8] == "1.00x"
+
+
 def test_audit_open_benchmark_quick_run_exits_cleanly_with_its_ratios_and_targets() -> None:
     out = run_quick("audit_open.py", timeout=180)
     assert "baseline: read + SHA-256 of the file (the I/O floor):" in out

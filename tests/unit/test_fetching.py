@@ -39,7 +39,7 @@ class Policy:
         self.decision = Decision(True, (), {**ALLOW, "retention_days": 30}, "rev-1")
         self.inputs: list[Mapping[str, Any]] = []
 
-    def __call__(self, policy_input: Mapping[str, Any]) -> Decision:
+    async def __call__(self, policy_input: Mapping[str, Any]) -> Decision:
         self.inputs.append(policy_input)
         return self.decision
 

@@ -65,7 +65,7 @@ class RecordingEngine:
         self.name = "embedded"
         self.inputs: list[dict[str, Any]] = []
 
-    def decide(self, policy_input: Any) -> Decision:
+    async def decide(self, policy_input: Any) -> Decision:
         self.inputs.append(policy_input)
         return self._engine.decide(policy_input)
 

@@ -31,6 +31,7 @@ class SwappableEngine:
     """An embedded engine whose data can be replaced under the cache, as a reload would."""
 
     name = "embedded"
+    waits_on_io = False
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.inner = EmbeddedEngine(POLICIES, data)
@@ -55,6 +56,7 @@ class SwappableEngine:
 
 class ScriptedEngine:
     name = "scripted"
+    waits_on_io = False
 
     def __init__(self, *decisions: Decision) -> None:
         self.decisions = list(decisions)

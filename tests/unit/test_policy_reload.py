@@ -346,6 +346,7 @@ class GateEngine:
     """Decides only when released, so a swap can happen mid-decision."""
 
     name = "gate"
+    waits_on_io = False
 
     def __init__(self, revision: str) -> None:
         self.revision = revision

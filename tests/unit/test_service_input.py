@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
@@ -14,12 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from federation.directory import Member, MemberStatus
-from federation.model import Envelope, Identifier, MatchQuery
+from federation.model import Envelope, Identifier, MatchAnswer, MatchQuery
 from federation.vocabulary import MAX_IDENTIFIER_LENGTH, LegalBasis
 from node.errors import Kind, Refusal
 from node.metrics import NodeMetrics
 from node.normalise import normalise_identifier
 from node.policy import Decision, PolicyUnavailable
+from node.policy.cache import CachingEngine
 from node.records import NewRecord
 from node.references import References
 from node.service import (
@@ -264,6 +267,7 @@ class FixedEngine:
     """A policy engine twin: answers one fixed decision and remembers what it was asked."""
 
     name = "fixed"
+    waits_on_io = False
 
     def __init__(self, decision: Decision | None) -> None:
         self._decision = decision
@@ -318,7 +322,7 @@ def _service(
 def test_allowed_match_is_capped_by_max_results(store: RecordStore) -> None:
     decision = Decision(allow=True, obligations={"max_results": 2}, revision="rev-9")
     service, engine, registry = _service(store, decision)
-    answer = service.match(MEMBER, _query(Identifier("vin", SECRET_VIN.lower())))
+    answer = asyncio.run(service.match(MEMBER, _query(Identifier("vin", SECRET_VIN.lower()))))
     assert answer.hit and len(answer.record_refs) == 2
     # One reference per record, each bound to the requester (node/references.py).
     opened = [REFERENCES.open(MEMBER.node_id, ref, NOW).stored_ref for ref in answer.record_refs]
@@ -337,7 +341,7 @@ def test_allowed_match_is_capped_by_max_results(store: RecordStore) -> None:
 def test_denied_match_carries_the_policy_reasons(store: RecordStore) -> None:
     service, _, registry = _service(store, Decision(allow=False, reasons=("no_agreement",)))
     with pytest.raises(Refusal) as info:
-        service.match(MEMBER, _query())
+        asyncio.run(service.match(MEMBER, _query()))
     assert info.value.reasons == ("no_agreement",)
     assert (
         registry.get_sample_value(
@@ -350,7 +354,7 @@ def test_denied_match_carries_the_policy_reasons(store: RecordStore) -> None:
 def test_malformed_value_is_refused_before_policy_is_asked(store: RecordStore) -> None:
     service, engine, _ = _service(store, Decision(allow=True))
     with pytest.raises(Refusal) as info:
-        service.match(MEMBER, _query(Identifier("vin", "!!!")))
+        asyncio.run(service.match(MEMBER, _query(Identifier("vin", "!!!"))))
     assert info.value.reasons == ("identifier_invalid",)
     assert engine.inputs == []
 
@@ -358,7 +362,7 @@ def test_malformed_value_is_refused_before_policy_is_asked(store: RecordStore) -
 def test_policy_engine_down_is_unavailable_not_allow(store: RecordStore) -> None:
     service, _, registry = _service(store, None)
     with pytest.raises(Refusal) as info:
-        service.match(MEMBER, _query())
+        asyncio.run(service.match(MEMBER, _query()))
     assert info.value.kind is Kind.UNAVAILABLE
     assert info.value.reasons == ("policy_unavailable",)
     assert (
@@ -389,7 +393,7 @@ def test_a_decision_past_the_deadline_is_not_used(store: RecordStore) -> None:
         references=REFERENCES,
     )
     with pytest.raises(Refusal) as info:
-        service.match(MEMBER, _query(Identifier("vin", SECRET_VIN)))
+        asyncio.run(service.match(MEMBER, _query(Identifier("vin", SECRET_VIN))))
     assert info.value.kind is Kind.UNAVAILABLE
     assert info.value.reasons == ("policy_unavailable",)
     assert "past its deadline" in info.value.message
@@ -401,12 +405,109 @@ def test_a_decision_past_the_deadline_is_not_used(store: RecordStore) -> None:
     )
 
 
+class WaitingEngine(FixedEngine):
+    """An engine that waits on another process, as OPA does over HTTP: it answers once
+    `release` is set, and notes the thread it was asked on."""
+
+    waits_on_io = True
+
+    def __init__(self, decision: Decision | None) -> None:
+        super().__init__(decision)
+        self.release = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def decide(self, policy_input: Mapping[str, Any], *, input_json: str | None = None) -> Decision:
+        self.threads.append(threading.current_thread())
+        self.release.wait(timeout=10)
+        return super().decide(policy_input, input_json=input_json)
+
+
+def test_an_engine_waiting_on_io_is_refused_at_the_deadline_while_the_loop_serves(
+    store: RecordStore,
+) -> None:
+    # Asked on the loop, the engine would hold it until `release` (10 s), then answer
+    # allow "past its deadline"; asked from a thread, the loop refuses at the deadline
+    # and runs other work meanwhile.
+    registry = CollectorRegistry()
+    engine = WaitingEngine(Decision(allow=True, revision="rev-io"))
+    service = MatchService(
+        NODE,
+        store,
+        CachingEngine(engine),
+        NodeMetrics(registry),
+        clock=lambda: NOW,
+        policy_deadline=0.2,
+        references=REFERENCES,
+    )
+    ticks = 0
+
+    async def meanwhile() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def run() -> Refusal:
+        other = asyncio.create_task(meanwhile())
+        try:
+            with pytest.raises(Refusal) as info:
+                await service.match(MEMBER, _query(Identifier("vin", SECRET_VIN)))
+            return info.value
+        finally:
+            engine.release.set()
+            other.cancel()
+
+    refusal = asyncio.run(run())
+    assert refusal.kind is Kind.UNAVAILABLE and refusal.reasons == ("policy_unavailable",)
+    assert "did not decide within its 200 ms deadline" in refusal.message
+    assert ticks >= 2  # the loop went on while the engine was asked
+    assert engine.threads and engine.threads[0] is not threading.main_thread()
+    assert (
+        registry.get_sample_value(
+            "liaison_policy_decisions_total", {"engine": "fixed", "result": "timeout"}
+        )
+        == 1
+    )
+
+
+def test_a_cached_decision_is_answered_on_the_loop_whatever_the_engine(
+    store: RecordStore,
+) -> None:
+    engine = WaitingEngine(
+        Decision(allow=True, obligations={"max_results": 1}, revision="rev-fixed")
+    )
+    engine.release.set()
+    registry = CollectorRegistry()
+    service = MatchService(
+        NODE,
+        store,
+        CachingEngine(engine),
+        NodeMetrics(registry),
+        clock=lambda: NOW,
+        references=REFERENCES,
+    )
+
+    async def twice() -> list[MatchAnswer]:
+        query = _query(Identifier("vin", SECRET_VIN))
+        return [await service.match(MEMBER, query), await service.match(MEMBER, query)]
+
+    answers = asyncio.run(twice())
+    assert [a.hit for a in answers] == [True, True]
+    assert len(engine.inputs) == 1  # the second was answered from the cache
+    assert (
+        registry.get_sample_value(
+            "liaison_policy_decisions_total", {"engine": "fixed", "result": "allow"}
+        )
+        == 2
+    )
+
+
 def test_a_store_that_cannot_answer_is_a_refusal_not_a_crash(store: RecordStore) -> None:
     service, _, _ = _service(store, Decision(allow=True, revision="rev-1"))
     with store.engine.begin() as conn:  # the records vanish under the node (a real error)
         conn.exec_driver_sql("DROP TABLE identifiers")
     with pytest.raises(Refusal) as info:
-        service.match(MEMBER, _query(Identifier("vin", SECRET_VIN)))
+        asyncio.run(service.match(MEMBER, _query(Identifier("vin", SECRET_VIN))))
     assert info.value.kind is Kind.UNAVAILABLE
     assert info.value.reasons == ("store_unavailable",)
     assert info.value.policy_revision == "rev-1"

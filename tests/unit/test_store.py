@@ -9,15 +9,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from federation.model import Identifier
+from node.kept_reader import SERVER_CONNECTIONS
 from node.records import NewRecord
 from node.store import RecordStore, new_ref
 
@@ -250,5 +253,59 @@ def test_find_survives_a_lost_postgresql_connection(postgres_url: str) -> None:
         assert killed == [True]
         assert store.find("travel_document", ident, 10) == [record.ref]
         assert store.find("travel_document", ident, 10) == [record.ref]
+    finally:
+        store.close()
+
+
+def test_sqlite_is_read_on_the_loop(tmp_path: Path) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    try:
+        assert store.reads_on_loop
+    finally:
+        store.close()
+
+
+def test_postgresql_lookups_wait_on_the_server_side_by_side(postgres_url: str) -> None:
+    """A database server is read from worker threads, on up to SERVER_CONNECTIONS kept
+    connections at once: lookups waiting on the server do not queue behind each other, and
+    no more connections than that are opened, however many threads ask."""
+    store = RecordStore(postgres_url)
+    try:
+        store.create_schema()
+        record = doc("B1")
+        store.add_records([record])
+        ident = [Identifier("document_number", "B1")]
+        assert not store.reads_on_loop
+        waiting_sql = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+
+        def waiting(watcher: Connection) -> int:
+            # Counted in a transaction of its own: PostgreSQL keeps one snapshot of its
+            # activity view per transaction.
+            with watcher.begin():
+                return int(watcher.execute(waiting_sql).scalar_one())
+
+        many = SERVER_CONNECTIONS + 3
+        with (
+            store.engine.connect() as locker,
+            store.engine.connect() as watcher,
+            ThreadPoolExecutor(max_workers=many) as pool,
+        ):
+            locker.execute(text("LOCK TABLE records IN ACCESS EXCLUSIVE MODE"))
+            try:
+                lookups = [
+                    pool.submit(store.find, "travel_document", ident, 10) for _ in range(many)
+                ]
+                deadline = time.monotonic() + 30
+                while waiting(watcher) < SERVER_CONNECTIONS:
+                    assert time.monotonic() < deadline, "the lookups did not reach the server"
+                    time.sleep(0.05)
+                time.sleep(0.3)  # the others would have arrived by now, were they let through
+                assert waiting(watcher) == SERVER_CONNECTIONS
+            finally:
+                locker.commit()  # lets them through (and the pool can then be shut down)
+            assert [f.result(timeout=30) for f in lookups] == [[record.ref]] * many
     finally:
         store.close()

@@ -7,10 +7,11 @@ gives its slot back; a stopping node ends them all."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,10 @@ class Clock:
         return self.now
 
 
+async def _unused_policy(policy_input: Mapping[str, Any]) -> Decision:
+    return Decision(False, ("unused",), {}, "rev-1")
+
+
 class Owner:
     def __init__(self, tmp: Path) -> None:
         url = f"sqlite:///{tmp / 'node.db'}"
@@ -55,7 +60,7 @@ class Owner:
             self.records,
             self.tickets,
             References(bytes(32), timedelta(days=30)),
-            lambda policy_input: Decision(False, ("unused",), {}, "rev-1"),
+            _unused_policy,
             self.clock,
         )
         self.counts: dict[str, int] = {}
