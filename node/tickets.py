@@ -203,7 +203,11 @@ class TicketStore:
         extra = sorted({f.strip() for f in extra_redact})
         unknown = tuple(f for f in extra if f not in fields)
         if unknown:
-            message = f"no such field in the record: {', '.join(unknown)}"
+            known = ", ".join(sorted(fields)) or "none"
+            message = (
+                f"no such field in the record: {', '.join(unknown)} "
+                f"(its payload fields, named without 'payload.': {known})"
+            )
             raise InvalidDecision(ticket_id, "unknown_field", message, unknown)
         values = {"operator": operator, "reason": reason, "extra_redact": json.dumps(extra)}
         return self._decide(ticket_id, TicketState.APPROVED, now, values)

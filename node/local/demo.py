@@ -344,7 +344,9 @@ def run_demo(root: Path, *, keep: bool = False, records: int = 3000) -> int:
         print(f"   report: {_report(fed)} (open it in a browser, or print it)")
         print(f"\nAudit logs: {root}/<node>/audit.log   Node logs: {root}/<node>/node.log")
         if keep:
-            print("Nodes stay up; press Ctrl-C to stop them.")
+            # Flushed: printed into a pipe or a file, the lines above would otherwise wait
+            # for the exit, and the person running it would not see the nodes are up.
+            print("Nodes stay up; press Ctrl-C to stop them.", flush=True)
             stops = {signal.SIGINT, signal.SIGTERM}
             signal.pthread_sigmask(signal.SIG_BLOCK, stops)
             signal.sigwait(stops)
