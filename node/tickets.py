@@ -206,7 +206,7 @@ class TicketStore:
             known = ", ".join(sorted(fields)) or "none"
             message = (
                 f"no such field in the record: {', '.join(unknown)} "
-                f"(its payload fields, named without 'payload.': {known})"
+                f"(the record's payload fields: {known})"
             )
             raise InvalidDecision(ticket_id, "unknown_field", message, unknown)
         values = {"operator": operator, "reason": reason, "extra_redact": json.dumps(extra)}

@@ -183,7 +183,8 @@ def _approve(fed: Federation, ticket_id: str) -> None:
 
 async def _fetch(fed: Federation, record_ref: str) -> list[dict[str, object]]:
     """Fetch under the MLAT, have FR's operator approve the ticket, collect the record: the
-    ticket's and the record's rows, then a row per payload field (withheld ones named)."""
+    ticket's and the record's rows, then a row per payload field (withheld ones named), by
+    the name an operator's `liaison tickets approve --redact` takes."""
     client = PeerClient.for_member(fed.nodes[ASKER].identity(), fed.member(OWNER))
 
     def query(**target: str) -> FetchQuery:
@@ -219,10 +220,10 @@ async def _fetch(fed: Federation, record_ref: str) -> list[dict[str, object]]:
         {"field": "retention", "value": f"{record.retention_days} days"},
     ]
     rows += [
-        {"field": f"payload.{k}", "value": v if isinstance(v, str) else json.dumps(v)}
+        {"field": k, "value": v if isinstance(v, str) else json.dumps(v)}
         for k, v in sorted(payload.items())
     ]
-    rows += [{"field": f"payload.{k}", "value": "(withheld)"} for k in record.withheld_fields]
+    rows += [{"field": k, "value": "(withheld)"} for k in record.withheld_fields]
     return rows
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -248,9 +253,9 @@ def test_the_demo_runs_end_to_end_and_an_overseer_verifies_every_log(tmp_path: P
     assert fields["ticket"].endswith("(approved)")
     assert fields["time to decision"].endswith(" s of the 72 h allowed")
     assert fields["handling code"] in ("H0", "H1")
-    assert fields["payload.document_type"] == "passport"
-    assert fields["payload.document_number"].startswith("FRFAKE")
-    assert fields["payload.reference"] == "(withheld)"
+    assert fields["document_type"] == "passport"
+    assert fields["document_number"].startswith("FRFAKE")
+    assert fields["reference"] == "(withheld)"
     assert "SYN-FR-" not in out  # the withheld value itself never arrives
     assert fields["retention"] == "90 days"
     table = out[out.index("6. EU-EDPS") : out.index("7. FR-DGPN")]
@@ -269,3 +274,46 @@ def test_the_demo_runs_end_to_end_and_an_overseer_verifies_every_log(tmp_path: P
     assert "the chain intact from entry 0" in out[out.index("7. FR-DGPN") :]
     assert '<section id="timeliness">' in report.read_text()
     assert "All nodes stopped." in out
+
+
+def test_the_kept_demo_says_it_is_up_into_a_pipe_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`liaison demo --keep` read through a pipe (tee, a log file): the nodes' addresses and
+    'Nodes stay up' arrive while it waits, the nodes answer the README's commands, and
+    Ctrl-C stops them all."""
+    root = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "node.cli", "demo", "--dir", str(root), "--records", "200"]
+    # As a user's shell runs it: Python's output into a pipe is buffered unless told not to.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        [*cmd, "--keep"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read(out: IO[str]) -> None:
+        for line in out:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, args=(proc.stdout,))
+    reader.start()
+    seen: list[str] = []
+    try:
+        while not any("Nodes stay up" in line for line in seen):
+            try:
+                seen.append(lines.get(timeout=180))
+            except queue.Empty:
+                pytest.fail("no 'Nodes stay up' within 180 s; it printed:\n" + "".join(seen))
+        assert any("FR-DGPN  gRPC+mTLS" in line for line in seen)
+        up = liaison("tickets", "list", "--config", str(root / "FR-DGPN" / "node.toml"))
+        assert up.returncode == 0, up.stderr
+        assert "approved" in up.stdout  # the demo's ticket, on the node still serving
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+        proc.stdout.close()
+    rest = "".join(lines.get_nowait() for _ in range(lines.qsize()))
+    assert "All nodes stopped." in rest

@@ -168,7 +168,7 @@ def test_a_redaction_of_no_field_is_refused(node: NodeHandle) -> None:
     fields = ", ".join(record_ref(node)[1])
     assert bad.stderr.strip() == (
         "liaison: error: no such field in the record: shoe_size "
-        f"(its payload fields, named without 'payload.': {fields})"
+        f"(the record's payload fields: {fields})"
     )
     assert current(node, ticket.id).state is TicketState.PENDING
     assert entries_for(node, ticket.id) == []

@@ -145,7 +145,7 @@ class TestTicketStore:
         assert err.value.fields == ("shoe_size",)
         assert str(err.value) == (
             "no such field in the record: shoe_size "
-            f"(its payload fields, named without 'payload.': {', '.join(sorted(FIELDS))})"
+            f"(the record's payload fields: {', '.join(sorted(FIELDS))})"
         )
         with pytest.raises(InvalidDecision, match="no such field"):
             tickets.approve(ticket.id, "op", T0, extra_redact=["photo"])  # no fields given
